@@ -1,0 +1,194 @@
+//! Every event of the domain. The enum tag is the stored `event_type`; the payload is the variant.
+
+use crate::aggregate::StreamType;
+use crate::ids::{MemberId, ProjectId, TenantId, UserId};
+use crate::plan::Plan;
+use crate::role::Role;
+use crate::values::{Description, Email, PersonName, ProjectName, Slug, TenantName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantProvisioned {
+    pub tenant_id: TenantId,
+    pub name: TenantName,
+    pub slug: Slug,
+    pub plan: Plan,
+    pub owner_member_id: MemberId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInvited {
+    pub member_id: MemberId,
+    pub user_id: UserId,
+    pub email: Email,
+    pub name: PersonName,
+    pub role: Role,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCreated {
+    pub project_id: ProjectId,
+    pub name: ProjectName,
+    pub description: Option<Description>,
+    pub at: DateTime<Utc>,
+}
+
+/// Only the fields that changed are present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdated {
+    pub project_id: ProjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ProjectName>,
+    /// `Some(None)` clears the description.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
+    pub description: Option<Option<Description>>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectArchived {
+    pub project_id: ProjectId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectRestored {
+    pub project_id: ProjectId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    TenantProvisioned(TenantProvisioned),
+    MemberInvited(MemberInvited),
+    ProjectCreated(ProjectCreated),
+    ProjectUpdated(ProjectUpdated),
+    ProjectArchived(ProjectArchived),
+    ProjectRestored(ProjectRestored),
+}
+
+/// The schema version every event type is written with today. Bumped per type when a payload
+/// changes shape; older versions are upcast when read.
+pub const CURRENT_SCHEMA_VERSION: i32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("event {event_type} v{schema_version} has an unsupported schema version")]
+    UnsupportedVersion { event_type: String, schema_version: i32 },
+    #[error("event {event_type} payload does not match its schema: {source}")]
+    Payload { event_type: String, source: serde_json::Error },
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::TenantProvisioned(_) => "TenantProvisioned",
+            Event::MemberInvited(_) => "MemberInvited",
+            Event::ProjectCreated(_) => "ProjectCreated",
+            Event::ProjectUpdated(_) => "ProjectUpdated",
+            Event::ProjectArchived(_) => "ProjectArchived",
+            Event::ProjectRestored(_) => "ProjectRestored",
+        }
+    }
+
+    pub const ALL_TYPES: &'static [&'static str] = &[
+        "TenantProvisioned",
+        "MemberInvited",
+        "ProjectCreated",
+        "ProjectUpdated",
+        "ProjectArchived",
+        "ProjectRestored",
+    ];
+
+    /// The stream this event is appended to.
+    pub fn stream(&self) -> (StreamType, Uuid) {
+        match self {
+            Event::TenantProvisioned(e) => (StreamType::Tenant, e.tenant_id.0),
+            Event::MemberInvited(e) => (StreamType::Member, e.member_id.0),
+            Event::ProjectCreated(e) => (StreamType::Project, e.project_id.0),
+            Event::ProjectUpdated(e) => (StreamType::Project, e.project_id.0),
+            Event::ProjectArchived(e) => (StreamType::Project, e.project_id.0),
+            Event::ProjectRestored(e) => (StreamType::Project, e.project_id.0),
+        }
+    }
+
+    pub fn schema_version(&self) -> i32 {
+        CURRENT_SCHEMA_VERSION
+    }
+
+    /// The payload as stored in the log (the variant's fields, without the tag).
+    pub fn payload(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("events always serialize");
+        v.get_mut("data").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Rebuilds an event from the log's columns.
+    pub fn decode(event_type: &str, schema_version: i32, payload: serde_json::Value) -> Result<Event, DecodeError> {
+        if !Self::ALL_TYPES.contains(&event_type) {
+            return Err(DecodeError::UnknownType(event_type.to_owned()));
+        }
+        if schema_version != CURRENT_SCHEMA_VERSION {
+            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), schema_version });
+        }
+        serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
+            .map_err(|source| DecodeError::Payload { event_type: event_type.to_owned(), source })
+    }
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_through_decode() {
+        let e = Event::ProjectUpdated(ProjectUpdated {
+            project_id: ProjectId(Uuid::nil()),
+            name: None,
+            description: Some(None),
+            at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        });
+        let p = e.payload();
+        assert_eq!(p["description"], serde_json::Value::Null);
+        assert!(p.get("name").is_none());
+        assert_eq!(Event::decode(e.event_type(), 1, p).unwrap(), e);
+    }
+
+    #[test]
+    fn decode_rejects_unknown_types_and_versions() {
+        assert!(matches!(Event::decode("Nope", 1, serde_json::json!({})), Err(DecodeError::UnknownType(_))));
+        assert!(matches!(
+            Event::decode("ProjectArchived", 9, serde_json::json!({})),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! Keel's domain: aggregates, commands, events and the rules between them. Pure: no I/O, no clock.
+
+pub mod aggregate;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod plan;
+pub mod project;
+pub mod role;
+pub mod tenant;
+pub mod values;
+
+pub use aggregate::{Aggregate, StreamType};
+pub use error::{DomainError, FieldError, Limit};
+pub use event::Event;
+pub use ids::{MemberId, ProjectId, TenantId, UserId};
+pub use plan::Plan;
+pub use role::Role;

@@ -1,0 +1,145 @@
+//! Value types: the only way in is `parse`, which names the field it was given for.
+
+use crate::error::FieldError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! string_value {
+    ($name:ident) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// A trimmed, non-empty name of at most `max` characters.
+fn trimmed_name(field: &str, s: &str, max: usize) -> Result<String, FieldError> {
+    let t = s.trim();
+    let n = t.chars().count();
+    if n == 0 {
+        return Err(FieldError::new(field, "must not be blank"));
+    }
+    if n > max {
+        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(FieldError::new(field, "must not contain control characters"));
+    }
+    Ok(t.to_owned())
+}
+
+string_value!(Slug);
+impl Slug {
+    /// `^[a-z0-9][a-z0-9-]{1,62}$`
+    pub fn parse(field: &str, s: &str) -> Result<Slug, FieldError> {
+        let b = s.as_bytes();
+        let ok = (2..=63).contains(&b.len())
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        if ok {
+            Ok(Slug(s.to_owned()))
+        } else {
+            Err(FieldError::new(
+                field,
+                "must match ^[a-z0-9][a-z0-9-]{1,62}$ (2 to 63 lowercase letters, digits or dashes)",
+            ))
+        }
+    }
+}
+
+string_value!(Email);
+impl Email {
+    /// A syntactically valid address (RFC 5321/5322 as checked by `email_address`), at most 254
+    /// characters. Stored as given, compared lower-cased.
+    pub fn parse(field: &str, s: &str) -> Result<Email, FieldError> {
+        let t = s.trim();
+        if t.len() > 254 || !email_address::EmailAddress::is_valid(t) {
+            return Err(FieldError::new(field, "must be a valid email address"));
+        }
+        Ok(Email(t.to_owned()))
+    }
+}
+
+string_value!(ProjectName);
+impl ProjectName {
+    /// 1..200 characters after trimming.
+    pub fn parse(field: &str, s: &str) -> Result<ProjectName, FieldError> {
+        trimmed_name(field, s, 200).map(ProjectName)
+    }
+}
+
+string_value!(TenantName);
+impl TenantName {
+    pub fn parse(field: &str, s: &str) -> Result<TenantName, FieldError> {
+        trimmed_name(field, s, 200).map(TenantName)
+    }
+}
+
+string_value!(PersonName);
+impl PersonName {
+    pub fn parse(field: &str, s: &str) -> Result<PersonName, FieldError> {
+        trimmed_name(field, s, 200).map(PersonName)
+    }
+}
+
+string_value!(Description);
+impl Description {
+    /// Free text up to 10,000 characters; blank means "no description".
+    pub fn parse(field: &str, s: &str) -> Result<Option<Description>, FieldError> {
+        let t = s.trim();
+        if t.chars().count() > 10_000 {
+            return Err(FieldError::new(field, "must be at most 10000 characters"));
+        }
+        Ok(if t.is_empty() { None } else { Some(Description(t.to_owned())) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_follows_the_pattern() {
+        for ok in ["ab", "a1", "0-x", "acme-corp", &"a".repeat(63)] {
+            assert!(Slug::parse("slug", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "-ab", "Acme", "a_b", "a b", &"a".repeat(64), "ab\n"] {
+            let e = Slug::parse("slug", bad).unwrap_err();
+            assert_eq!(e.field, "slug", "{bad}");
+        }
+    }
+
+    #[test]
+    fn email_must_be_valid() {
+        assert!(Email::parse("email", "ada@example.com").is_ok());
+        for bad in ["", "ada", "ada@", "@example.com", "a b@example.com"] {
+            assert!(Email::parse("email", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn project_name_is_trimmed_and_bounded() {
+        assert_eq!(ProjectName::parse("name", "  Apollo ").unwrap().as_str(), "Apollo");
+        assert!(ProjectName::parse("name", "   ").is_err());
+        assert!(ProjectName::parse("name", &"é".repeat(200)).is_ok());
+        assert!(ProjectName::parse("name", &"é".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn blank_description_is_none() {
+        assert_eq!(Description::parse("d", "  ").unwrap(), None);
+        assert!(Description::parse("d", &"x".repeat(10_001)).is_err());
+    }
+}
