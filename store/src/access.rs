@@ -1,0 +1,53 @@
+//! What authorization and invariants read inside a command's transaction: the caller's
+//! membership and the tenant's plan, status and counters.
+
+use crate::db::TenantTx;
+use crate::error::StoreError;
+use keel_domain::{Plan, Role};
+use sqlx::Row;
+
+/// The active role of `user_id` in the transaction's tenant; `None` when not a member.
+pub async fn member_role(tx: &mut TenantTx, user_id: &str) -> Result<Option<Role>, StoreError> {
+    let tenant = tx.tenant().0;
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'")
+            .bind(tenant)
+            .bind(user_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Invalid(format!("unknown role {r}")))).transpose()
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRow {
+    pub name: String,
+    pub slug: String,
+    pub plan: Plan,
+    pub suspended: bool,
+    pub active_projects: u64,
+    pub seats_used: u64,
+}
+
+/// The tenant's control-plane row. With `lock`, the row stays locked until the transaction ends,
+/// which serialises every command of this tenant that counts against a plan limit.
+pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRow>, StoreError> {
+    let sql: &'static str = if lock {
+        "SELECT name, slug, plan, status, active_projects, seats_used FROM tenants WHERE tenant_id = $1 FOR UPDATE"
+    } else {
+        "SELECT name, slug, plan, status, active_projects, seats_used FROM tenants WHERE tenant_id = $1"
+    };
+    let tenant = tx.tenant().0;
+    let Some(r) = sqlx::query(sql).bind(tenant).fetch_optional(tx.conn()).await? else {
+        return Ok(None);
+    };
+    let plan: String = r.try_get("plan")?;
+    let status: String = r.try_get("status")?;
+    Ok(Some(TenantRow {
+        name: r.try_get("name")?,
+        slug: r.try_get("slug")?,
+        plan: Plan::parse(&plan).ok_or_else(|| StoreError::Invalid(format!("unknown plan {plan}")))?,
+        suspended: status == "suspended",
+        active_projects: r.try_get::<i32, _>("active_projects")?.max(0) as u64,
+        seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,
+    }))
+}

@@ -1,0 +1,161 @@
+//! Pools for the service roles, migrations, and transactions scoped to one tenant.
+
+use crate::error::StoreError;
+use keel_domain::TenantId;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Applies pending migrations over one connection as the `DATABASE_URL` user (the owner).
+pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
+    let mut conn = PgConnection::connect(database_url).await?;
+    MIGRATOR.run(&mut conn).await.map_err(|e| StoreError::Invalid(format!("migration failed: {e}")))?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// True when every migration this binary knows has been applied successfully.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, StoreError> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await?;
+    Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSizes {
+    pub writer: u32,
+    pub reader: u32,
+    pub projector: u32,
+}
+
+impl Default for PoolSizes {
+    fn default() -> Self {
+        PoolSizes { writer: 16, reader: 16, projector: 4 }
+    }
+}
+
+/// Connections for each service role. Every connection logs in with `DATABASE_URL` and then
+/// `SET ROLE`s to a role the migrations created, which is neither superuser, nor owner of any
+/// table, nor BYPASSRLS, so Row-Level Security applies to everything it does.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writer: PgPool,
+    reader: PgPool,
+    projector: PgPool,
+}
+
+async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) -> Result<PgPool, StoreError> {
+    let set_role: &'static str = match role {
+        "keel_writer" => "SET ROLE keel_writer",
+        "keel_reader" => "SET ROLE keel_reader",
+        _ => "SET ROLE keel_projector",
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(set_role).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await?;
+    // Refuse to run with a role that would bypass Row-Level Security.
+    let row = sqlx::query(
+        "SELECT r.rolname::text AS name, r.rolsuper, r.rolbypassrls,
+                EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = current_schema() AND t.tableowner = current_user) AS owns
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let (name, sup, bypass, owns): (String, bool, bool, bool) =
+        (row.try_get("name")?, row.try_get("rolsuper")?, row.try_get("rolbypassrls")?, row.try_get("owns")?);
+    if name != role || sup || bypass || owns {
+        return Err(StoreError::Invalid(format!(
+            "service role {role} is unsafe (current_user={name}, superuser={sup}, bypassrls={bypass}, owns tables={owns})"
+        )));
+    }
+    Ok(pool)
+}
+
+impl Store {
+    pub async fn connect(database_url: &str, sizes: PoolSizes) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(database_url)
+            .map_err(|e| StoreError::Invalid(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
+            .application_name("keel");
+        Ok(Store {
+            writer: role_pool(&options, "keel_writer", sizes.writer).await?,
+            reader: role_pool(&options, "keel_reader", sizes.reader).await?,
+            projector: role_pool(&options, "keel_projector", sizes.projector).await?,
+        })
+    }
+
+    /// The command side: appends and inline tables.
+    pub fn writer(&self) -> &PgPool {
+        &self.writer
+    }
+
+    /// The query side: read tables, checkpoints, memberships.
+    pub fn reader(&self) -> &PgPool {
+        &self.reader
+    }
+
+    /// Projection workers: every tenant's events, read tables, checkpoints.
+    pub fn projector(&self) -> &PgPool {
+        &self.projector
+    }
+
+    pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
+        TenantTx::begin(&self.writer, tenant).await
+    }
+
+    pub async fn begin_read(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
+        TenantTx::begin(&self.reader, tenant).await
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+        self.projector.close().await;
+    }
+}
+
+/// A transaction whose Row-Level Security context is one tenant. The setting is
+/// transaction-local, so a pooled connection never carries a tenant into the next use.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub async fn begin(pool: &PgPool, tenant: TenantId) -> Result<TenantTx, StoreError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *tx).await?;
+        Ok(TenantTx { tx, tenant })
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}

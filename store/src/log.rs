@@ -1,0 +1,323 @@
+//! The event log: append with optimistic concurrency and a hash chain, read a stream, and read
+//! all events in an order that never skips an event that commits late.
+
+use crate::db::TenantTx;
+use crate::error::StoreError;
+use crate::hash::{HashedFields, canonical_bytes, chain_hash};
+use crate::inline;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use keel_domain::{Event, TenantId, event::DecodeError};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use std::fmt;
+use uuid::Uuid;
+
+/// A point in the gap-safe order of the log: (committing transaction id, position). Its text
+/// form is the opaque consistency token that commands return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPosition {
+    pub xid: u64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { xid: 0, position: 0 };
+
+    pub fn parse(token: &str) -> Option<LogPosition> {
+        let (x, p) = token.trim().split_once('.')?;
+        Some(LogPosition { xid: x.parse().ok()?, position: p.parse().ok()? })
+    }
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.xid, self.position)
+    }
+}
+
+/// Who caused an event and in answer to what; stored with every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// `user:<sub>` or `platform:<sub>`.
+    pub actor: String,
+    pub correlation_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// One row of the log as stored.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub xid: u64,
+    pub tenant_id: TenantId,
+    pub stream_type: String,
+    pub stream_id: Uuid,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Vec<u8>,
+}
+
+impl RecordedEvent {
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition { xid: self.xid, position: self.position }
+    }
+
+    pub fn decode(&self) -> Result<Event, StoreError> {
+        Event::decode(&self.event_type, self.schema_version, self.payload.clone())
+            .map_err(|source: DecodeError| StoreError::Decode { position: self.position, source })
+    }
+
+    /// Recomputes this event's hash from its stored fields and the previous hash it names.
+    pub fn recompute_hash(&self) -> [u8; 32] {
+        let canonical = canonical_bytes(&HashedFields {
+            tenant_id: self.tenant_id.0,
+            stream_type: &self.stream_type,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            payload: &self.payload,
+            metadata: &self.metadata,
+        });
+        chain_hash(self.prev_hash.as_deref(), &canonical)
+    }
+
+    fn from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+        let xid: String = row.try_get("xid")?;
+        Ok(RecordedEvent {
+            position: row.try_get("position")?,
+            xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+            tenant_id: TenantId(row.try_get("tenant_id")?),
+            stream_type: row.try_get("stream_type")?,
+            stream_id: row.try_get("stream_id")?,
+            stream_version: row.try_get("stream_version")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            schema_version: row.try_get("schema_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            recorded_at: row.try_get("recorded_at")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "position, transaction_id::text AS xid, tenant_id, stream_type, stream_id, stream_version, \
+     event_id, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash";
+
+/// What an append wrote: the version each stream is now at, and the position of its last event.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub last: LogPosition,
+    pub versions: Vec<(Uuid, i64)>,
+}
+
+impl Appended {
+    pub fn version_of(&self, stream: Uuid) -> Option<i64> {
+        self.versions.iter().find(|(s, _)| *s == stream).map(|(_, v)| *v)
+    }
+}
+
+/// Appends `events` in the tenant's transaction. Each stream must be at the version `expected`
+/// gives for it (a stream not listed must be new); a stream that moved is a `Conflict`, and so is
+/// a concurrent append that wins the race to the same version (the unique constraint on
+/// (tenant, stream, version) decides). Inline projections are applied in the same transaction,
+/// and projection workers are notified at commit.
+pub async fn append(
+    tx: &mut TenantTx,
+    expected: &[(Uuid, i64)],
+    events: &[Event],
+    metadata: &EventMetadata,
+    now: DateTime<Utc>,
+) -> Result<Appended, StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::Invalid("nothing to append".into()));
+    }
+    let tenant = tx.tenant();
+    let recorded_at = now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now);
+    let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Invalid(e.to_string()))?;
+
+    // Streams in order of first appearance, each with its head (version, hash).
+    let mut heads: Vec<(Uuid, i64, Option<Vec<u8>>)> = Vec::new();
+    for e in events {
+        let (_, stream) = e.stream();
+        if heads.iter().any(|(s, _, _)| *s == stream) {
+            continue;
+        }
+        let want = expected.iter().find(|(s, _)| *s == stream).map(|(_, v)| *v).unwrap_or(0);
+        let head = sqlx::query(
+            "SELECT stream_version, hash FROM events WHERE tenant_id = $1 AND stream_id = $2 \
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(tenant.0)
+        .bind(stream)
+        .fetch_optional(tx.conn())
+        .await?;
+        let (actual, hash) = match head {
+            Some(r) => (r.try_get::<i64, _>(0)?, Some(r.try_get::<Vec<u8>, _>(1)?)),
+            None => (0, None),
+        };
+        if actual != want {
+            return Err(StoreError::Conflict { stream_id: stream, expected: want, actual });
+        }
+        heads.push((stream, actual, hash));
+    }
+
+    let starts: Vec<(Uuid, i64)> = heads.iter().map(|(s, v, _)| (*s, *v)).collect();
+    let n = events.len();
+    let mut stream_types = Vec::with_capacity(n);
+    let mut stream_ids = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut event_ids = Vec::with_capacity(n);
+    let mut event_types = Vec::with_capacity(n);
+    let mut schema_versions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut prev_hashes: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    for e in events {
+        let (stream_type, stream) = e.stream();
+        let head = heads.iter_mut().find(|(s, _, _)| *s == stream).expect("every stream has a head");
+        let version = head.1 + 1;
+        let event_id = Uuid::now_v7();
+        let payload = e.payload();
+        let canonical = canonical_bytes(&HashedFields {
+            tenant_id: tenant.0,
+            stream_type: stream_type.as_str(),
+            stream_id: stream,
+            stream_version: version,
+            event_id,
+            event_type: e.event_type(),
+            schema_version: e.schema_version(),
+            recorded_at,
+            payload: &payload,
+            metadata: &metadata,
+        });
+        let hash = chain_hash(head.2.as_deref(), &canonical).to_vec();
+        prev_hashes.push(head.2.replace(hash.clone()));
+        head.1 = version;
+        stream_types.push(stream_type.as_str());
+        stream_ids.push(stream);
+        versions.push(version);
+        event_ids.push(event_id);
+        event_types.push(e.event_type());
+        schema_versions.push(e.schema_version());
+        payloads.push(payload);
+        hashes.push(hash);
+    }
+
+    let rows = sqlx::query(
+        "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \
+                             schema_version, payload, metadata, recorded_at, prev_hash, hash)
+         SELECT $1, t.stream_type, t.stream_id, t.stream_version, t.event_id, t.event_type, t.schema_version,
+                t.payload, $2, $3, t.prev_hash, t.hash
+         FROM UNNEST($4::text[], $5::uuid[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::jsonb[], \
+                     $11::bytea[], $12::bytea[])
+              WITH ORDINALITY AS t(stream_type, stream_id, stream_version, event_id, event_type, schema_version, \
+                                   payload, prev_hash, hash, ord)
+         ORDER BY t.ord
+         RETURNING position, transaction_id::text AS xid",
+    )
+    .bind(tenant.0)
+    .bind(&metadata)
+    .bind(recorded_at)
+    .bind(&stream_types)
+    .bind(&stream_ids)
+    .bind(&versions)
+    .bind(&event_ids)
+    .bind(&event_types)
+    .bind(&schema_versions)
+    .bind(&payloads)
+    .bind(&prev_hashes)
+    .bind(&hashes)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        // A concurrent append took the same version first; which stream is not reported, so
+        // name the first (the aggregate the command loaded).
+        StoreError::Unique(c) if c == "events_stream_version_key" => {
+            let (stream, v) = starts[0];
+            StoreError::Conflict { stream_id: stream, expected: v, actual: v + 1 }
+        }
+        other => other,
+    })?;
+
+    let mut last = LogPosition::START;
+    for r in &rows {
+        let xid: String = r.try_get("xid")?;
+        let p = LogPosition {
+            xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+            position: r.try_get("position")?,
+        };
+        last = last.max(p);
+    }
+
+    let with_versions: Vec<(&Event, i64)> = events.iter().zip(versions.iter().copied()).collect();
+    inline::apply(tx, &with_versions).await?;
+
+    sqlx::query("SELECT pg_notify($1, '')").bind(crate::EVENTS_CHANNEL).execute(tx.conn()).await?;
+
+    Ok(Appended { last, versions: heads.into_iter().map(|(s, v, _)| (s, v)).collect() })
+}
+
+/// The events of one stream of the transaction's tenant, in version order.
+pub async fn read_stream(tx: &mut TenantTx, stream_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+    let tenant = tx.tenant();
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(stream_id).fetch_all(tx.conn()).await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
+}
+
+/// Up to `limit` events after `after` in (transaction id, position) order, never past the oldest
+/// transaction still running: an event whose transaction commits late has a transaction id below
+/// that horizon until it commits, so it is read after it commits, never skipped.
+pub async fn read_all_after(
+    conn: &mut PgConnection,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE (transaction_id, position) > ($1::text::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY transaction_id, position
+         LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.xid.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
+}
+
+/// The newest position in the log visible to this connection, ignoring the gap-safe horizon
+/// (for lag reporting).
+pub async fn head_position(conn: &mut PgConnection) -> Result<Option<LogPosition>, StoreError> {
+    let row = sqlx::query("SELECT transaction_id::text AS xid, position FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let xid: String = r.try_get("xid")?;
+            Ok(Some(LogPosition {
+                xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+                position: r.try_get("position")?,
+            }))
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The `rm_projects` read table: one row per project with its task counts.
+
+use crate::db::TenantTx;
+use crate::error::StoreError;
+use crate::log::RecordedEvent;
+use chrono::{DateTime, Utc};
+use keel_domain::Event;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+/// Applies one event to the table, as the projector (which sees every tenant). Guarded by the
+/// stream version so that applying an event twice cannot move a row backwards.
+pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
+    let tenant = recorded.tenant_id.0;
+    let v = recorded.stream_version;
+    match event {
+        Event::ProjectCreated(e) => {
+            sqlx::query(
+                "INSERT INTO rm_projects (tenant_id, project_id, name, description, status, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, 'active', $5, $5, $6)
+                 ON CONFLICT (tenant_id, project_id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(e.project_id.0)
+            .bind(e.name.as_str())
+            .bind(e.description.as_ref().map(|d| d.as_str()))
+            .bind(e.at)
+            .bind(v)
+            .execute(conn)
+            .await?;
+        }
+        Event::ProjectUpdated(e) => {
+            sqlx::query(
+                "UPDATE rm_projects SET name = COALESCE($3, name),
+                        description = CASE WHEN $4 THEN $5 ELSE description END,
+                        updated_at = $6, version = $7
+                 WHERE tenant_id = $1 AND project_id = $2 AND version < $7",
+            )
+            .bind(tenant)
+            .bind(e.project_id.0)
+            .bind(e.name.as_ref().map(|n| n.as_str()))
+            .bind(e.description.is_some())
+            .bind(e.description.as_ref().and_then(|d| d.as_ref().map(|d| d.as_str())))
+            .bind(e.at)
+            .bind(v)
+            .execute(conn)
+            .await?;
+        }
+        Event::ProjectArchived(e) => set_status(conn, tenant, e.project_id.0, "archived", e.at, v).await?,
+        Event::ProjectRestored(e) => set_status(conn, tenant, e.project_id.0, "active", e.at, v).await?,
+        Event::TenantProvisioned(_) | Event::MemberInvited(_) => {}
+    }
+    Ok(())
+}
+
+async fn set_status(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    project: Uuid,
+    status: &str,
+    at: DateTime<Utc>,
+    v: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE rm_projects SET status = $3, updated_at = $4, version = $5
+         WHERE tenant_id = $1 AND project_id = $2 AND version < $5",
+    )
+    .bind(tenant)
+    .bind(project)
+    .bind(status)
+    .bind(at)
+    .bind(v)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ProjectRow {
+    pub project_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+    pub tasks_todo: i32,
+    pub tasks_in_progress: i32,
+    pub tasks_done: i32,
+}
+
+const COLUMNS: &str = "project_id, name, description, status, created_at, updated_at, version, \
+                       tasks_todo, tasks_in_progress, tasks_done";
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Option<ProjectRow>, StoreError> {
+    let tenant = tx.tenant().0;
+    let sql = format!("SELECT {COLUMNS} FROM rm_projects WHERE tenant_id = $1 AND project_id = $2");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).fetch_optional(tx.conn()).await?)
+}
+
+/// The keyset a page continues after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectKey {
+    pub created_at: DateTime<Utc>,
+    pub project_id: Uuid,
+}
+
+/// Up to `limit` projects after `after`, oldest first.
+pub async fn list(tx: &mut TenantTx, after: Option<ProjectKey>, limit: i64) -> Result<Vec<ProjectRow>, StoreError> {
+    let tenant = tx.tenant().0;
+    let rows = match after {
+        None => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM rm_projects WHERE tenant_id = $1 ORDER BY created_at, project_id LIMIT $2"
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(limit).fetch_all(tx.conn()).await?
+        }
+        Some(k) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM rm_projects WHERE tenant_id = $1 AND (created_at, project_id) > ($2, $3)
+                 ORDER BY created_at, project_id LIMIT $4"
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(k.created_at)
+                .bind(k.project_id)
+                .bind(limit)
+                .fetch_all(tx.conn())
+                .await?
+        }
+    };
+    Ok(rows)
+}
+
+pub async fn count(tx: &mut TenantTx) -> Result<i64, StoreError> {
+    let tenant = tx.tenant().0;
+    Ok(sqlx::query_scalar("SELECT count(*) FROM rm_projects WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(tx.conn())
+        .await?)
+}
