@@ -1,1 +1,12 @@
-//! placeholder
+//! The HTTP edge shared by the REST and GraphQL services: authentication, request context,
+//! problem+json errors, JSON bodies, and request metrics.
+
+pub mod auth;
+pub mod context;
+pub mod json;
+pub mod metrics;
+pub mod problem;
+
+pub use auth::{AuthError, Authenticator, Claims, JwtConfig, Principal};
+pub use json::JsonBody;
+pub use problem::{FieldError, Problem};
