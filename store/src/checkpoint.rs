@@ -4,15 +4,19 @@ use crate::error::StoreError;
 use crate::log::LogPosition;
 use sqlx::{PgConnection, PgPool, Row};
 
+/// The checkpoint of `name`, locked until the caller's transaction ends so that two workers
+/// never apply the same batch.
 pub async fn load(conn: &mut PgConnection, name: &str) -> Result<LogPosition, StoreError> {
     sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
         .bind(name)
         .execute(&mut *conn)
         .await?;
-    let r = sqlx::query("SELECT last_xid::text AS xid, last_position FROM projection_checkpoints WHERE name = $1")
-        .bind(name)
-        .fetch_one(conn)
-        .await?;
+    let r = sqlx::query(
+        "SELECT last_xid::text AS xid, last_position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await?;
     to_position(&r)
 }
 

@@ -1,0 +1,114 @@
+//! Per-request context: who asks, in which tenant, their role (looked up once), and the
+//! read-your-writes position to wait for.
+
+use async_graphql::{Error, ErrorExtensions};
+use keel_domain::{Role, TenantId};
+use keel_gateway::Principal;
+use keel_store::{LogPosition, Store, StoreError, TenantTx, access, checkpoint};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
+
+pub(crate) struct RequestCtx {
+    pub(crate) principal: Principal,
+    pub(crate) store: Store,
+    pub(crate) consistency: Option<LogPosition>,
+    pub(crate) wait: Duration,
+    pub(crate) stale: AtomicBool,
+    role: OnceCell<Option<Role>>,
+    caught_up: Mutex<Vec<&'static str>>,
+}
+
+pub(crate) fn forbidden(msg: &str) -> Error {
+    Error::new(msg).extend_with(|_, e| e.set("code", "FORBIDDEN"))
+}
+
+pub(crate) fn bad_input(msg: &str) -> Error {
+    Error::new(msg).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))
+}
+
+/// Store failures are logged and answered without their text: no SQL reaches a client.
+pub(crate) fn internal(e: StoreError) -> Error {
+    tracing::error!(error = %e, "query failed");
+    Error::new("internal error").extend_with(|_, e| e.set("code", "INTERNAL"))
+}
+
+impl RequestCtx {
+    pub(crate) fn new(principal: Principal, store: Store, consistency: Option<LogPosition>, wait: Duration) -> Self {
+        RequestCtx {
+            principal,
+            store,
+            consistency,
+            wait,
+            stale: AtomicBool::new(false),
+            role: OnceCell::new(),
+            caught_up: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The tenant of a tenant token; platform operators have none.
+    pub(crate) fn tenant(&self) -> Result<TenantId, Error> {
+        if self.principal.platform {
+            return Err(forbidden("platform operators cannot read a tenant's data"));
+        }
+        self.principal.tenant_id.map(TenantId).ok_or_else(|| forbidden("the token carries no tenant_id"))
+    }
+
+    pub(crate) async fn read_tx(&self) -> Result<TenantTx, Error> {
+        let tenant = self.tenant()?;
+        self.store.begin_read(tenant).await.map_err(internal)
+    }
+
+    /// The caller's active role in the tenant, or `None` for a non-member.
+    pub(crate) async fn role(&self) -> Result<Option<Role>, Error> {
+        if self.principal.platform || self.principal.tenant_id.is_none() {
+            return Ok(None);
+        }
+        self.role
+            .get_or_try_init(|| async {
+                let mut tx = self.read_tx().await?;
+                let role = access::member_role(&mut tx, &self.principal.subject).await.map_err(internal)?;
+                tx.commit().await.map_err(internal)?;
+                Ok::<_, Error>(role)
+            })
+            .await
+            .copied()
+    }
+
+    /// Requires an active membership whose role passes `allowed`.
+    pub(crate) async fn require(&self, allowed: fn(Role) -> bool) -> Result<Role, Error> {
+        self.tenant()?;
+        match self.role().await? {
+            Some(r) if allowed(r) => Ok(r),
+            Some(r) => Err(forbidden(&format!("the {} role cannot read this", r.as_str()))),
+            None => Err(forbidden("you are not an active member of this tenant")),
+        }
+    }
+
+    /// Waits until `projection` has applied the request's `Keel-Consistency` position, at most
+    /// the configured time; past it the answer is marked stale instead of blocking.
+    pub(crate) async fn consistent(&self, projection: &'static str) -> Result<(), Error> {
+        let Some(want) = self.consistency else { return Ok(()) };
+        let mut done = self.caught_up.lock().await;
+        if done.contains(&projection) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let at = checkpoint::read(self.store.reader(), projection).await.map_err(internal)?;
+            if at >= want {
+                done.push(projection);
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.stale.store(true, Ordering::Relaxed);
+                done.push(projection);
+                return Ok(());
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+}
