@@ -1,0 +1,167 @@
+//! `App`: binds the listener, builds the router and the projection runner, and runs them side by
+//! side until shutdown. Tests build it the same way `keel up` does, on port 0.
+
+use crate::telemetry;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use keel_gateway::{Authenticator, JwtConfig, Problem};
+use keel_projections::{ProjectsProjection, Runner, RunnerConfig};
+use keel_store::{PoolSizes, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Which parts of Keel this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub command: bool,
+    pub query: bool,
+    pub projector: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { command: true, query: true, projector: true };
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub database_url: String,
+    pub listen: String,
+    pub jwt: JwtConfig,
+    pub consistency_wait: Duration,
+    pub body_limit: usize,
+    pub roles: Roles,
+    pub runner: RunnerConfig,
+    pub pools: PoolSizes,
+}
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    store: Store,
+    runner: Option<Runner<ProjectsProjection>>,
+    auth: Arc<Authenticator>,
+}
+
+#[derive(Clone)]
+struct OpsState {
+    store: Store,
+    metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Connects the service roles (the database must be migrated) and binds the listener.
+    pub async fn build(config: AppConfig) -> anyhow::Result<App> {
+        let store = Store::connect(&config.database_url, config.pools)
+            .await
+            .context("cannot connect to the database (DATABASE_URL)")?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", config.listen))?;
+        let auth = Arc::new(Authenticator::hs256(config.jwt.clone()));
+        let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
+
+        let mut api = Router::new();
+        if config.roles.command {
+            api = api.merge(keel_command::router(store.clone()));
+        }
+        if config.roles.query {
+            api = api.merge(keel_query::router(keel_query::QueryState {
+                schema: keel_query::build_schema(),
+                store: store.clone(),
+                consistency_wait: config.consistency_wait,
+            }));
+        }
+        let router = api
+            .layer(axum::middleware::from_fn_with_state(auth.clone(), keel_gateway::auth::authenticate))
+            .merge(
+                Router::new()
+                    .route("/healthz", get(healthz))
+                    .route("/readyz", get(readyz))
+                    .route("/metrics", get(metrics))
+                    .with_state(ops),
+            )
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(config.body_limit))
+            .layer(axum::middleware::from_fn(keel_gateway::metrics::record))
+            .layer(axum::middleware::from_fn(keel_gateway::context::request_context));
+
+        let runner = config.roles.projector.then(|| Runner::new(store.clone(), ProjectsProjection, config.runner));
+        Ok(App { listener, router, store, runner, auth })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.auth.clone()
+    }
+
+    /// Serves and projects until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests and the current batch finish, and closes the pools.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let projector = self.runner.map(|r| tokio::spawn(r.run(stop_rx.clone())));
+        let mut server_stop = stop_rx.clone();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight work");
+        let _ = stop_tx.send(true);
+        let served = server.await.context("server task panicked")?;
+        if let Some(p) = projector {
+            p.await.context("projection task panicked")?;
+        }
+        self.store.close().await;
+        served.context("server failed")
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(ops): State<OpsState>) -> Response {
+    let reachable = sqlx::query("SELECT 1").execute(ops.store.reader()).await.is_ok();
+    let current = reachable && keel_store::migrations_current(ops.store.reader()).await.unwrap_or(false);
+    if current {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        let detail =
+            if reachable { "migrations are not current: run keel migrate" } else { "the database is unreachable" };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready", detail).into_response()
+    }
+}
+
+async fn metrics(State(ops): State<OpsState>) -> Response {
+    ops.metrics.run_upkeep();
+    let pools = [("writer", ops.store.writer()), ("reader", ops.store.reader()), ("projector", ops.store.projector())];
+    for (name, pool) in pools {
+        metrics::gauge!("keel_db_pool_connections", "pool" => name).set(pool.size() as f64);
+        metrics::gauge!("keel_db_pool_idle_connections", "pool" => name).set(pool.num_idle() as f64);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render()).into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("route")
+}

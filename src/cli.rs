@@ -1,0 +1,115 @@
+//! The `keel` command line: every setting is a flag and an environment variable, read and
+//! checked once at start-up.
+
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: a multi-tenant, event-sourced SaaS backend core",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Settings {
+    /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`
+    /// and `migrate` start a private cluster under KEEL_DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address the HTTP server (REST and GraphQL) listens on.
+    #[arg(long, env = "KEEL_LISTEN", global = true, default_value = "0.0.0.0:8080")]
+    pub listen: String,
+
+    /// Directory for the embedded PostgreSQL cluster and development secrets.
+    #[arg(long, env = "KEEL_DATA_DIR", global = true, default_value = "./.keel")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret for bearer tokens (at least 32 bytes). Unset: `up` and `token` use a
+    /// development secret generated under KEEL_DATA_DIR.
+    #[arg(long, env = "KEEL_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Required `iss` of tokens, when set.
+    #[arg(long, env = "KEEL_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of tokens, when set.
+    #[arg(long, env = "KEEL_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// How long a GraphQL request with `Keel-Consistency` waits for the projections, in ms.
+    #[arg(long, env = "KEEL_CONSISTENCY_WAIT_MS", global = true, default_value_t = 2000)]
+    pub consistency_wait_ms: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "KEEL_BODY_LIMIT", global = true, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// How often projections look for new events when no notification arrives, in ms.
+    #[arg(long, env = "KEEL_POLL_INTERVAL_MS", global = true, default_value_t = 500)]
+    pub poll_interval_ms: u64,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `keel=debug,sqlx=warn`.
+    #[arg(long, env = "KEEL_LOG", global = true, default_value = "info,sqlx=warn")]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "KEEL_LOG_FORMAT", global = true, value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+
+    /// Directory of the PostgreSQL server binaries for the embedded cluster (default: found on
+    /// PATH, by pg_config, or under /usr/lib/postgresql/*/bin).
+    #[arg(long, env = "KEEL_PG_BINDIR", global = true)]
+    pub pg_bindir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run everything in one process: (embedded) database, migrations, REST, GraphQL, projections.
+    Up,
+    /// Run one part of Keel against DATABASE_URL (which must be migrated).
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        role: ServeRole,
+    },
+    /// Apply pending migrations to DATABASE_URL (or to the embedded cluster when unset).
+    Migrate,
+    /// Print a signed bearer token for development and tests.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeRole {
+    All,
+    Command,
+    Query,
+    Projector,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("kind").required(true).args(["platform", "tenant"]))]
+pub struct TokenArgs {
+    /// A platform operator token (scope platform:admin, no tenant).
+    #[arg(long)]
+    pub platform: bool,
+    /// The tenant the token acts in.
+    #[arg(long, requires = "user")]
+    pub tenant: Option<Uuid>,
+    /// The user id (`sub`); for --platform it defaults to `operator`.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Lifetime, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+}

@@ -1,0 +1,10 @@
+//! Keel's composition root: configuration, the embedded PostgreSQL for development, telemetry,
+//! and `App`, which wires the REST, GraphQL and projection parts into one process.
+
+pub mod app;
+pub mod cli;
+pub mod embedded;
+pub mod secrets;
+pub mod telemetry;
+
+pub use app::{App, AppConfig, Roles};
