@@ -1,0 +1,160 @@
+//! The `keel` binary as a new user runs it: `up` on a private cluster, `token`, `--help`.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+
+fn keel(dir: &Path) -> Command {
+    let mut c = Command::new(KEEL);
+    c.env_remove("DATABASE_URL")
+        .env_remove("KEEL_JWT_SECRET")
+        .env("KEEL_DATA_DIR", dir)
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_LOG_FORMAT", "json")
+        .env("KEEL_LOG", "info")
+        .kill_on_drop(true);
+    c
+}
+
+struct Up {
+    child: Child,
+    rest: String,
+    token: String,
+}
+
+/// Starts `keel up` and reads its banner.
+async fn up(dir: &Path, log: &Path) -> Up {
+    let mut child = keel(dir)
+        .arg("up")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut rest, mut token) = (String::new(), String::new());
+    let mut next_is_token = false;
+    let banner = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let t = line.trim();
+            if next_is_token {
+                token = t.to_owned();
+                next_is_token = false;
+            }
+            if let Some(url) = t.strip_prefix("REST") {
+                rest = url.trim().to_owned();
+            }
+            if t.starts_with("Platform token") {
+                next_is_token = true;
+            }
+            if t.starts_with("Press Ctrl-C") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(banner.is_ok(), "keel up printed its banner; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    assert!(rest.starts_with("http://127.0.0.1:") && !token.is_empty(), "rest={rest} token={token}");
+    Up { child, rest, token }
+}
+
+async fn interrupt(mut up: Up) {
+    let pid = up.child.id().unwrap();
+    let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), up.child.wait()).await.expect("keel stops").unwrap();
+    assert!(exit.success(), "keel up exits cleanly on Ctrl-C: {exit:?}");
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
+    let dir = scratch_dir("up");
+    let data = dir.join("data");
+    let client = reqwest::Client::new();
+
+    let first = up(&data, &dir.join("first.log")).await;
+    let r = client
+        .post(format!("{}/tenants", first.rest))
+        .bearer_auth(&first.token)
+        .json(&json!({"name": "Up", "slug": "up-test", "plan": "team", "owner": {"user_id": "ada", "email": "ada@up.test", "name": "Ada"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let tenant = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    // `keel token` signs with the same development secret.
+    let out = keel(&data).args(["token", "--tenant", &tenant, "--user", "ada", "--ttl", "10m"]).output().await.unwrap();
+    assert!(out.status.success());
+    let owner = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let r = client.post(format!("{}/projects", first.rest)).bearer_auth(&owner).json(&json!({"name": "Kept"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    interrupt(first).await;
+    assert!(!data.join("pg/data/postmaster.pid").exists(), "the cluster was stopped with Keel");
+
+    // Every log line of the request carries its request id and tenant id.
+    let log = std::fs::read_to_string(dir.join("first.log")).unwrap();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "request finished" && v["span"]["route"] == "/api/v1/projects")
+        .unwrap_or_else(|| panic!("a request line in:\n{log}"));
+    assert_eq!(line["span"]["tenant_id"], tenant.as_str());
+    assert!(line["span"]["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(line["span"]["actor"], "user:ada");
+
+    // A second `up` reuses the data.
+    let second = up(&data, &dir.join("second.log")).await;
+    let graphql = second.rest.replace("/api/v1", "/graphql");
+    let r = client
+        .post(&graphql)
+        .bearer_auth(&owner)
+        .json(&json!({"query": "{ tenant { slug plan activeProjects } }"}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["tenant"], json!({"slug": "up-test", "plan": "TEAM", "activeProjects": 1}), "{body}");
+    interrupt(second).await;
+    assert!(!data.join("pg/data/postmaster.pid").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn help_documents_every_subcommand_and_variable() {
+    let out = Command::new(KEEL).arg("--help").output().await.unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "up",
+        "serve",
+        "migrate",
+        "token",
+        "DATABASE_URL",
+        "KEEL_LISTEN",
+        "KEEL_DATA_DIR",
+        "KEEL_JWT_SECRET",
+        "KEEL_JWT_ISSUER",
+        "KEEL_JWT_AUDIENCE",
+        "KEEL_CONSISTENCY_WAIT_MS",
+        "KEEL_LOG",
+        "KEEL_LOG_FORMAT",
+        "KEEL_PG_BINDIR",
+    ] {
+        assert!(help.contains(word), "--help mentions {word}:\n{help}");
+    }
+    for sub in ["up", "serve", "migrate", "token"] {
+        let out = Command::new(KEEL).args([sub, "--help"]).output().await.unwrap();
+        assert!(out.status.success(), "keel {sub} --help");
+    }
+}

@@ -1,0 +1,267 @@
+//! `spawn_app()` and friends: a fresh database per test, migrated, and Keel on port 0.
+
+use chrono::Utc;
+use keel::{App, AppConfig, Roles};
+use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant};
+use keel_domain::{MemberId, TenantId};
+use keel_gateway::auth::Secret;
+use keel_gateway::{Authenticator, JwtConfig};
+use keel_projections::RunnerConfig;
+use keel_store::{EventMetadata, PoolSizes, Store, log};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const SECRET: &[u8] = b"integration-tests-secret-0123456789abcdef";
+
+/// The server that test databases are created on (a superuser connection).
+pub fn server_url() -> String {
+    std::env::var("KEEL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_for(db: &str) -> String {
+    let base = server_url();
+    let (head, _) = base.rsplit_once('/').expect("a URL with a database name");
+    format!("{head}/{db}")
+}
+
+/// A new, empty database; the names of earlier runs' databases are dropped first.
+pub async fn fresh_database() -> (String, String) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let pid = std::process::id();
+    CLEANED
+        .get_or_init(|| async {
+            let mut c = PgConnection::connect(&server_url()).await.expect("test PostgreSQL is reachable");
+            let names: Vec<String> =
+                sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'keel\\_t\\_%'")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+            for name in names {
+                let owner_pid: Option<u32> = name.split('_').nth(2).and_then(|p| p.parse().ok());
+                if owner_pid.is_some_and(|p| p != pid && !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                        .execute(&mut c)
+                        .await;
+                }
+            }
+        })
+        .await;
+    let name = format!("keel_t_{pid}_{}", N.fetch_add(1, Ordering::SeqCst));
+    let mut c = PgConnection::connect(&server_url()).await.expect("test PostgreSQL is reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut c).await.unwrap();
+    (name.clone(), url_for(&name))
+}
+
+pub fn drop_database(name: &str) {
+    let name = name.to_owned();
+    // Drop runs inside the test's runtime; a thread with its own runtime does the async work.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            if let Ok(mut c) = PgConnection::connect(&server_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                    .execute(&mut c)
+                    .await;
+            }
+        })
+    })
+    .join();
+}
+
+/// A migrated database and a `Store` on it, without a server.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub store: Store,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let (name, url) = fresh_database().await;
+        keel_store::migrate(&url).await.expect("migrations apply");
+        let store = Store::connect(&url, PoolSizes { writer: 8, reader: 8, projector: 4 }).await.expect("store connects");
+        TestDb { name, url, store }
+    }
+
+    /// A superuser connection to this database (for what the services may not do).
+    pub async fn superuser(&self) -> PgConnection {
+        PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    /// Provisions a tenant straight through the domain and the store.
+    pub async fn provision(&self, slug: &str, owner: &str) -> TenantId {
+        let tenant = TenantId::new_v7();
+        let cmd = ProvisionTenant {
+            tenant_id: tenant,
+            owner_member_id: MemberId::new_v7(),
+            name: format!("Tenant {slug}"),
+            slug: slug.into(),
+            plan: "free".into(),
+            owner: OwnerInput { user_id: owner.into(), email: format!("{owner}@{slug}.test"), name: owner.into() },
+        };
+        let events = Tenant::default().provision(cmd, Utc::now()).unwrap();
+        let mut tx = self.store.begin_write(tenant).await.unwrap();
+        log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        tenant
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_database(&self.name);
+    }
+}
+
+pub fn meta() -> EventMetadata {
+    EventMetadata { actor: "user:test".into(), correlation_id: Uuid::now_v7(), causation_id: None, request_id: None }
+}
+
+pub struct Options {
+    pub projector: bool,
+    pub listen: bool,
+    pub poll_interval: Duration,
+    pub consistency_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            projector: true,
+            listen: true,
+            poll_interval: Duration::from_millis(200),
+            consistency_wait: Duration::from_millis(2000),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDb,
+    pub auth: Arc<Authenticator>,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(o: Options) -> TestApp {
+    let db = TestDb::new().await;
+    let config = AppConfig {
+        database_url: db.url.clone(),
+        listen: "127.0.0.1:0".into(),
+        jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
+        consistency_wait: o.consistency_wait,
+        body_limit: 1024 * 1024,
+        roles: Roles { command: true, query: true, projector: o.projector },
+        runner: RunnerConfig { batch_size: 500, poll_interval: o.poll_interval, listen: o.listen },
+        pools: PoolSizes { writer: 8, reader: 8, projector: 4 },
+    };
+    let app = App::build(config).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let auth = app.authenticator();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    TestApp { base, db, auth, client: reqwest::Client::new(), stop: Some(stop), server: Some(server) }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestApp {
+    pub fn platform_token(&self) -> String {
+        self.auth.issue("operator", None, true, Duration::from_secs(600))
+    }
+
+    pub fn token(&self, tenant: TenantId, user: &str) -> String {
+        self.auth.issue(user, Some(tenant.0), false, Duration::from_secs(600))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut rb = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        into_reply(rb.send().await.expect("request is sent")).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    /// POST /api/v1/tenants as the platform; returns the tenant and its owner's token.
+    pub async fn provision(&self, slug: &str) -> (TenantId, String) {
+        let r = self
+            .post(
+                "/api/v1/tenants",
+                &self.platform_token(),
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "plan": "free",
+                       "owner": {"user_id": format!("owner-{slug}"), "email": format!("owner@{slug}.test"), "name": "Owner"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "provision {slug}: {}", r.body);
+        let tenant = TenantId(r.body["id"].as_str().unwrap().parse().unwrap());
+        let token = self.token(tenant, &format!("owner-{slug}"));
+        (tenant, token)
+    }
+
+    pub async fn create_project(&self, token: &str, name: &str) -> Reply {
+        let r = self.post("/api/v1/projects", token, json!({"name": name})).await;
+        assert_eq!(r.status, 201, "create project {name}: {}", r.body);
+        r
+    }
+
+    pub async fn graphql(&self, token: &str, query: &str, consistency: Option<&str>) -> Reply {
+        let mut rb = self.client.post(format!("{}/graphql", self.base)).bearer_auth(token).json(&json!({"query": query}));
+        if let Some(c) = consistency {
+            rb = rb.header("keel-consistency", c);
+        }
+        into_reply(rb.send().await.unwrap()).await
+    }
+}
+
+async fn into_reply(r: reqwest::Response) -> Reply {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, headers, body }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+    }
+}
