@@ -1,4 +1,5 @@
 //! Black-box tests of Keel against a real PostgreSQL: each test has a database of its own.
+#![allow(unreachable_pub)]
 
 mod helpers;
 
