@@ -21,9 +21,12 @@ async fn forged_expired_and_malformed_tokens_answer_401() {
     let claims = json!({"sub": "owner-jwt", "tenant_id": tenant.0, "exp": now() + 600});
 
     let alg_none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
-    let wrong_secret =
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"some-other-secret-0123456789abcdef"))
-            .unwrap();
+    let wrong_secret = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(b"some-other-secret-0123456789abcdef"),
+    )
+    .unwrap();
     let other_alg = encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
     let expired = encode(
         &Header::new(Algorithm::HS256),
@@ -39,7 +42,12 @@ async fn forged_expired_and_malformed_tokens_answer_401() {
     .unwrap();
     // A valid token whose claims were swapped after signing.
     let parts: Vec<&str> = owner.split('.').collect();
-    let tampered = format!("{}.{}.{}", parts[0], b64(&json!({"sub": "owner-jwt", "tenant_id": uuid::Uuid::nil(), "exp": now() + 600})), parts[2]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&json!({"sub": "owner-jwt", "tenant_id": uuid::Uuid::nil(), "exp": now() + 600})),
+        parts[2]
+    );
 
     for (what, token) in [
         ("alg none", alg_none.as_str()),

@@ -98,7 +98,13 @@ async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
     let out = keel(&data).args(["token", "--tenant", &tenant, "--user", "ada", "--ttl", "10m"]).output().await.unwrap();
     assert!(out.status.success());
     let owner = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let r = client.post(format!("{}/projects", first.rest)).bearer_auth(&owner).json(&json!({"name": "Kept"})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/projects", first.rest))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "Kept"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     interrupt(first).await;
     assert!(!data.join("pg/data/postmaster.pid").exists(), "the cluster was stopped with Keel");

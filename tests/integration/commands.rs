@@ -95,7 +95,8 @@ async fn a_project_goes_through_its_life_with_versions() {
     assert_eq!((created.body["version"].as_i64(), created.header("etag")), (Some(1), Some("\"1\"")));
     let id = created.body["id"].as_str().unwrap();
 
-    let r = app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": "Apollo 11", "description": "Moon"})).await;
+    let r =
+        app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": "Apollo 11", "description": "Moon"})).await;
     assert_eq!((r.status, r.body["version"].as_i64(), r.header("etag")), (200, Some(2), Some("\"2\"")));
     assert!(r.header("keel-position").is_some());
 
@@ -150,7 +151,8 @@ async fn another_tenants_project_answers_404_exactly_like_a_missing_one() {
         (reqwest::Method::POST, "/archive", None),
         (reqwest::Method::POST, "/restore", None),
     ] {
-        let foreign = app.send(method.clone(), &format!("/api/v1/projects/{theirs}{suffix}"), Some(&b), body.clone()).await;
+        let foreign =
+            app.send(method.clone(), &format!("/api/v1/projects/{theirs}{suffix}"), Some(&b), body.clone()).await;
         let absent = app.send(method.clone(), &format!("/api/v1/projects/{missing}{suffix}"), Some(&b), body).await;
         assert_eq!(foreign.status, 404, "{method} {suffix}");
         assert_eq!(foreign.body, absent.body, "{method} {suffix}: indistinguishable from missing");

@@ -11,7 +11,10 @@ async fn me_and_tenant_describe_the_caller() {
     let r = app
         .graphql(&owner, "{ me { userId tenantId role platform } tenant { id name slug plan status seatsUsed seatLimit activeProjects projectLimit } }", None)
         .await;
-    assert_eq!(r.body["data"]["me"], json!({"userId": "owner-gql-me", "tenantId": tenant.0.to_string(), "role": "OWNER", "platform": false}));
+    assert_eq!(
+        r.body["data"]["me"],
+        json!({"userId": "owner-gql-me", "tenantId": tenant.0.to_string(), "role": "OWNER", "platform": false})
+    );
     assert_eq!(
         r.body["data"]["tenant"],
         json!({"id": tenant.0.to_string(), "name": "Tenant gql-me", "slug": "gql-me", "plan": "FREE", "status": "ACTIVE",
@@ -32,13 +35,16 @@ async fn projects_page_with_opaque_cursors_and_a_total() {
     }
     let page = |after: Option<String>| {
         let after = after.map(|a| format!(", after: \"{a}\"")).unwrap_or_default();
-        format!("{{ projects(first: 2{after}) {{ totalCount edges {{ cursor node {{ id name status taskCounts {{ total }} progress }} }} pageInfo {{ hasNextPage endCursor }} }} }}")
+        format!(
+            "{{ projects(first: 2{after}) {{ totalCount edges {{ cursor node {{ id name status taskCounts {{ total }} progress }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+        )
     };
     let r = app.graphql(&owner, &page(None), Some(&last)).await;
     let p = &r.body["data"]["projects"];
     assert_eq!(p["totalCount"], 3, "{}", r.body);
     assert_eq!(p["pageInfo"]["hasNextPage"], true);
-    let first_ids: Vec<&str> = p["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()).collect();
+    let first_ids: Vec<&str> =
+        p["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()).collect();
     assert_eq!(first_ids, vec![ids[0].as_str(), ids[1].as_str()]);
     assert_eq!(p["edges"][0]["node"]["status"], "ACTIVE");
     assert_eq!(p["edges"][0]["node"]["taskCounts"]["total"], 0);
@@ -71,13 +77,24 @@ async fn another_tenants_project_is_null_and_its_list_empty() {
     let (id, pos) = (r.body["id"].as_str().unwrap().to_owned(), r.body["position"].as_str().unwrap().to_owned());
 
     let seen_by_b = app
-        .graphql(&b, &format!("{{ project(id: \"{id}\") {{ name }} projects {{ totalCount edges {{ node {{ id }} }} }} }}"), Some(&pos))
+        .graphql(
+            &b,
+            &format!("{{ project(id: \"{id}\") {{ name }} projects {{ totalCount edges {{ node {{ id }} }} }} }}"),
+            Some(&pos),
+        )
         .await;
     assert_eq!(seen_by_b.body["data"], json!({"project": null, "projects": {"totalCount": 0, "edges": []}}));
     assert!(seen_by_b.body.get("errors").is_none());
     // The same query for an id that exists nowhere is indistinguishable.
     let missing = app
-        .graphql(&b, &format!("{{ project(id: \"{}\") {{ name }} projects {{ totalCount edges {{ node {{ id }} }} }} }}", uuid::Uuid::now_v7()), None)
+        .graphql(
+            &b,
+            &format!(
+                "{{ project(id: \"{}\") {{ name }} projects {{ totalCount edges {{ node {{ id }} }} }} }}",
+                uuid::Uuid::now_v7()
+            ),
+            None,
+        )
         .await;
     assert_eq!(missing.body, seen_by_b.body);
     // A sees it.
@@ -91,7 +108,12 @@ async fn another_tenants_project_is_null_and_its_list_empty() {
 #[tokio::test]
 async fn consistency_waits_for_the_projection_then_answers_stale() {
     // No projector: the read model never catches up.
-    let app = spawn_app_with(Options { projector: false, consistency_wait: Duration::from_millis(300), ..Options::default() }).await;
+    let app = spawn_app_with(Options {
+        projector: false,
+        consistency_wait: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
     let (_, owner) = app.provision("stale").await;
     let pos = app.create_project(&owner, "Pending").await.body["position"].as_str().unwrap().to_owned();
     let started = std::time::Instant::now();

@@ -45,9 +45,10 @@ pub async fn fresh_database() -> (String, String) {
             for name in names {
                 let owner_pid: Option<u32> = name.split('_').nth(2).and_then(|p| p.parse().ok());
                 if owner_pid.is_some_and(|p| p != pid && !std::path::Path::new(&format!("/proc/{p}")).exists()) {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                        .execute(&mut c)
-                        .await;
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                            .execute(&mut c)
+                            .await;
                 }
             }
         })
@@ -85,7 +86,8 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let (name, url) = fresh_database().await;
         keel_store::migrate(&url).await.expect("migrations apply");
-        let store = Store::connect(&url, PoolSizes { writer: 8, reader: 8, projector: 4 }).await.expect("store connects");
+        let store =
+            Store::connect(&url, PoolSizes { writer: 8, reader: 8, projector: 4 }).await.expect("store connects");
         TestDb { name, url, store }
     }
 
@@ -239,7 +241,8 @@ impl TestApp {
     }
 
     pub async fn graphql(&self, token: &str, query: &str, consistency: Option<&str>) -> Reply {
-        let mut rb = self.client.post(format!("{}/graphql", self.base)).bearer_auth(token).json(&json!({"query": query}));
+        let mut rb =
+            self.client.post(format!("{}/graphql", self.base)).bearer_auth(token).json(&json!({"query": query}));
         if let Some(c) = consistency {
             rb = rb.header("keel-consistency", c);
         }

@@ -72,11 +72,12 @@ async fn a_batch_and_its_checkpoint_commit_together() {
     assert_eq!(n, 7, "two provisioning events and five projects were read");
     assert_eq!(projected(&db).await, 5);
     let mut su = db.superuser().await;
-    let (xid, pos): (String, i64) =
-        sqlx::query_as("SELECT transaction_id::text, position FROM events ORDER BY transaction_id, position DESC LIMIT 1")
-            .fetch_one(&mut su)
-            .await
-            .unwrap();
+    let (xid, pos): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, position FROM events ORDER BY transaction_id, position DESC LIMIT 1",
+    )
+    .fetch_one(&mut su)
+    .await
+    .unwrap();
     let cp = checkpoint::read(db.store.reader(), "projects").await.unwrap();
     let max_pos: i64 = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(&mut su).await.unwrap();
     assert_eq!(cp.position, max_pos, "the checkpoint is the last event applied (xid {xid}, pos {pos})");
@@ -107,7 +108,9 @@ async fn a_notification_wakes_the_projection_long_before_its_poll() {
 
 #[tokio::test]
 async fn without_notifications_polling_still_catches_up() {
-    let app = spawn_app_with(Options { listen: false, poll_interval: Duration::from_millis(100), ..Options::default() }).await;
+    let app =
+        spawn_app_with(Options { listen: false, poll_interval: Duration::from_millis(100), ..Options::default() })
+            .await;
     let (_, owner) = app.provision("polled").await;
     app.create_project(&owner, "Polled").await;
     assert!(appears_within(&app, &owner, Duration::from_secs(10)).await, "projected by polling alone");

@@ -1,7 +1,7 @@
 //! What the database itself enforces: immutability of the log, Row-Level Security on every
 //! tenant table, service roles that cannot bypass it, and migrations that coexist.
 
-use crate::helpers::{TestDb, fresh_database, drop_database};
+use crate::helpers::{TestDb, drop_database, fresh_database};
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 #[tokio::test]
@@ -109,9 +109,11 @@ async fn a_query_with_no_tenant_set_returns_no_rows() {
 #[tokio::test]
 async fn service_roles_are_not_superuser_owner_or_bypassrls() {
     let db = TestDb::new().await;
-    for (expected, pool) in
-        [("keel_writer", db.store.writer()), ("keel_reader", db.store.reader()), ("keel_projector", db.store.projector())]
-    {
+    for (expected, pool) in [
+        ("keel_writer", db.store.writer()),
+        ("keel_reader", db.store.reader()),
+        ("keel_projector", db.store.projector()),
+    ] {
         let row = sqlx::query(
             "SELECT current_user::text, r.rolsuper, r.rolbypassrls,
                     (SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user)
@@ -137,7 +139,8 @@ async fn migrations_succeed_when_the_roles_exist_and_run_twice_as_a_no_op() {
     r2.expect("second database migrates");
     keel_store::migrate(&u1).await.expect("a second run is a no-op");
     let mut c = PgConnection::connect(&u1).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&mut c).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&mut c).await.unwrap();
     assert_eq!(n as usize, keel_store::MIGRATOR.iter().count());
     c.close().await.unwrap();
     drop_database(&n1);
