@@ -50,7 +50,8 @@ impl<P: Projection> Runner<P> {
         Runner { store, projection, config }
     }
 
-    /// Applies one batch with its checkpoint; returns how many events it read (0: caught up).
+    /// Applies one batch with its checkpoint; returns how many events it read (0: caught up, or
+    /// held back by an older transaction still running; see `held_back`).
     pub async fn step(&self) -> Result<usize, StoreError> {
         let started = Instant::now();
         let name = self.projection.name();
@@ -88,12 +89,21 @@ impl<P: Projection> Runner<P> {
         }
     }
 
+    /// True when committed events wait behind the gap-safe horizon (an older transaction is still
+    /// open): worth looking again shortly rather than at the next poll.
+    pub async fn held_back(&self) -> Result<bool, StoreError> {
+        let mut conn = self.store.projector().acquire().await?;
+        let at = checkpoint::read(self.store.projector(), self.projection.name()).await?;
+        log::has_events_after(&mut conn, at).await
+    }
+
     /// Catches up, then follows the log until `shutdown` turns true. Errors are logged and
     /// retried with backoff; the checkpoint only moves with a committed batch.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let name = self.projection.name();
         let mut listener = if self.config.listen { self.listen().await } else { None };
         let mut backoff = Duration::from_millis(100);
+        let mut recheck = Duration::from_millis(2);
         tracing::info!(projection = name, "projection started");
         loop {
             if *shutdown.borrow() {
@@ -102,7 +112,16 @@ impl<P: Projection> Runner<P> {
             let wait = match self.run_once().await {
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
-                    self.config.poll_interval
+                    // A notified event may still sit behind an older open transaction: look
+                    // again soon (2 ms, doubling) instead of waiting for the next poll.
+                    if self.held_back().await.unwrap_or(false) {
+                        let w = recheck;
+                        recheck = (recheck * 2).min(Duration::from_millis(100)).min(self.config.poll_interval);
+                        w
+                    } else {
+                        recheck = Duration::from_millis(2);
+                        self.config.poll_interval
+                    }
                 }
                 Err(e) => {
                     tracing::error!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");

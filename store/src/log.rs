@@ -304,6 +304,18 @@ pub async fn read_all_after(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
+/// Whether any committed event lies after `after`, ignoring the gap-safe horizon: true while an
+/// older transaction still holds back events that have already committed.
+pub async fn has_events_after(conn: &mut PgConnection, after: LogPosition) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+    )
+    .bind(after.xid.to_string())
+    .bind(after.position)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// The newest position in the log visible to this connection, ignoring the gap-safe horizon
 /// (for lag reporting).
 pub async fn head_position(conn: &mut PgConnection) -> Result<Option<LogPosition>, StoreError> {

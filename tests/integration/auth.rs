@@ -94,6 +94,10 @@ async fn a_valid_token_for_someone_who_is_not_a_member_cannot_write_or_read() {
     assert_eq!(g.body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{}", g.body);
     let me = app.graphql(&stranger, "{ me { userId role } }", None).await;
     assert_eq!(me.body["data"]["me"], json!({"userId": "stranger", "role": null}));
+    for field in ["tenant { slug }", "project(id: \"00000000-0000-0000-0000-000000000000\") { name }"] {
+        let g = app.graphql(&stranger, &format!("{{ {field} }}"), None).await;
+        assert_eq!(g.body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{field}: {}", g.body);
+    }
 }
 
 #[tokio::test]

@@ -138,7 +138,7 @@ impl Default for Options {
             projector: true,
             listen: true,
             poll_interval: Duration::from_millis(200),
-            consistency_wait: Duration::from_millis(2000),
+            consistency_wait: Duration::from_secs(10),
         }
     }
 }
