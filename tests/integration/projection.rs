@@ -61,6 +61,17 @@ async fn a_batch_and_its_checkpoint_commit_together() {
     let tenant = db.provision("batch", "ada").await;
     create_projects(&db, tenant, 5).await;
     let config = RunnerConfig { batch_size: 100, ..RunnerConfig::default() };
+    // Other tests' transactions on this server may hold the gap-safe horizon back for a moment:
+    // wait until all seven events are readable, so that each run below sees all of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = db.store.projector().acquire().await.unwrap();
+        if log::read_all_after(&mut conn, keel_store::LogPosition::START, 100).await.unwrap().len() == 7 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the events become readable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let failing = Runner::new(db.store.clone(), FailsOn { nth: 4, seen: 0.into() }, config);
     assert!(failing.run_once().await.is_err());
