@@ -70,8 +70,10 @@ impl App {
         let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
 
         let mut api = Router::new();
+        let mut open = Router::new();
         if config.roles.command {
             api = api.merge(keel_command::router(store.clone()));
+            open = open.merge(keel_command::docs_router());
         }
         if config.roles.query {
             api = api.merge(keel_query::router(keel_query::QueryState {
@@ -82,6 +84,7 @@ impl App {
         }
         let router = api
             .layer(axum::middleware::from_fn_with_state(auth.clone(), keel_gateway::auth::authenticate))
+            .merge(open)
             .merge(
                 Router::new()
                     .route("/healthz", get(healthz))

@@ -9,6 +9,13 @@ fn fields(v: Vec<DomainField>) -> Vec<FieldError> {
     v.into_iter().map(|f| FieldError { field: f.field, message: f.message }).collect()
 }
 
+fn taken(field: &str, message: &str) -> Problem {
+    Problem::validation(
+        format!("{field}: {message}"),
+        vec![FieldError { field: field.to_owned(), message: message.to_owned() }],
+    )
+}
+
 pub(crate) fn domain(e: DomainError) -> Problem {
     let detail = e.to_string();
     match e {
@@ -22,13 +29,33 @@ pub(crate) fn domain(e: DomainError) -> Problem {
         DomainError::RuleViolated(_) => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rule-violated", "Rule violated", detail)
         }
+        DomainError::NotAllowed(_) => Problem::forbidden(detail),
         DomainError::TenantSuspended => Problem::new(
             StatusCode::LOCKED,
             "tenant-suspended",
             "Tenant suspended",
-            "the tenant is suspended; writes are refused",
+            "the tenant is suspended; reads work, writes are refused",
         ),
     }
+}
+
+pub(crate) fn precondition_failed() -> Problem {
+    Problem::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        "Precondition failed",
+        "the resource is no longer at the version given in If-Match; read it again",
+    )
+}
+
+/// A race lost to a change after which the command no longer holds.
+pub(crate) fn conflict(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "Conflict",
+        format!("another write changed this resource at the same time, and now: {detail}"),
+    )
 }
 
 pub(crate) fn store(e: StoreError) -> Problem {
@@ -39,10 +66,9 @@ pub(crate) fn store(e: StoreError) -> Problem {
             "Conflict",
             "another write changed this resource at the same time; read it again and retry",
         ),
-        StoreError::Unique(c) if c == "tenants_slug_key" => Problem::validation(
-            "slug: is already taken",
-            vec![FieldError { field: "slug".into(), message: "is already taken".into() }],
-        ),
+        StoreError::Unique(c) if c == "tenants_slug_key" => taken("slug", "is already taken"),
+        StoreError::Unique(c) if c == "memberships_user_key" => taken("user_id", "is already a member of this tenant"),
+        StoreError::Unique(c) if c == "memberships_email_key" => taken("email", "is already a member of this tenant"),
         other => {
             tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "command failed");
             Problem::internal()

@@ -2,24 +2,48 @@
 //! append, answer with the new version and a consistency token.
 
 mod errors;
-mod handlers;
+mod exec;
+mod openapi;
+mod request;
 mod respond;
+mod routes;
 
 use axum::Router;
-use axum::routing::{patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use keel_store::Store;
+use routes::{members, projects, tasks, tenants, usage};
 
 #[derive(Clone)]
 pub struct CommandState {
     pub store: Store,
 }
 
+pub use openapi::openapi_json;
+
 pub fn router(store: Store) -> Router {
     Router::new()
-        .route("/api/v1/tenants", post(handlers::provision_tenant))
-        .route("/api/v1/projects", post(handlers::create_project))
-        .route("/api/v1/projects/{id}", patch(handlers::update_project))
-        .route("/api/v1/projects/{id}/archive", post(handlers::archive_project))
-        .route("/api/v1/projects/{id}/restore", post(handlers::restore_project))
+        .route("/api/v1/tenants", post(tenants::provision))
+        .route("/api/v1/tenants/{id}/plan", put(tenants::change_plan))
+        .route("/api/v1/tenants/{id}/suspend", post(tenants::suspend))
+        .route("/api/v1/tenants/{id}/reactivate", post(tenants::reactivate))
+        .route("/api/v1/members", post(members::invite))
+        .route("/api/v1/members/{id}/role", put(members::change_role))
+        .route("/api/v1/members/{id}", delete(members::remove))
+        .route("/api/v1/projects", post(projects::create))
+        .route("/api/v1/projects/{id}", patch(projects::update))
+        .route("/api/v1/projects/{id}/archive", post(projects::archive))
+        .route("/api/v1/projects/{id}/restore", post(projects::restore))
+        .route("/api/v1/projects/{id}/tasks", post(tasks::create))
+        .route("/api/v1/tasks/{id}", patch(tasks::update))
+        .route("/api/v1/tasks/{id}/assignee", put(tasks::assign))
+        .route("/api/v1/tasks/{id}/status", put(tasks::change_status))
+        .route("/api/v1/usage", post(usage::record))
         .with_state(CommandState { store })
+}
+
+/// `/api/v1/openapi.json` and the human-readable `/api/v1/docs`; no authentication.
+pub fn docs_router() -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi::serve_json))
+        .route("/api/v1/docs", get(openapi::serve_docs))
 }

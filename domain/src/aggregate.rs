@@ -11,6 +11,8 @@ pub enum StreamType {
     Tenant,
     Member,
     Project,
+    Task,
+    Usage,
 }
 
 impl StreamType {
@@ -19,6 +21,8 @@ impl StreamType {
             StreamType::Tenant => "tenant",
             StreamType::Member => "member",
             StreamType::Project => "project",
+            StreamType::Task => "task",
+            StreamType::Usage => "usage",
         }
     }
 
@@ -27,6 +31,8 @@ impl StreamType {
             "tenant" => Some(StreamType::Tenant),
             "member" => Some(StreamType::Member),
             "project" => Some(StreamType::Project),
+            "task" => Some(StreamType::Task),
+            "usage" => Some(StreamType::Usage),
             _ => None,
         }
     }

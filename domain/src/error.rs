@@ -51,6 +51,9 @@ pub enum DomainError {
     /// The command is valid in shape but the aggregate's state forbids it.
     #[error("{0}")]
     RuleViolated(String),
+    /// The caller's role may not do this to this target (e.g. an admin changing an owner).
+    #[error("{0}")]
+    NotAllowed(String),
     /// The tenant is suspended: reads work, writes are refused.
     #[error("the tenant is suspended")]
     TenantSuspended,
@@ -79,6 +82,10 @@ impl Fields {
                 None
             }
         }
+    }
+
+    pub(crate) fn push(&mut self, field: &str, message: &str) {
+        self.0.push(FieldError::new(field, message));
     }
 
     pub(crate) fn finish(self) -> Result<(), DomainError> {

@@ -1,11 +1,14 @@
 //! Every event of the domain. The enum tag is the stored `event_type`; the payload is the variant.
 
 use crate::aggregate::StreamType;
-use crate::ids::{MemberId, ProjectId, TenantId, UserId};
+use crate::ids::{MemberId, ProjectId, TaskId, TenantId, UsageBatchId, UserId};
 use crate::plan::Plan;
 use crate::role::Role;
-use crate::values::{Description, Email, PersonName, ProjectName, Slug, TenantName};
-use chrono::{DateTime, Utc};
+use crate::values::{
+    Description, Email, Metric, PersonName, Priority, ProjectName, Reason, RecordId, Slug, TaskStatus, TaskTitle,
+    TenantName,
+};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,6 +20,112 @@ pub struct TenantProvisioned {
     pub slug: Slug,
     pub plan: Plan,
     pub owner_member_id: MemberId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPlanChanged {
+    pub tenant_id: TenantId,
+    pub from: Plan,
+    pub to: Plan,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSuspended {
+    pub tenant_id: TenantId,
+    pub reason: Option<Reason>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantReactivated {
+    pub tenant_id: TenantId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRoleChanged {
+    pub member_id: MemberId,
+    pub from: Role,
+    pub to: Role,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRemoved {
+    pub member_id: MemberId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCreated {
+    pub task_id: TaskId,
+    pub project_id: ProjectId,
+    pub title: TaskTitle,
+    pub description: Option<Description>,
+    pub assignee: Option<MemberId>,
+    pub due_date: Option<NaiveDate>,
+    pub priority: Priority,
+    pub at: DateTime<Utc>,
+}
+
+/// Only the fields that changed are present; `Some(None)` clears an optional field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdated {
+    pub task_id: TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<TaskTitle>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
+    pub description: Option<Option<Description>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
+    pub due_date: Option<Option<NaiveDate>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAssigned {
+    pub task_id: TaskId,
+    pub assignee: Option<MemberId>,
+    pub at: DateTime<Utc>,
+}
+
+/// Moving to done records `completed_at`; leaving done reopens (from = done, completed_at = None).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskStatusChanged {
+    pub task_id: TaskId,
+    pub project_id: ProjectId,
+    pub from: TaskStatus,
+    pub to: TaskStatus,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRecord {
+    pub id: RecordId,
+    pub metric: Metric,
+    pub quantity: u64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRecorded {
+    pub batch_id: UsageBatchId,
+    pub records: Vec<UsageRecord>,
     pub at: DateTime<Utc>,
 }
 
@@ -71,7 +180,17 @@ pub struct ProjectRestored {
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     TenantProvisioned(TenantProvisioned),
+    TenantPlanChanged(TenantPlanChanged),
+    TenantSuspended(TenantSuspended),
+    TenantReactivated(TenantReactivated),
     MemberInvited(MemberInvited),
+    MemberRoleChanged(MemberRoleChanged),
+    MemberRemoved(MemberRemoved),
+    TaskCreated(TaskCreated),
+    TaskUpdated(TaskUpdated),
+    TaskAssigned(TaskAssigned),
+    TaskStatusChanged(TaskStatusChanged),
+    UsageRecorded(UsageRecorded),
     ProjectCreated(ProjectCreated),
     ProjectUpdated(ProjectUpdated),
     ProjectArchived(ProjectArchived),
@@ -96,7 +215,17 @@ impl Event {
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::TenantProvisioned(_) => "TenantProvisioned",
+            Event::TenantPlanChanged(_) => "TenantPlanChanged",
+            Event::TenantSuspended(_) => "TenantSuspended",
+            Event::TenantReactivated(_) => "TenantReactivated",
             Event::MemberInvited(_) => "MemberInvited",
+            Event::MemberRoleChanged(_) => "MemberRoleChanged",
+            Event::MemberRemoved(_) => "MemberRemoved",
+            Event::TaskCreated(_) => "TaskCreated",
+            Event::TaskUpdated(_) => "TaskUpdated",
+            Event::TaskAssigned(_) => "TaskAssigned",
+            Event::TaskStatusChanged(_) => "TaskStatusChanged",
+            Event::UsageRecorded(_) => "UsageRecorded",
             Event::ProjectCreated(_) => "ProjectCreated",
             Event::ProjectUpdated(_) => "ProjectUpdated",
             Event::ProjectArchived(_) => "ProjectArchived",
@@ -106,7 +235,17 @@ impl Event {
 
     pub const ALL_TYPES: &'static [&'static str] = &[
         "TenantProvisioned",
+        "TenantPlanChanged",
+        "TenantSuspended",
+        "TenantReactivated",
         "MemberInvited",
+        "MemberRoleChanged",
+        "MemberRemoved",
+        "TaskCreated",
+        "TaskUpdated",
+        "TaskAssigned",
+        "TaskStatusChanged",
+        "UsageRecorded",
         "ProjectCreated",
         "ProjectUpdated",
         "ProjectArchived",
@@ -117,7 +256,17 @@ impl Event {
     pub fn stream(&self) -> (StreamType, Uuid) {
         match self {
             Event::TenantProvisioned(e) => (StreamType::Tenant, e.tenant_id.0),
+            Event::TenantPlanChanged(e) => (StreamType::Tenant, e.tenant_id.0),
+            Event::TenantSuspended(e) => (StreamType::Tenant, e.tenant_id.0),
+            Event::TenantReactivated(e) => (StreamType::Tenant, e.tenant_id.0),
             Event::MemberInvited(e) => (StreamType::Member, e.member_id.0),
+            Event::MemberRoleChanged(e) => (StreamType::Member, e.member_id.0),
+            Event::MemberRemoved(e) => (StreamType::Member, e.member_id.0),
+            Event::TaskCreated(e) => (StreamType::Task, e.task_id.0),
+            Event::TaskUpdated(e) => (StreamType::Task, e.task_id.0),
+            Event::TaskAssigned(e) => (StreamType::Task, e.task_id.0),
+            Event::TaskStatusChanged(e) => (StreamType::Task, e.task_id.0),
+            Event::UsageRecorded(e) => (StreamType::Usage, e.batch_id.0),
             Event::ProjectCreated(e) => (StreamType::Project, e.project_id.0),
             Event::ProjectUpdated(e) => (StreamType::Project, e.project_id.0),
             Event::ProjectArchived(e) => (StreamType::Project, e.project_id.0),

@@ -37,6 +37,8 @@ macro_rules! uuid_id {
 uuid_id!(TenantId);
 uuid_id!(ProjectId);
 uuid_id!(MemberId);
+uuid_id!(TaskId);
+uuid_id!(UsageBatchId);
 
 /// The identity provider's user id (the JWT `sub`): 1..200 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,12 +1,12 @@
 //! The Tenant aggregate (control plane): provisioning with its owner's membership.
 
 use crate::aggregate::{Aggregate, StreamType};
-use crate::error::{DomainError, Fields};
-use crate::event::{Event, MemberInvited, TenantProvisioned};
+use crate::error::{DomainError, Fields, Limit};
+use crate::event::{Event, MemberInvited, TenantPlanChanged, TenantProvisioned, TenantReactivated, TenantSuspended};
 use crate::ids::{MemberId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::role::Role;
-use crate::values::{Email, PersonName, Slug, TenantName};
+use crate::values::{Email, PersonName, Reason, Slug, TenantName};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +28,18 @@ impl Aggregate for Tenant {
     const STREAM_TYPE: StreamType = StreamType::Tenant;
 
     fn apply(mut self, event: &Event) -> Self {
-        if let Event::TenantProvisioned(e) = event {
-            self.id = Some(e.tenant_id);
-            self.name = Some(e.name.clone());
-            self.slug = Some(e.slug.clone());
-            self.plan = Some(e.plan);
-            self.status = Some(TenantStatus::Active);
+        match event {
+            Event::TenantProvisioned(e) => {
+                self.id = Some(e.tenant_id);
+                self.name = Some(e.name.clone());
+                self.slug = Some(e.slug.clone());
+                self.plan = Some(e.plan);
+                self.status = Some(TenantStatus::Active);
+            }
+            Event::TenantPlanChanged(e) => self.plan = Some(e.to),
+            Event::TenantSuspended(_) => self.status = Some(TenantStatus::Suspended),
+            Event::TenantReactivated(_) => self.status = Some(TenantStatus::Active),
+            _ => {}
         }
         self
     }
@@ -102,6 +108,57 @@ impl Tenant {
     }
 }
 
+/// What the tenant uses now, read in the command's transaction (the tenant row locked).
+#[derive(Debug, Clone, Copy)]
+pub struct TenantUsage {
+    pub seats_used: u64,
+    pub active_projects: u64,
+}
+
+impl Tenant {
+    fn existing(&self) -> Result<TenantId, DomainError> {
+        self.id.ok_or(DomainError::NotFound("tenant"))
+    }
+
+    /// A downgrade must fit the seats and active projects in use, else it names the limit.
+    pub fn change_plan(&self, plan: &str, usage: TenantUsage, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        let id = self.existing()?;
+        let to =
+            Plan::parse(plan).ok_or_else(|| DomainError::field("plan", "must be one of free, team, enterprise"))?;
+        let from = self.plan.expect("a provisioned tenant has a plan");
+        if to == from {
+            return Ok(vec![]);
+        }
+        if let Some(limit) = to.seat_limit().filter(|l| usage.seats_used > *l) {
+            return Err(DomainError::LimitExceeded { limit: Limit::Seats, limit_value: limit });
+        }
+        if let Some(limit) = to.active_project_limit().filter(|l| usage.active_projects > *l) {
+            return Err(DomainError::LimitExceeded { limit: Limit::ActiveProjects, limit_value: limit });
+        }
+        Ok(vec![Event::TenantPlanChanged(TenantPlanChanged { tenant_id: id, from, to, at: now })])
+    }
+
+    pub fn suspend(&self, reason: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        let id = self.existing()?;
+        if self.status == Some(TenantStatus::Suspended) {
+            return Err(DomainError::RuleViolated("the tenant is already suspended".into()));
+        }
+        let reason = match reason {
+            Some(r) => Reason::parse("reason", r).map_err(|e| DomainError::Validation(vec![e]))?,
+            None => None,
+        };
+        Ok(vec![Event::TenantSuspended(TenantSuspended { tenant_id: id, reason, at: now })])
+    }
+
+    pub fn reactivate(&self, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        let id = self.existing()?;
+        if self.status != Some(TenantStatus::Suspended) {
+            return Err(DomainError::RuleViolated("the tenant is not suspended".into()));
+        }
+        Ok(vec![Event::TenantReactivated(TenantReactivated { tenant_id: id, at: now })])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +209,71 @@ mod tests {
                 at: now(),
             }),
         ]);
+    }
+
+    fn usage(seats: u64, projects: u64) -> TenantUsage {
+        TenantUsage { seats_used: seats, active_projects: projects }
+    }
+
+    fn team() -> Event {
+        Event::TenantPlanChanged(TenantPlanChanged { tenant_id: tid(), from: Plan::Free, to: Plan::Team, at: now() })
+    }
+
+    #[test]
+    fn upgrading_always_fits() {
+        Scenario::<Tenant>::given(vec![provisioned()])
+            .when(|t| t.change_plan("team", usage(3, 3), now()))
+            .then(vec![team()]);
+    }
+
+    #[test]
+    fn a_downgrade_that_does_not_fit_names_the_limit() {
+        Scenario::<Tenant>::given(vec![provisioned(), team()])
+            .when(|t| t.change_plan("free", usage(4, 1), now()))
+            .then_error(DomainError::LimitExceeded { limit: Limit::Seats, limit_value: 3 });
+        Scenario::<Tenant>::given(vec![provisioned(), team()])
+            .when(|t| t.change_plan("free", usage(2, 5), now()))
+            .then_error(DomainError::LimitExceeded { limit: Limit::ActiveProjects, limit_value: 3 });
+        Scenario::<Tenant>::given(vec![provisioned(), team()])
+            .when(|t| t.change_plan("free", usage(3, 3), now()))
+            .then(vec![Event::TenantPlanChanged(TenantPlanChanged {
+                tenant_id: tid(),
+                from: Plan::Team,
+                to: Plan::Free,
+                at: now(),
+            })]);
+    }
+
+    #[test]
+    fn the_same_plan_changes_nothing_and_unknown_plans_are_refused() {
+        Scenario::<Tenant>::given(vec![provisioned()]).when(|t| t.change_plan("free", usage(1, 0), now())).then(vec![]);
+        Scenario::<Tenant>::given(vec![provisioned()])
+            .when(|t| t.change_plan("gold", usage(1, 0), now()))
+            .then_error(DomainError::field("plan", "must be one of free, team, enterprise"));
+        Scenario::<Tenant>::given(vec![])
+            .when(|t| t.change_plan("team", usage(0, 0), now()))
+            .then_error(DomainError::NotFound("tenant"));
+    }
+
+    #[test]
+    fn suspend_then_reactivate() {
+        let suspended = Event::TenantSuspended(TenantSuspended {
+            tenant_id: tid(),
+            reason: Reason::parse("reason", "unpaid").unwrap(),
+            at: now(),
+        });
+        Scenario::<Tenant>::given(vec![provisioned()])
+            .when(|t| t.suspend(Some(" unpaid "), now()))
+            .then(vec![suspended.clone()]);
+        Scenario::<Tenant>::given(vec![provisioned(), suspended.clone()])
+            .when(|t| t.suspend(None, now()))
+            .then_error(DomainError::RuleViolated("the tenant is already suspended".into()));
+        Scenario::<Tenant>::given(vec![provisioned(), suspended])
+            .when(|t| t.reactivate(now()))
+            .then(vec![Event::TenantReactivated(TenantReactivated { tenant_id: tid(), at: now() })]);
+        Scenario::<Tenant>::given(vec![provisioned()])
+            .when(|t| t.reactivate(now()))
+            .then_error(DomainError::RuleViolated("the tenant is not suspended".into()));
     }
 
     #[test]

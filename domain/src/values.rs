@@ -94,6 +94,106 @@ impl PersonName {
     }
 }
 
+string_value!(TaskTitle);
+impl TaskTitle {
+    /// 1..500 characters after trimming.
+    pub fn parse(field: &str, s: &str) -> Result<TaskTitle, FieldError> {
+        trimmed_name(field, s, 500).map(TaskTitle)
+    }
+}
+
+string_value!(Reason);
+impl Reason {
+    /// Up to 500 characters; blank means none.
+    pub fn parse(field: &str, s: &str) -> Result<Option<Reason>, FieldError> {
+        let t = s.trim();
+        if t.chars().count() > 500 {
+            return Err(FieldError::new(field, "must be at most 500 characters"));
+        }
+        Ok(if t.is_empty() { None } else { Some(Reason(t.to_owned())) })
+    }
+}
+
+string_value!(Metric);
+impl Metric {
+    /// `^[a-z][a-z0-9_.-]{0,63}$`, e.g. `api.calls`.
+    pub fn parse(field: &str, s: &str) -> Result<Metric, FieldError> {
+        let b = s.as_bytes();
+        let ok = (1..=64).contains(&b.len())
+            && b[0].is_ascii_lowercase()
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
+        if ok { Ok(Metric(s.to_owned())) } else { Err(FieldError::new(field, "must match ^[a-z][a-z0-9_.-]{0,63}$")) }
+    }
+}
+
+string_value!(RecordId);
+impl RecordId {
+    /// The client's id of a usage record: 1..200 printable ASCII characters.
+    pub fn parse(field: &str, s: &str) -> Result<RecordId, FieldError> {
+        if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(FieldError::new(field, "must be 1 to 200 printable ASCII characters"));
+        }
+        Ok(RecordId(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn parse(field: &str, s: &str) -> Result<Priority, FieldError> {
+        match s {
+            "low" => Ok(Priority::Low),
+            "medium" => Ok(Priority::Medium),
+            "high" => Ok(Priority::High),
+            "urgent" => Ok(Priority::Urgent),
+            _ => Err(FieldError::new(field, "must be one of low, medium, high, urgent")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Todo,
+    InProgress,
+    Done,
+}
+
+impl TaskStatus {
+    pub fn parse(field: &str, s: &str) -> Result<TaskStatus, FieldError> {
+        match s {
+            "todo" => Ok(TaskStatus::Todo),
+            "in_progress" => Ok(TaskStatus::InProgress),
+            "done" => Ok(TaskStatus::Done),
+            _ => Err(FieldError::new(field, "must be one of todo, in_progress, done")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Todo => "todo",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Done => "done",
+        }
+    }
+}
+
 string_value!(Description);
 impl Description {
     /// Free text up to 10,000 characters; blank means "no description".

@@ -14,35 +14,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "the body must be JSON with Content-Type: application/json",
-            )
-            .into_response());
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", e.body_text())
-                    .into_response()
-            } else {
-                Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", e.body_text()).into_response()
-            }
-        })?;
+        require_json(req.headers()).map_err(IntoResponse::into_response)?;
+        let bytes = read_body(req, state).await?;
         parse(&bytes).map(JsonBody).map_err(IntoResponse::into_response)
     }
+}
+
+/// 415 unless the request says its body is JSON (`application/json` or `application/*+json`).
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), Problem> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if is_json {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be JSON with Content-Type: application/json",
+        ))
+    }
+}
+
+/// The whole body, or 413 past the configured limit.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Response> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", e.body_text())
+                .into_response()
+        } else {
+            Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", e.body_text()).into_response()
+        }
+    })
 }
 
 /// Parses a body, telling malformed JSON (400) from JSON of the wrong shape (422 with the field).

@@ -18,7 +18,15 @@ impl Projection for ProjectsProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "ProjectCreated" | "ProjectUpdated" | "ProjectArchived" | "ProjectRestored")
+        matches!(
+            event_type,
+            "ProjectCreated"
+                | "ProjectUpdated"
+                | "ProjectArchived"
+                | "ProjectRestored"
+                | "TaskCreated"
+                | "TaskStatusChanged"
+        )
     }
 
     async fn apply(&self, conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {

@@ -51,3 +51,34 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
         seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,
     }))
 }
+
+/// A member of the transaction's tenant by id: role and whether active.
+pub async fn member(tx: &mut TenantTx, member_id: uuid::Uuid) -> Result<Option<(Role, bool)>, StoreError> {
+    let tenant = tx.tenant().0;
+    let row = sqlx::query("SELECT role, status FROM memberships WHERE tenant_id = $1 AND member_id = $2")
+        .bind(tenant)
+        .bind(member_id)
+        .fetch_optional(tx.conn())
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let role: String = r.try_get("role")?;
+            let status: String = r.try_get("status")?;
+            let role = Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role {role}")))?;
+            Ok(Some((role, status == "active")))
+        }
+    }
+}
+
+/// How many active owners the tenant has.
+pub async fn active_owners(tx: &mut TenantTx) -> Result<u64, StoreError> {
+    let tenant = tx.tenant().0;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner' AND status = 'active'",
+    )
+    .bind(tenant)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(n.max(0) as u64)
+}

@@ -5,9 +5,11 @@ pub mod checkpoint;
 mod db;
 mod error;
 pub mod hash;
-mod inline;
+pub mod idempotency;
+pub mod inline;
 pub mod log;
 pub mod read;
+pub mod usage;
 
 pub use db::{MIGRATOR, PoolSizes, Store, TenantTx, migrate, migrations_current};
 pub use error::StoreError;

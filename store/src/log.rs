@@ -264,8 +264,8 @@ pub async fn append(
         last = last.max(p);
     }
 
-    let with_versions: Vec<(&Event, i64)> = events.iter().zip(versions.iter().copied()).collect();
-    inline::apply(tx, &with_versions).await?;
+    let refs: Vec<&Event> = events.iter().collect();
+    inline::apply(tx.conn(), tenant, &refs).await?;
 
     sqlx::query("SELECT pg_notify($1, '')").bind(crate::EVENTS_CHANNEL).execute(tx.conn()).await?;
 
@@ -277,6 +277,30 @@ pub async fn read_stream(tx: &mut TenantTx, stream_id: Uuid) -> Result<Vec<Recor
     let tenant = tx.tenant();
     let sql = format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(stream_id).fetch_all(tx.conn()).await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
+}
+
+/// The transaction's tenant's events after `after` in (transaction id, position) order (all of
+/// them committed or this transaction's own: for rebuilding that tenant's inline tables).
+pub async fn read_tenant_after(
+    tx: &mut TenantTx,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let tenant = tx.tenant();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE tenant_id = $1 AND (transaction_id, position) > ($2::text::xid8, $3)
+         ORDER BY transaction_id, position
+         LIMIT $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(after.xid.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(tx.conn())
+        .await?;
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 

@@ -48,7 +48,30 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
         }
         Event::ProjectArchived(e) => set_status(conn, tenant, e.project_id.0, "archived", e.at, v).await?,
         Event::ProjectRestored(e) => set_status(conn, tenant, e.project_id.0, "active", e.at, v).await?,
-        Event::TenantProvisioned(_) | Event::MemberInvited(_) => {}
+        Event::TaskCreated(e) => {
+            sqlx::query("UPDATE rm_projects SET tasks_todo = tasks_todo + 1 WHERE tenant_id = $1 AND project_id = $2")
+                .bind(tenant)
+                .bind(e.project_id.0)
+                .execute(conn)
+                .await?;
+        }
+        Event::TaskStatusChanged(e) => {
+            // Counts are not guarded by a version: the runner applies each event exactly once.
+            sqlx::query(
+                "UPDATE rm_projects SET
+                    tasks_todo = tasks_todo - (($3 = 'todo')::int) + (($4 = 'todo')::int),
+                    tasks_in_progress = tasks_in_progress - (($3 = 'in_progress')::int) + (($4 = 'in_progress')::int),
+                    tasks_done = tasks_done - (($3 = 'done')::int) + (($4 = 'done')::int)
+                 WHERE tenant_id = $1 AND project_id = $2",
+            )
+            .bind(tenant)
+            .bind(e.project_id.0)
+            .bind(e.from.as_str())
+            .bind(e.to.as_str())
+            .execute(conn)
+            .await?;
+        }
+        _ => {}
     }
     Ok(())
 }

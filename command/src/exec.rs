@@ -1,0 +1,376 @@
+//! How every command runs: one transaction per attempt in which the caller's membership is read,
+//! the idempotency key is claimed, the aggregate is loaded and decided, and the events are
+//! appended with the inline tables; a lost race is retried against fresh state.
+
+use crate::CommandState;
+use crate::errors;
+use crate::request::WriteMeta;
+use crate::respond::written_body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use keel_domain::member::{Member, MemberCommand, MemberContext};
+use keel_domain::project::{Project, ProjectCommand, TenantContext};
+use keel_domain::task::{ProjectState, Task, TaskCommand, TaskContext};
+use keel_domain::tenant::{ProvisionTenant, Tenant, TenantUsage};
+use keel_domain::usage::{UsageContext, UsageInput};
+use keel_domain::{
+    Aggregate, DomainError, Event, MemberId, ProjectId, Role, StreamType, TaskId, TenantId, UsageBatchId,
+};
+use keel_gateway::Problem;
+use keel_store::access::{self, TenantRow};
+use keel_store::idempotency::{self, Reservation};
+use keel_store::{EventMetadata, LogPosition, RecordedEvent, StoreError, TenantTx, log};
+use uuid::Uuid;
+
+/// How many times a command that lost a race is tried again against fresh state.
+const RETRIES: usize = 3;
+
+#[derive(Debug, Clone)]
+pub(crate) enum TenantOp {
+    ChangePlan(String),
+    Suspend(Option<String>),
+    Reactivate,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Cmd {
+    Provision(ProvisionTenant),
+    Tenant(TenantOp),
+    Member(MemberId, MemberCommand),
+    Project(ProjectId, ProjectCommand),
+    Task(TaskId, TaskCommand),
+    Usage(UsageBatchId, Vec<UsageInput>),
+}
+
+impl Cmd {
+    fn is_platform(&self) -> bool {
+        matches!(self, Cmd::Provision(_) | Cmd::Tenant(_))
+    }
+
+    /// What the caller's role must allow before anything is loaded.
+    fn role_allows(&self, role: Role) -> bool {
+        match self {
+            Cmd::Provision(_) | Cmd::Tenant(_) => false,
+            Cmd::Member(..) => role.can_manage_members(),
+            Cmd::Project(..) | Cmd::Task(..) | Cmd::Usage(..) => role.can_write_work(),
+        }
+    }
+}
+
+/// What a successful attempt wrote.
+struct Outcome {
+    id: Uuid,
+    version: i64,
+    position: LogPosition,
+    /// Nothing was appended (the command changed nothing).
+    unchanged: bool,
+}
+
+enum Failure {
+    Problem(Problem),
+    Domain(DomainError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<DomainError> for Failure {
+    fn from(e: DomainError) -> Self {
+        Failure::Domain(e)
+    }
+}
+
+impl From<Problem> for Failure {
+    fn from(p: Problem) -> Self {
+        Failure::Problem(p)
+    }
+}
+
+/// The tenant a tenant-scoped command acts in. Platform operators never reach a tenant's data.
+pub(crate) fn tenant_of(meta: &WriteMeta) -> Result<TenantId, Problem> {
+    let p = &meta.principal;
+    if p.platform {
+        return Err(Problem::forbidden("platform operators cannot act inside a tenant"));
+    }
+    p.tenant_id.map(TenantId).ok_or_else(|| Problem::forbidden("the token carries no tenant_id"))
+}
+
+/// Runs `cmd` in `tenant` and answers `created` (201) or 200.
+pub(crate) async fn execute(
+    state: &CommandState,
+    meta: &WriteMeta,
+    tenant: TenantId,
+    cmd: Cmd,
+    created: bool,
+) -> Result<Response, Problem> {
+    if cmd.is_platform() && !meta.principal.platform {
+        return Err(Problem::forbidden("this command needs the platform:admin scope"));
+    }
+    let mut attempt = 0;
+    loop {
+        let mut tx = state.store.begin_write(tenant).await.map_err(errors::store)?;
+        let now = Utc::now();
+        let role = if cmd.is_platform() {
+            None
+        } else {
+            let role = access::member_role(&mut tx, &meta.principal.subject)
+                .await
+                .map_err(errors::store)?
+                .ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
+            if !cmd.role_allows(role) {
+                return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())));
+            }
+            Some(role)
+        };
+        if let Some(key) = &meta.idempotency_key {
+            match idempotency::reserve(&mut tx, key, &meta.request_hash).await.map_err(errors::store)? {
+                Reservation::Fresh => {}
+                Reservation::Replay { status, response } => {
+                    tx.rollback().await.map_err(errors::store)?;
+                    return Ok(crate::respond::replay(status, response));
+                }
+                Reservation::Mismatch => {
+                    return Err(Problem::validation(
+                        "this Idempotency-Key was used for a different request",
+                        vec![keel_gateway::FieldError {
+                            field: "Idempotency-Key".into(),
+                            message: "was used for a different request".into(),
+                        }],
+                    ));
+                }
+            }
+        }
+        match run(&mut tx, role, &cmd, meta, now).await {
+            Ok(o) => {
+                let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
+                let body = written_body(o.id, o.version, o.position);
+                if let Some(key) = &meta.idempotency_key {
+                    idempotency::complete(&mut tx, key, status.as_u16(), &body).await.map_err(errors::store)?;
+                }
+                if o.unchanged && meta.idempotency_key.is_none() {
+                    tx.rollback().await.map_err(errors::store)?;
+                } else {
+                    tx.commit().await.map_err(errors::store)?;
+                }
+                return Ok(crate::respond::written(status, o.id, o.version, o.position));
+            }
+            Err(Failure::Store(e)) if lost_race(&e) && meta.if_match.is_none() && attempt < RETRIES => {
+                tracing::info!(attempt, error = %e, "lost a race; retrying against fresh state");
+                tx.rollback().await.map_err(errors::store)?;
+                attempt += 1;
+            }
+            Err(Failure::Store(StoreError::Conflict { .. })) if meta.if_match.is_some() => {
+                return Err(errors::precondition_failed());
+            }
+            Err(Failure::Domain(e))
+                if attempt > 0 && matches!(e, DomainError::RuleViolated(_) | DomainError::AlreadyExists(_)) =>
+            {
+                // The race was lost to a change after which the command no longer holds.
+                return Err(errors::conflict(&e.to_string()));
+            }
+            Err(Failure::Domain(e)) => return Err(errors::domain(e)),
+            Err(Failure::Store(e)) => return Err(errors::store(e)),
+            Err(Failure::Problem(p)) => return Err(p),
+        }
+    }
+}
+
+fn lost_race(e: &StoreError) -> bool {
+    match e {
+        StoreError::Conflict { .. } => true,
+        // A usage record id recorded by a concurrent call: on retry it is skipped.
+        StoreError::Unique(c) => c == "usage_records_pkey",
+        other => other.is_retryable(),
+    }
+}
+
+fn metadata(meta: &WriteMeta) -> EventMetadata {
+    let correlation_id = meta.request_id.as_deref().and_then(|r| Uuid::parse_str(r).ok()).unwrap_or_else(Uuid::now_v7);
+    EventMetadata {
+        actor: meta.principal.actor(),
+        correlation_id,
+        causation_id: None,
+        request_id: meta.request_id.clone(),
+    }
+}
+
+/// A stream of the transaction's tenant, decoded; `None` when it does not exist or is of another type.
+async fn load<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, i64, LogPosition)>, Failure> {
+    let stored: Vec<RecordedEvent> = log::read_stream(tx, id).await?;
+    if stored.is_empty() || stored[0].stream_type != A::STREAM_TYPE.as_str() {
+        return Ok(None);
+    }
+    let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
+    let last = stored.last().expect("non-empty");
+    Ok(Some((A::from_events(&events), last.stream_version, last.log_position())))
+}
+
+/// The loaded state (or a fresh one), its version, and the position of its last event.
+async fn load_or_new<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<(A, i64, LogPosition), Failure> {
+    let stored: Vec<RecordedEvent> = log::read_stream(tx, id).await?;
+    if let Some(first) = stored.first()
+        && first.stream_type != A::STREAM_TYPE.as_str()
+    {
+        // An id of another kind of stream: as far as this command knows, nothing is there.
+        return Err(Failure::Domain(DomainError::NotFound(stream_noun(A::STREAM_TYPE))));
+    }
+    let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
+    let version = stored.last().map(|e| e.stream_version).unwrap_or(0);
+    let pos = stored.last().map(|e| e.log_position()).unwrap_or_default();
+    Ok((A::from_events(&events), version, pos))
+}
+
+fn stream_noun(t: StreamType) -> &'static str {
+    match t {
+        StreamType::Tenant => "tenant",
+        StreamType::Member => "member",
+        StreamType::Project => "project",
+        StreamType::Task => "task",
+        StreamType::Usage => "usage batch",
+    }
+}
+
+fn check_if_match(meta: &WriteMeta, version: i64) -> Result<(), Failure> {
+    match meta.if_match {
+        Some(v) if v != version => Err(Failure::Problem(errors::precondition_failed())),
+        _ => Ok(()),
+    }
+}
+
+async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<TenantRow, Failure> {
+    access::tenant_row(tx, lock).await?.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
+}
+
+/// Appends `events` to `stream` at `version`, or reports that nothing changed.
+async fn append(
+    tx: &mut TenantTx,
+    stream: Uuid,
+    version: i64,
+    last: LogPosition,
+    events: Vec<Event>,
+    meta: &WriteMeta,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Failure> {
+    if events.is_empty() {
+        return Ok(Outcome { id: stream, version, position: last, unchanged: true });
+    }
+    let appended = log::append(tx, &[(stream, version)], &events, &metadata(meta), now).await?;
+    Ok(Outcome {
+        id: stream,
+        version: appended.version_of(stream).unwrap_or(version),
+        position: appended.last,
+        unchanged: false,
+    })
+}
+
+async fn run(
+    tx: &mut TenantTx,
+    role: Option<Role>,
+    cmd: &Cmd,
+    meta: &WriteMeta,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Failure> {
+    match cmd.clone() {
+        Cmd::Provision(p) => {
+            let id = p.tenant_id.0;
+            let (tenant, version, last) = load_or_new::<Tenant>(tx, id).await?;
+            let events = tenant.provision(p, now)?;
+            append(tx, id, version, last, events, meta, now).await
+        }
+        Cmd::Tenant(op) => {
+            let id = tx.tenant().0;
+            let Some((tenant, version, last)) = load::<Tenant>(tx, id).await? else {
+                return Err(Failure::Problem(Problem::not_found("tenant")));
+            };
+            check_if_match(meta, version)?;
+            let row = tenant_row(tx, true).await?;
+            let usage = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
+            let events = match op {
+                TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now)?,
+                TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now)?,
+                TenantOp::Reactivate => tenant.reactivate(now)?,
+            };
+            append(tx, id, version, last, events, meta, now).await
+        }
+        Cmd::Member(id, c) => {
+            // Every member command locks the tenant row: seats and "one owner remains" are
+            // decided one command at a time.
+            let row = tenant_row(tx, true).await?;
+            let (member, version, last) = load_or_new::<Member>(tx, id.0).await?;
+            if !matches!(c, MemberCommand::Invite { .. }) {
+                check_if_match(meta, version)?;
+            }
+            let ctx = MemberContext {
+                plan: row.plan,
+                suspended: row.suspended,
+                seats_used: row.seats_used,
+                active_owners: access::active_owners(tx).await?,
+                actor: role.expect("tenant commands have a role"),
+            };
+            let events = member.decide(c, &ctx, now)?;
+            append(tx, id.0, version, last, events, meta, now).await
+        }
+        Cmd::Project(id, c) => {
+            let counts = matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore);
+            let row = tenant_row(tx, counts).await?;
+            let (project, version, last) = load_or_new::<Project>(tx, id.0).await?;
+            if !matches!(c, ProjectCommand::Create { .. }) {
+                check_if_match(meta, version)?;
+            }
+            let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
+            let events = project.decide(c, &ctx, now)?;
+            append(tx, id.0, version, last, events, meta, now).await
+        }
+        Cmd::Task(id, c) => {
+            let row = tenant_row(tx, false).await?;
+            let (task, version, last) = load_or_new::<Task>(tx, id.0).await?;
+            let project_id = match &c {
+                TaskCommand::Create { project_id, .. } => Some(*project_id),
+                _ => task.project_id,
+            };
+            if !matches!(c, TaskCommand::Create { .. }) {
+                if task.id.is_none() {
+                    return Err(Failure::Domain(DomainError::NotFound("task")));
+                }
+                check_if_match(meta, version)?;
+            }
+            let project = match project_id {
+                None => ProjectState::Missing,
+                Some(p) => match load::<Project>(tx, p.0).await? {
+                    None => ProjectState::Missing,
+                    Some((p, _, _)) if p.status == Some(keel_domain::project::ProjectStatus::Archived) => {
+                        ProjectState::Archived
+                    }
+                    Some(_) => ProjectState::Active,
+                },
+            };
+            let assignee = match &c {
+                TaskCommand::Create { assignee, .. } => *assignee,
+                TaskCommand::Assign { assignee } => *assignee,
+                _ => None,
+            };
+            let assignee_active = match assignee {
+                None => None,
+                Some(m) => Some(access::member(tx, m.0).await?.is_some_and(|(_, active)| active)),
+            };
+            let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
+            let events = task.decide(c, &ctx, now)?;
+            append(tx, id.0, version, last, events, meta, now).await
+        }
+        Cmd::Usage(batch, records) => {
+            let row = tenant_row(tx, false).await?;
+            let months = keel_domain::usage::months(&records);
+            let month_units = keel_store::usage::lock_months(tx, &months).await?;
+            let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
+            let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
+            let events = keel_domain::usage::record_usage(batch, records, &ctx, now)?;
+            append(tx, batch.0, 0, LogPosition::START, events, meta, now).await
+        }
+    }
+}

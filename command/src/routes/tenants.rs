@@ -1,0 +1,117 @@
+//! Platform routes: provision tenants, change their plan, suspend and reactivate them.
+
+use super::path_id;
+use crate::CommandState;
+use crate::exec::{Cmd, TenantOp, execute};
+use crate::request::{NoBody, Write};
+use crate::respond::Written;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use keel_domain::tenant::{OwnerInput, ProvisionTenant};
+use keel_domain::{MemberId, TenantId};
+use keel_gateway::Problem;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OwnerBody {
+    user_id: String,
+    email: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProvisionTenantBody {
+    name: String,
+    /// `^[a-z0-9][a-z0-9-]{1,62}$`, unique on the platform.
+    slug: String,
+    /// `free`, `team` or `enterprise`.
+    plan: String,
+    owner: OwnerBody,
+}
+
+/// Provisioning with an `Idempotency-Key` derives the tenant id from the key, so that a repeat
+/// lands on the same tenant and finds the first response.
+fn provisioned_id(key: Option<&str>) -> TenantId {
+    match key {
+        Some(k) => TenantId(Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("keel:provision:{k}").as_bytes())),
+        None => TenantId::new_v7(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = ProvisionTenantBody,
+    responses((status = 201, description = "Tenant provisioned with its owner's membership", body = Written)))]
+pub(crate) async fn provision(
+    State(state): State<CommandState>,
+    w: Write<ProvisionTenantBody>,
+) -> Result<Response, Problem> {
+    let tenant_id = provisioned_id(w.meta.idempotency_key.as_deref());
+    let member = match w.meta.idempotency_key.as_deref() {
+        Some(k) => MemberId(Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("keel:provision-owner:{k}").as_bytes())),
+        None => MemberId::new_v7(),
+    };
+    let b = w.body;
+    let cmd = Cmd::Provision(ProvisionTenant {
+        tenant_id,
+        owner_member_id: member,
+        name: b.name,
+        slug: b.slug,
+        plan: b.plan,
+        owner: OwnerInput { user_id: b.owner.user_id, email: b.owner.email, name: b.owner.name },
+    });
+    execute(&state, &w.meta, tenant_id, cmd, true).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePlanBody {
+    /// `free`, `team` or `enterprise`; a downgrade must fit the seats and active projects in use.
+    plan: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/tenants/{id}/plan", tag = "tenants", request_body = ChangePlanBody,
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, description = "Plan changed (or already this plan)", body = Written)))]
+pub(crate) async fn change_plan(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    w: Write<ChangePlanBody>,
+) -> Result<Response, Problem> {
+    let tenant = TenantId(path_id(&id, "tenant")?);
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::ChangePlan(w.body.plan)), false).await
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SuspendBody {
+    /// Why, up to 500 characters.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/suspend", tag = "tenants", request_body(content = SuspendBody, description = "Optional"),
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, description = "Suspended: reads work, writes answer 423", body = Written)))]
+pub(crate) async fn suspend(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    w: Write<SuspendBody>,
+) -> Result<Response, Problem> {
+    let tenant = TenantId(path_id(&id, "tenant")?);
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Suspend(w.body.reason)), false).await
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, description = "Writes are accepted again", body = Written)))]
+pub(crate) async fn reactivate(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    w: Write<NoBody>,
+) -> Result<Response, Problem> {
+    let tenant = TenantId(path_id(&id, "tenant")?);
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Reactivate), false).await
+}
