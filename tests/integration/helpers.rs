@@ -234,6 +234,58 @@ impl TestApp {
         (tenant, token)
     }
 
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.send(reqwest::Method::DELETE, path, Some(token), None).await
+    }
+
+    /// A request with extra headers.
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut rb = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        into_reply(rb.send().await.expect("request is sent")).await
+    }
+
+    /// Provisions a tenant on `plan`; returns the tenant and its owner's token.
+    pub async fn provision_on(&self, slug: &str, plan: &str) -> (TenantId, String) {
+        let (tenant, owner) = self.provision(slug).await;
+        if plan != "free" {
+            let r = self.put(&format!("/api/v1/tenants/{}/plan", tenant.0), &self.platform_token(), json!({"plan": plan})).await;
+            assert_eq!(r.status, 200, "change plan: {}", r.body);
+        }
+        (tenant, owner)
+    }
+
+    /// Invites `user` with `role` as the owner; returns the member id and the user's token.
+    pub async fn invite(&self, tenant: TenantId, owner: &str, user: &str, role: &str) -> (String, String) {
+        let r = self
+            .post("/api/v1/members", owner, json!({"user_id": user, "email": format!("{user}@example.test"), "name": user, "role": role}))
+            .await;
+        assert_eq!(r.status, 201, "invite {user}: {}", r.body);
+        (r.body["id"].as_str().unwrap().to_owned(), self.token(tenant, user))
+    }
+
+    /// Events stored for this test's database, by a superuser.
+    pub async fn event_count(&self) -> i64 {
+        let mut su = self.db.superuser().await;
+        sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut su).await.unwrap()
+    }
+
     pub async fn create_project(&self, token: &str, name: &str) -> Reply {
         let r = self.post("/api/v1/projects", token, json!({"name": name})).await;
         assert_eq!(r.status, 201, "create project {name}: {}", r.body);

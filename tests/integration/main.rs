@@ -4,6 +4,16 @@
 mod helpers;
 
 mod auth;
+mod conditional;
+mod idempotency;
+mod limits;
+mod members;
+mod openapi;
+mod rebuild;
+mod roles;
+mod suspension;
+mod tasks;
+mod usage;
 mod binary;
 mod commands;
 mod graphql;

@@ -1,0 +1,78 @@
+//! Idempotency-Key: a repeat returns the first response and appends nothing.
+
+use crate::helpers::spawn_app;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_repeat_returns_the_first_response_and_appends_nothing() {
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("idem").await;
+    let key = [("idempotency-key", "create-apollo-1")];
+    let first = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Apollo"})), &key).await;
+    assert_eq!(first.status, 201);
+    let count = app.event_count().await;
+    let again = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Apollo"})), &key).await;
+    assert_eq!((again.status, &again.body), (201, &first.body));
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(app.event_count().await, count, "nothing appended");
+
+    let other = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Gemini"})), &key).await;
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(other.body["errors"][0]["field"], "Idempotency-Key");
+
+    let long = "k".repeat(256);
+    let r = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "X"})), &[("idempotency-key", &long)]).await;
+    assert_eq!(r.status, 400);
+    let ok = "k".repeat(255);
+    let r = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "X"})), &[("idempotency-key", &ok)]).await;
+    assert_eq!(r.status, 201);
+}
+
+#[tokio::test]
+async fn eight_concurrent_repeats_append_once() {
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("idem-race").await;
+    let before = app.event_count().await;
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let (client, base, token) = (app.client.clone(), app.base.clone(), owner.clone());
+        calls.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/api/v1/projects"))
+                .bearer_auth(token)
+                .header("idempotency-key", "same-key")
+                .json(&json!({"name": "Once"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let mut bodies = Vec::new();
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        bodies.push(body);
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "every repeat got the first response");
+    assert_eq!(app.event_count().await, before + 1);
+}
+
+#[tokio::test]
+async fn keys_are_per_tenant_and_provisioning_is_idempotent_too() {
+    let app = spawn_app().await;
+    let (_, a) = app.provision("idem-a").await;
+    let (_, b) = app.provision("idem-b").await;
+    let key = [("idempotency-key", "shared")];
+    let ra = app.send_with(reqwest::Method::POST, "/api/v1/projects", &a, Some(json!({"name": "A"})), &key).await;
+    let rb = app.send_with(reqwest::Method::POST, "/api/v1/projects", &b, Some(json!({"name": "B"})), &key).await;
+    assert_eq!((ra.status, rb.status), (201, 201));
+    assert_ne!(ra.body["id"], rb.body["id"], "the same key in another tenant is another request");
+
+    let platform = app.platform_token();
+    let body = json!({"name": "P", "slug": "idem-p", "plan": "free", "owner": {"user_id": "p", "email": "p@p.test", "name": "P"}});
+    let first = app.send_with(reqwest::Method::POST, "/api/v1/tenants", &platform, Some(body.clone()), &[("idempotency-key", "prov-1")]).await;
+    let again = app.send_with(reqwest::Method::POST, "/api/v1/tenants", &platform, Some(body), &[("idempotency-key", "prov-1")]).await;
+    assert_eq!((first.status, again.status), (201, 201), "{}", again.body);
+    assert_eq!(first.body, again.body);
+}
