@@ -65,7 +65,7 @@ async fn bad_input_is_refused_whole_with_a_clear_problem() {
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("colour")));
     let r = app.post("/api/v1/projects", &owner, json!({"name": 7})).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("name")));
-    let r = app.post("/api/v1/usage", &owner, json!({"records": [{"id": "a", "metric": "m", "quantity": "many", "occurred_at": "now"}]})).await;
+    let r = app.post("/api/v1/usage", &owner, json!({"records": [{"id": "a", "metric": "m", "quantity": "many", "occurred_at": chrono::Utc::now()}]})).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("records[0].quantity")), "{}", r.body);
 
     assert_eq!(app.event_count().await, before, "nothing appended on any error");
