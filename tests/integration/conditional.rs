@@ -11,15 +11,21 @@ async fn a_stale_if_match_answers_412_and_a_current_one_applies() {
     let (_, owner) = app.provision("if-match").await;
     let id = app.create_project(&owner, "Apollo").await.body["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/projects/{id}");
-    let r = app.send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({"name": "B"})), &[("if-match", "\"1\"")]).await;
+    let r = app
+        .send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({"name": "B"})), &[("if-match", "\"1\"")])
+        .await;
     assert_eq!((r.status, r.header("etag")), (200, Some("\"2\"")));
     let before = app.event_count().await;
-    let r = app.send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({"name": "C"})), &[("if-match", "\"1\"")]).await;
+    let r = app
+        .send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({"name": "C"})), &[("if-match", "\"1\"")])
+        .await;
     assert_eq!((r.status, r.body["code"].as_str()), (412, Some("precondition-failed")));
     assert_eq!(app.event_count().await, before, "nothing appended");
-    let r = app.send_with(reqwest::Method::POST, &format!("{path}/archive"), &owner, None, &[("if-match", "\"2\"")]).await;
+    let r =
+        app.send_with(reqwest::Method::POST, &format!("{path}/archive"), &owner, None, &[("if-match", "\"2\"")]).await;
     assert_eq!(r.status, 200);
-    let r = app.send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({"name": "D"})), &[("if-match", "two")]).await;
+    let r =
+        app.send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({"name": "D"})), &[("if-match", "two")]).await;
     assert_eq!(r.status, 400);
 }
 
@@ -134,10 +140,11 @@ async fn a_lost_race_is_retried_when_the_rule_still_holds_and_is_409_when_it_doe
     assert_eq!(statuses, vec![200, 409], "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
 
     let mut su = PgConnection::connect(&app.db.url).await.unwrap();
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT stream_version FROM events WHERE stream_id = $1::uuid ORDER BY 1")
-        .bind(&id)
-        .fetch_all(&mut su)
-        .await
-        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT stream_version FROM events WHERE stream_id = $1::uuid ORDER BY 1")
+            .bind(&id)
+            .fetch_all(&mut su)
+            .await
+            .unwrap();
     assert_eq!(versions, vec![1, 2, 3, 4, 5], "no gap, no duplicate");
 }

@@ -265,7 +265,9 @@ impl TestApp {
     pub async fn provision_on(&self, slug: &str, plan: &str) -> (TenantId, String) {
         let (tenant, owner) = self.provision(slug).await;
         if plan != "free" {
-            let r = self.put(&format!("/api/v1/tenants/{}/plan", tenant.0), &self.platform_token(), json!({"plan": plan})).await;
+            let r = self
+                .put(&format!("/api/v1/tenants/{}/plan", tenant.0), &self.platform_token(), json!({"plan": plan}))
+                .await;
             assert_eq!(r.status, 200, "change plan: {}", r.body);
         }
         (tenant, owner)
@@ -274,7 +276,11 @@ impl TestApp {
     /// Invites `user` with `role` as the owner; returns the member id and the user's token.
     pub async fn invite(&self, tenant: TenantId, owner: &str, user: &str, role: &str) -> (String, String) {
         let r = self
-            .post("/api/v1/members", owner, json!({"user_id": user, "email": format!("{user}@example.test"), "name": user, "role": role}))
+            .post(
+                "/api/v1/members",
+                owner,
+                json!({"user_id": user, "email": format!("{user}@example.test"), "name": user, "role": role}),
+            )
             .await;
         assert_eq!(r.status, 201, "invite {user}: {}", r.body);
         (r.body["id"].as_str().unwrap().to_owned(), self.token(tenant, user))

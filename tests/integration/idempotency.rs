@@ -8,23 +8,42 @@ async fn a_repeat_returns_the_first_response_and_appends_nothing() {
     let app = spawn_app().await;
     let (_, owner) = app.provision("idem").await;
     let key = [("idempotency-key", "create-apollo-1")];
-    let first = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Apollo"})), &key).await;
+    let first =
+        app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Apollo"})), &key).await;
     assert_eq!(first.status, 201);
     let count = app.event_count().await;
-    let again = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Apollo"})), &key).await;
+    let again =
+        app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Apollo"})), &key).await;
     assert_eq!((again.status, &again.body), (201, &first.body));
     assert_eq!(again.header("etag"), first.header("etag"));
     assert_eq!(app.event_count().await, count, "nothing appended");
 
-    let other = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Gemini"})), &key).await;
+    let other =
+        app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Gemini"})), &key).await;
     assert_eq!(other.status, 422, "{}", other.body);
     assert_eq!(other.body["errors"][0]["field"], "Idempotency-Key");
 
     let long = "k".repeat(256);
-    let r = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "X"})), &[("idempotency-key", &long)]).await;
+    let r = app
+        .send_with(
+            reqwest::Method::POST,
+            "/api/v1/projects",
+            &owner,
+            Some(json!({"name": "X"})),
+            &[("idempotency-key", &long)],
+        )
+        .await;
     assert_eq!(r.status, 400);
     let ok = "k".repeat(255);
-    let r = app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "X"})), &[("idempotency-key", &ok)]).await;
+    let r = app
+        .send_with(
+            reqwest::Method::POST,
+            "/api/v1/projects",
+            &owner,
+            Some(json!({"name": "X"})),
+            &[("idempotency-key", &ok)],
+        )
+        .await;
     assert_eq!(r.status, 201);
 }
 
@@ -71,8 +90,18 @@ async fn keys_are_per_tenant_and_provisioning_is_idempotent_too() {
 
     let platform = app.platform_token();
     let body = json!({"name": "P", "slug": "idem-p", "plan": "free", "owner": {"user_id": "p", "email": "p@p.test", "name": "P"}});
-    let first = app.send_with(reqwest::Method::POST, "/api/v1/tenants", &platform, Some(body.clone()), &[("idempotency-key", "prov-1")]).await;
-    let again = app.send_with(reqwest::Method::POST, "/api/v1/tenants", &platform, Some(body), &[("idempotency-key", "prov-1")]).await;
+    let first = app
+        .send_with(
+            reqwest::Method::POST,
+            "/api/v1/tenants",
+            &platform,
+            Some(body.clone()),
+            &[("idempotency-key", "prov-1")],
+        )
+        .await;
+    let again = app
+        .send_with(reqwest::Method::POST, "/api/v1/tenants", &platform, Some(body), &[("idempotency-key", "prov-1")])
+        .await;
     assert_eq!((first.status, again.status), (201, 201), "{}", again.body);
     assert_eq!(first.body, again.body);
 }

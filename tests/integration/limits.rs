@@ -81,7 +81,8 @@ async fn a_downgrade_that_does_not_fit_names_the_limit() {
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("seats")), "{}", r.body);
     let r = app.put(&format!("/api/v1/tenants/{}/plan", tenant.0), &platform, json!({"plan": "enterprise"})).await;
     assert_eq!(r.status, 200);
-    let r = app.put(&format!("/api/v1/tenants/{}/plan", uuid::Uuid::now_v7()), &platform, json!({"plan": "free"})).await;
+    let r =
+        app.put(&format!("/api/v1/tenants/{}/plan", uuid::Uuid::now_v7()), &platform, json!({"plan": "free"})).await;
     assert_eq!(r.status, 404);
     let r = app.put(&format!("/api/v1/tenants/{}/plan", tenant.0), &platform, json!({"plan": "gold"})).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("plan")));

@@ -4,20 +4,20 @@
 mod helpers;
 
 mod auth;
+mod binary;
+mod commands;
 mod conditional;
+mod graphql;
 mod idempotency;
 mod limits;
+mod log;
 mod members;
 mod openapi;
+mod ops;
+mod projection;
 mod rebuild;
 mod roles;
+mod security;
 mod suspension;
 mod tasks;
 mod usage;
-mod binary;
-mod commands;
-mod graphql;
-mod log;
-mod ops;
-mod projection;
-mod security;

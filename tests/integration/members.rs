@@ -30,11 +30,29 @@ async fn invite_change_role_and_remove() {
 async fn email_and_user_id_are_unique_among_active_members() {
     let app = spawn_app().await;
     let (_, owner) = app.provision("unique-members").await;
-    let r = app.post("/api/v1/members", &owner, json!({"user_id": "owner-unique-members", "email": "x@y.test", "name": "X", "role": "member"})).await;
+    let r = app
+        .post(
+            "/api/v1/members",
+            &owner,
+            json!({"user_id": "owner-unique-members", "email": "x@y.test", "name": "X", "role": "member"}),
+        )
+        .await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("user_id")), "{}", r.body);
-    let r = app.post("/api/v1/members", &owner, json!({"user_id": "new", "email": "OWNER@unique-members.test", "name": "X", "role": "member"})).await;
+    let r = app
+        .post(
+            "/api/v1/members",
+            &owner,
+            json!({"user_id": "new", "email": "OWNER@unique-members.test", "name": "X", "role": "member"}),
+        )
+        .await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("email")), "case-insensitive: {}", r.body);
-    let r = app.post("/api/v1/members", &owner, json!({"user_id": "new", "email": "not an email", "name": "X", "role": "boss"})).await;
+    let r = app
+        .post(
+            "/api/v1/members",
+            &owner,
+            json!({"user_id": "new", "email": "not an email", "name": "X", "role": "boss"}),
+        )
+        .await;
     let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!((r.status, fields), (422, vec!["email", "role"]));
 }

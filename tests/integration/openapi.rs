@@ -44,7 +44,8 @@ async fn openapi_describes_every_route_with_schemas_and_problems() {
         }
     }
     // Request bodies are described by their schemas, down to the fields.
-    let body = &spec["paths"]["/api/v1/projects"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+    let body =
+        &spec["paths"]["/api/v1/projects"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"];
     let name = body.as_str().unwrap().rsplit('/').next().unwrap();
     assert!(spec["components"]["schemas"][name]["properties"]["name"].is_object());
 

@@ -33,7 +33,11 @@ async fn inline_tables_rebuilt_from_the_log_equal_the_originals() {
         app.create_project(&owner, "P2").await;
         app.post(&format!("/api/v1/projects/{p}/archive"), &owner, json!({})).await;
         let r = app
-            .post("/api/v1/usage", &owner, json!({"records": [{"id": "u1", "metric": "api.calls", "quantity": 5, "occurred_at": Utc::now()}]}))
+            .post(
+                "/api/v1/usage",
+                &owner,
+                json!({"records": [{"id": "u1", "metric": "api.calls", "quantity": 5, "occurred_at": Utc::now()}]}),
+            )
             .await;
         assert_eq!(r.status, 201);
         tenants.push(tenant);

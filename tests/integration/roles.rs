@@ -46,28 +46,78 @@ async fn every_role_over_every_route() {
         let expect = |ok: bool, status: u16| if ok { status } else { 403 };
         let now = Utc::now();
         let calls: Vec<(Method, String, Option<Value>, u16)> = vec![
-            (Method::POST, "/api/v1/tenants".into(),
-             Some(json!({"name": "N", "slug": format!("roles-new-{n}"), "plan": "free", "owner": {"user_id": "o", "email": "o@o.test", "name": "O"}})),
-             expect(platform, 201)),
-            (Method::PUT, format!("/api/v1/tenants/{t}/plan"), Some(json!({"plan": "enterprise"})), expect(platform, 200)),
+            (
+                Method::POST,
+                "/api/v1/tenants".into(),
+                Some(
+                    json!({"name": "N", "slug": format!("roles-new-{n}"), "plan": "free", "owner": {"user_id": "o", "email": "o@o.test", "name": "O"}}),
+                ),
+                expect(platform, 201),
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/tenants/{t}/plan"),
+                Some(json!({"plan": "enterprise"})),
+                expect(platform, 200),
+            ),
             (Method::POST, format!("/api/v1/tenants/{t}/suspend"), None, expect(platform, 200)),
             (Method::POST, format!("/api/v1/tenants/{t}/reactivate"), None, expect(platform, 200)),
-            (Method::POST, "/api/v1/members".into(),
-             Some(json!({"user_id": format!("new-{n}"), "email": format!("new-{n}@x.test"), "name": "N", "role": "viewer"})),
-             expect(manager, 201)),
-            (Method::PUT, format!("/api/v1/members/{}/role", f.member), Some(json!({"role": "viewer"})), expect(manager, 200)),
+            (
+                Method::POST,
+                "/api/v1/members".into(),
+                Some(
+                    json!({"user_id": format!("new-{n}"), "email": format!("new-{n}@x.test"), "name": "N", "role": "viewer"}),
+                ),
+                expect(manager, 201),
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/members/{}/role", f.member),
+                Some(json!({"role": "viewer"})),
+                expect(manager, 200),
+            ),
             (Method::DELETE, format!("/api/v1/members/{}", f.removable), None, expect(manager, 200)),
             (Method::POST, "/api/v1/projects".into(), Some(json!({"name": "New"})), expect(writer, 201)),
-            (Method::PATCH, format!("/api/v1/projects/{}", f.project), Some(json!({"name": "Renamed"})), expect(writer, 200)),
-            (Method::POST, format!("/api/v1/projects/{}/tasks", f.project), Some(json!({"title": "New"})), expect(writer, 201)),
-            (Method::PATCH, format!("/api/v1/tasks/{}", f.task), Some(json!({"priority": "high"})), expect(writer, 200)),
-            (Method::PUT, format!("/api/v1/tasks/{}/assignee", f.task), Some(json!({"member_id": f.member})), expect(writer, 200)),
-            (Method::PUT, format!("/api/v1/tasks/{}/status", f.task), Some(json!({"status": "done"})), expect(writer, 200)),
+            (
+                Method::PATCH,
+                format!("/api/v1/projects/{}", f.project),
+                Some(json!({"name": "Renamed"})),
+                expect(writer, 200),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/projects/{}/tasks", f.project),
+                Some(json!({"title": "New"})),
+                expect(writer, 201),
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/tasks/{}", f.task),
+                Some(json!({"priority": "high"})),
+                expect(writer, 200),
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/tasks/{}/assignee", f.task),
+                Some(json!({"member_id": f.member})),
+                expect(writer, 200),
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/tasks/{}/status", f.task),
+                Some(json!({"status": "done"})),
+                expect(writer, 200),
+            ),
             (Method::POST, format!("/api/v1/projects/{}/archive", f.project), None, expect(writer, 200)),
             (Method::POST, format!("/api/v1/projects/{}/restore", f.archived), None, expect(writer, 200)),
-            (Method::POST, "/api/v1/usage".into(),
-             Some(json!({"records": [{"id": format!("u{n}"), "metric": "api.calls", "quantity": 1, "occurred_at": now}]})),
-             expect(writer, 201)),
+            (
+                Method::POST,
+                "/api/v1/usage".into(),
+                Some(
+                    json!({"records": [{"id": format!("u{n}"), "metric": "api.calls", "quantity": 1, "occurred_at": now}]}),
+                ),
+                expect(writer, 201),
+            ),
         ];
         for (method, path, body, want) in calls {
             let r = app.send(method.clone(), &path, Some(token), body).await;

@@ -74,7 +74,26 @@ async fn a_query_with_no_tenant_set_returns_no_rows() {
     .await
     .unwrap();
 
-    let tables = ["events", "tenants", "memberships", "rm_projects"];
+    // Every tenant table gets a row for each tenant, then none is visible without a tenant.
+    for t in [a, b] {
+        sqlx::query("INSERT INTO usage_counters (tenant_id, month, units) VALUES ($1, '2026-11-01', 5)")
+            .bind(t.0)
+            .execute(&mut su)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO usage_records (tenant_id, record_id, batch_id) VALUES ($1, 'r', gen_random_uuid())")
+            .bind(t.0)
+            .execute(&mut su)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, 'k', '\\x00')")
+            .bind(t.0)
+            .execute(&mut su)
+            .await
+            .unwrap();
+    }
+    let tables =
+        ["events", "tenants", "memberships", "rm_projects", "usage_counters", "usage_records", "idempotency_keys"];
     for (role, pool) in [("writer", db.store.writer()), ("reader", db.store.reader())] {
         for t in tables {
             let sql = format!("SELECT count(*) FROM {t}");
@@ -88,7 +107,7 @@ async fn a_query_with_no_tenant_set_returns_no_rows() {
 
     // With a tenant set, exactly that tenant's rows.
     let mut tx = db.store.begin_read(a).await.unwrap();
-    for t in tables {
+    for t in ["events", "tenants", "memberships", "rm_projects", "usage_counters"] {
         let sql = format!("SELECT count(*) FILTER (WHERE tenant_id <> $1), count(*) FROM {t}");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(a.0).fetch_one(tx.conn()).await.unwrap();
         let (foreign, all): (i64, i64) = (row.get(0), row.get(1));

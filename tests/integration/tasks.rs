@@ -11,12 +11,18 @@ async fn a_task_lives_in_an_active_project_with_an_active_assignee() {
     let (bob, _) = app.invite(tenant, &owner, "bob", "member").await;
 
     let r = app
-        .post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "Land", "assignee": bob, "due_date": "2027-07-20", "priority": "urgent"}))
+        .post(
+            &format!("/api/v1/projects/{project}/tasks"),
+            &owner,
+            json!({"title": "Land", "assignee": bob, "due_date": "2027-07-20", "priority": "urgent"}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let task = r.body["id"].as_str().unwrap().to_owned();
 
-    let r = app.patch(&format!("/api/v1/tasks/{task}"), &owner, json!({"title": "Land on the moon", "due_date": null})).await;
+    let r = app
+        .patch(&format!("/api/v1/tasks/{task}"), &owner, json!({"title": "Land on the moon", "due_date": null}))
+        .await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(2)));
     let r = app.put(&format!("/api/v1/tasks/{task}/assignee"), &owner, json!({"member_id": null})).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(3)));
@@ -37,7 +43,9 @@ async fn a_task_lives_in_an_active_project_with_an_active_assignee() {
     app.delete(&format!("/api/v1/members/{bob}"), &owner).await;
     let r = app.put(&format!("/api/v1/tasks/{task}/assignee"), &owner, json!({"member_id": bob})).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("member_id")));
-    let r = app.post(&format!("/api/v1/projects/{}/tasks", uuid::Uuid::now_v7()), &owner, json!({"title": "Nowhere"})).await;
+    let r = app
+        .post(&format!("/api/v1/projects/{}/tasks", uuid::Uuid::now_v7()), &owner, json!({"title": "Nowhere"}))
+        .await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("project_id")));
     app.post(&format!("/api/v1/projects/{project}/archive"), &owner, json!({})).await;
     let r = app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "Late"})).await;
@@ -45,7 +53,13 @@ async fn a_task_lives_in_an_active_project_with_an_active_assignee() {
     let r = app.put(&format!("/api/v1/tasks/{task}/status"), &owner, json!({"status": "done"})).await;
     assert_eq!(r.status, 422, "tasks of an archived project are read-only");
 
-    let r = app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "", "priority": "asap", "due_date": "tomorrow"})).await;
+    let r = app
+        .post(
+            &format!("/api/v1/projects/{project}/tasks"),
+            &owner,
+            json!({"title": "", "priority": "asap", "due_date": "tomorrow"}),
+        )
+        .await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("due_date")), "{}", r.body);
 }
 

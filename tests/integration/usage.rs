@@ -27,11 +27,16 @@ async fn records_are_idempotent_by_id_and_a_month_stays_within_quota() {
     let r = app.post("/api/v1/usage", &owner, records(&["a", "d"], 2000)).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let mut su = app.db.superuser().await;
-    let units: i64 = sqlx::query_scalar("SELECT sum(units)::bigint FROM usage_counters").fetch_one(&mut su).await.unwrap();
+    let units: i64 =
+        sqlx::query_scalar("SELECT sum(units)::bigint FROM usage_counters").fetch_one(&mut su).await.unwrap();
     assert_eq!(units, 10_000);
 
     let r = app
-        .post("/api/v1/usage", &owner, json!({"records": [{"id": "x", "metric": "Bad Metric", "quantity": 0, "occurred_at": Utc::now()}]}))
+        .post(
+            "/api/v1/usage",
+            &owner,
+            json!({"records": [{"id": "x", "metric": "Bad Metric", "quantity": 0, "occurred_at": Utc::now()}]}),
+        )
         .await;
     let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!((r.status, fields), (422, vec!["records[0].metric", "records[0].quantity"]));
@@ -65,7 +70,8 @@ async fn parallel_calls_never_push_a_month_over_its_quota() {
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 10, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 422).count(), 10, "{statuses:?}");
     let mut su = app.db.superuser().await;
-    let units: i64 = sqlx::query_scalar("SELECT sum(units)::bigint FROM usage_counters").fetch_one(&mut su).await.unwrap();
+    let units: i64 =
+        sqlx::query_scalar("SELECT sum(units)::bigint FROM usage_counters").fetch_one(&mut su).await.unwrap();
     assert_eq!(units, 10_000);
 
     // The same record id sent by 8 calls at once is counted once.
