@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use keel_gateway::{Authenticator, JwtConfig, Problem};
-use keel_projections::{ProjectsProjection, Runner, RunnerConfig};
+use keel_projections::RunnerConfig;
 use keel_store::{PoolSizes, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -47,7 +47,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     store: Store,
-    runner: Option<Runner<ProjectsProjection>>,
+    runner: Option<RunnerConfig>,
     auth: Arc<Authenticator>,
 }
 
@@ -97,7 +97,7 @@ impl App {
             .layer(axum::middleware::from_fn(keel_gateway::metrics::record))
             .layer(axum::middleware::from_fn(keel_gateway::context::request_context));
 
-        let runner = config.roles.projector.then(|| Runner::new(store.clone(), ProjectsProjection, config.runner));
+        let runner = config.roles.projector.then(|| config.runner.clone());
         Ok(App { listener, router, store, runner, auth })
     }
 
@@ -121,7 +121,10 @@ impl App {
     /// requests and the current batch finish, and closes the pools.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let projector = self.runner.map(|r| tokio::spawn(r.run(stop_rx.clone())));
+        let workers = match &self.runner {
+            Some(c) => keel_projections::spawn_all(&self.store, c, &stop_rx),
+            None => Vec::new(),
+        };
         let mut server_stop = stop_rx.clone();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             let _ = server_stop.wait_for(|s| *s).await;
@@ -131,8 +134,8 @@ impl App {
         tracing::info!("shutting down: no new connections, finishing in-flight work");
         let _ = stop_tx.send(true);
         let served = server.await.context("server task panicked")?;
-        if let Some(p) = projector {
-            p.await.context("projection task panicked")?;
+        for w in workers {
+            w.await.context("projection task panicked")?;
         }
         self.store.close().await;
         served.context("server failed")

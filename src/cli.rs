@@ -56,6 +56,14 @@ pub struct Settings {
     #[arg(long, env = "KEEL_BODY_LIMIT", global = true, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
+    /// Events a projection applies per transaction.
+    #[arg(long, env = "KEEL_PROJECTION_BATCH", global = true, default_value_t = 500)]
+    pub projection_batch: i64,
+
+    /// Seconds a projection worker's lease lasts without renewal (takeover time after a crash).
+    #[arg(long, env = "KEEL_LEASE_TTL_SECS", global = true, default_value_t = 5)]
+    pub lease_ttl_secs: u64,
+
     /// How often projections look for new events when no notification arrives, in ms.
     #[arg(long, env = "KEEL_POLL_INTERVAL_MS", global = true, default_value_t = 500)]
     pub poll_interval_ms: u64,
@@ -87,6 +95,22 @@ pub enum Cmd {
     Migrate,
     /// Print a signed bearer token for development and tests.
     Token(TokenArgs),
+    /// Inspect and rebuild the asynchronous projections.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCmd {
+    /// Per projection: checkpoint, lag in events and seconds, state, lease holder, dead letters.
+    Status,
+    /// Replay NAME from the start into new tables while the old ones serve, then swap them in.
+    Rebuild {
+        /// projects, tasks, members, throughput, usage or tenants.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{Cli, Cmd, ServeRole, Settings, TokenArgs};
+use keel::cli::{Cli, Cmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, Roles, secrets, telemetry};
 use keel_gateway::auth::Secret;
@@ -20,6 +20,7 @@ async fn main() {
         Cmd::Serve { role } => serve(&cli.settings, role).await,
         Cmd::Migrate => migrate(&cli.settings).await,
         Cmd::Token(args) => token(&cli.settings, &args),
+        Cmd::Projections { command } => projections(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -57,8 +58,17 @@ fn app_config(s: &Settings, database_url: String, jwt: JwtConfig, roles: Roles) 
         consistency_wait: Duration::from_millis(s.consistency_wait_ms),
         body_limit: s.body_limit,
         roles,
-        runner: RunnerConfig { poll_interval: Duration::from_millis(s.poll_interval_ms), ..RunnerConfig::default() },
+        runner: runner_config(s),
         pools: PoolSizes::default(),
+    }
+}
+
+fn runner_config(s: &Settings) -> RunnerConfig {
+    RunnerConfig {
+        batch_size: s.projection_batch.max(1),
+        poll_interval: Duration::from_millis(s.poll_interval_ms),
+        lease_ttl: Duration::from_secs(s.lease_ttl_secs.max(1)),
+        ..RunnerConfig::default()
     }
 }
 
@@ -163,4 +173,73 @@ fn token(s: &Settings, args: &TokenArgs) -> anyhow::Result<()> {
     };
     println!("{t}");
     Ok(())
+}
+
+/// Runs `f` against DATABASE_URL, or the embedded cluster (started for the call when it is not
+/// running already) when it is unset.
+async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match &s.database_url {
+        Some(url) => f(url).await,
+        None => {
+            let pg = start_embedded(s).await?;
+            let r = f(&pg.database_url()).await;
+            pg.stop()?;
+            r
+        }
+    }
+}
+
+async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()> {
+    with_database(s, async |url: &str| {
+        let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 })
+            .await
+            .context("cannot connect (is the database migrated? run keel migrate)")?;
+        match command {
+            ProjectionsCmd::Status => {
+                println!(
+                    "{:<20} {:>12} {:>10} {:>9} {:<12} {:<34} {:>6}",
+                    "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead"
+                );
+                let extra: Vec<String> = sqlx::query_scalar("SELECT name FROM projection_checkpoints WHERE name LIKE '%@rebuild' ORDER BY name")
+                    .fetch_all(store.projector())
+                    .await?;
+                let names = keel_projections::ALL.iter().map(|n| n.to_string()).chain(extra);
+                for name in names {
+                    let st = keel_store::checkpoint::status(store.projector(), &name).await?;
+                    println!(
+                        "{:<20} {:>12} {:>10} {:>9.1} {:<12} {:<34} {:>6}",
+                        st.name,
+                        st.checkpoint.position,
+                        st.lag_events,
+                        st.lag_seconds,
+                        st.state,
+                        st.lease_holder.as_deref().unwrap_or("-"),
+                        st.dead_letters
+                    );
+                    if let Some(e) = st.last_error {
+                        println!("{:<20} last error: {e}", "");
+                    }
+                }
+            }
+            ProjectionsCmd::Rebuild { name } => {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} events, {per_sec}, {eta} left")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(format!("rebuilding {name}"));
+                let done = keel_projections::rebuild::rebuild(&store, url, &name, runner_config(s), |p| {
+                    bar.set_length(p.total);
+                    bar.set_position(p.done);
+                })
+                .await?;
+                bar.finish_and_clear();
+                println!("{name}: rebuilt from {done} events and swapped in");
+            }
+        }
+        store.close().await;
+        Ok(())
+    })
+    .await
 }

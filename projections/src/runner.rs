@@ -1,19 +1,35 @@
-//! The runner: reads the log gap-safely from the checkpoint, applies a batch and saves the
-//! checkpoint in one transaction, then waits for a notification or the poll interval.
+//! The runner: holds the projection's lease, reads the log gap-safely from the checkpoint,
+//! applies a batch and saves the checkpoint in one transaction, retries a failing event with
+//! backoff and then parks it, and waits for a notification or the poll interval.
 
 use keel_domain::Event;
-use keel_store::{RecordedEvent, Store, StoreError, checkpoint, log};
+use keel_store::{LogPosition, RecordedEvent, Store, StoreError, checkpoint, log};
 use sqlx::PgConnection;
 use sqlx::postgres::PgListener;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// What to do with an event that still fails after its retries (it is parked either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Go on with the next event.
+    Skip,
+    /// Stop before it until the process restarts (after a fix).
+    Stop,
+}
 
 pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// The event types this projection reads; others only move its checkpoint.
     fn handles(&self, event_type: &str) -> bool;
+
+    fn on_failure(&self) -> FailurePolicy {
+        FailurePolicy::Skip
+    }
 
     fn apply(
         &self,
@@ -23,7 +39,7 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunnerConfig {
     pub batch_size: i64,
     /// How often to look for new events when no notification arrives; a lost notification
@@ -31,11 +47,47 @@ pub struct RunnerConfig {
     pub poll_interval: Duration,
     /// LISTEN for append notifications (off only to prove the polling fallback).
     pub listen: bool,
+    /// How long a lease lasts without renewal: a crashed worker's projection passes to another
+    /// within about this long.
+    pub lease_ttl: Duration,
+    /// Tries of an event that fails for a reason other than a transient database error.
+    pub max_attempts: u32,
+    /// This worker's name in leases.
+    pub holder: String,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig { batch_size: 500, poll_interval: Duration::from_millis(500), listen: true }
+        RunnerConfig {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            listen: true,
+            lease_ttl: Duration::from_secs(5),
+            max_attempts: 3,
+            holder: default_holder(),
+        }
+    }
+}
+
+/// `host:pid:random`, unique per process.
+pub fn default_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    format!("{}:{}:{}", host.trim(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("this worker does not hold the lease")]
+    LeaseLost,
+    #[error("stopped at event {position}: {error}")]
+    Stopped { position: i64, error: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        RunError::Store(e.into())
     }
 }
 
@@ -43,93 +95,279 @@ pub struct Runner<P> {
     store: Store,
     projection: P,
     config: RunnerConfig,
+    /// Attempts of events that failed deterministically, by event id.
+    attempts: Mutex<HashMap<uuid::Uuid, u32>>,
+    /// The checkpoint table row this runner writes (`name`, or `name@rebuild`).
+    checkpoint_name: String,
+    /// Set during a rebuild: batches write into the `keel_rebuild` schema's tables.
+    rebuild: bool,
+}
+
+enum Failed {
+    At(usize, StoreError),
 }
 
 impl<P: Projection> Runner<P> {
     pub fn new(store: Store, projection: P, config: RunnerConfig) -> Self {
-        Runner { store, projection, config }
+        let checkpoint_name = projection.name().to_owned();
+        Runner { store, projection, config, attempts: Mutex::new(HashMap::new()), checkpoint_name, rebuild: false }
     }
 
-    /// Applies one batch with its checkpoint; returns how many events it read (0: caught up, or
-    /// held back by an older transaction still running; see `held_back`).
-    pub async fn step(&self) -> Result<usize, StoreError> {
+    /// A runner that replays into the `keel_rebuild` schema under its own checkpoint.
+    pub fn for_rebuild(store: Store, projection: P, config: RunnerConfig) -> Self {
+        let checkpoint_name = format!("{}@rebuild", projection.name());
+        Runner { store, projection, config, attempts: Mutex::new(HashMap::new()), checkpoint_name, rebuild: true }
+    }
+
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    pub fn checkpoint_name(&self) -> &str {
+        &self.checkpoint_name
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.store.projector().begin().await?;
+        if self.rebuild {
+            sqlx::query("SET LOCAL search_path = keel_rebuild, public").execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Applies one batch with its checkpoint in one transaction; returns how many events it
+    /// read (0: caught up, or held back by an older transaction still running).
+    pub async fn step(&self) -> Result<usize, RunError> {
+        self.step_as(None).await
+    }
+
+    async fn step_as(&self, holder: Option<&str>) -> Result<usize, RunError> {
         let started = Instant::now();
         let name = self.projection.name();
-        let mut tx = self.store.projector().begin().await?;
-        let from = checkpoint::load(&mut tx, name).await?;
+        let mut tx = self.begin().await?;
+        let Some(from) = checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await? else {
+            return Err(RunError::LeaseLost);
+        };
         let batch = log::read_all_after(&mut tx, from, self.config.batch_size).await?;
         let Some(last) = batch.last().map(RecordedEvent::log_position) else {
             tx.rollback().await?;
             return Ok(0);
         };
-        for recorded in &batch {
-            if self.projection.handles(&recorded.event_type) {
-                let event = recorded.decode()?;
-                self.projection.apply(&mut tx, recorded, &event).await?;
+        match self.apply_all(&mut tx, &batch).await {
+            Ok(()) => {
+                let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
+                let state = if self.rebuild { "rebuilding" } else { state };
+                checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
+                tx.commit().await?;
+                self.attempts.lock().expect("not poisoned").clear();
+                metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
+                metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
+                metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
+                    .record(started.elapsed().as_secs_f64());
+                Ok(batch.len())
+            }
+            Err(Failed::At(i, e)) => {
+                tx.rollback().await?;
+                self.failed(holder, from, &batch, i, e).await
             }
         }
-        checkpoint::save(&mut tx, name, last).await?;
-        tx.commit().await?;
-        metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
-        metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
-        metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
-            .record(started.elapsed().as_secs_f64());
-        Ok(batch.len())
     }
 
-    /// Applies batches until the log (below the gap-safe horizon) is exhausted.
-    pub async fn run_once(&self) -> Result<usize, StoreError> {
+    async fn apply_all(&self, conn: &mut PgConnection, batch: &[RecordedEvent]) -> Result<(), Failed> {
+        for (i, recorded) in batch.iter().enumerate() {
+            if self.projection.handles(&recorded.event_type) {
+                let result = match recorded.decode() {
+                    Ok(event) => self.projection.apply(conn, recorded, &event).await,
+                    Err(e) => Err(e),
+                };
+                result.map_err(|e| Failed::At(i, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Event `i` of `batch` failed. Transient errors are the caller's to retry; any other is
+    /// counted, retried by the caller until `max_attempts`, then parked with the events before
+    /// it applied, and the projection goes on or stops per its policy.
+    async fn failed(
+        &self,
+        holder: Option<&str>,
+        from: LogPosition,
+        batch: &[RecordedEvent],
+        i: usize,
+        error: StoreError,
+    ) -> Result<usize, RunError> {
+        let event = &batch[i];
+        if error.is_retryable() {
+            return Err(error.into());
+        }
+        let attempts = {
+            let mut a = self.attempts.lock().expect("not poisoned");
+            let n = a.entry(event.event_id).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if attempts < self.config.max_attempts {
+            return Err(error.into());
+        }
+        let name = self.projection.name();
+        let message = error.to_string();
+        tracing::error!(projection = name, position = event.position, event_type = %event.event_type, attempts, error = %message, "parking an event the projection cannot apply");
+        let mut tx = self.begin().await?;
+        if checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await?.is_none() {
+            return Err(RunError::LeaseLost);
+        }
+        if self.apply_all(&mut tx, &batch[..i]).await.is_err() {
+            return Err(error.into());
+        }
+        checkpoint::park(&mut tx, name, event, &message, attempts).await?;
+        let stop = self.projection.on_failure() == FailurePolicy::Stop;
+        let (at, state) = if stop {
+            (if i == 0 { from } else { batch[i - 1].log_position() }, "stopped")
+        } else {
+            (event.log_position(), if self.rebuild { "rebuilding" } else { "running" })
+        };
+        checkpoint::save(&mut tx, &self.checkpoint_name, at, state).await?;
+        if stop {
+            sqlx::query("UPDATE projection_checkpoints SET last_error = $2 WHERE name = $1")
+                .bind(&self.checkpoint_name)
+                .bind(&message)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        tx.commit().await?;
+        self.attempts.lock().expect("not poisoned").remove(&event.event_id);
+        metrics::counter!("keel_projection_dead_letters_total", "projection" => name).increment(1);
+        if stop {
+            return Err(RunError::Stopped { position: event.position, error: message });
+        }
+        Ok(i + 1)
+    }
+
+    /// Catches this runner's checkpoint up inside the caller's transaction (the end of a rebuild,
+    /// where the swap must see exactly what was applied). A failing event aborts it.
+    pub async fn catch_up_on(&self, conn: &mut PgConnection) -> Result<usize, RunError> {
         let mut total = 0;
         loop {
-            let n = self.step().await?;
-            total += n;
-            if n == 0 {
-                return Ok(total);
+            let Some(from) = checkpoint::lock(conn, &self.checkpoint_name, None).await? else {
+                return Err(RunError::LeaseLost);
+            };
+            let batch = log::read_all_after(conn, from, self.config.batch_size).await?;
+            let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(total) };
+            if let Err(Failed::At(_, e)) = self.apply_all(conn, &batch).await {
+                return Err(e.into());
+            }
+            checkpoint::save(conn, &self.checkpoint_name, last, "rebuilding").await?;
+            total += batch.len();
+        }
+    }
+
+    /// Applies batches until the log (below the gap-safe horizon) is exhausted, retrying a
+    /// failing event with backoff until it is parked. Without a lease (tests, rebuilds).
+    pub async fn run_once(&self) -> Result<usize, RunError> {
+        self.run_once_as(None).await
+    }
+
+    async fn run_once_as(&self, holder: Option<&str>) -> Result<usize, RunError> {
+        let mut total = 0;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.step_as(holder).await {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    total += n;
+                    backoff = Duration::from_millis(20);
+                }
+                Err(RunError::Store(e)) if self.attempts_pending() || e.is_retryable() => {
+                    tracing::warn!(projection = self.projection.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// True when committed events wait behind the gap-safe horizon (an older transaction is still
-    /// open): worth looking again shortly rather than at the next poll.
+    fn attempts_pending(&self) -> bool {
+        !self.attempts.lock().expect("not poisoned").is_empty()
+    }
+
+    /// True when committed events wait behind the gap-safe horizon (an older transaction is
+    /// still open): worth looking again shortly rather than at the next poll.
     pub async fn held_back(&self) -> Result<bool, StoreError> {
         let mut conn = self.store.projector().acquire().await?;
-        let at = checkpoint::read(self.store.projector(), self.projection.name()).await?;
+        let at = checkpoint::read(self.store.projector(), &self.checkpoint_name).await?;
         log::has_events_after(&mut conn, at).await
     }
 
-    /// Catches up, then follows the log until `shutdown` turns true. Errors are logged and
-    /// retried with backoff; the checkpoint only moves with a committed batch.
+    /// Holds the lease, catches up, then follows the log until `shutdown` turns true; releases
+    /// the lease on the way out. Without the lease it waits as a standby.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let name = self.projection.name();
+        let holder = self.config.holder.clone();
         let mut listener = if self.config.listen { self.listen().await } else { None };
-        let mut backoff = Duration::from_millis(100);
         let mut recheck = Duration::from_millis(2);
-        tracing::info!(projection = name, "projection started");
+        let mut leased_until: Option<Instant> = None;
+        let mut stopped = false;
+        let mut last_lag = Instant::now() - Duration::from_secs(10);
+        tracing::info!(projection = name, holder = %holder, "projection worker started");
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let wait = match self.run_once().await {
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    // A notified event may still sit behind an older open transaction: look
-                    // again soon (2 ms, doubling) instead of waiting for the next poll.
-                    if self.held_back().await.unwrap_or(false) {
-                        let w = recheck;
-                        recheck = (recheck * 2).min(Duration::from_millis(100)).min(self.config.poll_interval);
-                        w
-                    } else {
-                        recheck = Duration::from_millis(2);
-                        self.config.poll_interval
+            // Renew when a third of the lease is gone; a standby tries every poll.
+            let renew = leased_until.is_none_or(|t| t.saturating_duration_since(Instant::now()) < self.config.lease_ttl * 2 / 3);
+            if renew {
+                let requested = Instant::now();
+                match checkpoint::acquire_lease(self.store.projector(), name, &holder, self.config.lease_ttl).await {
+                    Ok(true) => {
+                        if leased_until.is_none() {
+                            tracing::info!(projection = name, holder = %holder, "lease acquired");
+                        }
+                        leased_until = Some(requested + self.config.lease_ttl);
+                    }
+                    Ok(false) => {
+                        if leased_until.take().is_some() {
+                            tracing::warn!(projection = name, "lease lost to another worker");
+                        }
+                    }
+                    Err(e) => tracing::warn!(projection = name, error = %e, "cannot reach the lease"),
+                }
+            }
+            let mut wait = self.config.poll_interval.min(Duration::from_secs(1));
+            if leased_until.is_some() && !stopped {
+                match self.run_once_as(Some(&holder)).await {
+                    Ok(_) => {
+                        wait = self.config.poll_interval;
+                        if self.held_back().await.unwrap_or(false) {
+                            wait = recheck;
+                            recheck = (recheck * 2).min(Duration::from_millis(100)).min(self.config.poll_interval);
+                        } else {
+                            recheck = Duration::from_millis(2);
+                        }
+                    }
+                    Err(RunError::LeaseLost) => leased_until = None,
+                    Err(RunError::Stopped { position, error }) => {
+                        tracing::error!(projection = name, position, error = %error, "projection stopped by its failure policy; restart after a fix");
+                        stopped = true;
+                    }
+                    Err(RunError::Store(e)) => {
+                        tracing::error!(projection = name, error = %e, "projection batch failed");
+                        wait = Duration::from_secs(1);
                     }
                 }
-                Err(e) => {
-                    tracing::error!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
-                    let b = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    b
+                wait = wait.min(self.config.lease_ttl / 3);
+            }
+            if last_lag.elapsed() >= Duration::from_secs(1) {
+                last_lag = Instant::now();
+                if let Ok(s) = checkpoint::status(self.store.projector(), name).await {
+                    metrics::gauge!("keel_projection_lag_events", "projection" => name).set(s.lag_events as f64);
+                    metrics::gauge!("keel_projection_lag_seconds", "projection" => name).set(s.lag_seconds);
+                    metrics::gauge!("keel_projection_dead_letters", "projection" => name).set(s.dead_letters as f64);
+                    metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(s.checkpoint.position as f64);
                 }
-            };
+            }
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -144,7 +382,10 @@ impl<P: Projection> Runner<P> {
                 listener = self.listen().await;
             }
         }
-        tracing::info!(projection = name, "projection stopped");
+        if leased_until.is_some() {
+            let _ = checkpoint::release_lease(self.store.projector(), name, &holder).await;
+        }
+        tracing::info!(projection = name, "projection worker stopped");
     }
 
     async fn listen(&self) -> Option<PgListener> {

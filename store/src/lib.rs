@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod inline;
 pub mod log;
 pub mod read;
+pub mod rebuild;
 pub mod usage;
 
 pub use db::{MIGRATOR, PoolSizes, Store, TenantTx, migrate, migrations_current};

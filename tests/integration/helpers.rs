@@ -130,6 +130,7 @@ pub struct Options {
     pub listen: bool,
     pub poll_interval: Duration,
     pub consistency_wait: Duration,
+    pub lease_ttl: Duration,
 }
 
 impl Default for Options {
@@ -139,6 +140,7 @@ impl Default for Options {
             listen: true,
             poll_interval: Duration::from_millis(200),
             consistency_wait: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -165,7 +167,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
         consistency_wait: o.consistency_wait,
         body_limit: 1024 * 1024,
         roles: Roles { command: true, query: true, projector: o.projector },
-        runner: RunnerConfig { batch_size: 500, poll_interval: o.poll_interval, listen: o.listen },
+        runner: RunnerConfig { batch_size: 500, poll_interval: o.poll_interval, listen: o.listen, lease_ttl: o.lease_ttl, ..RunnerConfig::default() },
         pools: PoolSizes { writer: 8, reader: 8, projector: 4 },
     };
     let app = App::build(config).await.expect("app builds");

@@ -1,0 +1,125 @@
+//! `keel projections rebuild NAME`: replay the log into fresh copies of a read model's tables
+//! while the old ones keep serving, then swap them in one transaction.
+
+use crate::models::{
+    MembersProjection, ProjectsProjection, TasksProjection, TenantsProjection, ThroughputProjection, UsageProjection,
+    tables,
+};
+use crate::runner::{Projection, RunError, Runner, RunnerConfig};
+use keel_store::{Store, StoreError, checkpoint};
+use sqlx::{Connection, Executor, PgConnection};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub per_second: f64,
+    pub remaining: Option<Duration>,
+    pub swapped: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("no projection named {0}")]
+    Unknown(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RebuildError {
+    fn from(e: sqlx::Error) -> Self {
+        RebuildError::Store(e.into())
+    }
+}
+
+/// Rebuilds projection `name`; `admin_url` is the owner's connection (DDL), `progress` is
+/// called about once a second and at the end. Returns the events replayed.
+pub async fn rebuild(
+    store: &Store,
+    admin_url: &str,
+    name: &str,
+    config: RunnerConfig,
+    progress: impl FnMut(&Progress),
+) -> Result<u64, RebuildError> {
+    match name {
+        "projects" => run(store, admin_url, ProjectsProjection, config, progress).await,
+        "tasks" => run(store, admin_url, TasksProjection, config, progress).await,
+        "members" => run(store, admin_url, MembersProjection, config, progress).await,
+        "throughput" => run(store, admin_url, ThroughputProjection, config, progress).await,
+        "usage" => run(store, admin_url, UsageProjection, config, progress).await,
+        "tenants" => run(store, admin_url, TenantsProjection, config, progress).await,
+        other => Err(RebuildError::Unknown(other.to_owned())),
+    }
+}
+
+async fn run<P: Projection>(
+    store: &Store,
+    admin_url: &str,
+    projection: P,
+    config: RunnerConfig,
+    mut progress: impl FnMut(&Progress),
+) -> Result<u64, RebuildError> {
+    let name = projection.name();
+    let tables = tables(name).ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
+    let mut admin = PgConnection::connect(admin_url).await?;
+    let runner = Runner::for_rebuild(store.clone(), projection, config);
+    let rebuild_name = runner.checkpoint_name().to_owned();
+    keel_store::rebuild::prepare(&mut admin, tables).await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&rebuild_name).execute(&mut admin).await?;
+    checkpoint::set_state(store.projector(), &rebuild_name, "rebuilding", None).await?;
+
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(store.projector()).await?;
+    let total = total.max(0) as u64;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut done = 0u64;
+    let report = |done: u64, swapped: bool| {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let per_second = done as f64 / secs;
+        let remaining = (per_second > 0.0).then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / per_second));
+        Progress { done, total: total.max(done), per_second, remaining, swapped }
+    };
+
+    // Replay while the old tables serve and the live worker keeps them current.
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match runner.step().await {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n as u64;
+                backoff = Duration::from_millis(20);
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = Instant::now();
+                    progress(&report(done, false));
+                }
+            }
+            Err(RunError::Store(e)) => {
+                tracing::warn!(projection = name, error = %e, "rebuild batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // The swap: hold the live checkpoint (the live worker waits), apply what arrived since,
+    // move the tables, hand the rebuilt checkpoint to the live projection. One transaction.
+    let mut tx = admin.begin().await?;
+    tx.execute("SET LOCAL ROLE keel_projector").await?;
+    checkpoint::lock(&mut tx, name, None).await?;
+    tx.execute("SET LOCAL search_path = keel_rebuild, public").await?;
+    done += runner.catch_up_on(&mut tx).await? as u64;
+    tx.execute("RESET ROLE").await?;
+    tx.execute("SET LOCAL search_path = public").await?;
+    keel_store::rebuild::swap(&mut tx, tables).await?;
+    checkpoint::replace(&mut tx, name, &rebuild_name).await?;
+    tx.commit().await?;
+    keel_store::rebuild::drop_retired(&mut admin, tables).await?;
+    admin.close().await?;
+    progress(&report(done, true));
+    tracing::info!(projection = name, events = done, "rebuild swapped in");
+    Ok(done)
+}
