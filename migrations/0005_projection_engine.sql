@@ -29,7 +29,7 @@ CREATE POLICY projection_dead_letters_tenant ON projection_dead_letters
 CREATE POLICY projection_dead_letters_projector ON projection_dead_letters TO keel_projector
     USING (true) WITH CHECK (true);
 REVOKE ALL ON projection_dead_letters FROM PUBLIC;
-GRANT SELECT, INSERT, DELETE ON projection_dead_letters TO keel_projector;
+GRANT SELECT, INSERT, UPDATE, DELETE ON projection_dead_letters TO keel_projector;
 
 -- Rebuilds replay into tables of the same names in this schema, then move them into public.
 CREATE SCHEMA keel_rebuild;

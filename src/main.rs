@@ -200,9 +200,11 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                     "{:<20} {:>12} {:>10} {:>9} {:<12} {:<34} {:>6}",
                     "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead"
                 );
-                let extra: Vec<String> = sqlx::query_scalar("SELECT name FROM projection_checkpoints WHERE name LIKE '%@rebuild' ORDER BY name")
-                    .fetch_all(store.projector())
-                    .await?;
+                let extra: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM projection_checkpoints WHERE name LIKE '%@rebuild' ORDER BY name",
+                )
+                .fetch_all(store.projector())
+                .await?;
                 let names = keel_projections::ALL.iter().map(|n| n.to_string()).chain(extra);
                 for name in names {
                     let st = keel_store::checkpoint::status(store.projector(), &name).await?;
@@ -224,9 +226,11 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
             ProjectionsCmd::Rebuild { name } => {
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} events, {per_sec}, {eta} left")
-                        .expect("a valid template")
-                        .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {pos}/{len} events, {per_sec}, {eta} left",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
                 );
                 bar.set_message(format!("rebuilding {name}"));
                 let done = keel_projections::rebuild::rebuild(&store, url, &name, runner_config(s), |p| {

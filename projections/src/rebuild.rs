@@ -79,7 +79,8 @@ async fn run<P: Projection>(
     let report = |done: u64, swapped: bool| {
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let per_second = done as f64 / secs;
-        let remaining = (per_second > 0.0).then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / per_second));
+        let remaining =
+            (per_second > 0.0).then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / per_second));
         Progress { done, total: total.max(done), per_second, remaining, swapped }
     };
 

@@ -101,6 +101,8 @@ pub struct Runner<P> {
     checkpoint_name: String,
     /// Set during a rebuild: batches write into the `keel_rebuild` schema's tables.
     rebuild: bool,
+    /// Append notifications from the process's one listener (see `spawn_all`).
+    wake: Option<watch::Receiver<u64>>,
 }
 
 enum Failed {
@@ -110,13 +112,35 @@ enum Failed {
 impl<P: Projection> Runner<P> {
     pub fn new(store: Store, projection: P, config: RunnerConfig) -> Self {
         let checkpoint_name = projection.name().to_owned();
-        Runner { store, projection, config, attempts: Mutex::new(HashMap::new()), checkpoint_name, rebuild: false }
+        Runner {
+            store,
+            projection,
+            config,
+            attempts: Mutex::new(HashMap::new()),
+            checkpoint_name,
+            rebuild: false,
+            wake: None,
+        }
     }
 
     /// A runner that replays into the `keel_rebuild` schema under its own checkpoint.
     pub fn for_rebuild(store: Store, projection: P, config: RunnerConfig) -> Self {
         let checkpoint_name = format!("{}@rebuild", projection.name());
-        Runner { store, projection, config, attempts: Mutex::new(HashMap::new()), checkpoint_name, rebuild: true }
+        Runner {
+            store,
+            projection,
+            config,
+            attempts: Mutex::new(HashMap::new()),
+            checkpoint_name,
+            rebuild: true,
+            wake: None,
+        }
+    }
+
+    /// Wakes on this channel's changes instead of a LISTEN connection of its own.
+    pub fn with_wake(mut self, wake: watch::Receiver<u64>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     pub fn projection(&self) -> &P {
@@ -296,17 +320,20 @@ impl<P: Projection> Runner<P> {
     /// True when committed events wait behind the gap-safe horizon (an older transaction is
     /// still open): worth looking again shortly rather than at the next poll.
     pub async fn held_back(&self) -> Result<bool, StoreError> {
-        let mut conn = self.store.projector().acquire().await?;
+        // One connection at a time: workers share a small pool.
         let at = checkpoint::read(self.store.projector(), &self.checkpoint_name).await?;
+        let mut conn = self.store.projector().acquire().await?;
         log::has_events_after(&mut conn, at).await
     }
 
     /// Holds the lease, catches up, then follows the log until `shutdown` turns true; releases
     /// the lease on the way out. Without the lease it waits as a standby.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let name = self.projection.name();
         let holder = self.config.holder.clone();
-        let mut listener = if self.config.listen { self.listen().await } else { None };
+        let mut wake = self.wake.take();
+        let own_listener = self.config.listen && wake.is_none();
+        let mut listener = if own_listener { listen(&self.store).await } else { None };
         let mut recheck = Duration::from_millis(2);
         let mut leased_until: Option<Instant> = None;
         let mut stopped = false;
@@ -317,7 +344,8 @@ impl<P: Projection> Runner<P> {
                 break;
             }
             // Renew when a third of the lease is gone; a standby tries every poll.
-            let renew = leased_until.is_none_or(|t| t.saturating_duration_since(Instant::now()) < self.config.lease_ttl * 2 / 3);
+            let renew = leased_until
+                .is_none_or(|t| t.saturating_duration_since(Instant::now()) < self.config.lease_ttl * 2 / 3);
             if renew {
                 let requested = Instant::now();
                 match checkpoint::acquire_lease(self.store.projector(), name, &holder, self.config.lease_ttl).await {
@@ -365,7 +393,8 @@ impl<P: Projection> Runner<P> {
                     metrics::gauge!("keel_projection_lag_events", "projection" => name).set(s.lag_events as f64);
                     metrics::gauge!("keel_projection_lag_seconds", "projection" => name).set(s.lag_seconds);
                     metrics::gauge!("keel_projection_dead_letters", "projection" => name).set(s.dead_letters as f64);
-                    metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(s.checkpoint.position as f64);
+                    metrics::gauge!("keel_projection_checkpoint", "projection" => name)
+                        .set(s.checkpoint.position as f64);
                 }
             }
             tokio::select! {
@@ -377,9 +406,10 @@ impl<P: Projection> Runner<P> {
                         listener = None;
                     }
                 }
+                _ = changed(&mut wake) => {}
             }
-            if listener.is_none() && self.config.listen {
-                listener = self.listen().await;
+            if listener.is_none() && own_listener {
+                listener = listen(&self.store).await;
             }
         }
         if leased_until.is_some() {
@@ -387,22 +417,36 @@ impl<P: Projection> Runner<P> {
         }
         tracing::info!(projection = name, "projection worker stopped");
     }
+}
 
-    async fn listen(&self) -> Option<PgListener> {
-        let mut l = match PgListener::connect_with(self.store.projector()).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN; polling only");
-                return None;
-            }
-        };
-        match l.listen(keel_store::EVENTS_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN; polling only");
-                None
+/// A LISTEN connection of its own (outside the pool, which it would otherwise hold forever).
+pub(crate) async fn listen(store: &Store) -> Option<PgListener> {
+    let mut l = match PgListener::connect_with(store.projector()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN; polling only");
+            return None;
+        }
+    };
+    match l.listen(keel_store::EVENTS_CHANNEL).await {
+        Ok(()) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN; polling only");
+            None
+        }
+    }
+}
+
+async fn changed(wake: &mut Option<watch::Receiver<u64>>) {
+    match wake {
+        Some(w) => {
+            if w.changed().await.is_err() {
+                // The listener task is gone: poll from now on.
+                *wake = None;
+                std::future::pending::<()>().await;
             }
         }
+        None => std::future::pending().await,
     }
 }
 

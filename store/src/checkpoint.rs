@@ -49,7 +49,11 @@ pub async fn release_lease(pool: &PgPool, name: &str, holder: &str) -> Result<()
 /// The checkpoint of `name`, locked until the caller's transaction ends so that no two
 /// transactions apply the same batch. With `holder`, `None` unless `holder` holds a live lease:
 /// a worker that lost its lease cannot commit a batch.
-pub async fn lock(conn: &mut PgConnection, name: &str, holder: Option<&str>) -> Result<Option<LogPosition>, StoreError> {
+pub async fn lock(
+    conn: &mut PgConnection,
+    name: &str,
+    holder: Option<&str>,
+) -> Result<Option<LogPosition>, StoreError> {
     sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
         .bind(name)
         .execute(&mut *conn)

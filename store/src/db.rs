@@ -35,7 +35,7 @@ pub struct PoolSizes {
 
 impl Default for PoolSizes {
     fn default() -> Self {
-        PoolSizes { writer: 16, reader: 16, projector: 4 }
+        PoolSizes { writer: 16, reader: 16, projector: 8 }
     }
 }
 

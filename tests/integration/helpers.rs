@@ -167,8 +167,14 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
         consistency_wait: o.consistency_wait,
         body_limit: 1024 * 1024,
         roles: Roles { command: true, query: true, projector: o.projector },
-        runner: RunnerConfig { batch_size: 500, poll_interval: o.poll_interval, listen: o.listen, lease_ttl: o.lease_ttl, ..RunnerConfig::default() },
-        pools: PoolSizes { writer: 8, reader: 8, projector: 4 },
+        runner: RunnerConfig {
+            batch_size: 500,
+            poll_interval: o.poll_interval,
+            listen: o.listen,
+            lease_ttl: o.lease_ttl,
+            ..RunnerConfig::default()
+        },
+        pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
     };
     let app = App::build(config).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -220,7 +220,9 @@ async fn a_notification_wakes_the_projection_long_before_its_poll() {
 
 #[tokio::test]
 async fn without_notifications_polling_still_catches_up() {
-    let app = spawn_app_with(Options { listen: false, poll_interval: Duration::from_millis(100), ..Options::default() }).await;
+    let app =
+        spawn_app_with(Options { listen: false, poll_interval: Duration::from_millis(100), ..Options::default() })
+            .await;
     let (_, owner) = app.provision("polled").await;
     app.create_project(&owner, "Polled").await;
     assert!(appears_within(&app, &owner, Duration::from_secs(10)).await, "projected by polling alone");

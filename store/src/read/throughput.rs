@@ -5,7 +5,13 @@ use crate::log::RecordedEvent;
 use keel_domain::Event;
 use sqlx::PgConnection;
 
-async fn bump(conn: &mut PgConnection, tenant: uuid::Uuid, day: chrono::NaiveDate, created: i32, completed: i32) -> Result<(), StoreError> {
+async fn bump(
+    conn: &mut PgConnection,
+    tenant: uuid::Uuid,
+    day: chrono::NaiveDate,
+    created: i32,
+    completed: i32,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO rm_task_throughput (tenant_id, day, created, completed) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, day) DO UPDATE
