@@ -15,6 +15,8 @@ mod members;
 mod openapi;
 mod ops;
 mod projection;
+mod read_models;
+mod workers;
 mod rebuild;
 mod roles;
 mod security;

@@ -128,16 +128,16 @@ pub struct ProjectKey {
     pub project_id: Uuid,
 }
 
+/// The first page of projects, oldest first: the list query `rm_projects_created_idx` serves.
+pub const FIRST_PAGE: &str = "SELECT project_id, name, description, status, created_at, updated_at, version,
+        tasks_todo, tasks_in_progress, tasks_done
+   FROM rm_projects WHERE tenant_id = $1 ORDER BY created_at, project_id LIMIT $2";
+
 /// Up to `limit` projects after `after`, oldest first.
 pub async fn list(tx: &mut TenantTx, after: Option<ProjectKey>, limit: i64) -> Result<Vec<ProjectRow>, StoreError> {
     let tenant = tx.tenant().0;
     let rows = match after {
-        None => {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM rm_projects WHERE tenant_id = $1 ORDER BY created_at, project_id LIMIT $2"
-            );
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(limit).fetch_all(tx.conn()).await?
-        }
+        None => sqlx::query_as(FIRST_PAGE).bind(tenant).bind(limit).fetch_all(tx.conn()).await?,
         Some(k) => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM rm_projects WHERE tenant_id = $1 AND (created_at, project_id) > ($2, $3)
