@@ -14,7 +14,11 @@ async fn wait_for(app: &TestApp, sql: &str, want: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut su = app.db.superuser().await;
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut su).await.unwrap();
+        let n: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT ({sql})::bigint")))
+            .fetch_one(&mut su)
+            .await
+            .unwrap();
+        let n = n.unwrap_or(-1);
         if n == want {
             return;
         }

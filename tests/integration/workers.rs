@@ -8,6 +8,7 @@ use keel_projections::{
     ThroughputProjection, UsageProjection,
 };
 use keel_store::{Store, checkpoint};
+use sqlx::Executor;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -58,11 +59,10 @@ async fn replay<P: Projection>(store: &Store, p: P) {
 /// Empties every read table and checkpoint, then replays the whole log in this process.
 async fn fresh_replay(db: &TestDb) -> Vec<String> {
     let mut su = db.superuser().await;
-    sqlx::query(
+    su.execute(
         "TRUNCATE rm_projects, rm_tasks, rm_members, rm_task_throughput, rm_task_completions, rm_usage_daily,
                   rm_usage_monthly, rm_tenants; DELETE FROM projection_checkpoints",
     )
-    .execute(&mut su)
     .await
     .unwrap();
     replay(&db.store, ProjectsProjection).await;
