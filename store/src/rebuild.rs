@@ -11,11 +11,13 @@ pub async fn prepare(admin: &mut PgConnection, tables: &[&str]) -> Result<(), St
     Ok(())
 }
 
-/// Moves the rebuilt `tables` into `public` (in the caller's transaction).
+/// Moves the rebuilt `tables` into `public` (in the caller's transaction) and points the
+/// reporting views at them.
 pub async fn swap(admin: &mut PgConnection, tables: &[&str]) -> Result<(), StoreError> {
     for t in tables {
         sqlx::query("SELECT keel_swap_rebuilt($1)").bind(*t).execute(&mut *admin).await?;
     }
+    sqlx::query("SELECT keel_reporting_views()").execute(&mut *admin).await?;
     Ok(())
 }
 

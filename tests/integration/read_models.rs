@@ -34,9 +34,15 @@ async fn every_read_model_follows_the_commands() {
     let (bob, _) = app.invite(tenant, &owner, "bob", "member").await;
     let project = app.create_project(&owner, "Apollo").await.body["id"].as_str().unwrap().to_owned();
     let mut tasks = Vec::new();
-    for (title, due, priority) in [("A", "2027-01-01", "low"), ("B", "2027-02-01", "urgent"), ("C", "2027-03-01", "high")] {
+    for (title, due, priority) in
+        [("A", "2027-01-01", "low"), ("B", "2027-02-01", "urgent"), ("C", "2027-03-01", "high")]
+    {
         let r = app
-            .post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": title, "due_date": due, "priority": priority, "assignee": bob}))
+            .post(
+                &format!("/api/v1/projects/{project}/tasks"),
+                &owner,
+                json!({"title": title, "due_date": due, "priority": priority, "assignee": bob}),
+            )
             .await;
         tasks.push(r.body["id"].as_str().unwrap().to_owned());
     }
@@ -44,10 +50,15 @@ async fn every_read_model_follows_the_commands() {
     app.put(&format!("/api/v1/tasks/{}/status", tasks[1]), &owner, json!({"status": "done"})).await;
     app.put(&format!("/api/v1/tasks/{}/status", tasks[1]), &owner, json!({"status": "in_progress"})).await;
     let now = chrono::Utc::now();
-    app.post("/api/v1/usage", &owner, json!({"records": [
+    app.post(
+        "/api/v1/usage",
+        &owner,
+        json!({"records": [
         {"id": "1", "metric": "api.calls", "quantity": 5, "occurred_at": now},
         {"id": "2", "metric": "api.calls", "quantity": 7, "occurred_at": now},
-        {"id": "3", "metric": "storage.gb", "quantity": 2, "occurred_at": now}]})).await;
+        {"id": "3", "metric": "storage.gb", "quantity": 2, "occurred_at": now}]}),
+    )
+    .await;
 
     wait_for(&app, "SELECT tasks_todo * 100 + tasks_in_progress * 10 + tasks_done FROM rm_projects", 111).await;
     wait_for(&app, "SELECT count(*) FROM rm_tasks WHERE assignee IS NOT NULL AND priority_rank > 0", 3).await;
@@ -93,7 +104,11 @@ async fn main_list_queries_use_an_index_at_100_000_rows() {
         ("members by role", keel_store::read::members::BY_ROLE, Some("admin")),
     ] {
         let mut tx = conn.begin().await.unwrap();
-        sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *tx).await.unwrap();
+        sqlx::query("SELECT set_config('keel.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
         let q = sqlx::query_scalar::<_, serde_json::Value>(sqlx::AssertSqlSafe(explain)).bind(tenant);
         let q = match arg {
@@ -117,8 +132,11 @@ async fn projection_metrics_are_exported() {
     loop {
         let m = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
         let has = |metric: &str| m.lines().any(|l| l.starts_with(metric) && l.contains("projection=\"projects\""));
-        if has("keel_projection_checkpoint") && has("keel_projection_lag_events") && has("keel_projection_lag_seconds")
-            && has("keel_projection_dead_letters") && has("keel_projection_batch_seconds")
+        if has("keel_projection_checkpoint")
+            && has("keel_projection_lag_events")
+            && has("keel_projection_lag_seconds")
+            && has("keel_projection_dead_letters")
+            && has("keel_projection_batch_seconds")
         {
             break;
         }
@@ -175,9 +193,10 @@ async fn a_rebuild_never_shows_readers_an_empty_partial_or_missing_table() {
     wait_for(&app, "SELECT count(*) FROM pg_tables WHERE schemaname IN ('keel_rebuild', 'keel_retired')", 0).await;
     wait_for(&app, "SELECT count(*) FROM projection_checkpoints WHERE name LIKE '%@rebuild'", 0).await;
     let mut su = app.db.superuser().await;
-    let forced: bool = sqlx::query_scalar("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'public.rm_projects'::regclass")
-        .fetch_one(&mut su)
-        .await
-        .unwrap();
+    let forced: bool =
+        sqlx::query_scalar("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'public.rm_projects'::regclass")
+            .fetch_one(&mut su)
+            .await
+            .unwrap();
     assert!(forced, "the swapped-in table keeps RLS");
 }

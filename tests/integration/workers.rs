@@ -146,7 +146,9 @@ async fn when_the_lease_holder_is_killed_another_process_takes_over_within_ten_s
     // Both run; exactly one holds each projection.
     for name in keel_projections::ALL {
         let s = checkpoint::status(db.store.projector(), name).await.unwrap();
-        assert!(s.lease_holder.as_deref().and_then(pid_of).is_some_and(|p| p == pa || p == pb) || s.lease_holder.is_none());
+        assert!(
+            s.lease_holder.as_deref().and_then(pid_of).is_some_and(|p| p == pa || p == pb) || s.lease_holder.is_none()
+        );
     }
 
     let (victim, survivor) = if holder == pa { (&mut a, pb) } else { (&mut b, pa) };
