@@ -76,11 +76,12 @@ impl App {
             open = open.merge(keel_command::docs_router());
         }
         if config.roles.query {
-            api = api.merge(keel_query::router(keel_query::QueryState {
-                schema: keel_query::build_schema(),
-                store: store.clone(),
-                consistency_wait: config.consistency_wait,
-            }));
+            api = api.merge(keel_query::router(keel_query::QueryState::new(
+                keel_query::build_schema(),
+                store.clone(),
+                config.consistency_wait,
+                auth.clone(),
+            )));
         }
         let router = api
             .layer(axum::middleware::from_fn_with_state(auth.clone(), keel_gateway::auth::authenticate))

@@ -179,6 +179,9 @@ impl<P: Projection> Runner<P> {
         };
         match self.apply_all(&mut tx, &batch).await {
             Ok(()) => {
+                if !self.rebuild {
+                    notify_applied(&mut tx, name, &batch, |t| self.projection.handles(t)).await?;
+                }
                 let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
                 let state = if self.rebuild { "rebuilding" } else { state };
                 checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
@@ -417,6 +420,29 @@ impl<P: Projection> Runner<P> {
         }
         tracing::info!(projection = name, "projection worker stopped");
     }
+}
+
+/// Tells subscribers, at commit, which tenants (and streams) this batch changed.
+async fn notify_applied(
+    conn: &mut PgConnection,
+    projection: &str,
+    batch: &[RecordedEvent],
+    handles: impl Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    let mut by_tenant: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
+    for e in batch.iter().filter(|e| handles(&e.event_type)) {
+        let streams = by_tenant.entry(e.tenant_id.0).or_default();
+        if !streams.contains(&e.stream_id) {
+            streams.push(e.stream_id);
+        }
+    }
+    for (tenant, streams) in by_tenant {
+        // NOTIFY payloads are small: past 100 streams, say "all of this tenant".
+        let streams = (streams.len() <= 100).then_some(streams);
+        let payload = serde_json::json!({ "p": projection, "t": tenant, "s": streams }).to_string();
+        keel_store::notify_projected(conn, &payload).await?;
+    }
+    Ok(())
 }
 
 /// A LISTEN connection of its own (outside the pool, which it would otherwise hold forever).

@@ -1,13 +1,15 @@
-//! Per-request context: who asks, in which tenant, their role (looked up once), and the
-//! read-your-writes position to wait for.
+//! Per-request context: who asks, in which tenant, their role (looked up once), the
+//! read-your-writes position to wait for, and a count of the SQL statements the request ran.
 
 use async_graphql::{Error, ErrorExtensions};
 use keel_domain::{Role, TenantId};
 use keel_gateway::Principal;
 use keel_store::{LogPosition, Store, StoreError, TenantTx, access, checkpoint};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OnceCell};
+use uuid::Uuid;
 
 pub(crate) struct RequestCtx {
     pub(crate) principal: Principal,
@@ -15,6 +17,7 @@ pub(crate) struct RequestCtx {
     pub(crate) consistency: Option<LogPosition>,
     pub(crate) wait: Duration,
     pub(crate) stale: AtomicBool,
+    pub(crate) statements: Arc<AtomicU64>,
     role: OnceCell<Option<Role>>,
     caught_up: Mutex<Vec<&'static str>>,
 }
@@ -41,6 +44,7 @@ impl RequestCtx {
             consistency,
             wait,
             stale: AtomicBool::new(false),
+            statements: Arc::new(AtomicU64::new(0)),
             role: OnceCell::new(),
             caught_up: Mutex::new(Vec::new()),
         }
@@ -56,7 +60,17 @@ impl RequestCtx {
 
     pub(crate) async fn read_tx(&self) -> Result<TenantTx, Error> {
         let tenant = self.tenant()?;
-        self.store.begin_read(tenant).await.map_err(internal)
+        Ok(self.store.begin_read(tenant).await.map_err(internal)?.counting(self.statements.clone()))
+    }
+
+    /// A read transaction for a platform operator: no tenant, the platform view open.
+    pub(crate) async fn platform_tx(&self) -> Result<TenantTx, Error> {
+        if !self.principal.platform {
+            return Err(forbidden("only platform operators read the platform view"));
+        }
+        let tx =
+            self.store.begin_read(TenantId(Uuid::nil())).await.map_err(internal)?.counting(self.statements.clone());
+        tx.as_platform().await.map_err(internal)
     }
 
     /// The caller's active role in the tenant, or `None` for a non-member.
@@ -85,30 +99,32 @@ impl RequestCtx {
         }
     }
 
-    /// Waits until `projection` has applied the request's `Keel-Consistency` position, at most
-    /// the configured time; past it the answer is marked stale instead of blocking.
-    pub(crate) async fn consistent(&self, projection: &'static str) -> Result<(), Error> {
+    /// Waits until each of `projections` has applied the request's `Keel-Consistency` position,
+    /// at most the configured time; past it the answer is marked stale instead of blocking.
+    pub(crate) async fn consistent(&self, projections: &[&'static str]) -> Result<(), Error> {
         let Some(want) = self.consistency else { return Ok(()) };
         let mut done = self.caught_up.lock().await;
-        if done.contains(&projection) {
-            return Ok(());
-        }
-        let deadline = Instant::now() + self.wait;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let at = checkpoint::read(self.store.reader(), projection).await.map_err(internal)?;
-            if at >= want {
-                done.push(projection);
-                return Ok(());
+        for projection in projections {
+            if done.contains(projection) {
+                continue;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                self.stale.store(true, Ordering::Relaxed);
-                done.push(projection);
-                return Ok(());
+            let deadline = Instant::now() + self.wait;
+            let mut pause = Duration::from_millis(2);
+            loop {
+                let at = checkpoint::read(self.store.reader(), projection).await.map_err(internal)?;
+                if at >= want {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    self.stale.store(true, Ordering::Relaxed);
+                    break;
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(Duration::from_millis(25));
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
+            done.push(projection);
         }
+        Ok(())
     }
 }

@@ -1,24 +1,27 @@
-//! Opaque, stable cursors: base64url of the keyset a page continues after.
+//! Opaque, stable cursors: base64url of the ordering, the last row's sort key and its id. A
+//! cursor from one ordering is refused by another.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::DateTime;
-use keel_store::read::projects::ProjectKey;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub(crate) fn encode_project(k: &ProjectKey) -> String {
-    URL_SAFE_NO_PAD.encode(format!("p:{}:{}", k.created_at.timestamp_micros(), k.project_id))
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Cursor {
+    /// Which list and ordering this cursor belongs to.
+    pub(crate) o: String,
+    pub(crate) k: Option<String>,
+    pub(crate) i: Uuid,
 }
 
-pub(crate) fn decode_project(s: &str) -> Option<ProjectKey> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    let mut parts = raw.splitn(3, ':');
-    if parts.next()? != "p" {
-        return None;
-    }
-    let micros: i64 = parts.next()?.parse().ok()?;
-    let id = Uuid::parse_str(parts.next()?).ok()?;
-    Some(ProjectKey { created_at: DateTime::from_timestamp_micros(micros)?, project_id: id })
+pub(crate) fn encode(ordering: &str, key: Option<String>, id: Uuid) -> String {
+    let c = Cursor { o: ordering.to_owned(), k: key, i: id };
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).expect("serializes"))
+}
+
+pub(crate) fn decode(ordering: &str, s: &str) -> Option<Cursor> {
+    let c: Cursor = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+    (c.o == ordering).then_some(c)
 }
 
 #[cfg(test)]
@@ -26,13 +29,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let k = ProjectKey {
-            created_at: DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap(),
-            project_id: Uuid::now_v7(),
-        };
-        assert_eq!(decode_project(&encode_project(&k)), Some(k));
-        assert_eq!(decode_project("not a cursor"), None);
-        assert_eq!(decode_project(&URL_SAFE_NO_PAD.encode("t:1:x")), None);
+    fn cursors_round_trip_and_belong_to_one_ordering() {
+        let id = Uuid::now_v7();
+        let c = encode("tasks:due:asc", Some("2027-01-01".into()), id);
+        assert_eq!(
+            decode("tasks:due:asc", &c),
+            Some(Cursor { o: "tasks:due:asc".into(), k: Some("2027-01-01".into()), i: id })
+        );
+        assert_eq!(decode("tasks:due:desc", &c), None);
+        assert_eq!(decode("tasks:due:asc", "garbage"), None);
     }
 }

@@ -1,35 +1,74 @@
-//! `/graphql`: GraphiQL on GET, queries on POST with a bearer token and optional
-//! `Keel-Consistency`.
+//! `/graphql` (GraphiQL on GET, queries on POST with a bearer token and optional
+//! `Keel-Consistency`) and `/graphql/ws` (subscriptions, graphql-transport-ws, the token in the
+//! connection-init payload).
 
+use crate::changes::Changes;
 use crate::context::RequestCtx;
+use crate::loaders::{MemberLoader, ProjectLoader, ProjectTaskCountLoader, ProjectTasksLoader};
 use crate::schema::KeelSchema;
-use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::{Data, Request};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use keel_gateway::{Principal, Problem};
+use keel_gateway::{Authenticator, Principal, Problem};
 use keel_store::{LogPosition, Store};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub const CONSISTENCY_HEADER: &str = "keel-consistency";
+/// `Keel-Debug: statements` adds `extensions.sqlStatements`: how many SQL statements the request ran.
+pub const DEBUG_HEADER: &str = "keel-debug";
 
 #[derive(Clone)]
 pub struct QueryState {
     pub schema: KeelSchema,
     pub store: Store,
     pub consistency_wait: Duration,
+    pub auth: Arc<Authenticator>,
+    pub changes: Changes,
+}
+
+impl QueryState {
+    pub fn new(schema: KeelSchema, store: Store, consistency_wait: Duration, auth: Arc<Authenticator>) -> QueryState {
+        let changes = Changes::new(store.clone());
+        QueryState { schema, store, consistency_wait, auth, changes }
+    }
+
+    fn data(&self, ctx: Arc<RequestCtx>) -> Data {
+        let mut data = Data::default();
+        data.insert(DataLoader::new(ProjectLoader(ctx.clone()), tokio::spawn));
+        data.insert(DataLoader::new(MemberLoader(ctx.clone()), tokio::spawn));
+        data.insert(DataLoader::new(ProjectTasksLoader(ctx.clone()), tokio::spawn));
+        data.insert(DataLoader::new(ProjectTaskCountLoader(ctx.clone()), tokio::spawn));
+        data.insert(self.changes.clone());
+        data.insert(ctx);
+        data
+    }
 }
 
 pub fn router(state: QueryState) -> Router {
-    Router::new().route("/graphql", get(graphiql).post(graphql)).with_state(state)
+    Router::new().route("/graphql", get(graphiql).post(graphql)).route("/graphql/ws", get(websocket)).with_state(state)
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").title("Keel GraphQL").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("Keel GraphQL")
+            .finish(),
+    )
+}
+
+fn with_data(mut request: Request, data: Data) -> Request {
+    request.data = data;
+    request
 }
 
 async fn graphql(
@@ -49,11 +88,45 @@ async fn graphql(
             )
         })?),
     };
-    let ctx = std::sync::Arc::new(RequestCtx::new(principal, state.store.clone(), consistency, state.consistency_wait));
-    let request = req.into_inner().data(ctx.clone());
+    let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), consistency, state.consistency_wait));
+    let request = with_data(req.into_inner(), state.data(ctx.clone()));
     let mut response = state.schema.execute(request).await;
     if ctx.stale.load(Ordering::Relaxed) {
         response.extensions.insert("consistency".into(), async_graphql::Value::from("stale"));
     }
+    if headers.get(DEBUG_HEADER).and_then(|v| v.to_str().ok()) == Some("statements") {
+        let n = ctx.statements.load(Ordering::Relaxed);
+        response.extensions.insert("sqlStatements".into(), async_graphql::Value::from(n));
+    }
     Ok(GraphQLResponse::from(response).into_response())
+}
+
+/// The bearer token of a connection-init payload: `{"token": "..."}` or
+/// `{"Authorization": "Bearer ..."}`.
+fn token_of(payload: &serde_json::Value) -> Option<&str> {
+    if let Some(t) = payload.get("token").and_then(|t| t.as_str()) {
+        return Some(t);
+    }
+    ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+}
+
+async fn websocket(State(state): State<QueryState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            let schema = state.schema.clone();
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let token =
+                        token_of(&payload).ok_or_else(|| async_graphql::Error::new("a bearer token is required"))?;
+                    let principal = state.auth.verify(token).map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                    let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), None, state.consistency_wait));
+                    Ok(state.data(ctx))
+                })
+                .serve()
+        })
+        .into_response()
 }

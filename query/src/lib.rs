@@ -1,10 +1,14 @@
-//! The GraphQL read API over the read tables (`/graphql`), tenant-scoped by the token and
-//! authorized by the membership.
+//! The GraphQL read API over the read tables (`/graphql`, subscriptions on `/graphql/ws`),
+//! tenant-scoped by the token and authorized by the membership.
 
+pub mod changes;
 mod context;
 mod cursor;
 pub mod http;
+mod loaders;
 pub mod schema;
+pub mod subscription;
+pub mod types;
 
 pub use http::{QueryState, router};
 pub use schema::{KeelSchema, build_schema};

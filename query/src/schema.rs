@@ -1,166 +1,98 @@
-//! The GraphQL schema: `me`, `tenant`, `project`, `projects`.
+//! The GraphQL schema (SPEC §6b): the root fields, the dashboard, the platform view.
 
-use crate::context::{RequestCtx, bad_input, internal};
+use crate::context::{bad_input, forbidden, internal};
 use crate::cursor;
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, ID, Object, Result, Schema, SimpleObject};
-use chrono::{DateTime, Utc};
+use crate::subscription::SubscriptionRoot;
+use crate::types::*;
+use async_graphql::{Context, EmptyMutation, Enum, ID, InputObject, Object, Result, Schema};
+use chrono::{Datelike, NaiveDate, Utc};
 use keel_domain::{Plan as DomainPlan, Role as DomainRole};
 use keel_store::access;
-use keel_store::read::projects::{self, ProjectKey, ProjectRow};
+use keel_store::read::{members, projects, tasks, tenants, throughput, usage};
 use uuid::Uuid;
 
-pub type KeelSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+pub type KeelSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
 
 pub const MAX_PAGE: i32 = 100;
 const DEFAULT_PAGE: i32 = 20;
+pub const MAX_DEPTH: usize = 10;
+pub const MAX_COMPLEXITY: usize = 5_000;
 
 pub fn build_schema() -> KeelSchema {
-    Schema::build(QueryRoot, EmptyMutation, EmptySubscription).limit_depth(12).limit_complexity(2_000).finish()
+    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum Role {
-    Owner,
-    Admin,
-    Member,
-    Viewer,
-    Auditor,
-}
-
-impl From<DomainRole> for Role {
-    fn from(r: DomainRole) -> Self {
-        match r {
-            DomainRole::Owner => Role::Owner,
-            DomainRole::Admin => Role::Admin,
-            DomainRole::Member => Role::Member,
-            DomainRole::Viewer => Role::Viewer,
-            DomainRole::Auditor => Role::Auditor,
-        }
+pub(crate) fn page_size(first: Option<i32>) -> Result<i32> {
+    let first = first.unwrap_or(DEFAULT_PAGE);
+    if !(0..=MAX_PAGE).contains(&first) {
+        return Err(bad_input(&format!("first must be between 0 and {MAX_PAGE}")));
     }
+    Ok(first)
+}
+
+fn uuid_of(id: &ID) -> Option<Uuid> {
+    Uuid::parse_str(id).ok()
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum Plan {
-    Free,
-    Team,
-    Enterprise,
-}
-
-impl From<DomainPlan> for Plan {
-    fn from(p: DomainPlan) -> Self {
-        match p {
-            DomainPlan::Free => Plan::Free,
-            DomainPlan::Team => Plan::Team,
-            DomainPlan::Enterprise => Plan::Enterprise,
-        }
-    }
+pub enum SortDirection {
+    Asc,
+    Desc,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum TenantStatus {
-    Active,
-    Suspended,
+pub enum ProjectOrderField {
+    CreatedAt,
+    UpdatedAt,
+    Name,
+}
+
+#[derive(InputObject)]
+pub struct ProjectOrder {
+    field: ProjectOrderField,
+    #[graphql(default_with = "SortDirection::Asc")]
+    direction: SortDirection,
+}
+
+#[derive(InputObject, Default)]
+pub struct ProjectFilter {
+    status: Option<ProjectStatus>,
+    /// Case-insensitive part of the name.
+    search: Option<String>,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum ProjectStatus {
-    Active,
-    Archived,
+pub enum TaskOrderField {
+    /// Soonest first (tasks without a due date last).
+    DueDate,
+    /// Most urgent first.
+    Priority,
+    CreatedAt,
 }
 
-#[derive(SimpleObject)]
-pub struct Me {
-    user_id: String,
-    tenant_id: Option<ID>,
-    /// `null` for platform operators and for users who are not members of the token's tenant.
-    role: Option<Role>,
-    platform: bool,
+#[derive(InputObject)]
+pub struct TaskOrder {
+    field: TaskOrderField,
+    #[graphql(default_with = "SortDirection::Asc")]
+    direction: SortDirection,
 }
 
-#[derive(SimpleObject)]
-pub struct Tenant {
-    id: ID,
-    name: String,
-    slug: String,
-    plan: Plan,
-    status: TenantStatus,
-    seats_used: i32,
-    /// `null` means unlimited.
-    seat_limit: Option<i32>,
-    active_projects: i32,
-    /// `null` means unlimited.
-    project_limit: Option<i32>,
-}
-
-#[derive(SimpleObject)]
-pub struct TaskCounts {
-    todo: i32,
-    in_progress: i32,
-    done: i32,
-    total: i32,
-}
-
-#[derive(SimpleObject)]
-pub struct Project {
-    id: ID,
-    name: String,
-    description: Option<String>,
-    status: ProjectStatus,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
-    task_counts: TaskCounts,
-    /// Share of tasks done, 0.0 to 1.0 (0.0 without tasks).
-    progress: f64,
-}
-
-impl From<ProjectRow> for Project {
-    fn from(r: ProjectRow) -> Self {
-        let total = r.tasks_todo + r.tasks_in_progress + r.tasks_done;
-        Project {
-            id: ID(r.project_id.to_string()),
-            name: r.name,
-            description: r.description,
-            status: if r.status == "archived" { ProjectStatus::Archived } else { ProjectStatus::Active },
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            version: r.version,
-            task_counts: TaskCounts { todo: r.tasks_todo, in_progress: r.tasks_in_progress, done: r.tasks_done, total },
-            progress: if total == 0 { 0.0 } else { f64::from(r.tasks_done) / f64::from(total) },
-        }
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    has_next_page: bool,
-    has_previous_page: bool,
-    start_cursor: Option<String>,
-    end_cursor: Option<String>,
-}
-
-#[derive(SimpleObject)]
-pub struct ProjectEdge {
-    cursor: String,
-    node: Project,
-}
-
-#[derive(SimpleObject)]
-pub struct ProjectConnection {
-    edges: Vec<ProjectEdge>,
-    page_info: PageInfo,
-    total_count: i64,
+#[derive(InputObject, Default)]
+pub struct TaskFilter {
+    project_id: Option<ID>,
+    status: Option<TaskStatus>,
+    priority: Option<Priority>,
+    assignee_id: Option<ID>,
+    due_before: Option<NaiveDate>,
+    due_after: Option<NaiveDate>,
+    /// Not done and due before today.
+    overdue: Option<bool>,
 }
 
 pub struct QueryRoot;
-
-fn req<'a>(ctx: &'a Context<'_>) -> &'a RequestCtx {
-    ctx.data_unchecked::<std::sync::Arc<RequestCtx>>()
-}
-
-fn limit_of(plan: DomainPlan, f: fn(DomainPlan) -> Option<u64>) -> Option<i32> {
-    f(plan).map(|v| v as i32)
-}
 
 #[Object]
 impl QueryRoot {
@@ -182,72 +114,340 @@ impl QueryRoot {
         let mut tx = r.read_tx().await?;
         let row = access::tenant_row(&mut tx, false).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        let t = row.ok_or_else(|| crate::context::forbidden("you are not an active member of this tenant"))?;
+        let t = row.ok_or_else(|| forbidden("you are not an active member of this tenant"))?;
+        let limit = |f: fn(DomainPlan) -> Option<u64>| f(t.plan).map(|v| v as i32);
         Ok(Tenant {
             id: ID(r.tenant()?.to_string()),
-            name: t.name,
-            slug: t.slug,
+            name: t.name.clone(),
+            slug: t.slug.clone(),
             plan: t.plan.into(),
             status: if t.suspended { TenantStatus::Suspended } else { TenantStatus::Active },
             seats_used: t.seats_used as i32,
-            seat_limit: limit_of(t.plan, DomainPlan::seat_limit),
+            seat_limit: limit(DomainPlan::seat_limit),
             active_projects: t.active_projects as i32,
-            project_limit: limit_of(t.plan, DomainPlan::active_project_limit),
+            project_limit: limit(DomainPlan::active_project_limit),
         })
+    }
+
+    /// Members by join date, optionally of one role.
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        role: Option<Role>,
+    ) -> Result<MemberConnection> {
+        let r = req(ctx);
+        r.require(DomainRole::can_read_data).await?;
+        let first = page_size(first)?;
+        let ordering = "members";
+        let at = match &after {
+            Some(c) => {
+                let c = cursor::decode(ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?;
+                let micros: i64 =
+                    c.k.as_deref()
+                        .and_then(|k| k.parse().ok())
+                        .ok_or_else(|| bad_input("after is not a valid cursor"))?;
+                Some((
+                    chrono::DateTime::from_timestamp_micros(micros)
+                        .ok_or_else(|| bad_input("after is not a valid cursor"))?,
+                    c.i,
+                ))
+            }
+            None => None,
+        };
+        r.consistent(&["members"]).await?;
+        let role = role.map(|x| x.as_str());
+        let mut tx = r.read_tx().await?;
+        let rows = members::page(&mut tx, role, at, i64::from(first) + 1).await.map_err(internal)?;
+        let total = members::count(&mut tx, role, false).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(MemberConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |m| {
+            cursor::encode(ordering, Some(m.joined_at.timestamp_micros().to_string()), m.member_id)
+        }))
+    }
+
+    /// Projects, filtered and ordered (oldest first by default).
+    async fn projects(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<ProjectFilter>,
+        order_by: Option<ProjectOrder>,
+    ) -> Result<ProjectConnection> {
+        let r = req(ctx);
+        r.require(DomainRole::can_read_data).await?;
+        let first = page_size(first)?;
+        let filter = filter.unwrap_or_default();
+        let f = projects::ProjectFilter { status: filter.status.map(|s| s.as_str().to_owned()), search: filter.search };
+        let (field, dir) =
+            order_by.map(|o| (o.field, o.direction)).unwrap_or((ProjectOrderField::CreatedAt, SortDirection::Asc));
+        let sort = match field {
+            ProjectOrderField::CreatedAt => projects::ProjectSort::CreatedAt,
+            ProjectOrderField::UpdatedAt => projects::ProjectSort::UpdatedAt,
+            ProjectOrderField::Name => projects::ProjectSort::Name,
+        };
+        let desc = dir == SortDirection::Desc;
+        let ordering = format!("projects:{sort:?}:{desc}");
+        let at = match &after {
+            Some(c) => Some(cursor::decode(&ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?),
+            None => None,
+        };
+        r.consistent(&["projects"]).await?;
+        let mut tx = r.read_tx().await?;
+        let rows = projects::page(
+            &mut tx,
+            &f,
+            sort,
+            desc,
+            at.as_ref().map(|c| (c.k.as_deref().unwrap_or(""), c.i)),
+            i64::from(first) + 1,
+        )
+        .await
+        .map_err(|e| match e {
+            keel_store::StoreError::Invalid(_) => bad_input("after is not a valid cursor"),
+            e => internal(e),
+        })?;
+        let total = projects::count_filtered(&mut tx, &f).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(ProjectConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |p| {
+            cursor::encode(&ordering, Some(sort.key_of(p)), p.project_id)
+        }))
     }
 
     /// One project; `null` when it does not exist or belongs to another tenant.
     async fn project(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Project>> {
         let r = req(ctx);
         r.require(DomainRole::can_read_data).await?;
-        let Ok(id) = Uuid::parse_str(&id) else { return Ok(None) };
-        r.consistent("projects").await?;
+        let Some(id) = uuid_of(&id) else { return Ok(None) };
+        r.consistent(&["projects"]).await?;
         let mut tx = r.read_tx().await?;
         let row = projects::get(&mut tx, id).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(row.map(Project::from))
     }
 
-    /// Projects, oldest first, as a Relay connection. `first` is at most 100.
-    async fn projects(
+    /// Tasks, filtered and ordered (by creation by default).
+    async fn tasks(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<ProjectConnection> {
+        filter: Option<TaskFilter>,
+        order_by: Option<TaskOrder>,
+    ) -> Result<TaskConnection> {
         let r = req(ctx);
         r.require(DomainRole::can_read_data).await?;
-        let first = first.unwrap_or(DEFAULT_PAGE);
-        if !(0..=MAX_PAGE).contains(&first) {
-            return Err(bad_input(&format!("first must be between 0 and {MAX_PAGE}")));
-        }
-        let after_key = match &after {
-            Some(c) => Some(cursor::decode_project(c).ok_or_else(|| bad_input("after is not a valid cursor"))?),
+        let first = page_size(first)?;
+        let filter = filter.unwrap_or_default();
+        let bad_id = || bad_input("not a valid id");
+        let f = tasks::TaskFilter {
+            project_id: filter.project_id.as_ref().map(|p| uuid_of(p).ok_or_else(bad_id)).transpose()?,
+            status: filter.status.map(|s| s.as_str().to_owned()),
+            priority: filter.priority.map(|p| p.as_str().to_owned()),
+            assignee: filter.assignee_id.as_ref().map(|a| uuid_of(a).ok_or_else(bad_id)).transpose()?,
+            due_before: filter.due_before,
+            due_after: filter.due_after,
+            overdue: filter.overdue.filter(|o| *o).map(|_| Utc::now().date_naive()),
+        };
+        let (field, dir) =
+            order_by.map(|o| (o.field, o.direction)).unwrap_or((TaskOrderField::CreatedAt, SortDirection::Asc));
+        let sort = match field {
+            TaskOrderField::DueDate => tasks::TaskSort::DueDate,
+            TaskOrderField::Priority => tasks::TaskSort::Priority,
+            TaskOrderField::CreatedAt => tasks::TaskSort::CreatedAt,
+        };
+        let desc = dir == SortDirection::Desc;
+        let ordering = format!("tasks:{sort:?}:{desc}");
+        let at = match &after {
+            Some(c) => {
+                let c = cursor::decode(&ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?;
+                Some(tasks::TaskCursor { key: c.k, id: c.i })
+            }
             None => None,
         };
-        r.consistent("projects").await?;
+        r.consistent(&["tasks"]).await?;
         let mut tx = r.read_tx().await?;
-        let mut rows = projects::list(&mut tx, after_key, i64::from(first) + 1).await.map_err(internal)?;
-        let total_count = projects::count(&mut tx).await.map_err(internal)?;
+        let rows =
+            tasks::list(&mut tx, &f, sort, desc, at.as_ref(), i64::from(first) + 1).await.map_err(|e| match e {
+                keel_store::StoreError::Invalid(_) => bad_input("after is not a valid cursor"),
+                e => internal(e),
+            })?;
+        let total = tasks::count(&mut tx, &f).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        let has_next_page = rows.len() > first as usize;
-        rows.truncate(first as usize);
-        let edges: Vec<ProjectEdge> = rows
-            .into_iter()
-            .map(|row| ProjectEdge {
-                cursor: cursor::encode_project(&ProjectKey { created_at: row.created_at, project_id: row.project_id }),
-                node: row.into(),
-            })
-            .collect();
-        Ok(ProjectConnection {
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: after.is_some(),
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
-            edges,
-            total_count,
+        Ok(TaskConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |t| {
+            cursor::encode(&ordering, sort.key_of(t), t.task_id)
+        }))
+    }
+
+    /// One task; `null` when it does not exist or belongs to another tenant.
+    async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Task>> {
+        let r = req(ctx);
+        r.require(DomainRole::can_read_data).await?;
+        let Some(id) = uuid_of(&id) else { return Ok(None) };
+        r.consistent(&["tasks"]).await?;
+        let mut tx = r.read_tx().await?;
+        let row = tasks::get(&mut tx, id).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(row.map(Task::from))
+    }
+
+    /// Counts for a dashboard. Members of every role may read it (auditors too).
+    async fn dashboard(&self, ctx: &Context<'_>) -> Result<Dashboard> {
+        req(ctx).require(|_| true).await?;
+        Ok(Dashboard)
+    }
+
+    /// Units per day and metric between `from` and `to` (inclusive, at most 366 days).
+    async fn usage(
+        &self,
+        ctx: &Context<'_>,
+        metric: Option<String>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<UsageDay>> {
+        let r = req(ctx);
+        r.require(|role| role.can_read_data() || role == DomainRole::Auditor).await?;
+        if to < from || (to - from).num_days() > 366 {
+            return Err(bad_input("from must not be after to, and the range at most 366 days"));
+        }
+        r.consistent(&["usage"]).await?;
+        let mut tx = r.read_tx().await?;
+        let rows = usage::daily(&mut tx, metric.as_deref(), from, to).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(rows.into_iter().map(|(date, metric, units)| UsageDay { date, metric, units }).collect())
+    }
+
+    /// The platform view; platform operators only (`null` with an error for anyone else).
+    async fn platform(&self, ctx: &Context<'_>) -> Result<Option<Platform>> {
+        if !req(ctx).principal.platform {
+            return Err(forbidden("only platform operators read the platform view"));
+        }
+        Ok(Some(Platform))
+    }
+}
+
+pub struct Dashboard;
+
+#[Object]
+impl Dashboard {
+    async fn tasks_by_status(&self, ctx: &Context<'_>) -> Result<TaskCounts> {
+        let r = req(ctx);
+        r.consistent(&["tasks"]).await?;
+        let mut tx = r.read_tx().await?;
+        let (todo, in_progress, done, _) = tasks::summary(&mut tx, Utc::now().date_naive()).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(TaskCounts {
+            todo: todo as i32,
+            in_progress: in_progress as i32,
+            done: done as i32,
+            total: (todo + in_progress + done) as i32,
         })
+    }
+
+    /// Tasks completed on each of the last `days` days (UTC, today included; 1 to 366).
+    async fn completed_per_day(&self, ctx: &Context<'_>, #[graphql(default = 14)] days: i32) -> Result<Vec<DayCount>> {
+        if !(1..=366).contains(&days) {
+            return Err(bad_input("days must be between 1 and 366"));
+        }
+        let r = req(ctx);
+        r.consistent(&["throughput"]).await?;
+        let mut tx = r.read_tx().await?;
+        let rows = throughput::completed_per_day(&mut tx, Utc::now().date_naive(), days).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(rows.into_iter().map(|(date, count)| DayCount { date, count }).collect())
+    }
+
+    /// Tasks not done and due before today.
+    async fn overdue_tasks(&self, ctx: &Context<'_>) -> Result<i64> {
+        let r = req(ctx);
+        r.consistent(&["tasks"]).await?;
+        let mut tx = r.read_tx().await?;
+        let (_, _, _, overdue) = tasks::summary(&mut tx, Utc::now().date_naive()).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(overdue)
+    }
+
+    async fn active_projects(&self, ctx: &Context<'_>) -> Result<i64> {
+        let r = req(ctx);
+        r.consistent(&["projects"]).await?;
+        let mut tx = r.read_tx().await?;
+        let n = projects::active_count(&mut tx).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(n)
+    }
+
+    async fn member_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let r = req(ctx);
+        r.consistent(&["members"]).await?;
+        let mut tx = r.read_tx().await?;
+        let n = members::count(&mut tx, None, true).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(n)
+    }
+
+    /// This calendar month's usage against the plan's quota.
+    async fn usage(&self, ctx: &Context<'_>) -> Result<UsageQuota> {
+        let r = req(ctx);
+        r.consistent(&["usage"]).await?;
+        let today = Utc::now().date_naive();
+        let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).expect("first of the month");
+        let mut tx = r.read_tx().await?;
+        let units = usage::month(&mut tx, month).await.map_err(internal)?;
+        let plan = access::tenant_row(&mut tx, false).await.map_err(internal)?.map(|t| t.plan);
+        tx.commit().await.map_err(internal)?;
+        Ok(UsageQuota { month, units, quota: plan.and_then(DomainPlan::monthly_usage_limit).map(|q| q as i64) })
+    }
+}
+
+pub struct Platform;
+
+#[Object]
+impl Platform {
+    /// Every tenant, oldest first, optionally of one plan.
+    async fn tenants(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        plan: Option<Plan>,
+    ) -> Result<TenantConnection> {
+        let r = req(ctx);
+        let first = page_size(first)?;
+        let ordering = "platform-tenants";
+        let at = match &after {
+            Some(c) => {
+                let c = cursor::decode(ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?;
+                let micros: i64 =
+                    c.k.as_deref()
+                        .and_then(|k| k.parse().ok())
+                        .ok_or_else(|| bad_input("after is not a valid cursor"))?;
+                Some((
+                    chrono::DateTime::from_timestamp_micros(micros)
+                        .ok_or_else(|| bad_input("after is not a valid cursor"))?,
+                    c.i,
+                ))
+            }
+            None => None,
+        };
+        r.consistent(&["tenants"]).await?;
+        let plan = plan.map(|p| p.as_str());
+        let mut tx = r.platform_tx().await?;
+        let rows = tenants::page(&mut tx, plan, at, i64::from(first) + 1).await.map_err(internal)?;
+        let total = tenants::count(&mut tx, plan).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(TenantConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |t| {
+            cursor::encode(ordering, Some(t.created_at.timestamp_micros().to_string()), t.tenant_id)
+        }))
+    }
+
+    async fn tenants_by_plan(&self, ctx: &Context<'_>) -> Result<Vec<PlanCount>> {
+        let r = req(ctx);
+        r.consistent(&["tenants"]).await?;
+        let mut tx = r.platform_tx().await?;
+        let rows = tenants::by_plan(&mut tx).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(rows.into_iter().filter_map(|(p, count)| Some(PlanCount { plan: Plan::parse(&p)?, count })).collect())
     }
 }

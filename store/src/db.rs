@@ -132,20 +132,40 @@ impl Store {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
+    /// Statements run through this transaction, added to a caller's counter (per request).
+    statements: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl TenantTx {
     pub async fn begin(pool: &PgPool, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *tx).await?;
-        Ok(TenantTx { tx, tenant })
+        Ok(TenantTx { tx, tenant, statements: None })
+    }
+
+    /// Counts every statement run through this transaction into `counter`.
+    pub fn counting(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> TenantTx {
+        counter.fetch_add(2, std::sync::atomic::Ordering::Relaxed); // BEGIN and the tenant setting
+        self.statements = Some(counter);
+        self
+    }
+
+    /// Marks this transaction as serving a platform operator: read tables that have a platform
+    /// policy (`rm_tenants`) show every tenant.
+    pub async fn as_platform(mut self) -> Result<TenantTx, StoreError> {
+        sqlx::query("SELECT set_config('keel.platform', 'on', true)").execute(self.conn()).await?;
+        Ok(self)
     }
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
     }
 
+    /// The connection, for one statement (each call is counted as one).
     pub fn conn(&mut self) -> &mut PgConnection {
+        if let Some(c) = &self.statements {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         &mut self.tx
     }
 

@@ -18,3 +18,13 @@ pub use log::{Appended, EventMetadata, LogPosition, RecordedEvent};
 
 /// The channel every append notifies at commit; projection workers LISTEN on it.
 pub const EVENTS_CHANNEL: &str = "keel_events";
+
+/// The channel projection workers notify after applying a batch (payload: projection, tenant,
+/// streams); the query service LISTENs on it for subscriptions.
+pub const PROJECTED_CHANNEL: &str = "keel_projected";
+
+/// Notifies `PROJECTED_CHANNEL` at the commit of the caller's transaction.
+pub async fn notify_projected(conn: &mut sqlx::PgConnection, payload: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(PROJECTED_CHANNEL).bind(payload).execute(conn).await?;
+    Ok(())
+}

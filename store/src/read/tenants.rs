@@ -45,3 +45,50 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
     sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(at).execute(conn).await?;
     Ok(())
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    pub tenant_id: uuid::Uuid,
+    pub name: String,
+    pub slug: String,
+    pub plan: String,
+    pub status: String,
+    pub seats_used: i32,
+    pub active_projects: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every tenant (a platform transaction), oldest first, after `(created_at, tenant_id)`.
+pub async fn page(
+    tx: &mut crate::TenantTx,
+    plan: Option<&str>,
+    after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
+    limit: i64,
+) -> Result<Vec<TenantRow>, StoreError> {
+    let (at, id) = match after {
+        Some((a, i)) => (Some(a), Some(i)),
+        None => (None, None),
+    };
+    Ok(sqlx::query_as(
+        "SELECT tenant_id, name, slug, plan, status, seats_used, active_projects, created_at FROM rm_tenants
+          WHERE ($1::text IS NULL OR plan = $1) AND ($2::timestamptz IS NULL OR (created_at, tenant_id) > ($2, $3))
+          ORDER BY created_at, tenant_id LIMIT $4",
+    )
+    .bind(plan)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+pub async fn count(tx: &mut crate::TenantTx, plan: Option<&str>) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM rm_tenants WHERE ($1::text IS NULL OR plan = $1)")
+        .bind(plan)
+        .fetch_one(tx.conn())
+        .await?)
+}
+
+pub async fn by_plan(tx: &mut crate::TenantTx) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as("SELECT plan, count(*) FROM rm_tenants GROUP BY plan ORDER BY plan").fetch_all(tx.conn()).await?)
+}

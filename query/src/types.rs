@@ -1,0 +1,402 @@
+//! GraphQL object types over the read tables.
+
+use crate::context::{RequestCtx, internal};
+use crate::cursor;
+use crate::loaders::{MemberLoader, ProjectLoader, ProjectTaskCountLoader, ProjectTasksKey, ProjectTasksLoader};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
+use chrono::{DateTime, NaiveDate, Utc};
+use keel_domain::{Plan as DomainPlan, Role as DomainRole};
+use keel_store::read::members::MemberRow;
+use keel_store::read::projects::ProjectRow;
+use keel_store::read::tasks::TaskRow;
+use keel_store::read::tenants::TenantRow as PlatformTenantRow;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub(crate) fn req<'a>(ctx: &'a Context<'_>) -> &'a Arc<RequestCtx> {
+    ctx.data_unchecked::<Arc<RequestCtx>>()
+}
+
+macro_rules! string_enum {
+    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            #[allow(dead_code)]
+            pub(crate) fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub(crate) fn parse(s: &str) -> Option<$name> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+string_enum!(Role { Owner = "owner", Admin = "admin", Member = "member", Viewer = "viewer", Auditor = "auditor" });
+string_enum!(Plan { Free = "free", Team = "team", Enterprise = "enterprise" });
+string_enum!(TenantStatus { Active = "active", Suspended = "suspended" });
+string_enum!(ProjectStatus { Active = "active", Archived = "archived" });
+string_enum!(TaskStatus { Todo = "todo", InProgress = "in_progress", Done = "done" });
+string_enum!(Priority { Low = "low", Medium = "medium", High = "high", Urgent = "urgent" });
+string_enum!(MemberStatus { Active = "active", Removed = "removed", Erased = "erased" });
+
+impl From<DomainRole> for Role {
+    fn from(r: DomainRole) -> Self {
+        Role::parse(r.as_str()).expect("the same roles")
+    }
+}
+
+impl From<DomainPlan> for Plan {
+    fn from(p: DomainPlan) -> Self {
+        Plan::parse(p.as_str()).expect("the same plans")
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub(crate) has_next_page: bool,
+    pub(crate) has_previous_page: bool,
+    pub(crate) start_cursor: Option<String>,
+    pub(crate) end_cursor: Option<String>,
+}
+
+impl PageInfo {
+    pub(crate) fn new(has_next_page: bool, after: bool, cursors: &[String]) -> PageInfo {
+        PageInfo {
+            has_next_page,
+            has_previous_page: after,
+            start_cursor: cursors.first().cloned(),
+            end_cursor: cursors.last().cloned(),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Me {
+    pub(crate) user_id: String,
+    pub(crate) tenant_id: Option<ID>,
+    /// `null` for platform operators and for users who are not members of the token's tenant.
+    pub(crate) role: Option<Role>,
+    pub(crate) platform: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct Tenant {
+    pub(crate) id: ID,
+    pub(crate) name: String,
+    pub(crate) slug: String,
+    pub(crate) plan: Plan,
+    pub(crate) status: TenantStatus,
+    pub(crate) seats_used: i32,
+    /// `null` means unlimited.
+    pub(crate) seat_limit: Option<i32>,
+    pub(crate) active_projects: i32,
+    /// `null` means unlimited.
+    pub(crate) project_limit: Option<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct TaskCounts {
+    pub(crate) todo: i32,
+    pub(crate) in_progress: i32,
+    pub(crate) done: i32,
+    pub(crate) total: i32,
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Project {
+    pub(crate) id: ID,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) status: ProjectStatus,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) version: i64,
+    pub(crate) task_counts: TaskCounts,
+    /// Share of tasks done, 0.0 to 1.0 (0.0 without tasks).
+    pub(crate) progress: f64,
+    #[graphql(skip)]
+    pub(crate) uuid: Uuid,
+}
+
+impl From<ProjectRow> for Project {
+    fn from(r: ProjectRow) -> Self {
+        let total = r.tasks_todo + r.tasks_in_progress + r.tasks_done;
+        Project {
+            id: ID(r.project_id.to_string()),
+            uuid: r.project_id,
+            name: r.name,
+            description: r.description,
+            status: ProjectStatus::parse(&r.status).unwrap_or(ProjectStatus::Active),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            version: r.version,
+            task_counts: TaskCounts { todo: r.tasks_todo, in_progress: r.tasks_in_progress, done: r.tasks_done, total },
+            progress: if total == 0 { 0.0 } else { f64::from(r.tasks_done) / f64::from(total) },
+        }
+    }
+}
+
+#[ComplexObject]
+impl Project {
+    /// The project's tasks, oldest first.
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<TaskStatus>,
+    ) -> Result<TaskConnection> {
+        let r = req(ctx);
+        let first = crate::schema::page_size(first)?;
+        let status = status.map(|s| s.as_str().to_owned());
+        let rows = match &after {
+            // The first page of many projects loads in one statement.
+            None => ctx
+                .data_unchecked::<DataLoader<ProjectTasksLoader>>()
+                .load_one(ProjectTasksKey { project: self.uuid, status: status.clone(), take: i64::from(first) + 1 })
+                .await
+                .map_err(|e| (*e).clone())?
+                .unwrap_or_default(),
+            Some(c) => {
+                let c = cursor::decode("project-tasks", c)
+                    .ok_or_else(|| crate::context::bad_input("after is not a valid cursor"))?;
+                let filter = keel_store::read::tasks::TaskFilter {
+                    project_id: Some(self.uuid),
+                    status: status.clone(),
+                    ..Default::default()
+                };
+                let mut tx = r.read_tx().await?;
+                let at = keel_store::read::tasks::TaskCursor { key: c.k, id: c.i };
+                let rows = keel_store::read::tasks::list(
+                    &mut tx,
+                    &filter,
+                    keel_store::read::tasks::TaskSort::CreatedAt,
+                    false,
+                    Some(&at),
+                    i64::from(first) + 1,
+                )
+                .await
+                .map_err(internal)?;
+                tx.commit().await.map_err(internal)?;
+                rows
+            }
+        };
+        Ok(TaskConnection::from_rows(
+            rows,
+            first,
+            after.is_some(),
+            TotalCount::ProjectTasks(self.uuid, status),
+            |row| cursor::encode("project-tasks", Some(row.created_at.timestamp_micros().to_string()), row.task_id),
+        ))
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Task {
+    pub(crate) id: ID,
+    pub(crate) title: String,
+    pub(crate) description: Option<String>,
+    pub(crate) status: TaskStatus,
+    pub(crate) priority: Priority,
+    pub(crate) due_date: Option<NaiveDate>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
+    pub(crate) version: i64,
+    #[graphql(skip)]
+    pub(crate) project_id: Uuid,
+    #[graphql(skip)]
+    pub(crate) assignee_id: Option<Uuid>,
+}
+
+impl From<TaskRow> for Task {
+    fn from(r: TaskRow) -> Self {
+        Task {
+            id: ID(r.task_id.to_string()),
+            title: r.title,
+            description: r.description,
+            status: TaskStatus::parse(&r.status).unwrap_or(TaskStatus::Todo),
+            priority: Priority::parse(&r.priority).unwrap_or(Priority::Medium),
+            due_date: r.due_date,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            completed_at: r.completed_at,
+            version: r.version,
+            project_id: r.project_id,
+            assignee_id: r.assignee,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Task {
+    async fn project(&self, ctx: &Context<'_>) -> Result<Option<Project>> {
+        let row = ctx
+            .data_unchecked::<DataLoader<ProjectLoader>>()
+            .load_one(self.project_id)
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn assignee(&self, ctx: &Context<'_>) -> Result<Option<Member>> {
+        let Some(id) = self.assignee_id else { return Ok(None) };
+        let row = ctx.data_unchecked::<DataLoader<MemberLoader>>().load_one(id).await.map_err(|e| (*e).clone())?;
+        Ok(row.map(Member::from))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Member {
+    pub(crate) id: ID,
+    pub(crate) user_id: String,
+    pub(crate) email: String,
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) status: MemberStatus,
+    pub(crate) joined_at: DateTime<Utc>,
+}
+
+impl From<MemberRow> for Member {
+    fn from(r: MemberRow) -> Self {
+        Member {
+            id: ID(r.member_id.to_string()),
+            user_id: r.user_id,
+            email: r.email,
+            name: r.name,
+            role: Role::parse(&r.role).unwrap_or(Role::Viewer),
+            status: MemberStatus::parse(&r.status).unwrap_or(MemberStatus::Active),
+            joined_at: r.joined_at,
+        }
+    }
+}
+
+/// How a connection's `totalCount` is found, when asked for.
+pub(crate) enum TotalCount {
+    Known(i64),
+    ProjectTasks(Uuid, Option<String>),
+}
+
+macro_rules! connection {
+    ($conn:ident, $edge:ident, $node:ident, $row:ty) => {
+        #[derive(SimpleObject)]
+        pub struct $edge {
+            pub(crate) cursor: String,
+            pub(crate) node: $node,
+        }
+
+        pub struct $conn {
+            pub(crate) edges: Vec<$edge>,
+            pub(crate) page_info: PageInfo,
+            pub(crate) total: TotalCount,
+        }
+
+        impl $conn {
+            pub(crate) fn from_rows(
+                mut rows: Vec<$row>,
+                first: i32,
+                after: bool,
+                total: TotalCount,
+                cursor_of: impl Fn(&$row) -> String,
+            ) -> $conn {
+                let has_next = rows.len() > first as usize;
+                rows.truncate(first as usize);
+                let cursors: Vec<String> = rows.iter().map(&cursor_of).collect();
+                let page_info = PageInfo::new(has_next, after, &cursors);
+                let edges = rows.into_iter().zip(cursors).map(|(r, cursor)| $edge { cursor, node: r.into() }).collect();
+                $conn { edges, page_info, total }
+            }
+        }
+
+        #[Object]
+        impl $conn {
+            async fn edges(&self) -> &Vec<$edge> {
+                &self.edges
+            }
+
+            async fn page_info(&self) -> &PageInfo {
+                &self.page_info
+            }
+
+            async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
+                match &self.total {
+                    TotalCount::Known(n) => Ok(*n),
+                    TotalCount::ProjectTasks(p, s) => Ok(ctx
+                        .data_unchecked::<DataLoader<ProjectTaskCountLoader>>()
+                        .load_one((*p, s.clone()))
+                        .await
+                        .map_err(|e| (*e).clone())?
+                        .unwrap_or(0)),
+                }
+            }
+        }
+    };
+}
+
+connection!(ProjectConnection, ProjectEdge, Project, ProjectRow);
+connection!(TaskConnection, TaskEdge, Task, TaskRow);
+connection!(MemberConnection, MemberEdge, Member, MemberRow);
+connection!(TenantConnection, TenantEdge, PlatformTenant, PlatformTenantRow);
+
+/// A tenant as the platform sees it.
+#[derive(SimpleObject)]
+pub struct PlatformTenant {
+    pub(crate) id: ID,
+    pub(crate) name: String,
+    pub(crate) slug: String,
+    pub(crate) plan: Plan,
+    pub(crate) status: TenantStatus,
+    pub(crate) seats_used: i32,
+    pub(crate) active_projects: i32,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+impl From<PlatformTenantRow> for PlatformTenant {
+    fn from(r: PlatformTenantRow) -> Self {
+        PlatformTenant {
+            id: ID(r.tenant_id.to_string()),
+            name: r.name,
+            slug: r.slug,
+            plan: Plan::parse(&r.plan).unwrap_or(Plan::Free),
+            status: TenantStatus::parse(&r.status).unwrap_or(TenantStatus::Active),
+            seats_used: r.seats_used,
+            active_projects: r.active_projects,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct DayCount {
+    pub(crate) date: NaiveDate,
+    pub(crate) count: i64,
+}
+
+#[derive(SimpleObject)]
+pub struct UsageDay {
+    pub(crate) date: NaiveDate,
+    pub(crate) metric: String,
+    pub(crate) units: i64,
+}
+
+#[derive(SimpleObject)]
+pub struct UsageQuota {
+    /// First day of the calendar month (UTC).
+    pub(crate) month: NaiveDate,
+    pub(crate) units: i64,
+    /// `null` means unlimited.
+    pub(crate) quota: Option<i64>,
+}
+
+#[derive(SimpleObject)]
+pub struct PlanCount {
+    pub(crate) plan: Plan,
+    pub(crate) count: i64,
+}
