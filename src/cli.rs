@@ -95,6 +95,11 @@ pub enum Cmd {
     Migrate,
     /// Print a signed bearer token for development and tests.
     Token(TokenArgs),
+    /// Print the GraphQL schema (SDL), or write it to --out (the repository keeps it in schema.graphql).
+    GraphqlSchema {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Inspect and rebuild the asynchronous projections.
     Projections {
         #[command(subcommand)]

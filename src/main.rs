@@ -21,6 +21,7 @@ async fn main() {
         Cmd::Migrate => migrate(&cli.settings).await,
         Cmd::Token(args) => token(&cli.settings, &args),
         Cmd::Projections { command } => projections(&cli.settings, command).await,
+        Cmd::GraphqlSchema { out } => graphql_schema(out),
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -246,4 +247,13 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
         Ok(())
     })
     .await
+}
+
+fn graphql_schema(out: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let sdl = keel_query::build_schema().sdl();
+    match out {
+        Some(path) => std::fs::write(&path, sdl).with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{sdl}"),
+    }
+    Ok(())
 }

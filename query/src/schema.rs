@@ -94,7 +94,7 @@ pub struct TaskFilter {
 
 pub struct QueryRoot;
 
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     /// Who the token says you are, and your role in its tenant.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {

@@ -34,7 +34,7 @@ async fn next_change(
 
 pub struct SubscriptionRoot;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// The dashboard, each time a projection it reads has applied a change of your tenant.
     async fn dashboard_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Dashboard>> {

@@ -8,6 +8,8 @@ mod binary;
 mod commands;
 mod conditional;
 mod graphql;
+mod graphql_api;
+mod subscriptions;
 mod idempotency;
 mod limits;
 mod log;

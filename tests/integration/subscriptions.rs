@@ -1,0 +1,68 @@
+//! Subscriptions over real websockets (graphql-transport-ws): pushed after the projection has
+//! applied the change, and only to subscribers of that tenant.
+
+use crate::helpers::{TestApp, spawn_app};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(app: &TestApp, token: &str, query: &str) -> Socket {
+    let mut req = format!("{}/graphql/ws", app.base.replace("http://", "ws://")).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");
+    ws.send(Message::text(json!({"type": "connection_init", "payload": {"token": token}}).to_string())).await.unwrap();
+    let ack = next_json(&mut ws, Duration::from_secs(5)).await.expect("an ack");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string())).await.unwrap();
+    ws
+}
+
+async fn next_json(ws: &mut Socket, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "ping" {
+                return Some(v);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn dashboard_and_project_changes_reach_only_their_tenant() {
+    let app = spawn_app().await;
+    let (_, a) = app.provision("subs-a").await;
+    let (_, b) = app.provision("subs-b").await;
+    let mut dash_a = subscribe(&app, &a, "subscription { dashboardChanged { activeProjects tasksByStatus { todo } } }").await;
+    let mut dash_b = subscribe(&app, &b, "subscription { dashboardChanged { activeProjects } }").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both are listening
+
+    let project = app.create_project(&a, "Live").await.body["id"].as_str().unwrap().to_owned();
+    let msg = next_json(&mut dash_a, Duration::from_secs(10)).await.expect("A is told");
+    assert_eq!(msg["type"], "next", "{msg}");
+    assert_eq!(msg["payload"]["data"]["dashboardChanged"]["activeProjects"], 1, "pushed after the projection applied it: {msg}");
+    assert!(next_json(&mut dash_b, Duration::from_millis(1500)).await.is_none(), "B hears nothing of A");
+
+    let q = format!("subscription {{ projectChanged(id: \"{project}\") {{ name taskCounts {{ todo }} }} }}");
+    let mut proj_a = subscribe(&app, &a, &q).await;
+    let mut proj_b = subscribe(&app, &b, &q).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.post(&format!("/api/v1/projects/{project}/tasks"), &a, json!({"title": "T"})).await;
+    let msg = next_json(&mut proj_a, Duration::from_secs(10)).await.expect("A is told about its project");
+    assert_eq!(msg["payload"]["data"]["projectChanged"], json!({"name": "Live", "taskCounts": {"todo": 1}}), "{msg}");
+    assert!(next_json(&mut proj_b, Duration::from_millis(1500)).await.is_none(), "B cannot follow A's project");
+
+    // A connection without a valid token is refused.
+    let mut req = format!("{}/graphql/ws", app.base.replace("http://", "ws://")).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(json!({"type": "connection_init", "payload": {"token": "forged"}}).to_string())).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer");
+    assert!(!matches!(answer, Some(Ok(Message::Text(ref t))) if t.contains("connection_ack")), "{answer:?}");
+}
