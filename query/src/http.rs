@@ -42,10 +42,12 @@ impl QueryState {
 
     fn data(&self, ctx: Arc<RequestCtx>) -> Data {
         let mut data = Data::default();
-        data.insert(DataLoader::new(ProjectLoader(ctx.clone()), tokio::spawn));
-        data.insert(DataLoader::new(MemberLoader(ctx.clone()), tokio::spawn));
-        data.insert(DataLoader::new(ProjectTasksLoader(ctx.clone()), tokio::spawn));
-        data.insert(DataLoader::new(ProjectTaskCountLoader(ctx.clone()), tokio::spawn));
+        // Keys asked for within a few milliseconds of each other load in one statement.
+        let batch = Duration::from_millis(3);
+        data.insert(DataLoader::new(ProjectLoader(ctx.clone()), tokio::spawn).delay(batch));
+        data.insert(DataLoader::new(MemberLoader(ctx.clone()), tokio::spawn).delay(batch));
+        data.insert(DataLoader::new(ProjectTasksLoader(ctx.clone()), tokio::spawn).delay(batch));
+        data.insert(DataLoader::new(ProjectTaskCountLoader(ctx.clone()), tokio::spawn).delay(batch));
         data.insert(self.changes.clone());
         data.insert(ctx);
         data

@@ -154,6 +154,7 @@ impl Project {
     ) -> Result<TaskConnection> {
         let r = req(ctx);
         let first = crate::schema::page_size(first)?;
+        r.consistent(&["tasks"]).await?;
         let status = status.map(|s| s.as_str().to_owned());
         let rows = match &after {
             // The first page of many projects loads in one statement.
@@ -238,6 +239,7 @@ impl From<TaskRow> for Task {
 #[ComplexObject]
 impl Task {
     async fn project(&self, ctx: &Context<'_>) -> Result<Option<Project>> {
+        req(ctx).consistent(&["projects"]).await?;
         let row = ctx
             .data_unchecked::<DataLoader<ProjectLoader>>()
             .load_one(self.project_id)
@@ -248,6 +250,7 @@ impl Task {
 
     async fn assignee(&self, ctx: &Context<'_>) -> Result<Option<Member>> {
         let Some(id) = self.assignee_id else { return Ok(None) };
+        req(ctx).consistent(&["members"]).await?;
         let row = ctx.data_unchecked::<DataLoader<MemberLoader>>().load_one(id).await.map_err(|e| (*e).clone())?;
         Ok(row.map(Member::from))
     }

@@ -121,6 +121,19 @@ async fn consistency_waits_for_the_projection_then_answers_stale() {
     assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
     assert_eq!(r.body["extensions"]["consistency"], "stale", "{}", r.body);
     assert_eq!(r.body["data"]["projects"]["totalCount"], 0);
+    // Every field that reads a projection waits for it, and says so when it gave up.
+    let today = chrono::Utc::now().date_naive();
+    for q in [
+        "{ tasks { totalCount } }".to_owned(),
+        "{ members { totalCount } }".to_owned(),
+        "{ dashboard { memberCount } }".to_owned(),
+        "{ dashboard { completedPerDay(days: 1) { count } } }".to_owned(),
+        format!("{{ usage(from: \"{today}\", to: \"{today}\") {{ units }} }}"),
+        "{ task(id: \"00000000-0000-0000-0000-000000000000\") { title } }".to_owned(),
+    ] {
+        let r = app.graphql(&owner, &q, Some(&pos)).await;
+        assert_eq!(r.body["extensions"]["consistency"], "stale", "{q}: {}", r.body);
+    }
     // Without the header nothing waits and nothing is marked.
     let r = app.graphql(&owner, "{ projects { totalCount } }", None).await;
     assert!(r.body.get("extensions").is_none_or(|e| e.get("consistency").is_none()));

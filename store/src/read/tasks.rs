@@ -243,9 +243,14 @@ pub async fn list(
                 .as_deref()
                 .and_then(|k| k.parse().ok())
                 .ok_or_else(|| StoreError::Invalid("bad cursor".into()))?;
-            // Priority lists the most urgent first; `desc` turns that round.
-            let cmp = if desc { ">" } else { "<" };
-            q.push(format!(" AND (priority_rank, task_id) {cmp} (")).push_bind(k).push(", ").push_bind(c.id).push(")");
+            // Most urgent first, oldest first within a priority; `desc` turns both round.
+            let (rank_cmp, id_cmp) = if desc { (">", "<") } else { ("<", ">") };
+            q.push(format!(" AND (priority_rank {rank_cmp} ")).push_bind(k);
+            q.push(" OR (priority_rank = ")
+                .push_bind(k)
+                .push(format!(" AND task_id {id_cmp} "))
+                .push_bind(c.id)
+                .push("))");
         }
         (TaskSort::CreatedAt, Some(c)) => {
             let micros: i64 = c
@@ -260,8 +265,8 @@ pub async fn list(
     match sort {
         TaskSort::DueDate => q.push(format!(" ORDER BY due_date {dir}, task_id {dir}")),
         TaskSort::Priority => {
-            let dir = if desc { "ASC" } else { "DESC" };
-            q.push(format!(" ORDER BY priority_rank {dir}, task_id {dir}"))
+            let (rank, id) = if desc { ("ASC", "DESC") } else { ("DESC", "ASC") };
+            q.push(format!(" ORDER BY priority_rank {rank}, task_id {id}"))
         }
         TaskSort::CreatedAt => q.push(format!(" ORDER BY created_at {dir}, task_id {dir}")),
     };
