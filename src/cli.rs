@@ -95,6 +95,8 @@ pub enum Cmd {
     Migrate,
     /// Print a signed bearer token for development and tests.
     Token(TokenArgs),
+    /// Measure Keel against plain PostgreSQL on the same server, in alternating rounds.
+    Bench(BenchArgs),
     /// Print the GraphQL schema (SDL), or write it to --out (the repository keeps it in schema.graphql).
     GraphqlSchema {
         #[arg(long)]
@@ -141,4 +143,29 @@ pub struct TokenArgs {
     /// Lifetime, e.g. 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent clients for the write cases.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds per round (each case runs alternating baseline and Keel rounds).
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+    /// Rounds of each side per case.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Events written for the catch-up case.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A smoke run of under a minute (4 clients, short rounds, 3,000 events).
+    #[arg(long)]
+    pub quick: bool,
+    /// synchronous_commit = off for the benchmark database: a CPU-bound ratio the disk does not move.
+    #[arg(long)]
+    pub async_commit: bool,
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{Cli, Cmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
+use keel::cli::{BenchArgs, Cli, Cmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, Roles, secrets, telemetry};
 use keel_gateway::auth::Secret;
@@ -22,6 +22,7 @@ async fn main() {
         Cmd::Token(args) => token(&cli.settings, &args),
         Cmd::Projections { command } => projections(&cli.settings, command).await,
         Cmd::GraphqlSchema { out } => graphql_schema(out),
+        Cmd::Bench(args) => bench(&cli.settings, args).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -256,4 +257,34 @@ fn graphql_schema(out: Option<std::path::PathBuf>) -> anyhow::Result<()> {
         None => print!("{sdl}"),
     }
     Ok(())
+}
+
+async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+    let mut opts = if args.quick {
+        keel::bench::BenchOptions::quick()
+    } else {
+        keel::bench::BenchOptions {
+            clients: args.clients.max(1),
+            round: Duration::from_secs_f64(args.duration.max(0.1)),
+            rounds: args.rounds.max(1),
+            events: args.events.max(1),
+            async_commit: false,
+        }
+    };
+    opts.async_commit = args.async_commit;
+    let out = args.out.clone();
+    with_database(s, async |url: &str| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.enable_steady_tick(Duration::from_millis(200));
+        let report = keel::bench::run(url, &opts, &|m: &str| spinner.set_message(m.to_owned())).await;
+        spinner.finish_and_clear();
+        let report = report?;
+        print!("{}", keel::bench::table(&report));
+        println!("machine: {}", report.machine);
+        if let Some(path) = &out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    })
+    .await
 }

@@ -1,0 +1,679 @@
+//! `keel bench`: Keel's speed as ratios against plain PostgreSQL doing the equivalent work on the
+//! same server in the same run. Each case alternates short rounds (baseline, Keel, baseline,
+//! Keel, ...) because the disk's flush speed drifts; the ratio is of the medians.
+
+use crate::app::{App, AppConfig, Roles};
+use anyhow::Context;
+use chrono::Utc;
+use keel_domain::event::ProjectCreated;
+use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant};
+use keel_domain::values::ProjectName;
+use keel_domain::{Event, MemberId, ProjectId, TenantId};
+use keel_gateway::auth::Secret;
+use keel_gateway::{Authenticator, JwtConfig};
+use keel_projections::{ProjectsProjection, Runner, RunnerConfig};
+use keel_store::{EventMetadata, PoolSizes, Store, log};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub clients: usize,
+    /// Length of one round.
+    pub round: Duration,
+    pub rounds: usize,
+    /// Events written for the catch-up case.
+    pub events: usize,
+    /// `synchronous_commit = off` for the benchmark database: a CPU-bound ratio.
+    pub async_commit: bool,
+}
+
+impl BenchOptions {
+    pub fn quick() -> BenchOptions {
+        BenchOptions { clients: 4, round: Duration::from_millis(1200), rounds: 2, events: 3_000, async_commit: false }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub keel_ops_s: f64,
+    pub baseline_ops_s: f64,
+    pub ratio: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cases: Vec<CaseResult>,
+    pub machine: serde_json::Value,
+}
+
+/// What a load produced: operations, elapsed seconds, each operation's latency.
+struct Sample {
+    ops: u64,
+    secs: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Sample {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-9)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn percentile(lat: &mut [Duration], p: f64) -> f64 {
+    if lat.is_empty() {
+        return 0.0;
+    }
+    lat.sort();
+    let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+    lat[i].as_secs_f64() * 1000.0
+}
+
+/// `clients` loops running `op` back to back for `round`.
+async fn closed_loop<F, Fut>(clients: usize, round: Duration, op: F) -> anyhow::Result<Sample>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + round;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op(c, n).await?;
+                lat.push(t.elapsed());
+                n += 1;
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    Ok(Sample { ops: latencies.len() as u64, secs: started.elapsed().as_secs_f64(), latencies })
+}
+
+/// `op` started `rate` times a second for `round`, however long each takes.
+async fn open_loop<F, Fut>(rate: u32, round: Duration, op: F) -> anyhow::Result<Sample>
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    while started.elapsed() < round {
+        tick.tick().await;
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            op(n).await.map(|_| t.elapsed())
+        }));
+        n += 1;
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.push(t.await??);
+    }
+    Ok(Sample { ops: latencies.len() as u64, secs: started.elapsed().as_secs_f64().max(round.as_secs_f64()), latencies })
+}
+
+/// Alternates baseline and Keel rounds and reports the ratio of the medians.
+async fn alternate<B, BF, K, KF>(
+    name: &str,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+    baseline: B,
+    keel: K,
+) -> anyhow::Result<CaseResult>
+where
+    B: Fn() -> BF,
+    BF: Future<Output = anyhow::Result<Sample>>,
+    K: Fn() -> KF,
+    KF: Future<Output = anyhow::Result<Sample>>,
+{
+    let (mut b, mut k, mut lat) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        progress(&format!("{name}: round {}/{} baseline", round + 1, opts.rounds));
+        b.push(baseline().await?.rate());
+        progress(&format!("{name}: round {}/{} keel", round + 1, opts.rounds));
+        let s = keel().await?;
+        k.push(s.rate());
+        lat.extend(s.latencies);
+    }
+    let (keel_ops_s, baseline_ops_s) = (median(k), median(b));
+    Ok(CaseResult {
+        name: name.to_owned(),
+        keel_ops_s,
+        baseline_ops_s,
+        ratio: if baseline_ops_s > 0.0 { keel_ops_s / baseline_ops_s } else { 0.0 },
+        p50_ms: percentile(&mut lat, 0.50),
+        p99_ms: percentile(&mut lat, 0.99),
+    })
+}
+
+fn meta() -> EventMetadata {
+    EventMetadata { actor: "user:bench".into(), correlation_id: Uuid::now_v7(), causation_id: None, request_id: None }
+}
+
+async fn provision(store: &Store, slug: &str) -> anyhow::Result<TenantId> {
+    let tenant = TenantId::new_v7();
+    let cmd = ProvisionTenant {
+        tenant_id: tenant,
+        owner_member_id: MemberId::new_v7(),
+        name: slug.into(),
+        slug: slug.into(),
+        plan: "enterprise".into(),
+        owner: OwnerInput { user_id: "bench".into(), email: format!("bench@{slug}.test"), name: "Bench".into() },
+    };
+    let events = Tenant::default().provision(cmd, Utc::now())?;
+    let mut tx = store.begin_write(tenant).await?;
+    log::append(&mut tx, &[], &events, &meta(), Utc::now()).await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+fn project_created(name: &str) -> Event {
+    Event::ProjectCreated(ProjectCreated {
+        project_id: ProjectId::new_v7(),
+        name: ProjectName::parse("name", name).expect("valid"),
+        description: None,
+        at: Utc::now(),
+    })
+}
+
+const PLAIN_SQL: &str = "CREATE TABLE bench_plain (
+        position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id uuid NOT NULL, stream_id uuid NOT NULL,
+        stream_version bigint NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, payload jsonb NOT NULL,
+        metadata jsonb NOT NULL, recorded_at timestamptz NOT NULL, hash bytea NOT NULL,
+        UNIQUE (tenant_id, stream_id, stream_version));
+    CREATE TABLE bench_usage (tenant_id uuid NOT NULL, record_id text NOT NULL, metric text NOT NULL, quantity bigint NOT NULL,
+        occurred_at timestamptz NOT NULL, PRIMARY KEY (tenant_id, record_id));
+    CREATE TABLE bench_rm (tenant_id uuid NOT NULL, project_id uuid NOT NULL, name text NOT NULL, status text NOT NULL,
+        created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL, PRIMARY KEY (tenant_id, project_id));";
+
+async fn plain_insert(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO bench_plain (tenant_id, stream_id, stream_version, event_id, event_type, payload, metadata, recorded_at, hash)
+         VALUES ($1, $2, 1, $3, 'ProjectCreated', $4, $5, now(), $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .bind(json!({"name": "P", "at": Utc::now()}))
+    .bind(json!({"actor": "user:bench"}))
+    .bind(vec![0u8; 32])
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Runs every case against a new database on the server of `admin_url`, dropped at the end.
+pub async fn run(admin_url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
+    let db = format!("keel_bench_{}_{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..6]);
+    let (head, _) = admin_url.rsplit_once('/').context("DATABASE_URL names a database")?;
+    let url = format!("{head}/{db}");
+    let mut admin = PgConnection::connect(admin_url).await?;
+    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).await.context("CREATE DATABASE (needs CREATEDB)")?;
+    let result = run_in(&url, opts, progress).await;
+    let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
+    result
+}
+
+async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
+    progress("setting up");
+    let mut owner = PgConnection::connect(url).await?;
+    if opts.async_commit {
+        owner.execute("SELECT set_config('synchronous_commit', 'off', false)").await?;
+        let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut owner).await?;
+        owner.execute(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{db}\" SET synchronous_commit = off"))).await?;
+    }
+    keel_store::migrate(url).await?;
+    owner.execute(PLAIN_SQL).await?;
+    let plain = PgPoolOptions::new().max_connections(opts.clients as u32 + 2).connect(url).await?;
+    let secret = Uuid::new_v4().simple().to_string().repeat(2);
+    let jwt = JwtConfig { secret: Secret::new(secret.into_bytes()), issuer: None, audience: None };
+    let sizes = PoolSizes { writer: opts.clients as u32 + 2, reader: 16, projector: 8 };
+    let app = App::build(AppConfig {
+        database_url: url.to_owned(),
+        listen: "127.0.0.1:0".into(),
+        jwt: jwt.clone(),
+        consistency_wait: Duration::from_secs(2),
+        body_limit: 1 << 20,
+        roles: Roles { command: true, query: true, projector: false },
+        runner: RunnerConfig::default(),
+        pools: sizes,
+    })
+    .await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store().clone();
+    let auth = Authenticator::hs256(jwt);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(app.run(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(opts.clients * 2).build()?;
+
+    let mut tenants = Vec::new();
+    for c in 0..opts.clients.max(1) {
+        tenants.push(provision(&store, &format!("bench-{c}")).await?);
+    }
+    let tenants = Arc::new(tenants);
+    let mut cases = Vec::new();
+
+    // append: one event, new stream, OCC + hash + inline tables, one transaction.
+    {
+        let (s, t, p) = (store.clone(), tenants.clone(), plain.clone());
+        cases.push(
+            alternate(
+                "append",
+                opts,
+                progress,
+                || {
+                    let p = p.clone();
+                    closed_loop(opts.clients, opts.round, move |_, _| {
+                        let p = p.clone();
+                        async move { plain_insert(&p).await }
+                    })
+                },
+                || {
+                    let (s, t) = (s.clone(), t.clone());
+                    closed_loop(opts.clients, opts.round, move |c, _| {
+                        let (s, tenant) = (s.clone(), t[c]);
+                        async move {
+                            let mut tx = s.begin_write(tenant).await?;
+                            log::append(&mut tx, &[], &[project_created("P")], &meta(), Utc::now()).await?;
+                            tx.commit().await?;
+                            Ok(())
+                        }
+                    })
+                },
+            )
+            .await?,
+        );
+    }
+
+    // command: REST CreateTask through the port with JWT auth.
+    {
+        let mut setup = Vec::new();
+        for (c, tenant) in tenants.iter().enumerate() {
+            let token = auth.issue("bench", Some(tenant.0), false, Duration::from_secs(3600));
+            let r: serde_json::Value = http
+                .post(format!("{base}/api/v1/projects"))
+                .bearer_auth(&token)
+                .json(&json!({"name": format!("Bench {c}")}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let project = r["id"].as_str().context("a project for the command case")?.to_owned();
+            setup.push((token, project));
+        }
+        let setup = Arc::new(setup);
+        let (h, b, p) = (http.clone(), base.clone(), plain.clone());
+        cases.push(
+            alternate(
+                "command",
+                opts,
+                progress,
+                || {
+                    let p = p.clone();
+                    closed_loop(opts.clients, opts.round, move |_, _| {
+                        let p = p.clone();
+                        async move { plain_insert(&p).await }
+                    })
+                },
+                || {
+                    let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
+                    closed_loop(opts.clients, opts.round, move |c, n| {
+                        let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
+                        async move {
+                            let (token, project) = &setup[c];
+                            let r = h
+                                .post(format!("{b}/api/v1/projects/{project}/tasks"))
+                                .bearer_auth(token)
+                                .json(&json!({"title": format!("T{n}"), "priority": "high"}))
+                                .send()
+                                .await?;
+                            anyhow::ensure!(r.status().as_u16() == 201, "CreateTask answered {}", r.status());
+                            Ok(())
+                        }
+                    })
+                },
+            )
+            .await?,
+        );
+    }
+
+    // usage_batch: RecordUsage with 100 records a call.
+    {
+        let counter = Arc::new(AtomicU64::new(0));
+        let tokens: Arc<Vec<String>> =
+            Arc::new(tenants.iter().map(|t| auth.issue("bench", Some(t.0), false, Duration::from_secs(3600))).collect());
+        let (h, b, p, tn) = (http.clone(), base.clone(), plain.clone(), tenants.clone());
+        cases.push(
+            alternate(
+                "usage_batch",
+                opts,
+                progress,
+                || {
+                    let (p, counter, tn) = (p.clone(), counter.clone(), tn.clone());
+                    closed_loop(opts.clients, opts.round, move |c, _| {
+                        let (p, counter, tenant) = (p.clone(), counter.clone(), tn[c]);
+                        async move {
+                            let base = counter.fetch_add(100, Ordering::Relaxed);
+                            let ids: Vec<String> = (base..base + 100).map(|i| format!("b{i}")).collect();
+                            sqlx::query(
+                                "INSERT INTO bench_usage (tenant_id, record_id, metric, quantity, occurred_at)
+                                 SELECT $1, r, 'api.calls', 1, now() FROM UNNEST($2::text[]) r",
+                            )
+                            .bind(tenant.0)
+                            .bind(&ids)
+                            .execute(&p)
+                            .await?;
+                            Ok(())
+                        }
+                    })
+                },
+                || {
+                    let (h, b, counter, tokens) = (h.clone(), b.clone(), counter.clone(), tokens.clone());
+                    closed_loop(opts.clients, opts.round, move |c, _| {
+                        let (h, b, counter, tokens) = (h.clone(), b.clone(), counter.clone(), tokens.clone());
+                        async move {
+                            let base = counter.fetch_add(100, Ordering::Relaxed);
+                            let now = Utc::now();
+                            let records: Vec<_> = (base..base + 100)
+                                .map(|i| json!({"id": format!("k{i}"), "metric": "api.calls", "quantity": 1, "occurred_at": now}))
+                                .collect();
+                            let r = h
+                                .post(format!("{b}/api/v1/usage"))
+                                .bearer_auth(&tokens[c])
+                                .json(&json!({"records": records}))
+                                .send()
+                                .await?;
+                            anyhow::ensure!(r.status().as_u16() == 201, "RecordUsage answered {}", r.status());
+                            Ok(())
+                        }
+                    })
+                },
+            )
+            .await?,
+        );
+    }
+
+    // catch_up: the projects projection applying pre-written events from checkpoint 0.
+    {
+        progress(&format!("catch_up: writing {} events", opts.events));
+        let tenant = tenants[0];
+        let mut written = 0;
+        while written < opts.events {
+            let n = (opts.events - written).min(1000);
+            let events: Vec<Event> = (0..n).map(|i| project_created(&format!("C{}", written + i))).collect();
+            let mut tx = store.begin_write(tenant).await?;
+            log::append(&mut tx, &[], &events, &meta(), Utc::now()).await?;
+            tx.commit().await?;
+            written += n;
+        }
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&plain).await?;
+        let (s, p) = (store.clone(), plain.clone());
+        cases.push(
+            alternate(
+                "catch_up",
+                opts,
+                progress,
+                || {
+                    let p = p.clone();
+                    async move {
+                        sqlx::query("TRUNCATE bench_rm").execute(&p).await?;
+                        let started = Instant::now();
+                        let mut conn = p.acquire().await?;
+                        let mut last = 0i64;
+                        let mut ops = 0u64;
+                        loop {
+                            let mut tx = conn.begin().await?;
+                            let rows: Vec<(i64, Uuid, serde_json::Value, chrono::DateTime<Utc>, i64)> = sqlx::query_as(
+                                "SELECT position, tenant_id, payload, recorded_at, stream_version FROM events
+                                  WHERE position > $1 ORDER BY position LIMIT 500",
+                            )
+                            .bind(last)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            let Some(l) = rows.last() else { break };
+                            last = l.0;
+                            for (_, tenant, payload, at, v) in &rows {
+                                sqlx::query(
+                                    "INSERT INTO bench_rm (tenant_id, project_id, name, status, created_at, updated_at, version)
+                                     VALUES ($1, $2, $3, 'active', $4, $4, $5)
+                                     ON CONFLICT (tenant_id, project_id) DO UPDATE SET name = EXCLUDED.name, version = EXCLUDED.version",
+                                )
+                                .bind(tenant)
+                                .bind(payload["project_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(Uuid::now_v7))
+                                .bind(payload["name"].as_str().unwrap_or(""))
+                                .bind(at)
+                                .bind(v)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            tx.commit().await?;
+                            ops += rows.len() as u64;
+                        }
+                        Ok(Sample { ops, secs: started.elapsed().as_secs_f64(), latencies: Vec::new() })
+                    }
+                },
+                || {
+                    let (s, p) = (s.clone(), p.clone());
+                    async move {
+                        p.execute("TRUNCATE rm_projects; DELETE FROM projection_checkpoints WHERE name = 'projects'").await?;
+                        let started = Instant::now();
+                        let runner = Runner::new(s, ProjectsProjection, RunnerConfig { batch_size: 500, ..RunnerConfig::default() });
+                        let n = runner.run_once().await?;
+                        Ok(Sample { ops: n as u64, secs: started.elapsed().as_secs_f64(), latencies: Vec::new() })
+                    }
+                },
+            )
+            .await?,
+        );
+        let _ = total;
+    }
+
+    // The read models for the query cases, kept current by the workers from here on.
+    progress("query: preparing read models");
+    let (workers_stop, workers_rx) = watch::channel(false);
+    let workers = keel_projections::spawn_all(&store, &RunnerConfig::default(), &workers_rx);
+    let qtenant = tenants[0];
+    let qtoken = auth.issue("bench", Some(qtenant.0), false, Duration::from_secs(3600));
+    {
+        let r: serde_json::Value = http
+            .post(format!("{base}/api/v1/projects"))
+            .bearer_auth(&qtoken)
+            .json(&json!({"name": "Query"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let project = r["id"].as_str().context("a project")?.to_owned();
+        let mut last = String::new();
+        for i in 0..200 {
+            let r: serde_json::Value = http
+                .post(format!("{base}/api/v1/projects/{project}/tasks"))
+                .bearer_auth(&qtoken)
+                .json(&json!({"title": format!("Q{i}"), "due_date": format!("2027-01-{:02}", i % 28 + 1)}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            last = r["position"].as_str().unwrap_or_default().to_owned();
+        }
+        // Wait for every projection to reach the last write.
+        http.post(format!("{base}/graphql"))
+            .bearer_auth(&qtoken)
+            .header("keel-consistency", last)
+            .json(&json!({"query": "{ dashboard { memberCount tasksByStatus { total } completedPerDay(days: 1) { count } usage { units } } projects { totalCount } }"}))
+            .send()
+            .await?;
+    }
+    let graphql = |query: &'static str| {
+        let (h, b, t) = (http.clone(), base.clone(), qtoken.clone());
+        move |_: u64| {
+            let (h, b, t) = (h.clone(), b.clone(), t.clone());
+            async move {
+                let r: serde_json::Value =
+                    h.post(format!("{b}/graphql")).bearer_auth(t).json(&json!({"query": query})).send().await?.json().await?;
+                anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
+                Ok(())
+            }
+        }
+    };
+    let plain_sql = |sql: &'static str| {
+        let (p, t) = (plain.clone(), qtenant.0);
+        move |_: u64| {
+            let p = p.clone();
+            async move {
+                sqlx::query(sql).bind(t).fetch_all(&p).await?;
+                Ok(())
+            }
+        }
+    };
+    for (name, gql, sql) in [
+        (
+            "query_projects",
+            "{ projects(first: 50) { totalCount edges { node { id name status taskCounts { total } progress } } } }",
+            "SELECT project_id, name, status, tasks_todo + tasks_in_progress + tasks_done FROM rm_projects WHERE tenant_id = $1 ORDER BY created_at, project_id LIMIT 51",
+        ),
+        (
+            "query_tasks",
+            "{ tasks(first: 50, filter: {status: TODO}, orderBy: {field: DUE_DATE}) { totalCount edges { node { id title dueDate } } } }",
+            "SELECT task_id, title, due_date FROM rm_tasks WHERE tenant_id = $1 AND status = 'todo' ORDER BY due_date, task_id LIMIT 51",
+        ),
+        (
+            "dashboard",
+            "{ dashboard { tasksByStatus { todo inProgress done } completedPerDay(days: 14) { count } overdueTasks activeProjects memberCount usage { units quota } } }",
+            "SELECT count(*) FILTER (WHERE status = 'todo'), count(*) FILTER (WHERE status = 'done') FROM rm_tasks WHERE tenant_id = $1",
+        ),
+    ] {
+        let (g, p) = (graphql(gql), plain_sql(sql));
+        cases.push(alternate(name, opts, progress, || open_loop(100, opts.round, p.clone()), || open_loop(100, opts.round, g.clone())).await?);
+    }
+
+    // read_your_writes: a command, then a GraphQL read of it with Keel-Consistency.
+    {
+        let (h, b, t, p) = (http.clone(), base.clone(), qtoken.clone(), plain.clone());
+        cases.push(
+            alternate(
+                "read_your_writes",
+                opts,
+                progress,
+                || {
+                    let p = p.clone();
+                    closed_loop(1, opts.round, move |_, _| {
+                        let p = p.clone();
+                        async move {
+                            plain_insert(&p).await?;
+                            sqlx::query("SELECT * FROM bench_plain ORDER BY position DESC LIMIT 1").fetch_one(&p).await?;
+                            Ok(())
+                        }
+                    })
+                },
+                || {
+                    let (h, b, t) = (h.clone(), b.clone(), t.clone());
+                    closed_loop(1, opts.round, move |_, n| {
+                        let (h, b, t) = (h.clone(), b.clone(), t.clone());
+                        async move {
+                            let r: serde_json::Value = h
+                                .post(format!("{b}/api/v1/projects"))
+                                .bearer_auth(&t)
+                                .json(&json!({"name": format!("RYW {n}")}))
+                                .send()
+                                .await?
+                                .json()
+                                .await?;
+                            let (id, pos) = (r["id"].as_str().unwrap_or(""), r["position"].as_str().unwrap_or(""));
+                            let g: serde_json::Value = h
+                                .post(format!("{b}/graphql"))
+                                .bearer_auth(&t)
+                                .header("keel-consistency", pos)
+                                .json(&json!({"query": format!("{{ project(id: \"{id}\") {{ name }} }}")}))
+                                .send()
+                                .await?
+                                .json()
+                                .await?;
+                            anyhow::ensure!(g["data"]["project"]["name"].is_string(), "read your write failed: {g}");
+                            Ok(())
+                        }
+                    })
+                },
+            )
+            .await?,
+        );
+    }
+
+    let _ = stop_tx.send(true);
+    let _ = workers_stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = server.await;
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&plain).await?;
+    let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&plain).await?;
+    plain.close().await;
+    owner.close().await?;
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "memory_kb": read_kb("/proc/meminfo", "MemTotal:"),
+        "postgres": version,
+        "synchronous_commit": sync,
+        "clients": opts.clients,
+        "round_seconds": opts.round.as_secs_f64(),
+        "rounds": opts.rounds,
+        "events": opts.events,
+        "peak_rss_kb": read_kb("/proc/self/status", "VmHWM:"),
+    });
+    Ok(Report { cases, machine })
+}
+
+fn read_kb(file: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The report as the table `keel bench` prints.
+pub fn table(report: &Report) -> String {
+    let mut s = format!("{:<18} {:>12} {:>14} {:>7} {:>9} {:>9}\n", "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms");
+    for c in &report.cases {
+        s.push_str(&format!(
+            "{:<18} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2}\n",
+            c.name, c.keel_ops_s, c.baseline_ops_s, c.ratio, c.p50_ms, c.p99_ms
+        ));
+    }
+    s
+}
