@@ -138,7 +138,11 @@ where
     for t in tasks {
         latencies.push(t.await??);
     }
-    Ok(Sample { ops: latencies.len() as u64, secs: started.elapsed().as_secs_f64().max(round.as_secs_f64()), latencies })
+    Ok(Sample {
+        ops: latencies.len() as u64,
+        secs: started.elapsed().as_secs_f64().max(round.as_secs_f64()),
+        latencies,
+    })
 }
 
 /// Alternates baseline and Keel rounds and reports the ratio of the medians.
@@ -237,7 +241,10 @@ pub async fn run(admin_url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) 
     let (head, _) = admin_url.rsplit_once('/').context("DATABASE_URL names a database")?;
     let url = format!("{head}/{db}");
     let mut admin = PgConnection::connect(admin_url).await?;
-    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).await.context("CREATE DATABASE (needs CREATEDB)")?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .await
+        .context("CREATE DATABASE (needs CREATEDB)")?;
     let result = run_in(&url, opts, progress).await;
     let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
     result
@@ -372,8 +379,9 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     // usage_batch: RecordUsage with 100 records a call.
     {
         let counter = Arc::new(AtomicU64::new(0));
-        let tokens: Arc<Vec<String>> =
-            Arc::new(tenants.iter().map(|t| auth.issue("bench", Some(t.0), false, Duration::from_secs(3600))).collect());
+        let tokens: Arc<Vec<String>> = Arc::new(
+            tenants.iter().map(|t| auth.issue("bench", Some(t.0), false, Duration::from_secs(3600))).collect(),
+        );
         let (h, b, p, tn) = (http.clone(), base.clone(), plain.clone(), tenants.clone());
         cases.push(
             alternate(
@@ -541,8 +549,14 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         move |_: u64| {
             let (h, b, t) = (h.clone(), b.clone(), t.clone());
             async move {
-                let r: serde_json::Value =
-                    h.post(format!("{b}/graphql")).bearer_auth(t).json(&json!({"query": query})).send().await?.json().await?;
+                let r: serde_json::Value = h
+                    .post(format!("{b}/graphql"))
+                    .bearer_auth(t)
+                    .json(&json!({"query": query}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
                 Ok(())
             }
@@ -576,7 +590,16 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         ),
     ] {
         let (g, p) = (graphql(gql), plain_sql(sql));
-        cases.push(alternate(name, opts, progress, || open_loop(100, opts.round, p.clone()), || open_loop(100, opts.round, g.clone())).await?);
+        cases.push(
+            alternate(
+                name,
+                opts,
+                progress,
+                || open_loop(100, opts.round, p.clone()),
+                || open_loop(100, opts.round, g.clone()),
+            )
+            .await?,
+        );
     }
 
     // read_your_writes: a command, then a GraphQL read of it with Keel-Consistency.
@@ -593,7 +616,9 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
                         let p = p.clone();
                         async move {
                             plain_insert(&p).await?;
-                            sqlx::query("SELECT * FROM bench_plain ORDER BY position DESC LIMIT 1").fetch_one(&p).await?;
+                            sqlx::query("SELECT * FROM bench_plain ORDER BY position DESC LIMIT 1")
+                                .fetch_one(&p)
+                                .await?;
                             Ok(())
                         }
                     })
@@ -656,19 +681,15 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
 }
 
 fn read_kb(file: &str, key: &str) -> Option<u64> {
-    std::fs::read_to_string(file)
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    std::fs::read_to_string(file).ok()?.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The report as the table `keel bench` prints.
 pub fn table(report: &Report) -> String {
-    let mut s = format!("{:<18} {:>12} {:>14} {:>7} {:>9} {:>9}\n", "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms");
+    let mut s = format!(
+        "{:<18} {:>12} {:>14} {:>7} {:>9} {:>9}\n",
+        "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms"
+    );
     for c in &report.cases {
         s.push_str(&format!(
             "{:<18} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2}\n",

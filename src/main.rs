@@ -282,7 +282,8 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", keel::bench::table(&report));
         println!("machine: {}", report.machine);
         if let Some(path) = &out {
-            std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     })
