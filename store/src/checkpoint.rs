@@ -153,8 +153,9 @@ pub async fn status(pool: &PgPool, name: &str) -> Result<Status, StoreError> {
     let r = sqlx::query(
         "SELECT c.last_xid::text AS xid, c.last_position, c.state, c.lease_holder,
                 CASE WHEN c.lease_expires_at > now() THEN c.lease_expires_at END AS lease_expires_at, c.last_error,
-                (SELECT count(*) FROM events e
-                  WHERE (e.transaction_id, e.position) > (c.last_xid, c.last_position)) AS lag_events,
+                (SELECT count(*) FROM (SELECT 1 FROM events e
+                  WHERE (e.transaction_id, e.position) > (c.last_xid, c.last_position)
+                  ORDER BY e.transaction_id, e.position LIMIT 100000000) behind) AS lag_events,
                 COALESCE(EXTRACT(EPOCH FROM now() - (
                     SELECT e.recorded_at FROM events e
                      WHERE (e.transaction_id, e.position) > (c.last_xid, c.last_position)

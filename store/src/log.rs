@@ -331,13 +331,17 @@ pub async fn read_all_after(
 /// Whether any committed event lies after `after`, ignoring the gap-safe horizon: true while an
 /// older transaction still holds back events that have already committed.
 pub async fn has_events_after(conn: &mut PgConnection, after: LogPosition) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+    // An ordered LIMIT 1 (not EXISTS, whose plan may scan the whole log when nothing is there)
+    // walks the (transaction_id, position) index.
+    let row = sqlx::query(
+        "SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)
+          ORDER BY transaction_id, position LIMIT 1",
     )
     .bind(after.xid.to_string())
     .bind(after.position)
-    .fetch_one(conn)
-    .await?)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
 }
 
 /// The newest position in the log visible to this connection, ignoring the gap-safe horizon
