@@ -33,6 +33,14 @@ pub(crate) fn page_size(first: Option<i32>) -> Result<i32> {
     Ok(first)
 }
 
+/// The (time, id) a cursor of a list ordered by a timestamp continues after.
+fn time_cursor(ordering: &str, after: &str) -> Result<(chrono::DateTime<Utc>, Uuid)> {
+    let invalid = || bad_input("after is not a valid cursor");
+    let c = cursor::decode(ordering, after).ok_or_else(invalid)?;
+    let micros: i64 = c.k.as_deref().and_then(|k| k.parse().ok()).ok_or_else(invalid)?;
+    Ok((chrono::DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?, c.i))
+}
+
 fn uuid_of(id: &ID) -> Option<Uuid> {
     Uuid::parse_str(id).ok()
 }
@@ -141,21 +149,7 @@ impl QueryRoot {
         r.require(DomainRole::can_read_data).await?;
         let first = page_size(first)?;
         let ordering = "members";
-        let at = match &after {
-            Some(c) => {
-                let c = cursor::decode(ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?;
-                let micros: i64 =
-                    c.k.as_deref()
-                        .and_then(|k| k.parse().ok())
-                        .ok_or_else(|| bad_input("after is not a valid cursor"))?;
-                Some((
-                    chrono::DateTime::from_timestamp_micros(micros)
-                        .ok_or_else(|| bad_input("after is not a valid cursor"))?,
-                    c.i,
-                ))
-            }
-            None => None,
-        };
+        let at = after.as_deref().map(|c| time_cursor(ordering, c)).transpose()?;
         r.consistent(&["members"]).await?;
         let role = role.map(|x| x.as_str());
         let mut tx = r.read_tx().await?;
@@ -416,21 +410,7 @@ impl Platform {
         let r = req(ctx);
         let first = page_size(first)?;
         let ordering = "platform-tenants";
-        let at = match &after {
-            Some(c) => {
-                let c = cursor::decode(ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?;
-                let micros: i64 =
-                    c.k.as_deref()
-                        .and_then(|k| k.parse().ok())
-                        .ok_or_else(|| bad_input("after is not a valid cursor"))?;
-                Some((
-                    chrono::DateTime::from_timestamp_micros(micros)
-                        .ok_or_else(|| bad_input("after is not a valid cursor"))?,
-                    c.i,
-                ))
-            }
-            None => None,
-        };
+        let at = after.as_deref().map(|c| time_cursor(ordering, c)).transpose()?;
         r.consistent(&["tenants"]).await?;
         let plan = plan.map(|p| p.as_str());
         let mut tx = r.platform_tx().await?;
