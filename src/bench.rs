@@ -315,6 +315,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
                             let mut tx = s.begin_write(tenant).await?;
                             log::append(&mut tx, &[], &[project_created("P")], &meta(), Utc::now()).await?;
                             tx.commit().await?;
+                            s.events_appended();
                             Ok(())
                         }
                     })

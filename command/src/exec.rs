@@ -156,6 +156,9 @@ pub(crate) async fn execute(
                     tx.rollback().await.map_err(errors::store)?;
                 } else {
                     tx.commit().await.map_err(errors::store)?;
+                    if !o.unchanged {
+                        state.store.events_appended();
+                    }
                 }
                 return Ok(crate::respond::written(status, o.id, o.version, o.position));
             }

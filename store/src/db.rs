@@ -47,6 +47,7 @@ pub struct Store {
     writer: PgPool,
     reader: PgPool,
     projector: PgPool,
+    appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) -> Result<PgPool, StoreError> {
@@ -90,11 +91,23 @@ impl Store {
         let options = PgConnectOptions::from_str(database_url)
             .map_err(|e| StoreError::Invalid(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
+        let writer = role_pool(&options, "keel_writer", sizes.writer).await?;
+        let appended = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(notify_appends(writer.clone(), appended.clone()));
         Ok(Store {
-            writer: role_pool(&options, "keel_writer", sizes.writer).await?,
+            writer,
             reader: role_pool(&options, "keel_reader", sizes.reader).await?,
             projector: role_pool(&options, "keel_projector", sizes.projector).await?,
+            appended,
         })
+    }
+
+    /// Tells projection workers, after a commit, that events were appended. Pokes that arrive
+    /// while a notification is being sent are folded into the next one, so commits never queue
+    /// on PostgreSQL's notification lock; a notification lost to a crash only delays a
+    /// projection until its next poll.
+    pub fn events_appended(&self) {
+        self.appended.notify_one();
     }
 
     /// The command side: appends and inline tables.
@@ -124,6 +137,19 @@ impl Store {
         self.writer.close().await;
         self.reader.close().await;
         self.projector.close().await;
+    }
+}
+
+/// Sends `NOTIFY keel_events` once per burst of `events_appended` pokes, until the pool closes.
+async fn notify_appends(pool: PgPool, appended: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        appended.notified().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(crate::EVENTS_CHANNEL).execute(&pool).await {
+            tracing::warn!(error = %e, "cannot notify projection workers; they will poll");
+        }
     }
 }
 

@@ -134,8 +134,8 @@ impl Appended {
 /// Appends `events` in the tenant's transaction. Each stream must be at the version `expected`
 /// gives for it (a stream not listed must be new); a stream that moved is a `Conflict`, and so is
 /// a concurrent append that wins the race to the same version (the unique constraint on
-/// (tenant, stream, version) decides). Inline projections are applied in the same transaction,
-/// and projection workers are notified at commit.
+/// (tenant, stream, version) decides). Inline projections are applied in the same transaction.
+/// After committing, call `Store::events_appended` to wake the projection workers.
 pub async fn append(
     tx: &mut TenantTx,
     expected: &[(Uuid, i64)],
@@ -266,8 +266,6 @@ pub async fn append(
 
     let refs: Vec<&Event> = events.iter().collect();
     inline::apply(tx.conn(), tenant, &refs).await?;
-
-    sqlx::query("SELECT pg_notify($1, '')").bind(crate::EVENTS_CHANNEL).execute(tx.conn()).await?;
 
     Ok(Appended { last, versions: heads.into_iter().map(|(s, v, _)| (s, v)).collect() })
 }
