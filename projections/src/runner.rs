@@ -126,15 +126,7 @@ impl<P: Projection> Runner<P> {
     /// A runner that replays into the `keel_rebuild` schema under its own checkpoint.
     pub fn for_rebuild(store: Store, projection: P, config: RunnerConfig) -> Self {
         let checkpoint_name = format!("{}@rebuild", projection.name());
-        Runner {
-            store,
-            projection,
-            config,
-            attempts: Mutex::new(HashMap::new()),
-            checkpoint_name,
-            rebuild: true,
-            wake: None,
-        }
+        Runner { checkpoint_name, rebuild: true, ..Runner::new(store, projection, config) }
     }
 
     /// Wakes on this channel's changes instead of a LISTEN connection of its own.
