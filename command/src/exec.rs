@@ -202,19 +202,37 @@ fn metadata(meta: &WriteMeta) -> EventMetadata {
     }
 }
 
+/// Where a loaded stream stands: what an append after it chains to.
+#[derive(Debug, Clone, Default)]
+struct Head {
+    version: i64,
+    /// The position of its last event (the answer when a command changes nothing).
+    last: LogPosition,
+    hash: Option<Vec<u8>>,
+}
+
+impl Head {
+    fn of(stored: &[RecordedEvent]) -> Head {
+        stored.last().map_or_else(Head::default, |e| Head {
+            version: e.stream_version,
+            last: e.log_position(),
+            hash: Some(e.hash.clone()),
+        })
+    }
+}
+
 /// A stream of the transaction's tenant, decoded; `None` when it does not exist or is of another type.
-async fn load<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, i64, LogPosition)>, Failure> {
+async fn load<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
     let stored: Vec<RecordedEvent> = log::read_stream(tx, id).await?;
     if stored.is_empty() || stored[0].stream_type != A::STREAM_TYPE.as_str() {
         return Ok(None);
     }
     let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
-    let last = stored.last().expect("non-empty");
-    Ok(Some((A::from_events(&events), last.stream_version, last.log_position())))
+    Ok(Some((A::from_events(&events), Head::of(&stored))))
 }
 
-/// The loaded state (or a fresh one), its version, and the position of its last event.
-async fn load_or_new<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<(A, i64, LogPosition), Failure> {
+/// The loaded state (or a fresh one) and where its stream stands.
+async fn load_or_new<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<(A, Head), Failure> {
     let stored: Vec<RecordedEvent> = log::read_stream(tx, id).await?;
     if let Some(first) = stored.first()
         && first.stream_type != A::STREAM_TYPE.as_str()
@@ -223,9 +241,7 @@ async fn load_or_new<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<(A, i6
         return Err(Failure::Domain(DomainError::NotFound(stream_noun(A::STREAM_TYPE))));
     }
     let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
-    let version = stored.last().map(|e| e.stream_version).unwrap_or(0);
-    let pos = stored.last().map(|e| e.log_position()).unwrap_or_default();
-    Ok((A::from_events(&events), version, pos))
+    Ok((A::from_events(&events), Head::of(&stored)))
 }
 
 fn stream_noun(t: StreamType) -> &'static str {
@@ -249,23 +265,24 @@ async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<TenantRow, Failure>
     access::tenant_row(tx, lock).await?.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
 }
 
-/// Appends `events` to `stream` at `version`, or reports that nothing changed.
+/// Appends `events` to `stream` after `head`, or reports that nothing changed.
 async fn append(
     tx: &mut TenantTx,
     stream: Uuid,
-    version: i64,
-    last: LogPosition,
+    head: Head,
     events: Vec<Event>,
     meta: &WriteMeta,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
     if events.is_empty() {
-        return Ok(Outcome { id: stream, version, position: last, unchanged: true });
+        return Ok(Outcome { id: stream, version: head.version, position: head.last, unchanged: true });
     }
-    let appended = log::append(tx, &[(stream, version)], &events, &metadata(meta), now).await?;
+    let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash }];
+    let known = if head.version == 0 { &known[..0] } else { &known[..] };
+    let appended = log::append_at(tx, known, &events, &metadata(meta), now).await?;
     Ok(Outcome {
         id: stream,
-        version: appended.version_of(stream).unwrap_or(version),
+        version: appended.version_of(stream).unwrap_or(head.version),
         position: appended.last,
         unchanged: false,
     })
@@ -281,16 +298,16 @@ async fn run(
     match cmd.clone() {
         Cmd::Provision(p) => {
             let id = p.tenant_id.0;
-            let (tenant, version, last) = load_or_new::<Tenant>(tx, id).await?;
+            let (tenant, head) = load_or_new::<Tenant>(tx, id).await?;
             let events = tenant.provision(p, now)?;
-            append(tx, id, version, last, events, meta, now).await
+            append(tx, id, head, events, meta, now).await
         }
         Cmd::Tenant(op) => {
             let id = tx.tenant().0;
-            let Some((tenant, version, last)) = load::<Tenant>(tx, id).await? else {
+            let Some((tenant, head)) = load::<Tenant>(tx, id).await? else {
                 return Err(Failure::Problem(Problem::not_found("tenant")));
             };
-            check_if_match(meta, version)?;
+            check_if_match(meta, head.version)?;
             let row = tenant_row(tx, true).await?;
             let usage = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
             let events = match op {
@@ -298,15 +315,15 @@ async fn run(
                 TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now)?,
                 TenantOp::Reactivate => tenant.reactivate(now)?,
             };
-            append(tx, id, version, last, events, meta, now).await
+            append(tx, id, head, events, meta, now).await
         }
         Cmd::Member(id, c) => {
             // Every member command locks the tenant row: seats and "one owner remains" are
             // decided one command at a time.
             let row = tenant_row(tx, true).await?;
-            let (member, version, last) = load_or_new::<Member>(tx, id.0).await?;
+            let (member, head) = load_or_new::<Member>(tx, id.0).await?;
             if !matches!(c, MemberCommand::Invite { .. }) {
-                check_if_match(meta, version)?;
+                check_if_match(meta, head.version)?;
             }
             let ctx = MemberContext {
                 plan: row.plan,
@@ -316,22 +333,22 @@ async fn run(
                 actor: role.expect("tenant commands have a role"),
             };
             let events = member.decide(c, &ctx, now)?;
-            append(tx, id.0, version, last, events, meta, now).await
+            append(tx, id.0, head, events, meta, now).await
         }
         Cmd::Project(id, c) => {
             let counts = matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore);
             let row = tenant_row(tx, counts).await?;
-            let (project, version, last) = load_or_new::<Project>(tx, id.0).await?;
+            let (project, head) = load_or_new::<Project>(tx, id.0).await?;
             if !matches!(c, ProjectCommand::Create { .. }) {
-                check_if_match(meta, version)?;
+                check_if_match(meta, head.version)?;
             }
             let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
             let events = project.decide(c, &ctx, now)?;
-            append(tx, id.0, version, last, events, meta, now).await
+            append(tx, id.0, head, events, meta, now).await
         }
         Cmd::Task(id, c) => {
             let row = tenant_row(tx, false).await?;
-            let (task, version, last) = load_or_new::<Task>(tx, id.0).await?;
+            let (task, head) = load_or_new::<Task>(tx, id.0).await?;
             let project_id = match &c {
                 TaskCommand::Create { project_id, .. } => Some(*project_id),
                 _ => task.project_id,
@@ -340,13 +357,13 @@ async fn run(
                 if task.id.is_none() {
                     return Err(Failure::Domain(DomainError::NotFound("task")));
                 }
-                check_if_match(meta, version)?;
+                check_if_match(meta, head.version)?;
             }
             let project = match project_id {
                 None => ProjectState::Missing,
                 Some(p) => match load::<Project>(tx, p.0).await? {
                     None => ProjectState::Missing,
-                    Some((p, _, _)) if p.status == Some(keel_domain::project::ProjectStatus::Archived) => {
+                    Some((p, _)) if p.status == Some(keel_domain::project::ProjectStatus::Archived) => {
                         ProjectState::Archived
                     }
                     Some(_) => ProjectState::Active,
@@ -363,7 +380,7 @@ async fn run(
             };
             let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
             let events = task.decide(c, &ctx, now)?;
-            append(tx, id.0, version, last, events, meta, now).await
+            append(tx, id.0, head, events, meta, now).await
         }
         Cmd::Usage(batch, records) => {
             let row = tenant_row(tx, false).await?;
@@ -373,7 +390,7 @@ async fn run(
             let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
             let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
             let events = keel_domain::usage::record_usage(batch, records, &ctx, now)?;
-            append(tx, batch.0, 0, LogPosition::START, events, meta, now).await
+            append(tx, batch.0, Head::default(), events, meta, now).await
         }
     }
 }

@@ -6,7 +6,7 @@ use keel_store::{RecordedEvent, StoreError, read};
 use sqlx::PgConnection;
 
 macro_rules! projection {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, [$($t:literal),+ $(,)?], $apply:path) => {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, [$($t:literal),+ $(,)?], $apply:path $(, batch = $batch:path)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $ty;
@@ -27,6 +27,12 @@ macro_rules! projection {
             async fn apply(&self, conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
                 $apply(conn, recorded, event).await
             }
+
+            $(
+                async fn apply_batch(&self, conn: &mut PgConnection, items: &[read::Item<'_>]) -> Result<(), StoreError> {
+                    $batch(conn, items).await
+                }
+            )?
         }
     };
 }
@@ -35,13 +41,13 @@ projection!(
     /// `rm_projects`: projects with task counts by status.
     ProjectsProjection, "projects",
     ["ProjectCreated", "ProjectUpdated", "ProjectArchived", "ProjectRestored", "TaskCreated", "TaskStatusChanged"],
-    read::projects::apply
+    read::projects::apply, batch = read::projects::apply_batch
 );
 projection!(
     /// `rm_tasks`.
     TasksProjection, "tasks",
     ["TaskCreated", "TaskUpdated", "TaskAssigned", "TaskStatusChanged"],
-    read::tasks::apply
+    read::tasks::apply, batch = read::tasks::apply_batch
 );
 projection!(
     /// `rm_members`.
@@ -53,7 +59,7 @@ projection!(
     /// `rm_task_throughput`: tasks created and completed per day.
     ThroughputProjection, "throughput",
     ["TaskCreated", "TaskStatusChanged"],
-    read::throughput::apply
+    read::throughput::apply, batch = read::throughput::apply_batch
 );
 projection!(
     /// `rm_usage_daily` and `rm_usage_monthly`.

@@ -37,6 +37,21 @@ pub trait Projection: Send + Sync + 'static {
         recorded: &RecordedEvent,
         event: &Event,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies a batch of decoded events, in order, with the same effect as `apply` on each. A
+    /// projection that can write a run of similar events with one statement overrides it.
+    fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        items: &[keel_store::read::Item<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            for (recorded, event) in items {
+                self.apply(conn, recorded, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +208,22 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn apply_all(&self, conn: &mut PgConnection, batch: &[RecordedEvent]) -> Result<(), Failed> {
+        // The batch as a whole first (one statement per run of similar events), inside a
+        // savepoint; if anything in it fails, event by event to find the one that does.
+        let handled: Vec<&RecordedEvent> = batch.iter().filter(|r| self.projection.handles(&r.event_type)).collect();
+        if handled.len() > 1
+            && let Ok(items) = handled.iter().map(|r| r.decode().map(|e| (*r, e))).collect::<Result<Vec<_>, _>>()
+        {
+            let fail = |e: sqlx::Error| Failed::At(0, e.into());
+            sqlx::query("SAVEPOINT keel_batch").execute(&mut *conn).await.map_err(fail)?;
+            match self.projection.apply_batch(conn, &items).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(projection = self.projection.name(), error = %e, "batch failed; applying event by event");
+                    sqlx::query("ROLLBACK TO SAVEPOINT keel_batch").execute(&mut *conn).await.map_err(fail)?;
+                }
+            }
+        }
         for (i, recorded) in batch.iter().enumerate() {
             if self.projection.handles(&recorded.event_type) {
                 let result = match recorded.decode() {

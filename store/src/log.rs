@@ -131,6 +131,14 @@ impl Appended {
     }
 }
 
+/// Where a stream stands: its version and the hash of its last event (`None` for a new stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    pub stream_id: Uuid,
+    pub version: i64,
+    pub hash: Option<Vec<u8>>,
+}
+
 /// Appends `events` in the tenant's transaction. Each stream must be at the version `expected`
 /// gives for it (a stream not listed must be new); a stream that moved is a `Conflict`, and so is
 /// a concurrent append that wins the race to the same version (the unique constraint on
@@ -139,6 +147,43 @@ impl Appended {
 pub async fn append(
     tx: &mut TenantTx,
     expected: &[(Uuid, i64)],
+    events: &[Event],
+    metadata: &EventMetadata,
+    now: DateTime<Utc>,
+) -> Result<Appended, StoreError> {
+    let mut heads = Vec::with_capacity(expected.len());
+    for &(stream, want) in expected {
+        if want == 0 {
+            continue; // must be new: the unique constraint refuses version 1 of an existing stream
+        }
+        let head = sqlx::query(
+            "SELECT stream_version, hash FROM events WHERE tenant_id = $1 AND stream_id = $2 \
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(tx.tenant().0)
+        .bind(stream)
+        .fetch_optional(tx.conn())
+        .await?;
+        let (actual, hash) = match head {
+            Some(r) => (r.try_get::<i64, _>(0)?, Some(r.try_get::<Vec<u8>, _>(1)?)),
+            None => (0, None),
+        };
+        if actual != want {
+            return Err(StoreError::Conflict { stream_id: stream, expected: want, actual });
+        }
+        heads.push(StreamHead { stream_id: stream, version: actual, hash });
+    }
+    append_at(tx, &heads, events, metadata, now).await
+}
+
+/// `append` for a caller that read the heads of the streams it appends to in this transaction
+/// (a command that loaded its aggregate): no statement looks them up again. A stream not listed
+/// must be new. A head that is stale is still a `Conflict`: the version after it exists, and the
+/// unique constraint on (tenant, stream, version) refuses a second one, so an event is only ever
+/// chained to the event it was decided on.
+pub async fn append_at(
+    tx: &mut TenantTx,
+    known: &[StreamHead],
     events: &[Event],
     metadata: &EventMetadata,
     now: DateTime<Utc>,
@@ -157,23 +202,10 @@ pub async fn append(
         if heads.iter().any(|(s, _, _)| *s == stream) {
             continue;
         }
-        let want = expected.iter().find(|(s, _)| *s == stream).map(|(_, v)| *v).unwrap_or(0);
-        let head = sqlx::query(
-            "SELECT stream_version, hash FROM events WHERE tenant_id = $1 AND stream_id = $2 \
-             ORDER BY stream_version DESC LIMIT 1",
-        )
-        .bind(tenant.0)
-        .bind(stream)
-        .fetch_optional(tx.conn())
-        .await?;
-        let (actual, hash) = match head {
-            Some(r) => (r.try_get::<i64, _>(0)?, Some(r.try_get::<Vec<u8>, _>(1)?)),
-            None => (0, None),
-        };
-        if actual != want {
-            return Err(StoreError::Conflict { stream_id: stream, expected: want, actual });
+        match known.iter().find(|h| h.stream_id == stream) {
+            Some(h) => heads.push((stream, h.version, h.hash.clone())),
+            None => heads.push((stream, 0, None)),
         }
-        heads.push((stream, actual, hash));
     }
 
     let starts: Vec<(Uuid, i64)> = heads.iter().map(|(s, v, _)| (*s, *v)).collect();

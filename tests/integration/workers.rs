@@ -1,12 +1,13 @@
 //! Projection workers as separate `keel serve --role projector` processes: killed mid catch-up,
 //! killed while holding a lease, and watched with `keel projections status`.
 
-use crate::helpers::{SECRET, TestDb};
+use crate::helpers::{SECRET, TestDb, meta};
 use crate::projection::{all_readable, create_projects};
 use keel_projections::{
     MembersProjection, Projection, ProjectsProjection, Runner, RunnerConfig, TasksProjection, TenantsProjection,
     ThroughputProjection, UsageProjection,
 };
+use keel_store::log;
 use keel_store::{Store, checkpoint};
 use sqlx::Executor;
 use std::process::Stdio;
@@ -52,12 +53,16 @@ async fn read_tables(db: &TestDb) -> Vec<String> {
     out
 }
 
-async fn replay<P: Projection>(store: &Store, p: P) {
-    Runner::new(store.clone(), p, RunnerConfig::default()).run_once().await.unwrap();
+async fn replay<P: Projection>(store: &Store, p: P, batch_size: i64) {
+    Runner::new(store.clone(), p, RunnerConfig { batch_size, ..RunnerConfig::default() }).run_once().await.unwrap();
 }
 
 /// Empties every read table and checkpoint, then replays the whole log in this process.
 async fn fresh_replay(db: &TestDb) -> Vec<String> {
+    replay_in_batches_of(db, 500).await
+}
+
+async fn replay_in_batches_of(db: &TestDb, n: i64) -> Vec<String> {
     let mut su = db.superuser().await;
     su.execute(
         "TRUNCATE rm_projects, rm_tasks, rm_members, rm_task_throughput, rm_task_completions, rm_usage_daily,
@@ -65,12 +70,12 @@ async fn fresh_replay(db: &TestDb) -> Vec<String> {
     )
     .await
     .unwrap();
-    replay(&db.store, ProjectsProjection).await;
-    replay(&db.store, TasksProjection).await;
-    replay(&db.store, MembersProjection).await;
-    replay(&db.store, ThroughputProjection).await;
-    replay(&db.store, UsageProjection).await;
-    replay(&db.store, TenantsProjection).await;
+    replay(&db.store, ProjectsProjection, n).await;
+    replay(&db.store, TasksProjection, n).await;
+    replay(&db.store, MembersProjection, n).await;
+    replay(&db.store, ThroughputProjection, n).await;
+    replay(&db.store, UsageProjection, n).await;
+    replay(&db.store, TenantsProjection, n).await;
     read_tables(db).await
 }
 
@@ -221,4 +226,69 @@ async fn status_shows_checkpoint_lag_state_holder_and_dead_letters() {
     for name in keel_projections::ALL {
         assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} listed");
     }
+}
+
+/// Projects, runs of task creations across many streams, status changes in between: what the
+/// batched path writes (a statement per run of similar events) equals applying one at a time.
+#[tokio::test]
+async fn a_batched_replay_writes_exactly_what_event_by_event_application_writes() {
+    use keel_domain::event::{TaskCreated, TaskStatusChanged};
+    use keel_domain::values::{Description, Priority, TaskStatus, TaskTitle};
+    use keel_domain::{Event, MemberId, TaskId};
+
+    let db = TestDb::new().await;
+    let tenant = db.provision("batched", "ada").await;
+    let other = db.provision("batched-2", "bob").await;
+    let projects = crate::projection::create_projects(&db, tenant, 40).await;
+    let day = |d: i64| chrono::Utc::now() - chrono::Duration::days(d);
+    let mut tasks = Vec::new();
+    for (i, p) in projects.iter().enumerate() {
+        let events: Vec<Event> = (0..15)
+            .map(|j| {
+                let t = TaskId::new_v7();
+                tasks.push((t, *p));
+                Event::TaskCreated(TaskCreated {
+                    task_id: t,
+                    project_id: *p,
+                    title: TaskTitle::parse("title", &format!("T{i}-{j}")).unwrap(),
+                    description: Description::parse("description", if j % 3 == 0 { "" } else { "text" }).unwrap(),
+                    assignee: (j % 4 == 0).then(MemberId::new_v7),
+                    due_date: (j % 2 == 0).then(|| chrono::NaiveDate::from_ymd_opt(2027, 1, 1 + j as u32).unwrap()),
+                    priority: if j % 5 == 0 { Priority::Urgent } else { Priority::Low },
+                    at: day((j % 3) as i64),
+                })
+            })
+            .collect();
+        let mut tx = db.store.begin_write(tenant).await.unwrap();
+        log::append(&mut tx, &[], &events, &meta(), chrono::Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        // Between the runs, some tasks finish: runs of one type alternate with others.
+        let done: Vec<Event> = tasks[tasks.len() - 3..]
+            .iter()
+            .map(|(t, p)| {
+                Event::TaskStatusChanged(TaskStatusChanged {
+                    task_id: *t,
+                    project_id: *p,
+                    from: TaskStatus::Todo,
+                    to: TaskStatus::Done,
+                    completed_at: Some(day(1)),
+                    at: day(1),
+                })
+            })
+            .collect();
+        let mut tx = db.store.begin_write(tenant).await.unwrap();
+        let expected: Vec<(uuid::Uuid, i64)> = tasks[tasks.len() - 3..].iter().map(|(t, _)| (t.0, 1)).collect();
+        log::append(&mut tx, &expected, &done, &meta(), chrono::Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    crate::projection::create_projects(&db, other, 30).await;
+    all_readable(&db).await;
+
+    let one_by_one = replay_in_batches_of(&db, 1).await;
+    let batched = replay_in_batches_of(&db, 500).await;
+    let tasks_rows = batched.iter().filter(|r| r.starts_with("rm_tasks:")).count();
+    assert_eq!(tasks_rows, 600);
+    assert!(batched.iter().any(|r| r.starts_with("rm_projects:") && r.contains("\"tasks_done\":3")));
+    assert!(batched.iter().any(|r| r.starts_with("rm_task_throughput:")));
+    assert_eq!(batched, one_by_one, "the batched path writes the same rows");
 }

@@ -76,6 +76,64 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
     Ok(())
 }
 
+/// Applies a batch: runs of project creations are one INSERT, runs of task creations one UPDATE
+/// of the counts; everything else event by event. The same rows as `apply` one at a time.
+pub async fn apply_batch(conn: &mut PgConnection, items: &[super::Item<'_>]) -> Result<(), StoreError> {
+    for run in super::runs(items) {
+        match &run[0].1 {
+            Event::ProjectCreated(_) if run.len() > 1 => {
+                let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for (r, e) in run {
+                    let Event::ProjectCreated(e) = e else { continue };
+                    cols.0.push(r.tenant_id.0);
+                    cols.1.push(e.project_id.0);
+                    cols.2.push(e.name.as_str());
+                    cols.3.push(e.description.as_ref().map(|d| d.as_str()));
+                    cols.4.push(e.at);
+                    cols.5.push(r.stream_version);
+                }
+                sqlx::query(
+                    "INSERT INTO rm_projects (tenant_id, project_id, name, description, status, created_at, updated_at, version)
+                     SELECT t, p, n, d, 'active', a, a, v
+                       FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::int8[]) AS u(t, p, n, d, a, v)
+                     ON CONFLICT (tenant_id, project_id) DO NOTHING",
+                )
+                .bind(&cols.0)
+                .bind(&cols.1)
+                .bind(&cols.2)
+                .bind(&cols.3)
+                .bind(&cols.4)
+                .bind(&cols.5)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Event::TaskCreated(_) if run.len() > 1 => {
+                let (mut tenants, mut projects) = (Vec::new(), Vec::new());
+                for (r, e) in run {
+                    let Event::TaskCreated(e) = e else { continue };
+                    tenants.push(r.tenant_id.0);
+                    projects.push(e.project_id.0);
+                }
+                sqlx::query(
+                    "UPDATE rm_projects p SET tasks_todo = p.tasks_todo + c.n
+                       FROM (SELECT t, pr, count(*)::int AS n FROM UNNEST($1::uuid[], $2::uuid[]) AS u(t, pr) GROUP BY t, pr) c
+                      WHERE p.tenant_id = c.t AND p.project_id = c.pr",
+                )
+                .bind(&tenants)
+                .bind(&projects)
+                .execute(&mut *conn)
+                .await?;
+            }
+            _ => {
+                for (r, e) in run {
+                    apply(conn, r, e).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn set_status(
     conn: &mut PgConnection,
     tenant: Uuid,

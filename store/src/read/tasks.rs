@@ -18,6 +18,62 @@ fn rank(p: Priority) -> i16 {
     }
 }
 
+/// Applies a batch: a run of task creations is one INSERT; everything else event by event.
+pub async fn apply_batch(conn: &mut PgConnection, items: &[super::Item<'_>]) -> Result<(), StoreError> {
+    for run in super::runs(items) {
+        if !(run.len() > 1 && matches!(run[0].1, Event::TaskCreated(_))) {
+            for (r, e) in run {
+                apply(conn, r, e).await?;
+            }
+            continue;
+        }
+        let n = run.len();
+        let (mut tenants, mut tasks, mut projects) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut titles, mut descriptions, mut priorities) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ranks, mut assignees, mut dues) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ats, mut versions) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (r, e) in run {
+            let Event::TaskCreated(e) = e else { continue };
+            tenants.push(r.tenant_id.0);
+            tasks.push(e.task_id.0);
+            projects.push(e.project_id.0);
+            titles.push(e.title.as_str());
+            descriptions.push(e.description.as_ref().map(|d| d.as_str()));
+            priorities.push(e.priority.as_str());
+            ranks.push(rank(e.priority));
+            assignees.push(e.assignee.map(|m| m.0));
+            dues.push(e.due_date);
+            ats.push(e.at);
+            versions.push(r.stream_version);
+        }
+        sqlx::query(
+            "INSERT INTO rm_tasks (tenant_id, task_id, project_id, title, description, status, priority, priority_rank,
+                                   assignee, due_date, created_at, updated_at, version)
+             SELECT t, k, p, ti, d, 'todo', pr, rk, asg, due, a, a, v
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int2[],
+                           $8::uuid[], $9::date[], $10::timestamptz[], $11::int8[]) AS u(t, k, p, ti, d, pr, rk, asg, due, a, v)
+             ON CONFLICT (tenant_id, task_id) DO NOTHING",
+        )
+        .bind(&tenants)
+        .bind(&tasks)
+        .bind(&projects)
+        .bind(&titles)
+        .bind(&descriptions)
+        .bind(&priorities)
+        .bind(&ranks)
+        .bind(&assignees)
+        .bind(&dues)
+        .bind(&ats)
+        .bind(&versions)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
     let tenant = recorded.tenant_id.0;
     let v = recorded.stream_version;

@@ -27,6 +27,38 @@ async fn bump(
     Ok(())
 }
 
+/// Applies a batch: a run of task creations adds its counts per (tenant, day) in one statement;
+/// everything else event by event.
+pub async fn apply_batch(conn: &mut PgConnection, items: &[super::Item<'_>]) -> Result<(), StoreError> {
+    for run in super::runs(items) {
+        if !(run.len() > 1 && matches!(run[0].1, Event::TaskCreated(_))) {
+            for (r, e) in run {
+                apply(conn, r, e).await?;
+            }
+            continue;
+        }
+        let mut days: std::collections::BTreeMap<(uuid::Uuid, chrono::NaiveDate), i32> = Default::default();
+        for (r, e) in run {
+            if let Event::TaskCreated(e) = e {
+                *days.entry((r.tenant_id.0, e.at.date_naive())).or_default() += 1;
+            }
+        }
+        let (keys, counts): (Vec<_>, Vec<i32>) = days.into_iter().unzip();
+        let (tenants, dates): (Vec<uuid::Uuid>, Vec<chrono::NaiveDate>) = keys.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO rm_task_throughput (tenant_id, day, created, completed)
+             SELECT t, d, n, 0 FROM UNNEST($1::uuid[], $2::date[], $3::int4[]) AS u(t, d, n)
+             ON CONFLICT (tenant_id, day) DO UPDATE SET created = rm_task_throughput.created + EXCLUDED.created",
+        )
+        .bind(&tenants)
+        .bind(&dates)
+        .bind(&counts)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
     let tenant = recorded.tenant_id.0;
     match event {
