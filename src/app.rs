@@ -41,6 +41,8 @@ pub struct AppConfig {
     pub roles: Roles,
     pub runner: RunnerConfig,
     pub pools: PoolSizes,
+    /// Seals and opens personal data.
+    pub master_key: keel_store::MasterKey,
 }
 
 pub struct App {
@@ -60,7 +62,7 @@ struct OpsState {
 impl App {
     /// Connects the service roles (the database must be migrated) and binds the listener.
     pub async fn build(config: AppConfig) -> anyhow::Result<App> {
-        let store = Store::connect(&config.database_url, config.pools)
+        let store = Store::connect(&config.database_url, config.pools, Some(config.master_key.clone()))
             .await
             .context("cannot connect to the database (DATABASE_URL)")?;
         let listener = TcpListener::bind(&config.listen)

@@ -273,6 +273,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         roles: Roles { command: true, query: true, projector: false },
         runner: RunnerConfig::default(),
         pools: sizes,
+        master_key: keel_store::MasterKey::generate(),
     })
     .await?;
     let base = format!("http://127.0.0.1:{}", app.port());

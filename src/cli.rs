@@ -40,6 +40,15 @@ pub struct Settings {
     #[arg(long, env = "KEEL_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// The master key that seals every member's data key: 64 hex digits or base64 of 32 bytes.
+    /// Unset (and no KEEL_MASTER_KEY_FILE): `up` uses a development key generated under KEEL_DATA_DIR.
+    #[arg(long, env = "KEEL_MASTER_KEY", global = true, hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key (instead of KEEL_MASTER_KEY).
+    #[arg(long, env = "KEEL_MASTER_KEY_FILE", global = true)]
+    pub master_key_file: Option<PathBuf>,
+
     /// Required `iss` of tokens, when set.
     #[arg(long, env = "KEEL_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
@@ -102,6 +111,16 @@ pub enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Export and verify a tenant's history.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+    /// Manage the master key that seals personal data.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCmd,
+    },
     /// Inspect and rebuild the asynchronous projections.
     Projections {
         #[command(subcommand)]
@@ -117,6 +136,38 @@ pub enum ProjectionsCmd {
     Rebuild {
         /// projects, tasks, members, throughput, usage or tenants.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Write a tenant's events to stdout as NDJSON, one event a line, in log order; personal data
+    /// of erased members reads "[erased]".
+    Export {
+        #[arg(long)]
+        tenant: Uuid,
+        /// Only events recorded at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events recorded before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Recompute every hash chain (of one tenant, or all); exit 1 at the first broken link.
+    Verify {
+        #[arg(long)]
+        tenant: Option<Uuid>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Re-seal every member's data key under a new master key; events are not touched.
+    Rotate {
+        /// The new key: read from this file, or generated into it when the file does not exist.
+        /// Unset with the development key: a new development key replaces it.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
 }
 

@@ -2,6 +2,7 @@
 //! and `App`, which wires the REST, GraphQL and projection parts into one process.
 
 pub mod app;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod embedded;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{BenchArgs, Cli, Cmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
+use keel::cli::{AuditCmd, BenchArgs, Cli, Cmd, KeysCmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, Roles, secrets, telemetry};
 use keel_gateway::auth::Secret;
@@ -23,6 +23,8 @@ async fn main() {
         Cmd::Projections { command } => projections(&cli.settings, command).await,
         Cmd::GraphqlSchema { out } => graphql_schema(out),
         Cmd::Bench(args) => bench(&cli.settings, args).await,
+        Cmd::Audit { command } => audit(&cli.settings, command).await,
+        Cmd::Keys { command } => keys(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -52,7 +54,38 @@ fn jwt(s: &Settings, dev: bool) -> anyhow::Result<JwtConfig> {
     })
 }
 
-fn app_config(s: &Settings, database_url: String, jwt: JwtConfig, roles: Roles) -> AppConfig {
+/// The master key: KEEL_MASTER_KEY, KEEL_MASTER_KEY_FILE, or (with `dev`) a development key
+/// generated once under the data directory.
+fn master_key(s: &Settings, dev: bool) -> anyhow::Result<keel_store::MasterKey> {
+    if let Some(k) = &s.master_key {
+        return keel_store::MasterKey::parse(k).context("KEEL_MASTER_KEY");
+    }
+    if let Some(path) = &s.master_key_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return keel_store::MasterKey::parse(&text).with_context(|| format!("KEEL_MASTER_KEY_FILE {}", path.display()));
+    }
+    if !dev {
+        bail!("KEEL_MASTER_KEY or KEEL_MASTER_KEY_FILE is required (use `keel up` for a development key)");
+    }
+    let path = dev_key_path(s);
+    let (key, created) = secrets::load_or_create(&path)?;
+    if created {
+        eprintln!("keel: KEEL_MASTER_KEY is unset; generated a development master key in {}", path.display());
+    }
+    keel_store::MasterKey::parse(&key).with_context(|| format!("the development master key in {}", path.display()))
+}
+
+fn dev_key_path(s: &Settings) -> std::path::PathBuf {
+    s.data_dir.join("master-key")
+}
+
+fn app_config(
+    s: &Settings,
+    database_url: String,
+    jwt: JwtConfig,
+    roles: Roles,
+    master_key: keel_store::MasterKey,
+) -> AppConfig {
     AppConfig {
         database_url,
         listen: s.listen.clone(),
@@ -62,6 +95,7 @@ fn app_config(s: &Settings, database_url: String, jwt: JwtConfig, roles: Roles) 
         roles,
         runner: runner_config(s),
         pools: PoolSizes::default(),
+        master_key,
     }
 }
 
@@ -116,7 +150,7 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
     keel_store::migrate(&url).await.context("migrations failed")?;
     let jwt = jwt(s, true)?;
     let token = Authenticator::hs256(jwt.clone()).issue("operator", None, true, Duration::from_secs(12 * 3600));
-    let app = App::build(app_config(s, url, jwt, Roles::ALL)).await?;
+    let app = App::build(app_config(s, url, jwt, Roles::ALL, master_key(s, true)?)).await?;
     let addr = app.local_addr();
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
@@ -146,7 +180,7 @@ async fn serve(s: &Settings, role: ServeRole) -> anyhow::Result<()> {
         ServeRole::Query => Roles { command: false, query: true, projector: false },
         ServeRole::Projector => Roles { command: false, query: false, projector: true },
     };
-    let app = App::build(app_config(s, url, jwt(s, false)?, roles)).await?;
+    let app = App::build(app_config(s, url, jwt(s, false)?, roles, master_key(s, false)?)).await?;
     tracing::info!(addr = %app.local_addr(), ?role, "serving");
     app.run(shutdown_signal()).await
 }
@@ -193,9 +227,10 @@ async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Res
 
 async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()> {
     with_database(s, async |url: &str| {
-        let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 })
-            .await
-            .context("cannot connect (is the database migrated? run keel migrate)")?;
+        let store =
+            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, master_key(s, true).ok())
+                .await
+                .context("cannot connect (is the database migrated? run keel migrate)")?;
         match command {
             ProjectionsCmd::Status => {
                 println!(
@@ -288,4 +323,70 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
+    with_database(s, async |url: &str| {
+        let store =
+            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, master_key(s, true).ok())
+                .await
+                .context("cannot connect (is the database migrated? run keel migrate)")?;
+        let result = match command {
+            AuditCmd::Export { tenant, from, to } => {
+                let out = std::io::stdout().lock();
+                let n = keel::audit::export(&store, keel_domain::TenantId(tenant), from, to, out).await?;
+                eprintln!("keel: exported {n} events of tenant {tenant}");
+                Ok(())
+            }
+            AuditCmd::Verify { tenant } => keel::audit::verify(&store, tenant).await,
+        };
+        store.close().await;
+        result
+    })
+    .await
+}
+
+async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
+    let KeysCmd::Rotate { new_key_file } = command;
+    let old = master_key(s, true)?;
+    let dev = s.master_key.is_none() && s.master_key_file.is_none();
+    let (new, new_path) = match &new_key_file {
+        Some(path) => {
+            let (text, created) = secrets::load_or_create(path)?;
+            if created {
+                eprintln!("keel: generated a new master key in {}", path.display());
+            }
+            (
+                keel_store::MasterKey::parse(&text).with_context(|| format!("the new key in {}", path.display()))?,
+                Some(path.clone()),
+            )
+        }
+        None if dev => (keel_store::MasterKey::generate(), None),
+        None => {
+            bail!("--new-key-file is required when the master key comes from KEEL_MASTER_KEY or KEEL_MASTER_KEY_FILE")
+        }
+    };
+    if new.id() == old.id() {
+        bail!("the new master key is the current one");
+    }
+    let n = with_database(s, async |url: &str| keel::audit::rotate_keys(url, &old, &new).await).await?;
+    match new_path {
+        Some(path) => println!(
+            "re-sealed {n} data keys under master key {}; from now on run Keel with KEEL_MASTER_KEY_FILE={}",
+            new.id(),
+            path.display()
+        ),
+        None => {
+            // The development key is replaced by the new one; the old one is kept beside it.
+            let path = dev_key_path(s);
+            std::fs::rename(&path, path.with_extension("retired"))?;
+            secrets::write_new(&path, &new.to_hex())?;
+            println!(
+                "re-sealed {n} data keys under master key {}; the development key in {} is replaced",
+                new.id(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }

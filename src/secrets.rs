@@ -21,6 +21,12 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<(String, bool)> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_new(path, &secret)?;
+    Ok((secret, true))
+}
+
+/// Writes `secret` to `path`, readable by its owner only.
+pub fn write_new(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -29,5 +35,5 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<(String, bool)> {
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(secret.as_bytes())?;
-    Ok((secret, true))
+    Ok(())
 }

@@ -31,6 +31,7 @@ pub(crate) enum TenantOp {
     ChangePlan(String),
     Suspend(Option<String>),
     Reactivate,
+    Erase,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,7 @@ impl Cmd {
     fn role_allows(&self, role: Role) -> bool {
         match self {
             Cmd::Provision(_) | Cmd::Tenant(_) => false,
+            Cmd::Member(_, MemberCommand::Erase) => role == Role::Owner,
             Cmd::Member(..) => role.can_manage_members(),
             Cmd::Project(..) | Cmd::Task(..) | Cmd::Usage(..) => role.can_write_work(),
         }
@@ -314,6 +316,7 @@ async fn run(
                 TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now)?,
                 TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now)?,
                 TenantOp::Reactivate => tenant.reactivate(now)?,
+                TenantOp::Erase => tenant.erase(now)?,
             };
             append(tx, id, head, events, meta, now).await
         }

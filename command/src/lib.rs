@@ -26,6 +26,8 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/tenants/{id}/plan", put(tenants::change_plan))
         .route("/api/v1/tenants/{id}/suspend", post(tenants::suspend))
         .route("/api/v1/tenants/{id}/reactivate", post(tenants::reactivate))
+        .route("/api/v1/tenants/{id}/erase", post(tenants::erase))
+        .route("/api/v1/members/{id}/erase", post(members::erase))
         .route("/api/v1/members", post(members::invite))
         .route("/api/v1/members/{id}/role", put(members::change_role))
         .route("/api/v1/members/{id}", delete(members::remove))

@@ -41,8 +41,8 @@ struct FieldError {
 #[openapi(
     info(title = "Keel command API", description = "Commands that change a tenant's state. Reads are in GraphQL at /graphql."),
     paths(
-        tenants::provision, tenants::change_plan, tenants::suspend, tenants::reactivate,
-        members::invite, members::change_role, members::remove,
+        tenants::provision, tenants::change_plan, tenants::suspend, tenants::reactivate, tenants::erase,
+        members::invite, members::change_role, members::remove, members::erase,
         projects::create, projects::update, projects::archive, projects::restore,
         tasks::create, tasks::update, tasks::assign, tasks::change_status,
         usage::record,

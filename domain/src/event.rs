@@ -63,6 +63,24 @@ pub struct MemberRemoved {
     pub at: DateTime<Utc>,
 }
 
+/// The member's data key was deleted: the personal data in its events can no longer be read.
+/// An active member is removed by it too (`was_active`: a seat is freed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberErased {
+    pub member_id: MemberId,
+    pub was_active: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// Every data key of the tenant was deleted and its read tables purged; it accepts no more writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantErased {
+    pub tenant_id: TenantId,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreated {
@@ -183,9 +201,11 @@ pub enum Event {
     TenantPlanChanged(TenantPlanChanged),
     TenantSuspended(TenantSuspended),
     TenantReactivated(TenantReactivated),
+    TenantErased(TenantErased),
     MemberInvited(MemberInvited),
     MemberRoleChanged(MemberRoleChanged),
     MemberRemoved(MemberRemoved),
+    MemberErased(MemberErased),
     TaskCreated(TaskCreated),
     TaskUpdated(TaskUpdated),
     TaskAssigned(TaskAssigned),
@@ -197,9 +217,65 @@ pub enum Event {
     ProjectRestored(ProjectRestored),
 }
 
-/// The schema version every event type is written with today. Bumped per type when a payload
-/// changes shape; older versions are upcast when read.
-pub const CURRENT_SCHEMA_VERSION: i32 = 1;
+/// The schema version an event type is written with today: 1, unless the type changed shape
+/// (then older versions are upcast when read, see `upcast`).
+pub fn current_schema_version(event_type: &str) -> i32 {
+    match event_type {
+        // v2: the due date is a date (`due_date`), not a free string (`due`).
+        "TaskCreated" => 2,
+        _ => 1,
+    }
+}
+
+/// Turns a payload of an older schema version into the next one, one step at a time, until it
+/// has the current shape. Each step is a pure function of the stored payload, so replays,
+/// projections and audit reads all see the same upcast event; the stored row is never changed
+/// (its hash covers what was written).
+pub fn upcast(
+    event_type: &str,
+    mut schema_version: i32,
+    mut payload: serde_json::Value,
+) -> Result<serde_json::Value, DecodeError> {
+    let current = current_schema_version(event_type);
+    if schema_version < 1 || schema_version > current {
+        return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), schema_version });
+    }
+    while schema_version < current {
+        payload = match (event_type, schema_version) {
+            ("TaskCreated", 1) => task_created_v1_to_v2(payload).map_err(|reason| DecodeError::Upcast {
+                event_type: event_type.to_owned(),
+                schema_version,
+                reason,
+            })?,
+            _ => return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), schema_version }),
+        };
+        schema_version += 1;
+    }
+    Ok(payload)
+}
+
+/// TaskCreated v1 carried `due` as text: a date (`2027-01-31`), a timestamp whose date part is
+/// the due date (`2027-01-31T17:00:00Z`), an empty string or null for none. v2 has `due_date`,
+/// a date or null.
+fn task_created_v1_to_v2(mut payload: serde_json::Value) -> Result<serde_json::Value, String> {
+    let obj = payload.as_object_mut().ok_or("the payload is not an object")?;
+    let due = obj.remove("due").unwrap_or(serde_json::Value::Null);
+    let due_date = match due {
+        serde_json::Value::Null => serde_json::Value::Null,
+        serde_json::Value::String(s) if s.trim().is_empty() => serde_json::Value::Null,
+        serde_json::Value::String(s) => {
+            let t = s.trim();
+            let date = t.get(..10).and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            match date {
+                Some(d) if t.len() == 10 || t[10..].starts_with(['T', ' ']) => serde_json::Value::String(d.to_string()),
+                _ => return Err(format!("due {t:?} is not a date")),
+            }
+        }
+        other => return Err(format!("due {other} is not text")),
+    };
+    obj.insert("due_date".into(), due_date);
+    Ok(payload)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -207,6 +283,8 @@ pub enum DecodeError {
     UnknownType(String),
     #[error("event {event_type} v{schema_version} has an unsupported schema version")]
     UnsupportedVersion { event_type: String, schema_version: i32 },
+    #[error("event {event_type} v{schema_version} cannot be upcast: {reason}")]
+    Upcast { event_type: String, schema_version: i32, reason: String },
     #[error("event {event_type} payload does not match its schema: {source}")]
     Payload { event_type: String, source: serde_json::Error },
 }
@@ -221,6 +299,8 @@ impl Event {
             Event::MemberInvited(_) => "MemberInvited",
             Event::MemberRoleChanged(_) => "MemberRoleChanged",
             Event::MemberRemoved(_) => "MemberRemoved",
+            Event::MemberErased(_) => "MemberErased",
+            Event::TenantErased(_) => "TenantErased",
             Event::TaskCreated(_) => "TaskCreated",
             Event::TaskUpdated(_) => "TaskUpdated",
             Event::TaskAssigned(_) => "TaskAssigned",
@@ -241,6 +321,8 @@ impl Event {
         "MemberInvited",
         "MemberRoleChanged",
         "MemberRemoved",
+        "MemberErased",
+        "TenantErased",
         "TaskCreated",
         "TaskUpdated",
         "TaskAssigned",
@@ -262,6 +344,8 @@ impl Event {
             Event::MemberInvited(e) => (StreamType::Member, e.member_id.0),
             Event::MemberRoleChanged(e) => (StreamType::Member, e.member_id.0),
             Event::MemberRemoved(e) => (StreamType::Member, e.member_id.0),
+            Event::MemberErased(e) => (StreamType::Member, e.member_id.0),
+            Event::TenantErased(e) => (StreamType::Tenant, e.tenant_id.0),
             Event::TaskCreated(e) => (StreamType::Task, e.task_id.0),
             Event::TaskUpdated(e) => (StreamType::Task, e.task_id.0),
             Event::TaskAssigned(e) => (StreamType::Task, e.task_id.0),
@@ -275,7 +359,7 @@ impl Event {
     }
 
     pub fn schema_version(&self) -> i32 {
-        CURRENT_SCHEMA_VERSION
+        current_schema_version(self.event_type())
     }
 
     /// The payload as stored in the log (the variant's fields, without the tag).
@@ -289,9 +373,7 @@ impl Event {
         if !Self::ALL_TYPES.contains(&event_type) {
             return Err(DecodeError::UnknownType(event_type.to_owned()));
         }
-        if schema_version != CURRENT_SCHEMA_VERSION {
-            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), schema_version });
-        }
+        let payload = upcast(event_type, schema_version, payload)?;
         serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
             .map_err(|source| DecodeError::Payload { event_type: event_type.to_owned(), source })
     }
@@ -339,5 +421,53 @@ mod tests {
             Event::decode("ProjectArchived", 9, serde_json::json!({})),
             Err(DecodeError::UnsupportedVersion { .. })
         ));
+    }
+
+    fn v1_task(due: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "task_id": "0190c1d2-0000-7000-8000-000000000001",
+            "project_id": "0190c1d2-0000-7000-8000-000000000002",
+            "title": "Ship it",
+            "description": null,
+            "assignee": null,
+            "due": due,
+            "priority": "high",
+            "at": "2026-11-01T10:00:00Z"
+        })
+    }
+
+    #[test]
+    fn task_created_v1_is_upcast_to_a_due_date() {
+        for (due, want) in [
+            (serde_json::json!("2027-01-31"), Some("2027-01-31")),
+            (serde_json::json!("2027-01-31T17:00:00Z"), Some("2027-01-31")),
+            (serde_json::json!(""), None),
+            (serde_json::Value::Null, None),
+        ] {
+            let Event::TaskCreated(t) = Event::decode("TaskCreated", 1, v1_task(due.clone())).unwrap() else {
+                panic!("a TaskCreated")
+            };
+            assert_eq!(t.due_date.map(|d| d.to_string()).as_deref(), want, "due {due}");
+            assert_eq!(t.title.as_str(), "Ship it");
+        }
+    }
+
+    #[test]
+    fn task_created_v1_with_a_due_that_is_not_a_date_is_refused_not_guessed() {
+        for bad in [serde_json::json!("next week"), serde_json::json!("2027-13-01"), serde_json::json!(5)] {
+            assert!(matches!(Event::decode("TaskCreated", 1, v1_task(bad)), Err(DecodeError::Upcast { .. })));
+        }
+    }
+
+    #[test]
+    fn task_created_is_written_as_v2_and_v2_needs_no_upcast() {
+        assert_eq!(current_schema_version("TaskCreated"), 2);
+        assert_eq!(current_schema_version("ProjectCreated"), 1);
+        let mut p = v1_task(serde_json::Value::Null);
+        p.as_object_mut().unwrap().remove("due");
+        p["due_date"] = serde_json::json!("2027-02-01");
+        let e = Event::decode("TaskCreated", 2, p).unwrap();
+        assert_eq!(e.schema_version(), 2);
+        assert!(matches!(Event::decode("TaskCreated", 3, e.payload()), Err(DecodeError::UnsupportedVersion { .. })));
     }
 }

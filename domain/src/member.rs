@@ -3,7 +3,7 @@
 
 use crate::aggregate::{Aggregate, StreamType};
 use crate::error::{DomainError, Fields, Limit};
-use crate::event::{Event, MemberInvited, MemberRemoved, MemberRoleChanged};
+use crate::event::{Event, MemberErased, MemberInvited, MemberRemoved, MemberRoleChanged};
 use crate::ids::{MemberId, UserId};
 use crate::plan::Plan;
 use crate::role::Role;
@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 pub enum MemberStatus {
     Active,
     Removed,
+    Erased,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,7 @@ impl Aggregate for Member {
             }
             Event::MemberRoleChanged(e) => self.role = Some(e.to),
             Event::MemberRemoved(_) => self.status = Some(MemberStatus::Removed),
+            Event::MemberErased(_) => self.status = Some(MemberStatus::Erased),
             _ => {}
         }
         self
@@ -56,9 +58,19 @@ pub struct MemberContext {
 
 #[derive(Debug, Clone)]
 pub enum MemberCommand {
-    Invite { member_id: MemberId, user_id: String, email: String, name: String, role: String },
-    ChangeRole { role: String },
+    Invite {
+        member_id: MemberId,
+        user_id: String,
+        email: String,
+        name: String,
+        role: String,
+    },
+    ChangeRole {
+        role: String,
+    },
     Remove,
+    /// GDPR erasure: owners only, also while the tenant is suspended.
+    Erase,
 }
 
 fn parse_role(s: &str) -> Result<Role, crate::FieldError> {
@@ -74,6 +86,9 @@ impl Member {
         ctx: &MemberContext,
         now: DateTime<Utc>,
     ) -> Result<Vec<Event>, DomainError> {
+        if matches!(cmd, MemberCommand::Erase) {
+            return self.erase(ctx, now);
+        }
         if ctx.suspended {
             return Err(DomainError::TenantSuspended);
         }
@@ -121,6 +136,7 @@ impl Member {
                 }
                 Ok(vec![Event::MemberRoleChanged(MemberRoleChanged { member_id: id, from: current, to, at: now })])
             }
+            MemberCommand::Erase => unreachable!("decided above"),
             MemberCommand::Remove => {
                 let (id, current) = self.active()?;
                 if current == Role::Owner && ctx.actor != Role::Owner {
@@ -134,9 +150,27 @@ impl Member {
         }
     }
 
+    fn erase(&self, ctx: &MemberContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        if ctx.actor != Role::Owner {
+            return Err(DomainError::NotAllowed("only an owner can erase a member".into()));
+        }
+        let Some(id) = self.id else { return Err(DomainError::NotFound("member")) };
+        let was_active = self.status == Some(MemberStatus::Active);
+        match self.status {
+            Some(MemberStatus::Erased) => Ok(vec![]),
+            _ if was_active && self.role == Some(Role::Owner) && ctx.active_owners <= 1 => {
+                Err(DomainError::RuleViolated("the tenant must keep at least one active owner".into()))
+            }
+            _ => Ok(vec![Event::MemberErased(MemberErased { member_id: id, was_active, at: now })]),
+        }
+    }
+
     fn active(&self) -> Result<(MemberId, Role), DomainError> {
         match (self.id, self.role, self.status) {
             (Some(id), Some(role), Some(MemberStatus::Active)) => Ok((id, role)),
+            (Some(_), _, Some(MemberStatus::Erased)) => {
+                Err(DomainError::RuleViolated("the member has been erased".into()))
+            }
             (Some(_), _, _) => Err(DomainError::RuleViolated("the member has been removed".into())),
             _ => Err(DomainError::NotFound("member")),
         }
@@ -283,5 +317,42 @@ mod tests {
         Scenario::<Member>::given(vec![])
             .when(|m| m.decide(invite("member"), &c, now()))
             .then_error(DomainError::TenantSuspended);
+    }
+
+    fn erased(was_active: bool) -> Event {
+        Event::MemberErased(MemberErased { member_id: mid(), was_active, at: now() })
+    }
+
+    #[test]
+    fn an_owner_erases_a_member_active_or_removed_and_erasing_again_changes_nothing() {
+        Scenario::<Member>::given(vec![invited(Role::Member)])
+            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 2, 1), now()))
+            .then(vec![erased(true)]);
+        Scenario::<Member>::given(vec![invited(Role::Member), removed()])
+            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now()))
+            .then(vec![erased(false)]);
+        Scenario::<Member>::given(vec![invited(Role::Member), erased(true)])
+            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now()))
+            .then(vec![]);
+    }
+
+    #[test]
+    fn only_an_owner_erases_and_never_the_last_active_owner_even_while_suspended() {
+        for actor in [Role::Admin, Role::Member, Role::Viewer, Role::Auditor] {
+            let err = Scenario::<Member>::given(vec![invited(Role::Member)])
+                .decide(|m| m.decide(MemberCommand::Erase, &ctx(actor, 2, 1), now()))
+                .unwrap_err();
+            assert!(matches!(err, DomainError::NotAllowed(_)), "{actor:?}");
+        }
+        Scenario::<Member>::given(vec![invited(Role::Owner)])
+            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now()))
+            .then_error(DomainError::RuleViolated("the tenant must keep at least one active owner".into()));
+        let suspended = MemberContext { suspended: true, ..ctx(Role::Owner, 2, 1) };
+        Scenario::<Member>::given(vec![invited(Role::Member)])
+            .when(|m| m.decide(MemberCommand::Erase, &suspended, now()))
+            .then(vec![erased(true)]);
+        Scenario::<Member>::given(vec![invited(Role::Member), erased(true)])
+            .when(|m| m.decide(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 1, 1), now()))
+            .then_error(DomainError::RuleViolated("the member has been erased".into()));
     }
 }

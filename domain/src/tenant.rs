@@ -2,7 +2,9 @@
 
 use crate::aggregate::{Aggregate, StreamType};
 use crate::error::{DomainError, Fields, Limit};
-use crate::event::{Event, MemberInvited, TenantPlanChanged, TenantProvisioned, TenantReactivated, TenantSuspended};
+use crate::event::{
+    Event, MemberInvited, TenantErased, TenantPlanChanged, TenantProvisioned, TenantReactivated, TenantSuspended,
+};
 use crate::ids::{MemberId, TenantId, UserId};
 use crate::plan::Plan;
 use crate::role::Role;
@@ -13,6 +15,7 @@ use chrono::{DateTime, Utc};
 pub enum TenantStatus {
     Active,
     Suspended,
+    Erased,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,6 +42,7 @@ impl Aggregate for Tenant {
             Event::TenantPlanChanged(e) => self.plan = Some(e.to),
             Event::TenantSuspended(_) => self.status = Some(TenantStatus::Suspended),
             Event::TenantReactivated(_) => self.status = Some(TenantStatus::Active),
+            Event::TenantErased(_) => self.status = Some(TenantStatus::Erased),
             _ => {}
         }
         self
@@ -116,8 +120,22 @@ pub struct TenantUsage {
 }
 
 impl Tenant {
+    /// The tenant's id, if it exists and was not erased (an erased tenant takes no more commands).
     fn existing(&self) -> Result<TenantId, DomainError> {
-        self.id.ok_or(DomainError::NotFound("tenant"))
+        let id = self.id.ok_or(DomainError::NotFound("tenant"))?;
+        if self.status == Some(TenantStatus::Erased) {
+            return Err(DomainError::RuleViolated("the tenant has been erased".into()));
+        }
+        Ok(id)
+    }
+
+    /// GDPR erasure of the whole tenant (platform operators); erasing it again changes nothing.
+    pub fn erase(&self, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        let id = self.id.ok_or(DomainError::NotFound("tenant"))?;
+        if self.status == Some(TenantStatus::Erased) {
+            return Ok(vec![]);
+        }
+        Ok(vec![Event::TenantErased(TenantErased { tenant_id: id, at: now })])
     }
 
     /// A downgrade must fit the seats and active projects in use, else it names the limit.
@@ -305,5 +323,18 @@ mod tests {
         let DomainError::Validation(fields) = err else { panic!("expected validation error, got {err:?}") };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, vec!["name", "plan", "owner.user_id", "owner.email", "owner.name"]);
+    }
+
+    #[test]
+    fn an_erased_tenant_is_erased_once_and_takes_no_more_commands() {
+        let erased = Event::TenantErased(TenantErased { tenant_id: tid(), at: now() });
+        Scenario::<Tenant>::given(vec![provisioned()]).when(|t| t.erase(now())).then(vec![erased.clone()]);
+        Scenario::<Tenant>::given(vec![provisioned(), erased.clone()]).when(|t| t.erase(now())).then(vec![]);
+        Scenario::<Tenant>::given(vec![]).when(|t| t.erase(now())).then_error(DomainError::NotFound("tenant"));
+        let gone = DomainError::RuleViolated("the tenant has been erased".into());
+        Scenario::<Tenant>::given(vec![provisioned(), erased.clone()])
+            .when(|t| t.suspend(None, now()))
+            .then_error(gone.clone());
+        Scenario::<Tenant>::given(vec![provisioned(), erased]).when(|t| t.reactivate(now())).then_error(gone);
     }
 }

@@ -40,38 +40,39 @@ macro_rules! projection {
 projection!(
     /// `rm_projects`: projects with task counts by status.
     ProjectsProjection, "projects",
-    ["ProjectCreated", "ProjectUpdated", "ProjectArchived", "ProjectRestored", "TaskCreated", "TaskStatusChanged"],
+    ["ProjectCreated", "ProjectUpdated", "ProjectArchived", "ProjectRestored", "TaskCreated", "TaskStatusChanged",
+     "TenantErased"],
     read::projects::apply, batch = read::projects::apply_batch
 );
 projection!(
     /// `rm_tasks`.
     TasksProjection, "tasks",
-    ["TaskCreated", "TaskUpdated", "TaskAssigned", "TaskStatusChanged"],
+    ["TaskCreated", "TaskUpdated", "TaskAssigned", "TaskStatusChanged", "TenantErased"],
     read::tasks::apply, batch = read::tasks::apply_batch
 );
 projection!(
     /// `rm_members`.
     MembersProjection, "members",
-    ["MemberInvited", "MemberRoleChanged", "MemberRemoved"],
+    ["MemberInvited", "MemberRoleChanged", "MemberRemoved", "MemberErased", "TenantErased"],
     read::members::apply
 );
 projection!(
     /// `rm_task_throughput`: tasks created and completed per day.
     ThroughputProjection, "throughput",
-    ["TaskCreated", "TaskStatusChanged"],
+    ["TaskCreated", "TaskStatusChanged", "TenantErased"],
     read::throughput::apply, batch = read::throughput::apply_batch
 );
 projection!(
     /// `rm_usage_daily` and `rm_usage_monthly`.
     UsageProjection, "usage",
-    ["UsageRecorded"],
+    ["UsageRecorded", "TenantErased"],
     read::usage::apply
 );
 projection!(
     /// `rm_tenants`: the platform view.
     TenantsProjection, "tenants",
-    ["TenantProvisioned", "TenantPlanChanged", "TenantSuspended", "TenantReactivated", "MemberInvited",
-     "MemberRemoved", "ProjectCreated", "ProjectArchived", "ProjectRestored"],
+    ["TenantProvisioned", "TenantPlanChanged", "TenantSuspended", "TenantReactivated", "TenantErased",
+     "MemberInvited", "MemberRemoved", "MemberErased", "ProjectCreated", "ProjectArchived", "ProjectRestored"],
     read::tenants::apply
 );
 

@@ -179,7 +179,8 @@ impl<P: Projection> Runner<P> {
         let Some(from) = checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await? else {
             return Err(RunError::LeaseLost);
         };
-        let batch = log::read_all_after(&mut tx, from, self.config.batch_size).await?;
+        let mut batch = log::read_all_after(&mut tx, from, self.config.batch_size).await?;
+        log::reveal(&mut tx, self.store.master_key(), &mut batch).await?;
         let Some(last) = batch.last().map(RecordedEvent::log_position) else {
             tx.rollback().await?;
             return Ok(0);
@@ -303,7 +304,8 @@ impl<P: Projection> Runner<P> {
             let Some(from) = checkpoint::lock(conn, &self.checkpoint_name, None).await? else {
                 return Err(RunError::LeaseLost);
             };
-            let batch = log::read_all_after(conn, from, self.config.batch_size).await?;
+            let mut batch = log::read_all_after(conn, from, self.config.batch_size).await?;
+            log::reveal(conn, self.store.master_key(), &mut batch).await?;
             let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(total) };
             if let Err(Failed::At(_, e)) = self.apply_all(conn, &batch).await {
                 return Err(e.into());

@@ -46,7 +46,8 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
         name: r.try_get("name")?,
         slug: r.try_get("slug")?,
         plan: Plan::parse(&plan).ok_or_else(|| StoreError::Invalid(format!("unknown plan {plan}")))?,
-        suspended: status == "suspended",
+        // An erased tenant takes no writes, as a suspended one.
+        suspended: status != "active",
         active_projects: r.try_get::<i32, _>("active_projects")?.max(0) as u64,
         seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,
     }))

@@ -1,5 +1,6 @@
 //! Pools for the service roles, migrations, and transactions scoped to one tenant.
 
+use crate::crypto::MasterKey;
 use crate::error::StoreError;
 use keel_domain::TenantId;
 use sqlx::migrate::Migrator;
@@ -48,6 +49,8 @@ pub struct Store {
     reader: PgPool,
     projector: PgPool,
     appended: std::sync::Arc<tokio::sync::Notify>,
+    /// Seals and opens personal data (`crypto`); without it, personal data cannot be written.
+    master: Option<std::sync::Arc<MasterKey>>,
 }
 
 async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) -> Result<PgPool, StoreError> {
@@ -87,7 +90,7 @@ async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) ->
 }
 
 impl Store {
-    pub async fn connect(database_url: &str, sizes: PoolSizes) -> Result<Store, StoreError> {
+    pub async fn connect(database_url: &str, sizes: PoolSizes, master: Option<MasterKey>) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(database_url)
             .map_err(|e| StoreError::Invalid(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
@@ -99,6 +102,7 @@ impl Store {
             reader: role_pool(&options, "keel_reader", sizes.reader).await?,
             projector: role_pool(&options, "keel_projector", sizes.projector).await?,
             appended,
+            master: master.map(std::sync::Arc::new),
         })
     }
 
@@ -126,11 +130,22 @@ impl Store {
     }
 
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
-        TenantTx::begin(&self.writer, tenant).await
+        Ok(TenantTx { master: self.master.clone(), ..TenantTx::begin(&self.writer, tenant).await? })
     }
 
     pub async fn begin_read(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
-        TenantTx::begin(&self.reader, tenant).await
+        Ok(TenantTx { master: self.master.clone(), ..TenantTx::begin(&self.reader, tenant).await? })
+    }
+
+    /// A read-only transaction that sees one snapshot throughout (an export of many pages).
+    pub async fn begin_read_snapshot(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
+        let tx = TenantTx::begin_as(&self.reader, tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        Ok(TenantTx { master: self.master.clone(), ..tx })
+    }
+
+    /// The master key, for opening personal data read outside a `TenantTx` (projections, audit).
+    pub fn master_key(&self) -> Option<&MasterKey> {
+        self.master.as_deref()
     }
 
     pub async fn close(&self) {
@@ -160,15 +175,20 @@ pub struct TenantTx {
     tenant: TenantId,
     /// Statements run through this transaction, added to a caller's counter (per request).
     statements: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    master: Option<std::sync::Arc<MasterKey>>,
 }
 
 impl TenantTx {
     pub async fn begin(pool: &PgPool, tenant: TenantId) -> Result<TenantTx, StoreError> {
+        Self::begin_as(pool, tenant, "BEGIN").await
+    }
+
+    async fn begin_as(pool: &PgPool, tenant: TenantId, begin: &'static str) -> Result<TenantTx, StoreError> {
         // One round trip for both: the tenant is a UUID (hex digits and dashes), so it can be
         // written into the statement.
-        let sql = format!("BEGIN; SELECT set_config('keel.tenant_id', '{}', true)", tenant.0.hyphenated());
+        let sql = format!("{begin}; SELECT set_config('keel.tenant_id', '{}', true)", tenant.0.hyphenated());
         let tx = pool.begin_with(sqlx::AssertSqlSafe(sql)).await?;
-        Ok(TenantTx { tx, tenant, statements: None })
+        Ok(TenantTx { tx, tenant, statements: None, master: None })
     }
 
     /// Counts every statement run through this transaction into `counter`.
@@ -187,6 +207,10 @@ impl TenantTx {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    pub fn master_key(&self) -> Option<&MasterKey> {
+        self.master.as_deref()
     }
 
     /// The connection, for one statement (each call is counted as one).

@@ -58,7 +58,8 @@ pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&
                 .bind(e.user_id.as_str())
                 .bind(e.role.as_str())
                 .bind(e.at)
-                .bind(email_key(e.email.as_str()))
+                // An erased address (read back during a rebuild) reserves nothing.
+                .bind((e.email.as_str() != crate::crypto::ERASED).then(|| email_key(e.email.as_str())))
                 .execute(&mut *conn)
                 .await?;
                 adjust(conn, tenant, Counter::Seats, 1).await?;
@@ -70,6 +71,32 @@ pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&
                     .bind(e.to.as_str())
                     .execute(&mut *conn)
                     .await?;
+            }
+            Event::MemberErased(e) => {
+                sqlx::query(
+                    "UPDATE memberships SET status = 'erased', email_key = NULL WHERE tenant_id = $1 AND member_id = $2",
+                )
+                .bind(tenant)
+                .bind(e.member_id.0)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("DELETE FROM member_keys WHERE tenant_id = $1 AND member_id = $2")
+                    .bind(tenant)
+                    .bind(e.member_id.0)
+                    .execute(&mut *conn)
+                    .await?;
+                if e.was_active {
+                    adjust(conn, tenant, Counter::Seats, -1).await?;
+                }
+            }
+            Event::TenantErased(_) => {
+                for sql in [
+                    "UPDATE tenants SET status = 'erased', seats_used = 0 WHERE tenant_id = $1",
+                    "UPDATE memberships SET status = 'erased', email_key = NULL WHERE tenant_id = $1",
+                    "DELETE FROM member_keys WHERE tenant_id = $1",
+                ] {
+                    sqlx::query(sql).bind(tenant).execute(&mut *conn).await?;
+                }
             }
             Event::MemberRemoved(e) => {
                 sqlx::query("UPDATE memberships SET status = 'removed' WHERE tenant_id = $1 AND member_id = $2")

@@ -1,7 +1,9 @@
 //! The only crate that speaks SQL: the event log, tenant-scoped transactions, inline and read tables.
 
 pub mod access;
+pub mod audit;
 pub mod checkpoint;
+pub mod crypto;
 mod db;
 mod error;
 pub mod hash;
@@ -12,6 +14,7 @@ pub mod read;
 pub mod rebuild;
 pub mod usage;
 
+pub use crypto::MasterKey;
 pub use db::{MIGRATOR, PoolSizes, Store, TenantTx, migrate, migrations_current};
 pub use error::StoreError;
 pub use log::{Appended, EventMetadata, LogPosition, RecordedEvent};

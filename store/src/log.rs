@@ -94,7 +94,7 @@ impl RecordedEvent {
         chain_hash(self.prev_hash.as_deref(), &canonical)
     }
 
-    fn from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    pub(crate) fn from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         let xid: String = row.try_get("xid")?;
         Ok(RecordedEvent {
             position: row.try_get("position")?,
@@ -115,7 +115,7 @@ impl RecordedEvent {
     }
 }
 
-const COLUMNS: &str = "position, transaction_id::text AS xid, tenant_id, stream_type, stream_id, stream_version, \
+pub(crate) const COLUMNS: &str = "position, transaction_id::text AS xid, tenant_id, stream_type, stream_id, stream_version, \
      event_id, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash";
 
 /// What an append wrote: the version each stream is now at, and the position of its last event.
@@ -208,6 +208,13 @@ pub async fn append_at(
         }
     }
 
+    // Personal data is sealed before it is hashed: the chain covers what is stored, so it still
+    // verifies after a member's data key is erased.
+    let mut sealed: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
+    let master = tx.master_key().cloned();
+    crate::crypto::seal(tx.conn(), master.as_ref(), tenant.0, events, &mut sealed).await?;
+    let mut sealed = sealed.into_iter();
+
     let starts: Vec<(Uuid, i64)> = heads.iter().map(|(s, v, _)| (*s, *v)).collect();
     let n = events.len();
     let mut stream_types = Vec::with_capacity(n);
@@ -224,7 +231,7 @@ pub async fn append_at(
         let head = heads.iter_mut().find(|(s, _, _)| *s == stream).expect("every stream has a head");
         let version = head.1 + 1;
         let event_id = Uuid::now_v7();
-        let payload = e.payload();
+        let payload = sealed.next().expect("one payload per event");
         let canonical = canonical_bytes(&HashedFields {
             tenant_id: tenant.0,
             stream_type: stream_type.as_str(),
@@ -302,16 +309,49 @@ pub async fn append_at(
     Ok(Appended { last, versions: heads.into_iter().map(|(s, v, _)| (s, v)).collect() })
 }
 
-/// The events of one stream of the transaction's tenant, in version order.
+/// Opens the personal data in `events`' payloads in place (erased data reads
+/// `crypto::ERASED`). A revealed event is for reading: its payload is no longer what its hash covers.
+pub async fn reveal(
+    conn: &mut PgConnection,
+    master: Option<&crate::MasterKey>,
+    events: &mut [RecordedEvent],
+) -> Result<(), StoreError> {
+    let mut items: Vec<crate::crypto::Sealed<'_>> = events
+        .iter_mut()
+        .map(|e| crate::crypto::Sealed { tenant_id: e.tenant_id.0, event_type: &e.event_type, payload: &mut e.payload })
+        .collect();
+    crate::crypto::reveal(conn, master, &mut items).await
+}
+
+async fn reveal_in(tx: &mut TenantTx, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
+    let master = tx.master_key().cloned();
+    reveal(tx.conn(), master.as_ref(), events).await
+}
+
+/// The events of one stream of the transaction's tenant, in version order, revealed.
 pub async fn read_stream(tx: &mut TenantTx, stream_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+    read_stream_after(tx, stream_id, 0).await
+}
+
+/// The events of one stream after `version` (a snapshot's), in version order, revealed.
+pub async fn read_stream_after(
+    tx: &mut TenantTx,
+    stream_id: Uuid,
+    version: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let tenant = tx.tenant();
-    let sql = format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND stream_id = $2 ORDER BY stream_version");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(stream_id).fetch_all(tx.conn()).await?;
-    rows.iter().map(RecordedEvent::from_row).collect()
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND stream_id = $2 AND stream_version > $3 ORDER BY stream_version"
+    );
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(stream_id).bind(version).fetch_all(tx.conn()).await?;
+    let mut events = rows.iter().map(RecordedEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    reveal_in(tx, &mut events).await?;
+    Ok(events)
 }
 
 /// The transaction's tenant's events after `after` in (transaction id, position) order (all of
-/// them committed or this transaction's own: for rebuilding that tenant's inline tables).
+/// them committed or this transaction's own: for rebuilding that tenant's inline tables), revealed.
 pub async fn read_tenant_after(
     tx: &mut TenantTx,
     after: LogPosition,
@@ -331,7 +371,9 @@ pub async fn read_tenant_after(
         .bind(limit)
         .fetch_all(tx.conn())
         .await?;
-    rows.iter().map(RecordedEvent::from_row).collect()
+    let mut events = rows.iter().map(RecordedEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    reveal_in(tx, &mut events).await?;
+    Ok(events)
 }
 
 /// Up to `limit` events after `after` in (transaction id, position) order, never past the oldest

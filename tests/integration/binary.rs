@@ -13,6 +13,8 @@ fn keel(dir: &Path) -> Command {
     let mut c = Command::new(KEEL);
     c.env_remove("DATABASE_URL")
         .env_remove("KEEL_JWT_SECRET")
+        .env_remove("KEEL_MASTER_KEY")
+        .env_remove("KEEL_MASTER_KEY_FILE")
         .env("KEEL_DATA_DIR", dir)
         .env("KEEL_LISTEN", "127.0.0.1:0")
         .env("KEEL_LOG_FORMAT", "json")
@@ -152,6 +154,10 @@ async fn help_documents_every_subcommand_and_variable() {
         "KEEL_JWT_SECRET",
         "KEEL_JWT_ISSUER",
         "KEEL_JWT_AUDIENCE",
+        "KEEL_MASTER_KEY",
+        "KEEL_MASTER_KEY_FILE",
+        "audit",
+        "keys",
         "KEEL_CONSISTENCY_WAIT_MS",
         "KEEL_LOG",
         "KEEL_LOG_FORMAT",

@@ -86,8 +86,9 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let (name, url) = fresh_database().await;
         keel_store::migrate(&url).await.expect("migrations apply");
-        let store =
-            Store::connect(&url, PoolSizes { writer: 8, reader: 8, projector: 4 }).await.expect("store connects");
+        let store = Store::connect(&url, PoolSizes { writer: 8, reader: 8, projector: 4 }, Some(master_key()))
+            .await
+            .expect("store connects");
         TestDb { name, url, store }
     }
 
@@ -154,6 +155,13 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The master key of every test database (and of `keel` processes the tests start).
+pub const MASTER_KEY: &str = "7d1c4f0a9b2e8d3c6a5f4e1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
+
+pub fn master_key() -> keel_store::MasterKey {
+    keel_store::MasterKey::parse(MASTER_KEY).unwrap()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
@@ -175,6 +183,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
             ..RunnerConfig::default()
         },
         pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
+        master_key: master_key(),
     };
     let app = App::build(config).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -21,6 +21,7 @@ fn projector(db: &TestDb, batch: u32) -> Child {
         .args(["serve", "--role", "projector"])
         .env("DATABASE_URL", &db.url)
         .env("KEEL_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .env("KEEL_MASTER_KEY", crate::helpers::MASTER_KEY)
         .env("KEEL_LISTEN", "127.0.0.1:0")
         .env("KEEL_PROJECTION_BATCH", batch.to_string())
         .env("KEEL_LEASE_TTL_SECS", "3")

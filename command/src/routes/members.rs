@@ -1,4 +1,4 @@
-//! Member routes: invite, change role, remove.
+//! Member routes: invite, change role, remove, erase.
 
 use super::path_id;
 use crate::CommandState;
@@ -52,6 +52,20 @@ pub(crate) async fn change_role(
     let tenant = tenant_of(&w.meta)?;
     let id = MemberId(path_id(&id, "member")?);
     execute(&state, &w.meta, tenant, Cmd::Member(id, MemberCommand::ChangeRole { role: w.body.role }), false).await
+}
+
+#[utoipa::path(post, path = "/api/v1/members/{id}/erase", tag = "members",
+    params(("id" = Uuid, Path, description = "Member id")),
+    responses((status = 200, description = "The member's data key is deleted: its email and name read as erased \
+        everywhere, its events stay and still verify. Owners only; also while suspended.", body = Written)))]
+pub(crate) async fn erase(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    w: Write<NoBody>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(&w.meta)?;
+    let id = MemberId(path_id(&id, "member")?);
+    execute(&state, &w.meta, tenant, Cmd::Member(id, MemberCommand::Erase), false).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/members/{id}", tag = "members",

@@ -1,4 +1,4 @@
-//! Platform routes: provision tenants, change their plan, suspend and reactivate them.
+//! Platform routes: provision tenants, change their plan, suspend, reactivate and erase them.
 
 use super::path_id;
 use crate::CommandState;
@@ -102,6 +102,19 @@ pub(crate) async fn suspend(
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
     execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Suspend(w.body.reason)), false).await
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/erase", tag = "tenants",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, description = "Every data key of the tenant is deleted and its read tables purged; \
+        it takes no more writes", body = Written)))]
+pub(crate) async fn erase(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    w: Write<NoBody>,
+) -> Result<Response, Problem> {
+    let tenant = TenantId(path_id(&id, "tenant")?);
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Erase), false).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants",

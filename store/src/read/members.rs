@@ -35,6 +35,19 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
                 .execute(conn)
                 .await?;
         }
+        Event::MemberErased(e) => {
+            sqlx::query(
+                "UPDATE rm_members SET status = 'erased', email = $3, name = $3, version = $4
+                  WHERE tenant_id = $1 AND member_id = $2 AND version < $4",
+            )
+            .bind(tenant)
+            .bind(e.member_id.0)
+            .bind(crate::crypto::ERASED)
+            .bind(v)
+            .execute(conn)
+            .await?;
+        }
+        Event::TenantErased(_) => super::purge(conn, tenant, &["rm_members"]).await?,
         Event::MemberRemoved(e) => {
             sqlx::query(
                 "UPDATE rm_members SET status = 'removed', version = $3 WHERE tenant_id = $1 AND member_id = $2 AND version < $3",

@@ -7,6 +7,20 @@ pub mod tenants;
 pub mod throughput;
 pub mod usage;
 
+/// Deletes the tenant's rows from a projection's tables (its answer to `TenantErased`).
+pub(crate) async fn purge(
+    conn: &mut sqlx::PgConnection,
+    tenant: uuid::Uuid,
+    tables: &[&'static str],
+) -> Result<(), crate::StoreError> {
+    for table in tables {
+        // `table` is one of the fixed names the projections pass, never input.
+        let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// One decoded event of a projection batch.
 pub type Item<'a> = (&'a crate::log::RecordedEvent, keel_domain::Event);
 

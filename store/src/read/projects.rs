@@ -55,6 +55,7 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
                 .execute(conn)
                 .await?;
         }
+        Event::TenantErased(_) => super::purge(conn, tenant, &["rm_projects"]).await?,
         Event::TaskStatusChanged(e) => {
             // Counts are not guarded by a version: the runner applies each event exactly once.
             sqlx::query(

@@ -149,6 +149,7 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
             .execute(conn)
             .await?;
         }
+        Event::TenantErased(_) => super::purge(conn, tenant, &["rm_tasks"]).await?,
         _ => {}
     }
     Ok(())

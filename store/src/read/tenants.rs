@@ -36,6 +36,8 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
         Event::TenantReactivated(_) => "status = 'active'",
         Event::MemberInvited(_) => "seats_used = seats_used + 1",
         Event::MemberRemoved(_) => "seats_used = seats_used - 1",
+        Event::MemberErased(e) if e.was_active => "seats_used = seats_used - 1",
+        Event::TenantErased(_) => "status = 'erased', seats_used = 0, active_projects = 0",
         Event::ProjectCreated(_) | Event::ProjectRestored(_) => "active_projects = active_projects + 1",
         Event::ProjectArchived(_) => "active_projects = active_projects - 1",
         _ => return Ok(()),

@@ -86,6 +86,7 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
                 bump(conn, tenant, day, 0, 1).await?;
             }
         }
+        Event::TenantErased(_) => super::purge(conn, tenant, &["rm_task_throughput", "rm_task_completions"]).await?,
         _ => {}
     }
     Ok(())

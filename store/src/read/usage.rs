@@ -8,8 +8,11 @@ use sqlx::PgConnection;
 use std::collections::BTreeMap;
 
 pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
-    let Event::UsageRecorded(e) = event else { return Ok(()) };
     let tenant = recorded.tenant_id.0;
+    if let Event::TenantErased(_) = event {
+        return super::purge(conn, tenant, &["rm_usage_daily", "rm_usage_monthly"]).await;
+    }
+    let Event::UsageRecorded(e) = event else { return Ok(()) };
     let mut daily: BTreeMap<(chrono::NaiveDate, &str), i64> = BTreeMap::new();
     let mut monthly: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
     for r in &e.records {

@@ -1,0 +1,297 @@
+//! Envelope encryption of personal data (SPEC §8). Each member has a data key of its own; the
+//! personal fields of its events (email, name) are sealed with it, and the data key is stored in
+//! `member_keys` sealed by the master key. Erasing a member deletes its data key: the events
+//! stay, their hashes still verify (they cover the sealed text), and nothing can open the
+//! personal data again. Rotating the master key re-seals the data keys and touches no event.
+
+use crate::error::StoreError;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use keel_domain::Event;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use std::fmt;
+use uuid::Uuid;
+
+/// What a personal field reads as once its member's data key is gone.
+pub const ERASED: &str = "[erased]";
+
+/// The prefix of a sealed field in a stored payload: `enc:v1:<base64(nonce ‖ ciphertext)>`.
+const SEALED: &str = "enc:v1:";
+
+/// The personal fields of each event type that carries any.
+fn personal_fields(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "MemberInvited" => &["email", "name"],
+        _ => &[],
+    }
+}
+
+/// The key that seals every data key. Never printed.
+#[derive(Clone)]
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+    bytes: [u8; 32],
+    id: String,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey({})", self.id)
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system provides randomness");
+    b
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
+        let id = hex::encode(&Sha256::digest([b"keel-master-key-id:".as_slice(), &bytes].concat())[..8]);
+        MasterKey { cipher: Aes256Gcm::new(&bytes.into()), bytes, id }
+    }
+
+    pub fn generate() -> MasterKey {
+        MasterKey::from_bytes(random())
+    }
+
+    /// 64 hexadecimal digits, or the base64 of 32 bytes.
+    pub fn parse(text: &str) -> Result<MasterKey, StoreError> {
+        let t = text.trim();
+        let bytes = hex::decode(t)
+            .ok()
+            .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .ok_or_else(|| StoreError::Invalid("the master key is neither hex nor base64".into()))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| StoreError::Invalid(format!("the master key has {} bytes, not 32", b.len())))?;
+        Ok(MasterKey::from_bytes(bytes))
+    }
+
+    /// The text form `parse` reads (for writing a key file).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.bytes)
+    }
+
+    /// A short fingerprint naming this key in `member_keys` (not secret).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn wrap(&self, data_key: &[u8; 32], tenant: Uuid, member: Uuid) -> Vec<u8> {
+        seal_bytes(&self.cipher, data_key, &aad(tenant, member, "data-key"))
+    }
+
+    fn unwrap(&self, wrapped: &[u8], tenant: Uuid, member: Uuid) -> Result<[u8; 32], StoreError> {
+        let key = open_bytes(&self.cipher, wrapped, &aad(tenant, member, "data-key")).ok_or_else(|| {
+            StoreError::Invalid(format!("the data key of member {member} does not open with master key {}", self.id))
+        })?;
+        key.try_into().map_err(|_| StoreError::Invalid("a data key is not 32 bytes".into()))
+    }
+}
+
+/// Binds a ciphertext to where it belongs: a sealed field copied into another member's event,
+/// or another field, does not open.
+fn aad(tenant: Uuid, member: Uuid, field: &str) -> Vec<u8> {
+    [tenant.as_bytes().as_slice(), member.as_bytes(), field.as_bytes()].concat()
+}
+
+fn seal_bytes(cipher: &Aes256Gcm, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+    let nonce: [u8; 12] = random();
+    let ct = cipher.encrypt(&Nonce::from(nonce), Payload { msg: plain, aad }).expect("AES-GCM seals any input");
+    [nonce.as_slice(), &ct].concat()
+}
+
+fn open_bytes(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    cipher.decrypt(&Nonce::from(nonce), Payload { msg: ct, aad }).ok()
+}
+
+/// The member whose data key seals an event's personal fields.
+fn owner_of(event_type: &str, payload: &Value) -> Option<Uuid> {
+    if personal_fields(event_type).is_empty() {
+        return None;
+    }
+    payload.get("member_id")?.as_str().and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// Seals the personal fields of `payloads` (one per event, as they will be stored) in the
+/// transaction's tenant: a member's first event creates its data key.
+pub(crate) async fn seal(
+    conn: &mut PgConnection,
+    master: Option<&MasterKey>,
+    tenant: Uuid,
+    events: &[Event],
+    payloads: &mut [Value],
+) -> Result<(), StoreError> {
+    let mut keys: HashMap<Uuid, Aes256Gcm> = HashMap::new();
+    for (event, payload) in events.iter().zip(payloads.iter_mut()) {
+        let fields = personal_fields(event.event_type());
+        let Some(member) = owner_of(event.event_type(), payload) else { continue };
+        let master = master.ok_or_else(|| {
+            StoreError::Invalid("no master key is configured: personal data cannot be written".into())
+        })?;
+        if !keys.contains_key(&member) {
+            let cipher = match sqlx::query(
+                "SELECT wrapped_key FROM member_keys WHERE tenant_id = $1 AND member_id = $2",
+            )
+            .bind(tenant)
+            .bind(member)
+            .fetch_optional(&mut *conn)
+            .await?
+            {
+                Some(row) => Aes256Gcm::new(&master.unwrap(row.try_get("wrapped_key")?, tenant, member)?.into()),
+                None => {
+                    let data_key: [u8; 32] = random();
+                    sqlx::query(
+                        "INSERT INTO member_keys (tenant_id, member_id, wrapped_key, master_key_id) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(tenant)
+                    .bind(member)
+                    .bind(master.wrap(&data_key, tenant, member))
+                    .bind(master.id())
+                    .execute(&mut *conn)
+                    .await?;
+                    Aes256Gcm::new(&data_key.into())
+                }
+            };
+            keys.insert(member, cipher);
+        }
+        let cipher = &keys[&member];
+        for field in fields {
+            if let Some(Value::String(plain)) = payload.get(*field) {
+                let sealed = seal_bytes(cipher, plain.as_bytes(), &aad(tenant, member, field));
+                payload[*field] = Value::String(format!("{SEALED}{}", B64.encode(sealed)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One stored event's identity for `reveal`.
+pub struct Sealed<'a> {
+    pub tenant_id: Uuid,
+    pub event_type: &'a str,
+    pub payload: &'a mut Value,
+}
+
+/// Opens the personal fields of stored payloads in place; a field whose member's data key was
+/// erased reads `ERASED`. One query for all the data keys the payloads need, on a connection
+/// that can see them (the tenant's transaction, or a projector's).
+pub async fn reveal(
+    conn: &mut PgConnection,
+    master: Option<&MasterKey>,
+    items: &mut [Sealed<'_>],
+) -> Result<(), StoreError> {
+    let mut wanted: Vec<(Uuid, Uuid)> = Vec::new();
+    for it in items.iter() {
+        if let Some(m) = owner_of(it.event_type, it.payload)
+            && is_sealed(it.event_type, it.payload)
+            && !wanted.contains(&(it.tenant_id, m))
+        {
+            wanted.push((it.tenant_id, m));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let (tenants, members): (Vec<Uuid>, Vec<Uuid>) = wanted.iter().copied().unzip();
+    let rows = sqlx::query(
+        "SELECT k.tenant_id, k.member_id, k.wrapped_key FROM member_keys k
+           JOIN UNNEST($1::uuid[], $2::uuid[]) AS w(t, m) ON k.tenant_id = w.t AND k.member_id = w.m",
+    )
+    .bind(&tenants)
+    .bind(&members)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut keys: HashMap<(Uuid, Uuid), Aes256Gcm> = HashMap::new();
+    for row in rows {
+        let (t, m): (Uuid, Uuid) = (row.try_get("tenant_id")?, row.try_get("member_id")?);
+        let master = master.ok_or_else(|| StoreError::Invalid("no master key is configured".into()))?;
+        keys.insert((t, m), Aes256Gcm::new(&master.unwrap(row.try_get("wrapped_key")?, t, m)?.into()));
+    }
+    for it in items.iter_mut() {
+        let Some(member) = owner_of(it.event_type, it.payload) else { continue };
+        let key = keys.get(&(it.tenant_id, member));
+        for field in personal_fields(it.event_type) {
+            let Some(Value::String(text)) = it.payload.get(*field) else { continue };
+            let Some(b64) = text.strip_prefix(SEALED) else { continue };
+            let opened = key
+                .and_then(|k| open_bytes(k, &B64.decode(b64).ok()?, &aad(it.tenant_id, member, field)))
+                .and_then(|p| String::from_utf8(p).ok());
+            it.payload[*field] = Value::String(opened.unwrap_or_else(|| ERASED.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn is_sealed(event_type: &str, payload: &Value) -> bool {
+    personal_fields(event_type)
+        .iter()
+        .any(|f| payload.get(*f).and_then(Value::as_str).is_some_and(|s| s.starts_with(SEALED)))
+}
+
+/// Re-seals every data key sealed by `old` under `new`, in one transaction, as a role that sees
+/// every tenant's keys. Events are not touched. Returns how many keys were re-sealed.
+pub async fn rotate(conn: &mut PgConnection, old: &MasterKey, new: &MasterKey) -> Result<u64, StoreError> {
+    let rows = sqlx::query("SELECT tenant_id, member_id, wrapped_key, master_key_id FROM member_keys FOR UPDATE")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut n = 0;
+    for row in rows {
+        let (t, m, id): (Uuid, Uuid, String) =
+            (row.try_get("tenant_id")?, row.try_get("member_id")?, row.try_get("master_key_id")?);
+        if id == new.id() {
+            continue; // already under the new key (a rotation that was interrupted and rerun)
+        }
+        let data_key = old.unwrap(row.try_get("wrapped_key")?, t, m)?;
+        sqlx::query(
+            "UPDATE member_keys SET wrapped_key = $3, master_key_id = $4, rotated_at = now()
+              WHERE tenant_id = $1 AND member_id = $2",
+        )
+        .bind(t)
+        .bind(m)
+        .bind(new.wrap(&data_key, t, m))
+        .bind(new.id())
+        .execute(&mut *conn)
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_key_opens_only_under_its_master_key_and_its_member() {
+        let (a, b) = (MasterKey::generate(), MasterKey::generate());
+        let (t, m) = (Uuid::new_v4(), Uuid::new_v4());
+        let dk: [u8; 32] = random();
+        let wrapped = a.wrap(&dk, t, m);
+        assert_eq!(a.unwrap(&wrapped, t, m).unwrap(), dk);
+        assert!(b.unwrap(&wrapped, t, m).is_err());
+        assert!(a.unwrap(&wrapped, t, Uuid::new_v4()).is_err());
+    }
+
+    #[test]
+    fn master_keys_parse_from_hex_and_base64_and_print_no_secret() {
+        let k = MasterKey::generate();
+        assert_eq!(MasterKey::parse(&k.to_hex()).unwrap().id(), k.id());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(k.bytes);
+        assert_eq!(MasterKey::parse(&b64).unwrap().id(), k.id());
+        assert!(MasterKey::parse("abcd").is_err());
+        assert!(!format!("{k:?}").contains(&k.to_hex()));
+    }
+}
