@@ -12,6 +12,8 @@ async fn openapi_describes_every_route_with_schemas_and_problems() {
         ("put", "/api/v1/tenants/{id}/plan"),
         ("post", "/api/v1/tenants/{id}/suspend"),
         ("post", "/api/v1/tenants/{id}/reactivate"),
+        ("post", "/api/v1/tenants/{id}/erase"),
+        ("post", "/api/v1/members/{id}/erase"),
         ("post", "/api/v1/members"),
         ("put", "/api/v1/members/{id}/role"),
         ("delete", "/api/v1/members/{id}"),
