@@ -20,7 +20,7 @@ use keel_domain::{
 use keel_gateway::Problem;
 use keel_store::access::{self, TenantRow};
 use keel_store::idempotency::{self, Reservation};
-use keel_store::{EventMetadata, LogPosition, RecordedEvent, StoreError, TenantTx, log};
+use keel_store::{EventMetadata, LogPosition, StoreError, TenantTx, log, snapshot};
 use uuid::Uuid;
 
 /// How many times a command that lost a race is tried again against fresh state.
@@ -211,39 +211,54 @@ struct Head {
     /// The position of its last event (the answer when a command changes nothing).
     last: LogPosition,
     hash: Option<Vec<u8>>,
+    /// The version of the snapshot it was loaded from (0: none).
+    snapshot: i64,
 }
 
-impl Head {
-    fn of(stored: &[RecordedEvent]) -> Head {
-        stored.last().map_or_else(Head::default, |e| Head {
-            version: e.stream_version,
-            last: e.log_position(),
-            hash: Some(e.hash.clone()),
-        })
+/// A stream of the transaction's tenant: its latest snapshot and the events after it, folded.
+/// `None` when it does not exist; `Err(NotFound)` when it is a stream of another type.
+async fn load_stream<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
+    let (snapshot, mut stored) = snapshot::load(tx, id, A::STREAM_TYPE.as_str(), A::STATE_VERSION).await?;
+    let mut base = None;
+    if let Some(s) = snapshot {
+        match serde_json::from_value::<A>(s.state) {
+            Ok(a) => {
+                base =
+                    Some((a, Head { version: s.version, last: s.last, hash: Some(s.last_hash), snapshot: s.version }))
+            }
+            // A snapshot that no longer reads as this state is ignored: the stream is loaded whole.
+            Err(_) => stored = log::read_stream(tx, id).await?,
+        }
     }
+    if base.is_none() && stored.is_empty() {
+        return Ok(None);
+    }
+    if let Some(first) = stored.first()
+        && first.stream_type != A::STREAM_TYPE.as_str()
+    {
+        return Err(Failure::Domain(DomainError::NotFound(stream_noun(A::STREAM_TYPE))));
+    }
+    let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
+    let (state, mut head) = base.unwrap_or_default();
+    if let Some(e) = stored.last() {
+        head.version = e.stream_version;
+        head.last = e.log_position();
+        head.hash = Some(e.hash.clone());
+    }
+    Ok(Some((events.iter().fold(state, |a, e| a.apply(e)), head)))
 }
 
 /// A stream of the transaction's tenant, decoded; `None` when it does not exist or is of another type.
 async fn load<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
-    let stored: Vec<RecordedEvent> = log::read_stream(tx, id).await?;
-    if stored.is_empty() || stored[0].stream_type != A::STREAM_TYPE.as_str() {
-        return Ok(None);
+    match load_stream::<A>(tx, id).await {
+        Err(Failure::Domain(DomainError::NotFound(_))) => Ok(None),
+        other => other,
     }
-    let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
-    Ok(Some((A::from_events(&events), Head::of(&stored))))
 }
 
 /// The loaded state (or a fresh one) and where its stream stands.
 async fn load_or_new<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<(A, Head), Failure> {
-    let stored: Vec<RecordedEvent> = log::read_stream(tx, id).await?;
-    if let Some(first) = stored.first()
-        && first.stream_type != A::STREAM_TYPE.as_str()
-    {
-        // An id of another kind of stream: as far as this command knows, nothing is there.
-        return Err(Failure::Domain(DomainError::NotFound(stream_noun(A::STREAM_TYPE))));
-    }
-    let events: Vec<Event> = stored.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
-    Ok((A::from_events(&events), Head::of(&stored)))
+    Ok(load_stream::<A>(tx, id).await?.unwrap_or_default())
 }
 
 fn stream_noun(t: StreamType) -> &'static str {
@@ -268,26 +283,56 @@ async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<TenantRow, Failure>
 }
 
 /// Appends `events` to `stream` after `head`, or reports that nothing changed.
-async fn append(
+async fn append_events(
     tx: &mut TenantTx,
     stream: Uuid,
+    head: &Head,
+    events: &[Event],
+    meta: &WriteMeta,
+    now: DateTime<Utc>,
+) -> Result<(Outcome, Option<log::Appended>), Failure> {
+    if events.is_empty() {
+        return Ok((Outcome { id: stream, version: head.version, position: head.last, unchanged: true }, None));
+    }
+    let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
+    let known = if head.version == 0 { &known[..0] } else { &known[..] };
+    let appended = log::append_at(tx, known, events, &metadata(meta), now).await?;
+    let version = appended.version_of(stream).unwrap_or(head.version);
+    Ok((Outcome { id: stream, version, position: appended.last, unchanged: false }, Some(appended)))
+}
+
+/// `append_events` for an aggregate's stream: when the stream has grown `snapshot::EVERY`
+/// events past its snapshot, the state after the append is stored as the new snapshot, in the
+/// same transaction.
+async fn append<A: Aggregate>(
+    tx: &mut TenantTx,
+    stream: Uuid,
+    state: &A,
     head: Head,
     events: Vec<Event>,
     meta: &WriteMeta,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
-    if events.is_empty() {
-        return Ok(Outcome { id: stream, version: head.version, position: head.last, unchanged: true });
+    let (outcome, appended) = append_events(tx, stream, &head, &events, meta, now).await?;
+    if let Some(appended) = appended
+        && outcome.version - head.snapshot >= snapshot::EVERY
+        && let Some(hash) = appended.heads.iter().find(|h| h.stream_id == stream).and_then(|h| h.hash.as_ref())
+    {
+        let after = events.iter().fold(state.clone(), |a, e| a.apply(e));
+        let json = serde_json::to_value(&after).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        snapshot::save(
+            tx,
+            stream,
+            A::STREAM_TYPE.as_str(),
+            A::STATE_VERSION,
+            outcome.version,
+            appended.last,
+            hash,
+            &json,
+        )
+        .await?;
     }
-    let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash }];
-    let known = if head.version == 0 { &known[..0] } else { &known[..] };
-    let appended = log::append_at(tx, known, &events, &metadata(meta), now).await?;
-    Ok(Outcome {
-        id: stream,
-        version: appended.version_of(stream).unwrap_or(head.version),
-        position: appended.last,
-        unchanged: false,
-    })
+    Ok(outcome)
 }
 
 async fn run(
@@ -302,7 +347,7 @@ async fn run(
             let id = p.tenant_id.0;
             let (tenant, head) = load_or_new::<Tenant>(tx, id).await?;
             let events = tenant.provision(p, now)?;
-            append(tx, id, head, events, meta, now).await
+            append(tx, id, &tenant, head, events, meta, now).await
         }
         Cmd::Tenant(op) => {
             let id = tx.tenant().0;
@@ -318,7 +363,7 @@ async fn run(
                 TenantOp::Reactivate => tenant.reactivate(now)?,
                 TenantOp::Erase => tenant.erase(now)?,
             };
-            append(tx, id, head, events, meta, now).await
+            append(tx, id, &tenant, head, events, meta, now).await
         }
         Cmd::Member(id, c) => {
             // Every member command locks the tenant row: seats and "one owner remains" are
@@ -336,7 +381,7 @@ async fn run(
                 actor: role.expect("tenant commands have a role"),
             };
             let events = member.decide(c, &ctx, now)?;
-            append(tx, id.0, head, events, meta, now).await
+            append(tx, id.0, &member, head, events, meta, now).await
         }
         Cmd::Project(id, c) => {
             let counts = matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore);
@@ -347,7 +392,7 @@ async fn run(
             }
             let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
             let events = project.decide(c, &ctx, now)?;
-            append(tx, id.0, head, events, meta, now).await
+            append(tx, id.0, &project, head, events, meta, now).await
         }
         Cmd::Task(id, c) => {
             let row = tenant_row(tx, false).await?;
@@ -383,7 +428,7 @@ async fn run(
             };
             let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
             let events = task.decide(c, &ctx, now)?;
-            append(tx, id.0, head, events, meta, now).await
+            append(tx, id.0, &task, head, events, meta, now).await
         }
         Cmd::Usage(batch, records) => {
             let row = tenant_row(tx, false).await?;
@@ -393,7 +438,7 @@ async fn run(
             let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
             let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
             let events = keel_domain::usage::record_usage(batch, records, &ctx, now)?;
-            append(tx, batch.0, Head::default(), events, meta, now).await
+            Ok(append_events(tx, batch.0, &Head::default(), &events, meta, now).await?.0)
         }
     }
 }

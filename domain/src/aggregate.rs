@@ -45,8 +45,12 @@ impl fmt::Display for StreamType {
 }
 
 /// State rebuilt from a stream. `apply` only changes state; rules live in each aggregate's `decide`.
-pub trait Aggregate: Default + Sized {
+pub trait Aggregate: Default + Clone + Serialize + serde::de::DeserializeOwned + Sized {
     const STREAM_TYPE: StreamType;
+
+    /// The format of this state in snapshots: bumped when the struct changes, so that a snapshot
+    /// of the old format is ignored (and replaced) instead of misread.
+    const STATE_VERSION: i32 = 1;
 
     fn apply(self, event: &Event) -> Self;
 

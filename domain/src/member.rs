@@ -10,14 +10,14 @@ use crate::role::Role;
 use crate::values::{Email, PersonName};
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MemberStatus {
     Active,
     Removed,
     Erased,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub id: Option<MemberId>,
     pub user_id: Option<UserId>,

@@ -8,13 +8,13 @@ use crate::plan::Plan;
 use crate::values::{Description, ProjectName};
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProjectStatus {
     Active,
     Archived,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Project {
     pub id: Option<ProjectId>,
     pub name: Option<ProjectName>,

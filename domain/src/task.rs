@@ -8,7 +8,7 @@ use crate::ids::{MemberId, ProjectId, TaskId};
 use crate::values::{Description, Priority, TaskStatus, TaskTitle};
 use chrono::{DateTime, NaiveDate, Utc};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     pub id: Option<TaskId>,
     pub project_id: Option<ProjectId>,

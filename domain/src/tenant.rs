@@ -11,14 +11,14 @@ use crate::role::Role;
 use crate::values::{Email, PersonName, Reason, Slug, TenantName};
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TenantStatus {
     Active,
     Suspended,
     Erased,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     pub id: Option<TenantId>,
     pub name: Option<TenantName>,

@@ -12,6 +12,7 @@ pub mod inline;
 pub mod log;
 pub mod read;
 pub mod rebuild;
+pub mod snapshot;
 pub mod usage;
 
 pub use crypto::MasterKey;

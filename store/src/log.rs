@@ -123,6 +123,8 @@ pub(crate) const COLUMNS: &str = "position, transaction_id::text AS xid, tenant_
 pub struct Appended {
     pub last: LogPosition,
     pub versions: Vec<(Uuid, i64)>,
+    /// Where each stream now stands (its last event's version and hash).
+    pub heads: Vec<StreamHead>,
 }
 
 impl Appended {
@@ -306,7 +308,11 @@ pub async fn append_at(
     let refs: Vec<&Event> = events.iter().collect();
     inline::apply(tx.conn(), tenant, &refs).await?;
 
-    Ok(Appended { last, versions: heads.into_iter().map(|(s, v, _)| (s, v)).collect() })
+    Ok(Appended {
+        last,
+        versions: heads.iter().map(|(s, v, _)| (*s, *v)).collect(),
+        heads: heads.into_iter().map(|(stream_id, version, hash)| StreamHead { stream_id, version, hash }).collect(),
+    })
 }
 
 /// Opens the personal data in `events`' payloads in place (erased data reads
