@@ -1,6 +1,7 @@
-//! The GraphQL read API over the read tables (`/graphql`, subscriptions on `/graphql/ws`),
+//! The GraphQL read API over the read tables and, for audit reviewers, the log (`/graphql`, subscriptions on `/graphql/ws`),
 //! tenant-scoped by the token and authorized by the membership.
 
+pub mod audit;
 pub mod changes;
 mod context;
 mod cursor;

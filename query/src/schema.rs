@@ -129,7 +129,7 @@ impl QueryRoot {
             name: t.name.clone(),
             slug: t.slug.clone(),
             plan: t.plan.into(),
-            status: if t.suspended { TenantStatus::Suspended } else { TenantStatus::Active },
+            status: TenantStatus::parse(&t.status).unwrap_or(TenantStatus::Suspended),
             seats_used: t.seats_used as i32,
             seat_limit: limit(DomainPlan::seat_limit),
             active_projects: t.active_projects as i32,
@@ -314,6 +314,34 @@ impl QueryRoot {
     }
 
     /// The platform view; platform operators only (`null` with an error for anyone else).
+    /// The tenant's event log, oldest first, filtered (owner, admin, auditor).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<crate::audit::EventFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<EventConnection> {
+        crate::audit::events(req(ctx), filter, first, after).await
+    }
+
+    /// A stream's state as of `version` or `at` (default: now); null when it has no events then
+    /// (owner, admin, auditor).
+    async fn aggregate(
+        &self,
+        ctx: &Context<'_>,
+        stream_id: ID,
+        version: Option<i64>,
+        at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Option<AggregateState>> {
+        crate::audit::aggregate(req(ctx), stream_id, version, at).await
+    }
+
+    /// Every event of a stream with the state after it (owner, admin, auditor).
+    async fn aggregate_history(&self, ctx: &Context<'_>, stream_id: ID) -> Result<Vec<HistoryStep>> {
+        crate::audit::history(req(ctx), stream_id).await
+    }
+
     async fn platform(&self, ctx: &Context<'_>) -> Result<Option<Platform>> {
         if !req(ctx).principal.platform {
             return Err(forbidden("only platform operators read the platform view"));

@@ -38,7 +38,7 @@ macro_rules! string_enum {
 
 string_enum!(Role { Owner = "owner", Admin = "admin", Member = "member", Viewer = "viewer", Auditor = "auditor" });
 string_enum!(Plan { Free = "free", Team = "team", Enterprise = "enterprise" });
-string_enum!(TenantStatus { Active = "active", Suspended = "suspended" });
+string_enum!(TenantStatus { Active = "active", Suspended = "suspended", Erased = "erased" });
 string_enum!(ProjectStatus { Active = "active", Archived = "archived" });
 string_enum!(TaskStatus { Todo = "todo", InProgress = "in_progress", Done = "done" });
 string_enum!(Priority { Low = "low", Medium = "medium", High = "high", Urgent = "urgent" });
@@ -347,6 +347,74 @@ connection!(ProjectConnection, ProjectEdge, Project, ProjectRow);
 connection!(TaskConnection, TaskEdge, Task, TaskRow);
 connection!(MemberConnection, MemberEdge, Member, MemberRow);
 connection!(TenantConnection, TenantEdge, PlatformTenant, PlatformTenantRow);
+connection!(EventConnection, EventEdge, AuditEvent, keel_store::RecordedEvent);
+
+/// One event of the log, for audit reviewers. `payload` has the current shape of its type
+/// (older schema versions upcast); personal data of erased members reads "[erased]".
+#[derive(SimpleObject)]
+pub struct AuditEvent {
+    pub(crate) position: i64,
+    pub(crate) event_id: ID,
+    pub(crate) stream_id: ID,
+    pub(crate) stream_type: String,
+    pub(crate) version: i64,
+    pub(crate) event_type: String,
+    /// The schema version it was written with.
+    pub(crate) schema_version: i32,
+    pub(crate) actor: Option<String>,
+    pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) payload: async_graphql::Json<serde_json::Value>,
+    pub(crate) metadata: async_graphql::Json<serde_json::Value>,
+    /// SHA-256 chaining this event to the previous one of its stream (hex).
+    pub(crate) hash: String,
+    pub(crate) prev_hash: Option<String>,
+}
+
+impl From<keel_store::RecordedEvent> for AuditEvent {
+    fn from(e: keel_store::RecordedEvent) -> Self {
+        let payload = match e.decode() {
+            Ok(event) => event.payload(),
+            Err(_) => e.payload.clone(),
+        };
+        AuditEvent {
+            position: e.position,
+            event_id: ID(e.event_id.to_string()),
+            stream_id: ID(e.stream_id.to_string()),
+            stream_type: e.stream_type,
+            version: e.stream_version,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            actor: e.metadata.get("actor").and_then(|a| a.as_str()).map(str::to_owned),
+            recorded_at: e.recorded_at,
+            payload: async_graphql::Json(payload),
+            metadata: async_graphql::Json(e.metadata),
+            hash: hex::encode(&e.hash),
+            prev_hash: e.prev_hash.as_ref().map(hex::encode),
+        }
+    }
+}
+
+/// A stream's aggregate as of one of its versions.
+#[derive(SimpleObject)]
+pub struct AggregateState {
+    pub(crate) stream_id: ID,
+    pub(crate) stream_type: String,
+    pub(crate) version: i64,
+    /// When its last applied event was recorded.
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) state: async_graphql::Json<serde_json::Value>,
+}
+
+/// One event of a stream's history and the state after it.
+#[derive(SimpleObject)]
+pub struct HistoryStep {
+    pub(crate) version: i64,
+    pub(crate) event_type: String,
+    pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) actor: Option<String>,
+    pub(crate) event: async_graphql::Json<serde_json::Value>,
+    pub(crate) state: async_graphql::Json<serde_json::Value>,
+}
 
 /// A tenant as the platform sees it.
 #[derive(SimpleObject)]

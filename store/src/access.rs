@@ -23,7 +23,10 @@ pub struct TenantRow {
     pub name: String,
     pub slug: String,
     pub plan: Plan,
+    /// Takes no writes: suspended or erased.
     pub suspended: bool,
+    /// active, suspended or erased.
+    pub status: String,
     pub active_projects: u64,
     pub seats_used: u64,
 }
@@ -48,6 +51,7 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
         plan: Plan::parse(&plan).ok_or_else(|| StoreError::Invalid(format!("unknown plan {plan}")))?,
         // An erased tenant takes no writes, as a suspended one.
         suspended: status != "active",
+        status,
         active_projects: r.try_get::<i32, _>("active_projects")?.max(0) as u64,
         seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,
     }))

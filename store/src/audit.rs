@@ -21,6 +21,33 @@ pub struct EventFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// The conditions of `EventFilter` ($3..$8) on the tenant's ($1) events after a position ($2).
+const MATCHES: &str = "tenant_id = $1 AND position > $2
+    AND ($3::uuid IS NULL OR stream_id = $3)
+    AND ($4::text IS NULL OR stream_type = $4)
+    AND ($5::text IS NULL OR event_type = $5)
+    AND ($6::text IS NULL OR metadata->>'actor' = $6)
+    AND ($7::timestamptz IS NULL OR recorded_at >= $7)
+    AND ($8::timestamptz IS NULL OR recorded_at < $8)";
+
+/// How many of the transaction's tenant's events match `filter`.
+pub async fn count(tx: &mut TenantTx, filter: &EventFilter) -> Result<i64, StoreError> {
+    let tenant = tx.tenant();
+    let sql = format!("SELECT count(*) FROM events WHERE {MATCHES} AND $9::int IS NULL");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(0i64)
+        .bind(filter.stream_id)
+        .bind(filter.stream_type.as_deref())
+        .bind(filter.event_type.as_deref())
+        .bind(filter.actor.as_deref())
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(None::<i32>)
+        .fetch_one(tx.conn())
+        .await?)
+}
+
 /// Up to `limit` of the transaction's tenant's events after `after` (a position), in position
 /// order, matching `filter`, with personal data opened (or reading as erased).
 pub async fn events(
@@ -30,18 +57,7 @@ pub async fn events(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let tenant = tx.tenant();
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events
-          WHERE tenant_id = $1 AND position > $2
-            AND ($3::uuid IS NULL OR stream_id = $3)
-            AND ($4::text IS NULL OR stream_type = $4)
-            AND ($5::text IS NULL OR event_type = $5)
-            AND ($6::text IS NULL OR metadata->>'actor' = $6)
-            AND ($7::timestamptz IS NULL OR recorded_at >= $7)
-            AND ($8::timestamptz IS NULL OR recorded_at < $8)
-          ORDER BY position
-          LIMIT $9"
-    );
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE {MATCHES} ORDER BY position LIMIT $9");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.0)
         .bind(after)
