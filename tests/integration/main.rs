@@ -3,11 +3,13 @@
 
 mod helpers;
 
+mod audit;
 mod auth;
 mod bench;
 mod binary;
 mod commands;
 mod conditional;
+mod erasure;
 mod graphql;
 mod graphql_api;
 mod idempotency;
