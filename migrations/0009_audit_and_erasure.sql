@@ -60,6 +60,7 @@ CREATE POLICY snapshots_tenant ON snapshots
     USING (tenant_id = keel_current_tenant()) WITH CHECK (tenant_id = keel_current_tenant());
 REVOKE ALL ON snapshots FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON snapshots TO keel_writer;
+GRANT SELECT ON snapshots TO keel_reader;
 
 -- Audit reads page a tenant's log by position, by stream and by time.
 CREATE INDEX events_tenant_position_idx ON events (tenant_id, position);

@@ -33,7 +33,7 @@ async fn renamed_project(app: &TestApp, owner: &str) -> (String, String) {
 #[tokio::test]
 async fn audit_fields_answer_owners_admins_and_auditors_and_refuse_everyone_else() {
     let app = spawn_app().await;
-    let (tenant, owner) = app.provision("audit-roles").await;
+    let (tenant, owner) = app.provision_on("audit-roles", "team").await;
     let (_, admin) = app.invite(tenant, &owner, "ada", "admin").await;
     let (_, auditor) = app.invite(tenant, &owner, "aud", "auditor").await;
     let (_, member) = app.invite(tenant, &owner, "mem", "member").await;
@@ -260,8 +260,7 @@ async fn task_created_v1_rows_are_upcast_for_commands_projections_graphql_and_au
 
     // A rebuild from scratch reads it the same way.
     let mut su = app.db.superuser().await;
-    sqlx::query("TRUNCATE rm_tasks; DELETE FROM projection_checkpoints WHERE name = 'tasks'")
-        .execute(&mut su)
+    sqlx::Executor::execute(&mut su, "TRUNCATE rm_tasks; DELETE FROM projection_checkpoints WHERE name = 'tasks'")
         .await
         .unwrap();
     keel_projections::Runner::new(app.db.store.clone(), keel_projections::TasksProjection, Default::default())

@@ -186,8 +186,7 @@ async fn an_erased_member_is_unreadable_in_tables_graphql_history_replays_export
 
     // A replay from scratch reads the same (the server stopped: nothing else projects).
     server.child.kill().await.unwrap();
-    sqlx::query("TRUNCATE rm_members; DELETE FROM projection_checkpoints WHERE name = 'members'")
-        .execute(&mut su)
+    sqlx::Executor::execute(&mut su, "TRUNCATE rm_members; DELETE FROM projection_checkpoints WHERE name = 'members'")
         .await
         .unwrap();
     keel_projections::Runner::new(db.store.clone(), keel_projections::MembersProjection, Default::default())
@@ -357,6 +356,7 @@ async fn keys_rotate_reseals_every_data_key_under_a_new_master_key_without_touch
                 Store::connect(&url, PoolSizes { writer: 1, reader: 1, projector: 1 }, Some(key)).await.unwrap();
             let mut tx = store.begin_read(a).await.unwrap();
             let r = log::read_stream(&mut tx, member.parse().unwrap()).await;
+            drop(tx);
             store.close().await;
             r.map(|events| events[0].payload["email"].as_str().unwrap_or_default().to_owned())
         }
