@@ -127,7 +127,7 @@ pub async fn verify(
         for row in &rows {
             let e = RecordedEvent::from_row(row)?;
             let same_stream = prev.as_ref().is_some_and(|p| p.tenant_id == e.tenant_id && p.stream_id == e.stream_id);
-            if !prev.as_ref().is_some_and(|p| p.tenant_id == e.tenant_id) {
+            if prev.as_ref().is_none_or(|p| p.tenant_id != e.tenant_id) {
                 out.tenants += 1;
             }
             if !same_stream {

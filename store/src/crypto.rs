@@ -141,7 +141,7 @@ pub(crate) async fn seal(
         let master = master.ok_or_else(|| {
             StoreError::Invalid("no master key is configured: personal data cannot be written".into())
         })?;
-        if !keys.contains_key(&member) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(member) {
             let cipher = match sqlx::query(
                 "SELECT wrapped_key FROM member_keys WHERE tenant_id = $1 AND member_id = $2",
             )
@@ -165,7 +165,7 @@ pub(crate) async fn seal(
                     Aes256Gcm::new(&data_key.into())
                 }
             };
-            keys.insert(member, cipher);
+            slot.insert(cipher);
         }
         let cipher = &keys[&member];
         for field in fields {

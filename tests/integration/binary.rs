@@ -121,6 +121,12 @@ async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
     assert_eq!(line["span"]["tenant_id"], tenant.as_str());
     assert!(line["span"]["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(line["span"]["actor"], "user:ada");
+    assert!(
+        log.contains(&format!("generated a development master key in {}", data.join("master-key").display())),
+        "up says it generated a development master key:\n{log}"
+    );
+    let key = std::fs::read_to_string(data.join("master-key")).unwrap();
+    assert_eq!(key.trim().len(), 64, "32 bytes, hex");
 
     // A second `up` reuses the data.
     let second = up(&data, &dir.join("second.log")).await;
@@ -134,6 +140,18 @@ async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
         .unwrap();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["data"]["tenant"], json!({"slug": "up-test", "plan": "TEAM", "activeProjects": 1}), "{body}");
+    // ... with the same master key: the owner's email still opens.
+    let r = client
+        .post(&graphql)
+        .bearer_auth(&owner)
+        .json(&json!({"query": "{ members { edges { node { email } } } }"}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["members"]["edges"][0]["node"]["email"], "ada@up.test", "{body}");
+    assert_eq!(std::fs::read_to_string(data.join("master-key")).unwrap(), key);
+    assert!(!std::fs::read_to_string(dir.join("second.log")).unwrap().contains("generated a development master key"));
     interrupt(second).await;
     assert!(!data.join("pg/data/postmaster.pid").exists());
     let _ = std::fs::remove_dir_all(&dir);

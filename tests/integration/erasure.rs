@@ -242,8 +242,8 @@ async fn rows_of(db: &TestDb, tenant: TenantId) -> Vec<(String, i64)> {
     out
 }
 
-async fn fill(app: &TestApp, tenant: TenantId, owner: &str, slug: &str) {
-    app.invite(tenant, owner, &format!("{slug}-ada"), "member").await;
+async fn fill(app: &TestApp, tenant: TenantId, owner: &str, slug: &str) -> String {
+    let (member, _) = app.invite(tenant, owner, &format!("{slug}-ada"), "member").await;
     let p = app.create_project(owner, "P").await.body["id"].as_str().unwrap().to_owned();
     let r = app.post(&format!("/api/v1/projects/{p}/tasks"), owner, json!({"title": "T"})).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -256,6 +256,7 @@ async fn fill(app: &TestApp, tenant: TenantId, owner: &str, slug: &str) {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    member
 }
 
 #[tokio::test]
@@ -263,8 +264,13 @@ async fn erasing_a_tenant_deletes_its_keys_and_purges_its_read_tables_and_leaves
     let app = spawn_app().await;
     let (a, owner_a) = app.provision("erase-a").await;
     let (b, owner_b) = app.provision("erase-b").await;
-    fill(&app, a, &owner_a, "erase-a").await;
+    let member_a = fill(&app, a, &owner_a, "erase-a").await;
     fill(&app, b, &owner_b, "erase-b").await;
+    // Another tenant's member is not there for an owner of B: 404, as a missing one.
+    let r = app.post(&format!("/api/v1/members/{member_a}/erase"), &owner_b, json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let missing = app.post(&format!("/api/v1/members/{}/erase", Uuid::now_v7()), &owner_b, json!({})).await;
+    assert_eq!((missing.status, &missing.body["type"]), (404, &r.body["type"]));
     let deadline = Instant::now() + Duration::from_secs(20);
     while rows_of(&app.db, a).await.iter().any(|(_, n)| *n == 0) {
         assert!(Instant::now() < deadline, "projected: {:?}", rows_of(&app.db, a).await);
