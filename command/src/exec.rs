@@ -49,6 +49,15 @@ impl Cmd {
         matches!(self, Cmd::Provision(_) | Cmd::Tenant(_))
     }
 
+    /// Whether the command locks the tenant row: it counts against a plan limit or the owner rule.
+    fn locks_tenant(&self) -> bool {
+        match self {
+            Cmd::Provision(_) | Cmd::Tenant(_) | Cmd::Member(..) => true,
+            Cmd::Project(_, c) => matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore),
+            Cmd::Task(..) | Cmd::Usage(..) => false,
+        }
+    }
+
     /// What the caller's role must allow before anything is loaded.
     fn role_allows(&self, role: Role) -> bool {
         match self {
@@ -117,17 +126,19 @@ pub(crate) async fn execute(
     loop {
         let mut tx = state.store.begin_write(tenant).await.map_err(errors::store)?;
         let now = Utc::now();
-        let role = if cmd.is_platform() {
-            None
+        let (role, row) = if cmd.is_platform() {
+            (None, None)
         } else {
-            let role = access::member_role(&mut tx, &meta.principal.subject)
+            // The caller's membership and the tenant row (locked when the command counts
+            // against a limit) in one statement.
+            let (role, row) = access::member_and_tenant(&mut tx, &meta.principal.subject, cmd.locks_tenant())
                 .await
-                .map_err(errors::store)?
-                .ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
+                .map_err(errors::store)?;
+            let role = role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
             if !cmd.role_allows(role) {
                 return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())));
             }
-            Some(role)
+            (Some(role), row)
         };
         if let Some(key) = &meta.idempotency_key {
             match idempotency::reserve(&mut tx, key, &meta.request_hash).await.map_err(errors::store)? {
@@ -147,7 +158,7 @@ pub(crate) async fn execute(
                 }
             }
         }
-        match run(&mut tx, role, &cmd, meta, now).await {
+        match run(&mut tx, role, row, &cmd, meta, now).await {
             Ok(o) => {
                 let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
                 let body = written_body(o.id, o.version, o.position);
@@ -278,7 +289,11 @@ fn check_if_match(meta: &WriteMeta, version: i64) -> Result<(), Failure> {
     }
 }
 
-async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<TenantRow, Failure> {
+/// The tenant row read with the caller's membership, or (platform commands) read now.
+async fn tenant_row(tx: &mut TenantTx, read: Option<TenantRow>, lock: bool) -> Result<TenantRow, Failure> {
+    if let Some(row) = read {
+        return Ok(row);
+    }
     access::tenant_row(tx, lock).await?.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
 }
 
@@ -338,6 +353,7 @@ async fn append<A: Aggregate>(
 async fn run(
     tx: &mut TenantTx,
     role: Option<Role>,
+    read: Option<TenantRow>,
     cmd: &Cmd,
     meta: &WriteMeta,
     now: DateTime<Utc>,
@@ -355,7 +371,7 @@ async fn run(
                 return Err(Failure::Problem(Problem::not_found("tenant")));
             };
             check_if_match(meta, head.version)?;
-            let row = tenant_row(tx, true).await?;
+            let row = tenant_row(tx, read, true).await?;
             let usage = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
             let events = match op {
                 TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now)?,
@@ -368,7 +384,7 @@ async fn run(
         Cmd::Member(id, c) => {
             // Every member command locks the tenant row: seats and "one owner remains" are
             // decided one command at a time.
-            let row = tenant_row(tx, true).await?;
+            let row = tenant_row(tx, read, true).await?;
             let (member, head) = load_or_new::<Member>(tx, id.0).await?;
             if !matches!(c, MemberCommand::Invite { .. }) {
                 check_if_match(meta, head.version)?;
@@ -384,8 +400,7 @@ async fn run(
             append(tx, id.0, &member, head, events, meta, now).await
         }
         Cmd::Project(id, c) => {
-            let counts = matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore);
-            let row = tenant_row(tx, counts).await?;
+            let row = tenant_row(tx, read, cmd.locks_tenant()).await?;
             let (project, head) = load_or_new::<Project>(tx, id.0).await?;
             if !matches!(c, ProjectCommand::Create { .. }) {
                 check_if_match(meta, head.version)?;
@@ -395,7 +410,7 @@ async fn run(
             append(tx, id.0, &project, head, events, meta, now).await
         }
         Cmd::Task(id, c) => {
-            let row = tenant_row(tx, false).await?;
+            let row = tenant_row(tx, read, false).await?;
             let (task, head) = load_or_new::<Task>(tx, id.0).await?;
             let project_id = match &c {
                 TaskCommand::Create { project_id, .. } => Some(*project_id),
@@ -431,7 +446,7 @@ async fn run(
             append(tx, id.0, &task, head, events, meta, now).await
         }
         Cmd::Usage(batch, records) => {
-            let row = tenant_row(tx, false).await?;
+            let row = tenant_row(tx, read, false).await?;
             let months = keel_domain::usage::months(&records);
             let month_units = keel_store::usage::lock_months(tx, &months).await?;
             let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();

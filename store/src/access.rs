@@ -43,9 +43,39 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
     let Some(r) = sqlx::query(sql).bind(tenant).fetch_optional(tx.conn()).await? else {
         return Ok(None);
     };
+    tenant_row_of(&r).map(Some)
+}
+
+/// The caller's active role and the tenant's row, in one statement (the start of every tenant
+/// command); with `lock`, the tenant row is locked as `tenant_row` locks it.
+pub async fn member_and_tenant(
+    tx: &mut TenantTx,
+    user_id: &str,
+    lock: bool,
+) -> Result<(Option<Role>, Option<TenantRow>), StoreError> {
+    let sql: &'static str = if lock {
+        "SELECT t.name, t.slug, t.plan, t.status, t.active_projects, t.seats_used, m.role
+           FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.tenant_id AND m.user_id = $2 AND m.status = 'active'
+          WHERE t.tenant_id = $1 FOR UPDATE OF t"
+    } else {
+        "SELECT t.name, t.slug, t.plan, t.status, t.active_projects, t.seats_used, m.role
+           FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.tenant_id AND m.user_id = $2 AND m.status = 'active'
+          WHERE t.tenant_id = $1"
+    };
+    let tenant = tx.tenant().0;
+    let Some(r) = sqlx::query(sql).bind(tenant).bind(user_id).fetch_optional(tx.conn()).await? else {
+        return Ok((None, None));
+    };
+    let role: Option<String> = r.try_get("role")?;
+    let role =
+        role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Invalid(format!("unknown role {r}")))).transpose()?;
+    Ok((role, Some(tenant_row_of(&r)?)))
+}
+
+fn tenant_row_of(r: &sqlx::postgres::PgRow) -> Result<TenantRow, StoreError> {
     let plan: String = r.try_get("plan")?;
     let status: String = r.try_get("status")?;
-    Ok(Some(TenantRow {
+    Ok(TenantRow {
         name: r.try_get("name")?,
         slug: r.try_get("slug")?,
         plan: Plan::parse(&plan).ok_or_else(|| StoreError::Invalid(format!("unknown plan {plan}")))?,
@@ -54,7 +84,7 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
         status,
         active_projects: r.try_get::<i32, _>("active_projects")?.max(0) as u64,
         seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,
-    }))
+    })
 }
 
 /// A member of the transaction's tenant by id: role and whether active.
