@@ -272,7 +272,7 @@ async fn erasing_a_tenant_deletes_its_keys_and_purges_its_read_tables_and_leaves
     let missing = app.post(&format!("/api/v1/members/{}/erase", Uuid::now_v7()), &owner_b, json!({})).await;
     assert_eq!((missing.status, &missing.body["type"]), (404, &r.body["type"]));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while rows_of(&app.db, a).await.iter().any(|(_, n)| *n == 0) {
+    while rows_of(&app.db, a).await.iter().chain(rows_of(&app.db, b).await.iter()).any(|(_, n)| *n == 0) {
         assert!(Instant::now() < deadline, "projected: {:?}", rows_of(&app.db, a).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
