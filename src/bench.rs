@@ -376,6 +376,42 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
             )
             .await?,
         );
+        // The same command at half the rate Keel just sustained, started on a clock (open loop):
+        // the latency a client sees when the service is not saturated.
+        let half = (cases.last().map_or(2.0, |c: &CaseResult| c.keel_ops_s) / 2.0).max(1.0) as u32;
+        let (h, b, p, clients) = (http.clone(), base.clone(), plain.clone(), opts.clients);
+        cases.push(
+            alternate(
+                "command_half_rate",
+                opts,
+                progress,
+                || {
+                    let p = p.clone();
+                    open_loop(half, opts.round, move |_| {
+                        let p = p.clone();
+                        async move { plain_insert(&p).await }
+                    })
+                },
+                || {
+                    let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
+                    open_loop(half, opts.round, move |n| {
+                        let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
+                        async move {
+                            let (token, project) = &setup[n as usize % clients];
+                            let r = h
+                                .post(format!("{b}/api/v1/projects/{project}/tasks"))
+                                .bearer_auth(token)
+                                .json(&json!({"title": format!("H{n}"), "priority": "low"}))
+                                .send()
+                                .await?;
+                            anyhow::ensure!(r.status().as_u16() == 201, "CreateTask answered {}", r.status());
+                            Ok(())
+                        }
+                    })
+                },
+            )
+            .await?,
+        );
     }
 
     // usage_batch: RecordUsage with 100 records a call.

@@ -4,7 +4,7 @@ use crate::db::TenantTx;
 use crate::error::StoreError;
 use crate::log::{COLUMNS, RecordedEvent, reveal};
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 /// What an audit reader asks the log for; every condition is optional.
@@ -30,22 +30,26 @@ const MATCHES: &str = "tenant_id = $1 AND position > $2
     AND ($7::timestamptz IS NULL OR recorded_at >= $7)
     AND ($8::timestamptz IS NULL OR recorded_at < $8)";
 
-/// How many of the transaction's tenant's events match `filter`.
-pub async fn count(tx: &mut TenantTx, filter: &EventFilter) -> Result<i64, StoreError> {
-    let tenant = tx.tenant();
-    let sql = format!("SELECT count(*) FROM events WHERE {MATCHES} AND $9::int IS NULL");
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(tenant.0)
-        .bind(0i64)
-        .bind(filter.stream_id)
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `filter` as $3..$8 of `MATCHES`.
+fn bind_filter<'q>(q: Query<'q>, filter: &'q EventFilter) -> Query<'q> {
+    q.bind(filter.stream_id)
         .bind(filter.stream_type.as_deref())
         .bind(filter.event_type.as_deref())
         .bind(filter.actor.as_deref())
         .bind(filter.from)
         .bind(filter.to)
-        .bind(None::<i32>)
+}
+
+/// How many of the transaction's tenant's events match `filter`.
+pub async fn count(tx: &mut TenantTx, filter: &EventFilter) -> Result<i64, StoreError> {
+    let tenant = tx.tenant();
+    let sql = format!("SELECT count(*) FROM events WHERE {MATCHES}");
+    let row = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(0i64), filter)
         .fetch_one(tx.conn())
-        .await?)
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Up to `limit` of the transaction's tenant's events after `after` (a position), in position
@@ -58,15 +62,7 @@ pub async fn events(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let tenant = tx.tenant();
     let sql = format!("SELECT {COLUMNS} FROM events WHERE {MATCHES} ORDER BY position LIMIT $9");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant.0)
-        .bind(after)
-        .bind(filter.stream_id)
-        .bind(filter.stream_type.as_deref())
-        .bind(filter.event_type.as_deref())
-        .bind(filter.actor.as_deref())
-        .bind(filter.from)
-        .bind(filter.to)
+    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(after), filter)
         .bind(limit)
         .fetch_all(tx.conn())
         .await?;

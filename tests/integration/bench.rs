@@ -15,6 +15,7 @@ async fn every_bench_case_produces_numbers() {
         [
             "append",
             "command",
+            "command_half_rate",
             "usage_batch",
             "catch_up",
             "query_projects",
@@ -33,5 +34,5 @@ async fn every_bench_case_produces_numbers() {
         assert!(json["cases"][0].get(key).is_some(), "{key}");
     }
     assert!(json["machine"]["peak_rss_kb"].as_u64().is_some_and(|k| k > 0));
-    assert!(table(&report).lines().count() == 9);
+    assert!(table(&report).lines().count() == 10);
 }
