@@ -58,6 +58,16 @@ impl Cmd {
         }
     }
 
+    /// Whether the command creates a stream whose id the server made for this request.
+    fn creates_new_stream(&self) -> bool {
+        matches!(
+            self,
+            Cmd::Member(_, MemberCommand::Invite { .. })
+                | Cmd::Project(_, ProjectCommand::Create { .. })
+                | Cmd::Task(_, TaskCommand::Create { .. })
+        )
+    }
+
     /// What the caller's role must allow before anything is loaded.
     fn role_allows(&self, role: Role) -> bool {
         match self {
@@ -158,7 +168,11 @@ pub(crate) async fn execute(
                 }
             }
         }
-        match run(&mut tx, role, row, &cmd, meta, now).await {
+        // A create's id was just made by the server (UUIDv7): on the first attempt its stream is
+        // new without asking; were it not, the append's unique version would say so and the
+        // retry loads it.
+        let fresh = attempt == 0 && cmd.creates_new_stream();
+        match run(&mut tx, role, row, fresh, &cmd, meta, now).await {
             Ok(o) => {
                 let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
                 let body = written_body(o.id, o.version, o.position);
@@ -354,6 +368,7 @@ async fn run(
     tx: &mut TenantTx,
     role: Option<Role>,
     read: Option<TenantRow>,
+    fresh: bool,
     cmd: &Cmd,
     meta: &WriteMeta,
     now: DateTime<Utc>,
@@ -385,7 +400,7 @@ async fn run(
             // Every member command locks the tenant row: seats and "one owner remains" are
             // decided one command at a time.
             let row = tenant_row(tx, read, true).await?;
-            let (member, head) = load_or_new::<Member>(tx, id.0).await?;
+            let (member, head) = if fresh { Default::default() } else { load_or_new::<Member>(tx, id.0).await? };
             if !matches!(c, MemberCommand::Invite { .. }) {
                 check_if_match(meta, head.version)?;
             }
@@ -401,7 +416,7 @@ async fn run(
         }
         Cmd::Project(id, c) => {
             let row = tenant_row(tx, read, cmd.locks_tenant()).await?;
-            let (project, head) = load_or_new::<Project>(tx, id.0).await?;
+            let (project, head) = if fresh { Default::default() } else { load_or_new::<Project>(tx, id.0).await? };
             if !matches!(c, ProjectCommand::Create { .. }) {
                 check_if_match(meta, head.version)?;
             }
@@ -411,7 +426,7 @@ async fn run(
         }
         Cmd::Task(id, c) => {
             let row = tenant_row(tx, read, false).await?;
-            let (task, head) = load_or_new::<Task>(tx, id.0).await?;
+            let (task, head) = if fresh { Default::default() } else { load_or_new::<Task>(tx, id.0).await? };
             let project_id = match &c {
                 TaskCommand::Create { project_id, .. } => Some(*project_id),
                 _ => task.project_id,
