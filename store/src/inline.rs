@@ -15,7 +15,32 @@ pub fn email_key(email: &str) -> String {
     hex::encode(Sha256::digest(email.trim().to_lowercase().as_bytes()))
 }
 
-pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&Event]) -> Result<(), StoreError> {
+/// How `events` move the tenant's seat and active-project counters. An erasure zeroes both, so
+/// only what follows the last one counts.
+pub(crate) fn counter_deltas<'a>(events: impl IntoIterator<Item = &'a Event>) -> (i32, i32) {
+    let (mut seats, mut projects) = (0, 0);
+    for event in events {
+        match event {
+            Event::MemberInvited(_) => seats += 1,
+            Event::MemberRemoved(_) => seats -= 1,
+            Event::MemberErased(e) if e.was_active => seats -= 1,
+            Event::ProjectCreated(_) | Event::ProjectRestored(_) => projects += 1,
+            Event::ProjectArchived(_) => projects -= 1,
+            Event::TenantErased(_) => (seats, projects) = (0, 0),
+            _ => {}
+        }
+    }
+    (seats, projects)
+}
+
+/// Applies `events` to the inline tables. The counters move by `counter_deltas` at the end,
+/// unless the caller already moved them (the append folds that into its insert).
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    events: &[&Event],
+    counters_moved: bool,
+) -> Result<(), StoreError> {
     let tenant = tenant.0;
     for event in events {
         match event {
@@ -62,7 +87,6 @@ pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&
                 .bind((e.email.as_str() != crate::crypto::ERASED).then(|| email_key(e.email.as_str())))
                 .execute(&mut *conn)
                 .await?;
-                adjust(conn, tenant, Counter::Seats, 1).await?;
             }
             Event::MemberRoleChanged(e) => {
                 sqlx::query("UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND member_id = $2")
@@ -85,13 +109,10 @@ pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&
                     .bind(e.member_id.0)
                     .execute(&mut *conn)
                     .await?;
-                if e.was_active {
-                    adjust(conn, tenant, Counter::Seats, -1).await?;
-                }
             }
             Event::TenantErased(_) => {
                 for sql in [
-                    "UPDATE tenants SET status = 'erased', seats_used = 0 WHERE tenant_id = $1",
+                    "UPDATE tenants SET status = 'erased', seats_used = 0, active_projects = 0 WHERE tenant_id = $1",
                     "UPDATE memberships SET status = 'erased', email_key = NULL WHERE tenant_id = $1",
                     "DELETE FROM member_keys WHERE tenant_id = $1",
                 ] {
@@ -104,12 +125,7 @@ pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&
                     .bind(e.member_id.0)
                     .execute(&mut *conn)
                     .await?;
-                adjust(conn, tenant, Counter::Seats, -1).await?;
             }
-            Event::ProjectCreated(_) | Event::ProjectRestored(_) => {
-                adjust(conn, tenant, Counter::ActiveProjects, 1).await?
-            }
-            Event::ProjectArchived(_) => adjust(conn, tenant, Counter::ActiveProjects, -1).await?,
             Event::UsageRecorded(e) => {
                 let ids: Vec<&str> = e.records.iter().map(|r| r.id.as_str()).collect();
                 // A record id seen before violates usage_records_pkey: the command is retried
@@ -138,12 +154,20 @@ pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[&
                     .await?;
                 }
             }
-            Event::ProjectUpdated(_)
+            // Counters only (moved below), or nothing inline.
+            Event::ProjectCreated(_)
+            | Event::ProjectRestored(_)
+            | Event::ProjectArchived(_)
+            | Event::ProjectUpdated(_)
             | Event::TaskCreated(_)
             | Event::TaskUpdated(_)
             | Event::TaskAssigned(_)
             | Event::TaskStatusChanged(_) => {}
         }
+    }
+    let deltas = counter_deltas(events.iter().copied());
+    if !counters_moved && deltas != (0, 0) {
+        adjust(conn, tenant, deltas).await?;
     }
     Ok(())
 }
@@ -153,17 +177,16 @@ async fn exec(conn: &mut PgConnection, sql: &'static str, tenant: uuid::Uuid, va
     Ok(())
 }
 
-enum Counter {
-    Seats,
-    ActiveProjects,
-}
-
-async fn adjust(conn: &mut PgConnection, tenant: uuid::Uuid, counter: Counter, by: i32) -> Result<(), StoreError> {
-    let sql: &'static str = match counter {
-        Counter::Seats => "UPDATE tenants SET seats_used = seats_used + $2 WHERE tenant_id = $1",
-        Counter::ActiveProjects => "UPDATE tenants SET active_projects = active_projects + $2 WHERE tenant_id = $1",
-    };
-    let done = sqlx::query(sql).bind(tenant).bind(by).execute(conn).await?;
+/// Moves the tenant's counters (see `counter_deltas`).
+async fn adjust(conn: &mut PgConnection, tenant: uuid::Uuid, (seats, projects): (i32, i32)) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE tenants SET seats_used = seats_used + $2, active_projects = active_projects + $3 WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(seats)
+    .bind(projects)
+    .execute(conn)
+    .await?;
     if done.rows_affected() != 1 {
         return Err(StoreError::Invalid(format!("tenant {tenant} has no control-plane row")));
     }
@@ -190,7 +213,7 @@ pub async fn rebuild_tenant(tx: &mut TenantTx) -> Result<usize, StoreError> {
         after = last.log_position();
         let events: Vec<Event> = batch.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
         let refs: Vec<&Event> = events.iter().collect();
-        apply(tx.conn(), tenant, &refs).await?;
+        apply(tx.conn(), tenant, &refs, false).await?;
         applied += events.len();
     }
     Ok(applied)

@@ -259,17 +259,27 @@ pub async fn append_at(
         hashes.push(hash);
     }
 
+    // The tenant's counters move in the same statement as the insert (one round trip fewer),
+    // except when the append creates the tenant's row itself (provisioning).
+    let fold = !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_)));
+    let (seats, projects) = if fold { inline::counter_deltas(events) } else { (0, 0) };
     let rows = sqlx::query(
-        "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \
-                             schema_version, payload, metadata, recorded_at, prev_hash, hash)
-         SELECT $1, t.stream_type, t.stream_id, t.stream_version, t.event_id, t.event_type, t.schema_version,
-                t.payload, $2, $3, t.prev_hash, t.hash
-         FROM UNNEST($4::text[], $5::uuid[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::jsonb[], \
-                     $11::bytea[], $12::bytea[])
-              WITH ORDINALITY AS t(stream_type, stream_id, stream_version, event_id, event_type, schema_version, \
-                                   payload, prev_hash, hash, ord)
-         ORDER BY t.ord
-         RETURNING position, transaction_id::text AS xid",
+        "WITH ins AS (
+           INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \
+                               schema_version, payload, metadata, recorded_at, prev_hash, hash)
+           SELECT $1, t.stream_type, t.stream_id, t.stream_version, t.event_id, t.event_type, t.schema_version,
+                  t.payload, $2, $3, t.prev_hash, t.hash
+           FROM UNNEST($4::text[], $5::uuid[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::jsonb[], \
+                       $11::bytea[], $12::bytea[])
+                WITH ORDINALITY AS t(stream_type, stream_id, stream_version, event_id, event_type, schema_version, \
+                                     payload, prev_hash, hash, ord)
+           ORDER BY t.ord
+           RETURNING position, transaction_id),
+         adj AS (
+           UPDATE tenants SET seats_used = seats_used + $13, active_projects = active_projects + $14
+            WHERE tenant_id = $1 AND ($13 <> 0 OR $14 <> 0)
+            RETURNING 1)
+         SELECT position, transaction_id::text AS xid, (SELECT count(*) FROM adj) AS adjusted FROM ins",
     )
     .bind(tenant.0)
     .bind(&metadata)
@@ -283,6 +293,8 @@ pub async fn append_at(
     .bind(&payloads)
     .bind(&prev_hashes)
     .bind(&hashes)
+    .bind(seats)
+    .bind(projects)
     .fetch_all(tx.conn())
     .await
     .map_err(|e| match StoreError::from(e) {
@@ -305,8 +317,11 @@ pub async fn append_at(
         last = last.max(p);
     }
 
+    if (seats, projects) != (0, 0) && rows.first().map(|r| r.try_get::<i64, _>("adjusted")).transpose()? != Some(1) {
+        return Err(StoreError::Invalid(format!("tenant {tenant} has no control-plane row")));
+    }
     let refs: Vec<&Event> = events.iter().collect();
-    inline::apply(tx.conn(), tenant, &refs).await?;
+    inline::apply(tx.conn(), tenant, &refs, fold).await?;
 
     Ok(Appended {
         last,
