@@ -218,3 +218,21 @@ pub async fn rebuild_tenant(tx: &mut TenantTx) -> Result<usize, StoreError> {
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_domain::event::{MemberErased, ProjectArchived, TenantErased};
+    use keel_domain::{MemberId, ProjectId};
+
+    #[test]
+    fn counters_move_with_members_and_projects_and_an_erasure_zeroes_what_came_before() {
+        let at = chrono::Utc::now();
+        let archived = Event::ProjectArchived(ProjectArchived { project_id: ProjectId::new_v7(), at });
+        let erased = |was_active| Event::MemberErased(MemberErased { member_id: MemberId::new_v7(), was_active, at });
+        assert_eq!(counter_deltas([&archived, &erased(true), &erased(false)]), (-1, -1));
+        let tenant_erased = Event::TenantErased(TenantErased { tenant_id: TenantId::new_v7(), at });
+        assert_eq!(counter_deltas([&archived, &erased(true), &tenant_erased]), (0, 0));
+        assert_eq!(counter_deltas([&tenant_erased, &archived]), (0, -1));
+    }
+}
