@@ -34,7 +34,11 @@ pub async fn lock_months(tx: &mut TenantTx, months: &[NaiveDate]) -> Result<BTre
 pub async fn recorded(tx: &mut TenantTx, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
     let tenant = tx.tenant().0;
     let found: Vec<String> =
-        sqlx::query_scalar("SELECT record_id FROM usage_records WHERE tenant_id = $1 AND record_id = ANY($2)")
+        // A join with the ids (not `= ANY($2)`, whose generic plan scanned the tenant's records).
+        sqlx::query_scalar(
+            "SELECT r.record_id FROM UNNEST($2::text[]) AS i(id)
+               JOIN usage_records r ON r.tenant_id = $1 AND r.record_id = i.id",
+        )
             .bind(tenant)
             .bind(ids)
             .fetch_all(tx.conn())
