@@ -50,6 +50,8 @@ pub struct CaseResult {
     pub ratio: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The baseline's p99 in the same rounds: what the server and disk alone give.
+    pub baseline_p99_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,10 +161,12 @@ where
     K: Fn() -> KF,
     KF: Future<Output = anyhow::Result<Sample>>,
 {
-    let (mut b, mut k, mut lat) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut b, mut k, mut lat, mut base_lat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         progress(&format!("{name}: round {}/{} baseline", round + 1, opts.rounds));
-        b.push(baseline().await?.rate());
+        let s = baseline().await?;
+        b.push(s.rate());
+        base_lat.extend(s.latencies);
         progress(&format!("{name}: round {}/{} keel", round + 1, opts.rounds));
         let s = keel().await?;
         k.push(s.rate());
@@ -176,6 +180,7 @@ where
         ratio: if baseline_ops_s > 0.0 { keel_ops_s / baseline_ops_s } else { 0.0 },
         p50_ms: percentile(&mut lat, 0.50),
         p99_ms: percentile(&mut lat, 0.99),
+        baseline_p99_ms: percentile(&mut base_lat, 0.99),
     })
 }
 
@@ -739,13 +744,13 @@ fn read_kb(file: &str, key: &str) -> Option<u64> {
 /// The report as the table `keel bench` prints.
 pub fn table(report: &Report) -> String {
     let mut s = format!(
-        "{:<18} {:>12} {:>14} {:>7} {:>9} {:>9}\n",
-        "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms"
+        "{:<18} {:>12} {:>14} {:>7} {:>9} {:>9} {:>13}\n",
+        "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms", "base p99 ms"
     );
     for c in &report.cases {
         s.push_str(&format!(
-            "{:<18} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2}\n",
-            c.name, c.keel_ops_s, c.baseline_ops_s, c.ratio, c.p50_ms, c.p99_ms
+            "{:<18} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2} {:>13.2}\n",
+            c.name, c.keel_ops_s, c.baseline_ops_s, c.ratio, c.p50_ms, c.p99_ms, c.baseline_p99_ms
         ));
     }
     s
