@@ -75,6 +75,16 @@ fn master_key(s: &Settings, dev: bool) -> anyhow::Result<keel_store::MasterKey> 
     keel_store::MasterKey::parse(&key).with_context(|| format!("the development master key in {}", path.display()))
 }
 
+/// The master key for a command-line tool: the configured one; the development key only on the
+/// embedded cluster (a key generated against another database would open nothing); none when
+/// neither (personal data then cannot be read, and saying so is the tool's error).
+fn cli_master_key(s: &Settings) -> anyhow::Result<Option<keel_store::MasterKey>> {
+    if s.master_key.is_some() || s.master_key_file.is_some() || s.database_url.is_none() {
+        return master_key(s, true).map(Some);
+    }
+    Ok(None)
+}
+
 fn dev_key_path(s: &Settings) -> std::path::PathBuf {
     s.data_dir.join("master-key")
 }
@@ -228,7 +238,7 @@ async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Res
 async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()> {
     with_database(s, async |url: &str| {
         let store =
-            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, master_key(s, true).ok())
+            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, cli_master_key(s)?)
                 .await
                 .context("cannot connect (is the database migrated? run keel migrate)")?;
         match command {
@@ -328,7 +338,7 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
 async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
     with_database(s, async |url: &str| {
         let store =
-            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, master_key(s, true).ok())
+            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, cli_master_key(s)?)
                 .await
                 .context("cannot connect (is the database migrated? run keel migrate)")?;
         let result = match command {
@@ -348,7 +358,7 @@ async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
 
 async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
     let KeysCmd::Rotate { new_key_file } = command;
-    let old = master_key(s, true)?;
+    let old = cli_master_key(s)?.context("KEEL_MASTER_KEY or KEEL_MASTER_KEY_FILE names the key in use")?;
     let dev = s.master_key.is_none() && s.master_key_file.is_none();
     let (new, new_path) = match &new_key_file {
         Some(path) => {
@@ -369,6 +379,12 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
     if new.id() == old.id() {
         bail!("the new master key is the current one");
     }
+    // The development key: the new one is on disk before any data key is sealed under it.
+    let pending = dev_key_path(s).with_extension("new");
+    if new_path.is_none() {
+        secrets::write_new(&pending, &new.to_hex())?;
+        std::fs::File::open(&pending)?.sync_all()?;
+    }
     let n = with_database(s, async |url: &str| keel::audit::rotate_keys(url, &old, &new).await).await?;
     match new_path {
         Some(path) => println!(
@@ -380,7 +396,7 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
             // The development key is replaced by the new one; the old one is kept beside it.
             let path = dev_key_path(s);
             std::fs::rename(&path, path.with_extension("retired"))?;
-            secrets::write_new(&path, &new.to_hex())?;
+            std::fs::rename(&pending, &path)?;
             println!(
                 "re-sealed {n} data keys under master key {}; the development key in {} is replaced",
                 new.id(),

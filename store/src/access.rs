@@ -47,7 +47,9 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
 }
 
 /// The caller's active role and the tenant's row, in one statement (the start of every tenant
-/// command); with `lock`, the tenant row is locked as `tenant_row` locks it.
+/// command); with `lock`, the tenant row is locked as `tenant_row` locks it, and otherwise
+/// share-locked: a suspension or erasure (which lock it for update) waits for the commands in
+/// flight, and a command that starts after one sees it, so no write lands after an erasure.
 pub async fn member_and_tenant(
     tx: &mut TenantTx,
     user_id: &str,
@@ -60,7 +62,7 @@ pub async fn member_and_tenant(
     } else {
         "SELECT t.name, t.slug, t.plan, t.status, t.active_projects, t.seats_used, m.role
            FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.tenant_id AND m.user_id = $2 AND m.status = 'active'
-          WHERE t.tenant_id = $1"
+          WHERE t.tenant_id = $1 FOR SHARE OF t"
     };
     let tenant = tx.tenant().0;
     let Some(r) = sqlx::query(sql).bind(tenant).bind(user_id).fetch_optional(tx.conn()).await? else {

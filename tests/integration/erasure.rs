@@ -376,3 +376,30 @@ async fn keys_rotate_reseals_every_data_key_under_a_new_master_key_without_touch
     assert!(!again.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A suspension or erasure locks the tenant row; a command in another transaction share-locks
+/// it, so it waits and then sees the new status: no write lands after the tenant stopped
+/// taking them (which would refill an erased tenant's purged read tables).
+#[tokio::test]
+async fn a_command_racing_a_suspension_waits_for_it_and_is_refused() {
+    let app = spawn_app().await;
+    let (tenant, owner) = app.provision("race-erase").await;
+    let project = app.create_project(&owner, "P").await.body["id"].as_str().unwrap().to_owned();
+
+    let mut tx = app.db.store.begin_write(tenant).await.unwrap();
+    keel_store::access::tenant_row(&mut tx, true).await.unwrap().unwrap();
+    let (client, url, token) =
+        (app.client.clone(), format!("{}/api/v1/projects/{project}/tasks", app.base), owner.clone());
+    let racing = tokio::spawn(async move {
+        client.post(url).bearer_auth(token).json(&json!({"title": "Late"})).send().await.unwrap().status().as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!racing.is_finished(), "the command waits for the transaction holding the tenant row");
+    sqlx::query("UPDATE tenants SET status = 'suspended' WHERE tenant_id = $1")
+        .bind(tenant.0)
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(racing.await.unwrap(), 423, "it then sees the suspension");
+}
