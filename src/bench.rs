@@ -240,6 +240,24 @@ async fn plain_insert(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// REST `CreateTask` through the port, as the command cases send it.
+async fn create_task(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    project: &str,
+    title: &str,
+) -> anyhow::Result<()> {
+    let r = http
+        .post(format!("{base}/api/v1/projects/{project}/tasks"))
+        .bearer_auth(token)
+        .json(&json!({"title": title, "priority": "high"}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 201, "CreateTask answered {}", r.status());
+    Ok(())
+}
+
 /// Runs every case against a new database on the server of `admin_url`, dropped at the end.
 pub async fn run(admin_url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
     let db = format!("keel_bench_{}_{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..6]);
@@ -367,14 +385,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
                         let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
                         async move {
                             let (token, project) = &setup[c];
-                            let r = h
-                                .post(format!("{b}/api/v1/projects/{project}/tasks"))
-                                .bearer_auth(token)
-                                .json(&json!({"title": format!("T{n}"), "priority": "high"}))
-                                .send()
-                                .await?;
-                            anyhow::ensure!(r.status().as_u16() == 201, "CreateTask answered {}", r.status());
-                            Ok(())
+                            create_task(&h, &b, token, project, &format!("T{n}")).await
                         }
                     })
                 },
@@ -403,14 +414,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
                         let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
                         async move {
                             let (token, project) = &setup[n as usize % clients];
-                            let r = h
-                                .post(format!("{b}/api/v1/projects/{project}/tasks"))
-                                .bearer_auth(token)
-                                .json(&json!({"title": format!("H{n}"), "priority": "low"}))
-                                .send()
-                                .await?;
-                            anyhow::ensure!(r.status().as_u16() == 201, "CreateTask answered {}", r.status());
-                            Ok(())
+                            create_task(&h, &b, token, project, &format!("H{n}")).await
                         }
                     })
                 },
