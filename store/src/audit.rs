@@ -67,8 +67,8 @@ pub async fn events(
         .fetch_all(tx.conn())
         .await?;
     let mut events = rows.iter().map(RecordedEvent::from_row).collect::<Result<Vec<_>, _>>()?;
-    let master = tx.master_key().cloned();
-    reveal(tx.conn(), master.as_ref(), &mut events).await?;
+    let master = tx.master_handle();
+    reveal(tx.conn(), master.as_deref(), &mut events).await?;
     Ok(events)
 }
 

@@ -213,6 +213,12 @@ impl TenantTx {
         self.master.as_deref()
     }
 
+    /// The master key as a shared handle (a reference count, not a copy of the key), for use
+    /// beside `conn()`.
+    pub(crate) fn master_handle(&self) -> Option<std::sync::Arc<MasterKey>> {
+        self.master.clone()
+    }
+
     /// The connection, for one statement (each call is counted as one).
     pub fn conn(&mut self) -> &mut PgConnection {
         if let Some(c) = &self.statements {

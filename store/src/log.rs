@@ -213,8 +213,8 @@ pub async fn append_at(
     // Personal data is sealed before it is hashed: the chain covers what is stored, so it still
     // verifies after a member's data key is erased.
     let mut sealed: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
-    let master = tx.master_key().cloned();
-    crate::crypto::seal(tx.conn(), master.as_ref(), tenant.0, events, &mut sealed).await?;
+    let master = tx.master_handle();
+    crate::crypto::seal(tx.conn(), master.as_deref(), tenant.0, events, &mut sealed).await?;
     let mut sealed = sealed.into_iter();
 
     let starts: Vec<(Uuid, i64)> = heads.iter().map(|(s, v, _)| (*s, *v)).collect();
@@ -345,8 +345,8 @@ pub async fn reveal(
 }
 
 async fn reveal_in(tx: &mut TenantTx, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
-    let master = tx.master_key().cloned();
-    reveal(tx.conn(), master.as_ref(), events).await
+    let master = tx.master_handle();
+    reveal(tx.conn(), master.as_deref(), events).await
 }
 
 /// The events of one stream of the transaction's tenant, in version order, revealed.

@@ -72,8 +72,8 @@ pub async fn load(
             events.push(RecordedEvent::from_row(r)?);
         }
     }
-    let master = tx.master_key().cloned();
-    reveal(tx.conn(), master.as_ref(), &mut events).await?;
+    let master = tx.master_handle();
+    reveal(tx.conn(), master.as_deref(), &mut events).await?;
     Ok((snapshot, events))
 }
 
