@@ -43,6 +43,29 @@ pub struct AppConfig {
     pub pools: PoolSizes,
     /// Seals and opens personal data.
     pub master_key: keel_store::MasterKey,
+    pub limits: EdgeLimits,
+}
+
+/// Deadlines and GraphQL document limits at the edge (each a `KEEL_*` setting).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Every REST and GraphQL request is cancelled past this (503 `timeout`).
+    pub request_timeout: Duration,
+    /// After a shutdown signal, in-flight requests and projection batches get this long; then
+    /// they are cancelled and the process exits.
+    pub shutdown_timeout: Duration,
+    /// Nesting, expanded fields, depth, complexity and body size of a GraphQL document.
+    pub graphql: keel_query::GraphqlLimits,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        EdgeLimits {
+            request_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(15),
+            graphql: keel_query::GraphqlLimits::default(),
+        }
+    }
 }
 
 pub struct App {
@@ -51,6 +74,7 @@ pub struct App {
     store: Store,
     runner: Option<RunnerConfig>,
     auth: Arc<Authenticator>,
+    shutdown_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -74,15 +98,19 @@ impl App {
         let mut api = Router::new();
         let mut open = Router::new();
         if config.roles.command {
-            api = api.merge(keel_command::router(store.clone()));
+            api = api.merge(keel_command::router(store.clone()).layer(axum::middleware::from_fn_with_state(
+                config.limits.request_timeout,
+                keel_gateway::deadline::deadline,
+            )));
             open = open.merge(keel_command::docs_router());
         }
         if config.roles.query {
+            let graphql = keel_query::GraphqlLimits { timeout: config.limits.request_timeout, ..config.limits.graphql };
             api = api.merge(keel_query::router(keel_query::QueryState::new(
-                keel_query::build_schema(),
                 store.clone(),
                 config.consistency_wait,
                 auth.clone(),
+                graphql,
             )));
         }
         let router = api
@@ -101,7 +129,7 @@ impl App {
             .layer(axum::middleware::from_fn(keel_gateway::context::request_context));
 
         let runner = config.roles.projector.then(|| config.runner.clone());
-        Ok(App { listener, router, store, runner, auth })
+        Ok(App { listener, router, store, runner, auth, shutdown_timeout: config.limits.shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -121,7 +149,8 @@ impl App {
     }
 
     /// Serves and projects until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests and the current batch finish, and closes the pools.
+    /// requests and the current batch finish, and closes the pools. What has not finished
+    /// within the shutdown deadline is cancelled (an open transaction rolls back).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let workers = match &self.runner {
@@ -136,11 +165,28 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight work");
         let _ = stop_tx.send(true);
-        let served = server.await.context("server task panicked")?;
-        for w in workers {
-            w.await.context("projection task panicked")?;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let mut server = server;
+        let served = match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(r) => r.context("server task panicked")?,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.shutdown_timeout.as_millis() as u64,
+                    "in-flight requests did not finish within the shutdown deadline (KEEL_SHUTDOWN_TIMEOUT_MS): cancelled"
+                );
+                server.abort();
+                Ok(())
+            }
+        };
+        for mut w in workers {
+            if tokio::time::timeout_at(deadline, &mut w).await.is_err() {
+                tracing::warn!("a projection batch did not finish within the shutdown deadline: cancelled");
+                w.abort();
+            }
         }
-        self.store.close().await;
+        if tokio::time::timeout(Duration::from_secs(2), self.store.close()).await.is_err() {
+            tracing::warn!("database connections still busy at shutdown: dropped");
+        }
         served.context("server failed")
     }
 }

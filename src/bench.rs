@@ -297,6 +297,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         runner: RunnerConfig::default(),
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),
+        limits: crate::EdgeLimits::default(),
     })
     .await?;
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -65,6 +65,34 @@ pub struct Settings {
     #[arg(long, env = "KEEL_BODY_LIMIT", global = true, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
+    /// Deadline of every REST and GraphQL request, in ms; past it the request is cancelled (503).
+    #[arg(long, env = "KEEL_REQUEST_TIMEOUT_MS", global = true, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// After SIGTERM or Ctrl-C, how long in-flight work may finish before it is cancelled, in ms.
+    #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", global = true, default_value_t = 15_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Deepest selection of a GraphQL data query (introspection is counted apart).
+    #[arg(long, env = "KEEL_GRAPHQL_MAX_DEPTH", global = true, default_value_t = 10)]
+    pub graphql_max_depth: usize,
+
+    /// Largest complexity of a GraphQL query: one per field, a connection's fields times its `first`.
+    #[arg(long, env = "KEEL_GRAPHQL_MAX_COMPLEXITY", global = true, default_value_t = 10_000)]
+    pub graphql_max_complexity: usize,
+
+    /// Brackets ({ [ () open at once in a GraphQL document, input values included.
+    #[arg(long, env = "KEEL_GRAPHQL_MAX_NESTING", global = true, default_value_t = 32)]
+    pub graphql_max_nesting: usize,
+
+    /// Fields of a GraphQL document once its fragments are expanded.
+    #[arg(long, env = "KEEL_GRAPHQL_MAX_FIELDS", global = true, default_value_t = 2_000)]
+    pub graphql_max_fields: u64,
+
+    /// Largest body of POST /graphql, in bytes.
+    #[arg(long, env = "KEEL_GRAPHQL_BODY_LIMIT", global = true, default_value_t = 256 * 1024)]
+    pub graphql_body_limit: usize,
+
     /// Events a projection applies per transaction.
     #[arg(long, env = "KEEL_PROJECTION_BATCH", global = true, default_value_t = 500)]
     pub projection_batch: i64,

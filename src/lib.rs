@@ -9,4 +9,4 @@ pub mod embedded;
 pub mod secrets;
 pub mod telemetry;
 
-pub use app::{App, AppConfig, Roles};
+pub use app::{App, AppConfig, EdgeLimits, Roles};

@@ -30,6 +30,9 @@ async fn main() {
         eprintln!("keel: {e:#}");
         std::process::exit(1);
     }
+    // Everything has been stopped and flushed; exiting here means a worker thread stuck in a
+    // request that ignored cancellation cannot hold the process after its shutdown deadline.
+    std::process::exit(0);
 }
 
 /// The JWT settings; without KEEL_JWT_SECRET, `dev` allows a generated development secret.
@@ -106,6 +109,18 @@ fn app_config(
         runner: runner_config(s),
         pools: PoolSizes::default(),
         master_key,
+        limits: keel::EdgeLimits {
+            request_timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
+            shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
+            graphql: keel_query::GraphqlLimits {
+                max_depth: s.graphql_max_depth,
+                max_complexity: s.graphql_max_complexity,
+                max_nesting: s.graphql_max_nesting,
+                max_fields: s.graphql_max_fields,
+                body_limit: s.graphql_body_limit,
+                timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
+            },
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod context;
+pub mod deadline;
 pub mod json;
 pub mod metrics;
 pub mod problem;

@@ -6,10 +6,12 @@ pub mod changes;
 mod context;
 mod cursor;
 pub mod http;
+pub mod limits;
 mod loaders;
 pub mod schema;
 pub mod subscription;
 pub mod types;
 
 pub use http::{QueryState, router};
-pub use schema::{KeelSchema, build_schema};
+pub use limits::GraphqlLimits;
+pub use schema::{KeelSchema, build_introspection_schema, build_schema, build_schema_with};

@@ -2,6 +2,7 @@
 
 use crate::context::{bad_input, forbidden, internal};
 use crate::cursor;
+use crate::limits::{GraphqlLimits, Guard};
 use crate::subscription::SubscriptionRoot;
 use crate::types::*;
 use async_graphql::{Context, EmptyMutation, Enum, ID, InputObject, Object, Result, Schema};
@@ -15,14 +16,33 @@ pub type KeelSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
 
 pub const MAX_PAGE: i32 = 100;
 const DEFAULT_PAGE: i32 = 20;
-pub const MAX_DEPTH: usize = 10;
-pub const MAX_COMPLEXITY: usize = 5_000;
 
+/// The schema with the default limits (what `keel graphql-schema` prints).
 pub fn build_schema() -> KeelSchema {
+    build_schema_with(GraphqlLimits::default())
+}
+
+/// The schema data queries run on: depth and complexity limited, the document guard installed.
+pub fn build_schema_with(limits: GraphqlLimits) -> KeelSchema {
     Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+        .extension(Guard(limits))
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
         .finish()
+}
+
+/// The schema a query that reads only `__schema`/`__type`/`__typename` runs on: the same types
+/// and the same document guard (nesting, expanded fields), without the depth and complexity
+/// limits that standard introspection queries (graphql-js, graphql-core) exceed.
+pub fn build_introspection_schema(limits: GraphqlLimits) -> KeelSchema {
+    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot).extension(Guard(limits)).finish()
+}
+
+/// Complexity of a connection: its children once per item it may return (`first`, as GitHub's
+/// and Shopify's APIs count), plus one.
+pub(crate) fn connection_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
+    items.saturating_mul(child_complexity).saturating_add(1)
 }
 
 pub(crate) fn page_size(first: Option<i32>) -> Result<i32> {
@@ -138,6 +158,7 @@ impl QueryRoot {
     }
 
     /// Members by join date, optionally of one role.
+    #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn members(
         &self,
         ctx: &Context<'_>,
@@ -162,6 +183,7 @@ impl QueryRoot {
     }
 
     /// Projects, filtered and ordered (oldest first by default).
+    #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn projects(
         &self,
         ctx: &Context<'_>,
@@ -223,6 +245,7 @@ impl QueryRoot {
     }
 
     /// Tasks, filtered and ordered (by creation by default).
+    #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn tasks(
         &self,
         ctx: &Context<'_>,
@@ -315,6 +338,7 @@ impl QueryRoot {
 
     /// The platform view; platform operators only (`null` with an error for anyone else).
     /// The tenant's event log, oldest first, filtered (owner, admin, auditor).
+    #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -428,6 +452,7 @@ pub struct Platform;
 #[Object]
 impl Platform {
     /// Every tenant, oldest first, optionally of one plan.
+    #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn tenants(
         &self,
         ctx: &Context<'_>,

@@ -145,6 +145,7 @@ impl From<ProjectRow> for Project {
 #[ComplexObject]
 impl Project {
     /// The project's tasks, oldest first.
+    #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn tasks(
         &self,
         ctx: &Context<'_>,

@@ -132,6 +132,7 @@ pub struct Options {
     pub poll_interval: Duration,
     pub consistency_wait: Duration,
     pub lease_ttl: Duration,
+    pub limits: keel::EdgeLimits,
 }
 
 impl Default for Options {
@@ -142,6 +143,7 @@ impl Default for Options {
             poll_interval: Duration::from_millis(200),
             consistency_wait: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(5),
+            limits: keel::EdgeLimits::default(),
         }
     }
 }
@@ -184,6 +186,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
         },
         pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
         master_key: master_key(),
+        limits: o.limits,
     };
     let app = App::build(config).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -1,0 +1,32 @@
+//! Every REST request has a deadline (`KEEL_REQUEST_TIMEOUT_MS`): past it the handler is
+//! cancelled (its transaction rolls back when it had not committed) and the client gets a 503.
+
+use crate::problem::Problem;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+/// Middleware: runs the rest of the stack within `limit`.
+pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(timeout_ms = limit.as_millis() as u64, "request cancelled at its deadline");
+            let mut r = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Deadline exceeded",
+                format!(
+                    "the request did not finish within {} ms; a command may have been applied: \
+                     retry it with the same Idempotency-Key",
+                    limit.as_millis()
+                ),
+            )
+            .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
