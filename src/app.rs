@@ -75,6 +75,8 @@ pub struct App {
     runner: Option<RunnerConfig>,
     auth: Arc<Authenticator>,
     shutdown_timeout: Duration,
+    /// Turns true when the shutdown deadline has passed: every request still running is cancelled.
+    cancel: watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -128,8 +130,10 @@ impl App {
             .layer(axum::middleware::from_fn(keel_gateway::metrics::record))
             .layer(axum::middleware::from_fn(keel_gateway::context::request_context));
 
+        let (cancel, cancelled) = watch::channel(false);
+        let router = router.layer(axum::middleware::from_fn_with_state(cancelled, keel_gateway::deadline::cancel_on));
         let runner = config.roles.projector.then(|| config.runner.clone());
-        Ok(App { listener, router, store, runner, auth, shutdown_timeout: config.limits.shutdown_timeout })
+        Ok(App { listener, router, store, runner, auth, shutdown_timeout: config.limits.shutdown_timeout, cancel })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -174,8 +178,16 @@ impl App {
                     timeout_ms = self.shutdown_timeout.as_millis() as u64,
                     "in-flight requests did not finish within the shutdown deadline (KEEL_SHUTDOWN_TIMEOUT_MS): cancelled"
                 );
-                server.abort();
-                Ok(())
+                // Cancelled requests answer 503 and their connections close; what still hangs
+                // after a second is dropped with the server task.
+                let _ = self.cancel.send(true);
+                match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                    Ok(r) => r.context("server task panicked")?,
+                    Err(_) => {
+                        server.abort();
+                        Ok(())
+                    }
+                }
             }
         };
         for mut w in workers {

@@ -30,3 +30,26 @@ pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -
         }
     }
 }
+
+/// Middleware: cancels the request when `stop` turns true (the shutdown deadline has passed),
+/// answering 503 `shutting-down`.
+pub async fn cancel_on(
+    State(mut stop): State<tokio::sync::watch::Receiver<bool>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    tokio::select! {
+        r = next.run(req) => r,
+        _ = stop.wait_for(|s| *s) => {
+            let mut r = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "Shutting down",
+                "Keel is shutting down and cancelled this request; retry it (with the same Idempotency-Key)",
+            )
+            .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}

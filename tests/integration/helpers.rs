@@ -318,6 +318,17 @@ impl TestApp {
         r
     }
 
+    /// Stops the app as a shutdown signal would and waits until `run` has returned.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.server.take() {
+            Some(h) => h.await.expect("the server task does not panic"),
+            None => Ok(()),
+        }
+    }
+
     pub async fn graphql(&self, token: &str, query: &str, consistency: Option<&str>) -> Reply {
         let mut rb =
             self.client.post(format!("{}/graphql", self.base)).bearer_auth(token).json(&json!({"query": query}));

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn subscribe(app: &TestApp, token: &str, query: &str) -> Socket {
+pub(crate) async fn subscribe(app: &TestApp, token: &str, query: &str) -> Socket {
     let mut req = format!("{}/graphql/ws", app.base.replace("http://", "ws://")).into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");
@@ -23,7 +23,7 @@ async fn subscribe(app: &TestApp, token: &str, query: &str) -> Socket {
     ws
 }
 
-async fn next_json(ws: &mut Socket, within: Duration) -> Option<Value> {
+pub(crate) async fn next_json(ws: &mut Socket, within: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
