@@ -77,6 +77,9 @@ pub struct App {
     shutdown_timeout: Duration,
     /// Turns true when the shutdown deadline has passed: every request still running is cancelled.
     cancel: watch::Sender<bool>,
+    /// Turns true when shutdown begins: no new connections, subscription sockets close (1001).
+    stop: watch::Sender<bool>,
+    stopping: watch::Receiver<bool>,
 }
 
 #[derive(Clone)]
@@ -97,6 +100,7 @@ impl App {
         let auth = Arc::new(Authenticator::hs256(config.jwt.clone()));
         let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
 
+        let (stop, stopping) = watch::channel(false);
         let mut api = Router::new();
         let mut open = Router::new();
         if config.roles.command {
@@ -108,12 +112,10 @@ impl App {
         }
         if config.roles.query {
             let graphql = keel_query::GraphqlLimits { timeout: config.limits.request_timeout, ..config.limits.graphql };
-            api = api.merge(keel_query::router(keel_query::QueryState::new(
-                store.clone(),
-                config.consistency_wait,
-                auth.clone(),
-                graphql,
-            )));
+            api = api.merge(keel_query::router(
+                keel_query::QueryState::new(store.clone(), config.consistency_wait, auth.clone(), graphql)
+                    .stopping(stopping.clone()),
+            ));
         }
         let router = api
             .layer(axum::middleware::from_fn_with_state(auth.clone(), keel_gateway::auth::authenticate))
@@ -133,7 +135,17 @@ impl App {
         let (cancel, cancelled) = watch::channel(false);
         let router = router.layer(axum::middleware::from_fn_with_state(cancelled, keel_gateway::deadline::cancel_on));
         let runner = config.roles.projector.then(|| config.runner.clone());
-        Ok(App { listener, router, store, runner, auth, shutdown_timeout: config.limits.shutdown_timeout, cancel })
+        Ok(App {
+            listener,
+            router,
+            store,
+            runner,
+            auth,
+            shutdown_timeout: config.limits.shutdown_timeout,
+            cancel,
+            stop,
+            stopping,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -156,7 +168,7 @@ impl App {
     /// requests and the current batch finish, and closes the pools. What has not finished
     /// within the shutdown deadline is cancelled (an open transaction rolls back).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = (self.stop, self.stopping);
         let workers = match &self.runner {
             Some(c) => keel_projections::spawn_all(&self.store, c, &stop_rx),
             None => Vec::new(),

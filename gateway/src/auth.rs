@@ -125,6 +125,12 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_until(token).map(|(p, _)| p)
+    }
+
+    /// The principal and the moment the token expires (its `exp`), for connections that outlive
+    /// a request and must end when their token does.
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, SystemTime), AuthError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             other => AuthError::Invalid(format!("{other:?}")),
@@ -137,7 +143,7 @@ impl Authenticator {
         if platform && c.tenant_id.is_some() {
             return Err(AuthError::Invalid("a platform token carries no tenant_id".into()));
         }
-        Ok(Principal { subject: c.sub, tenant_id: c.tenant_id, platform })
+        Ok((Principal { subject: c.sub, tenant_id: c.tenant_id, platform }, UNIX_EPOCH + Duration::from_secs(c.exp)))
     }
 
     /// Signs a token for `keel token` and tests.

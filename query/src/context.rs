@@ -89,6 +89,17 @@ impl RequestCtx {
             .copied()
     }
 
+    /// Whether the caller may still read what `allowed` guards, as the database says now (not the
+    /// role cached for the request): an active member, of a tenant that is active. Subscriptions
+    /// ask before every push.
+    pub(crate) async fn still_allowed(&self, allowed: fn(Role) -> bool) -> Result<bool, Error> {
+        let mut tx = self.read_tx().await?;
+        let role = access::member_role(&mut tx, &self.principal.subject).await.map_err(internal)?;
+        let tenant = access::tenant_row(&mut tx, false).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(role.is_some_and(allowed) && tenant.is_some_and(|t| t.status == "active"))
+    }
+
     /// Requires an active membership whose role passes `allowed`.
     pub(crate) async fn require(&self, allowed: fn(Role) -> bool) -> Result<Role, Error> {
         self.tenant()?;

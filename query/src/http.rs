@@ -15,16 +15,20 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures::{SinkExt, StreamExt};
 use keel_gateway::{Authenticator, Principal, Problem};
 use keel_store::{LogPosition, Store};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use std::time::SystemTime;
+use tokio::sync::{broadcast, watch};
 
 pub const CONSISTENCY_HEADER: &str = "keel-consistency";
 /// `Keel-Debug: statements` adds `extensions.sqlStatements`: how many SQL statements the request ran.
@@ -40,6 +44,8 @@ pub struct QueryState {
     pub auth: Arc<Authenticator>,
     pub changes: Changes,
     pub limits: GraphqlLimits,
+    /// Turns true when the server begins to shut down: subscription sockets close with 1001.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl QueryState {
@@ -58,7 +64,13 @@ impl QueryState {
             auth,
             changes,
             limits,
+            stopping: watch::channel(false).1,
         }
+    }
+
+    /// Closes subscription sockets when `stopping` turns true.
+    pub fn stopping(self, stopping: watch::Receiver<bool>) -> QueryState {
+        QueryState { stopping, ..self }
     }
 
     fn data(&self, ctx: Arc<RequestCtx>) -> Data {
@@ -419,17 +431,140 @@ fn token_of(payload: &serde_json::Value) -> Option<&str> {
 async fn websocket(State(state): State<QueryState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            let schema = state.schema.clone();
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token =
-                        token_of(&payload).ok_or_else(|| async_graphql::Error::new("a bearer token is required"))?;
-                    let principal = state.auth.verify(token).map_err(|e| async_graphql::Error::new(e.to_string()))?;
-                    let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), None, state.consistency_wait));
-                    Ok(state.data(ctx))
-                })
-                .serve()
-        })
+        .on_upgrade(move |socket| serve_socket(state, protocol, socket))
         .into_response()
+}
+
+/// Why Keel ends a socket, as graphql-transport-ws close codes with fixed reasons (no internal text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The token expired, or a subscribe came before the connection was acknowledged.
+    Unauthorized,
+    /// The token was refused, the membership ended, the tenant was suspended or erased.
+    Forbidden,
+    /// A message that is not graphql-transport-ws.
+    BadRequest,
+    /// Keel is shutting down.
+    GoingAway,
+}
+
+impl Ending {
+    fn frame(self) -> Message {
+        let (code, reason) = match self {
+            Ending::Unauthorized => (4401, "Unauthorized"),
+            Ending::Forbidden => (4403, "Forbidden"),
+            Ending::BadRequest => (4400, "Bad request"),
+            Ending::GoingAway => (1001, "Going away"),
+        };
+        Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    }
+}
+
+/// One subscription socket: async-graphql speaks the protocol; this loop forwards what it says,
+/// rewrites its close frames to fixed reasons, and ends the socket when access ends: at the
+/// token's `exp`, or when a membership or tenant change of the subscriber's tenant leaves it
+/// without an active membership in an active tenant.
+async fn serve_socket(state: QueryState, protocol: GraphQLProtocol, socket: WebSocket) {
+    let (mut sink, stream) = socket.split();
+    let (out_tx, mut out_rx) = futures::channel::mpsc::channel::<Message>(16);
+    let (end_tx, mut end_rx) = watch::channel::<Option<Ending>>(None);
+    let refused = Arc::new(std::sync::Mutex::new(None::<Ending>));
+    let on_init = {
+        let state = state.clone();
+        let refused = refused.clone();
+        move |payload: serde_json::Value| async move {
+            let refuse = |why: Ending| {
+                *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                async_graphql::Error::new("refused")
+            };
+            let token = token_of(&payload).ok_or_else(|| refuse(Ending::Forbidden))?;
+            let (principal, expires) = state.auth.verify_until(token).map_err(|e| {
+                tracing::info!(error = %e, "subscription token refused");
+                refuse(Ending::Forbidden)
+            })?;
+            let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), None, state.consistency_wait));
+            tokio::spawn(watch_access(ctx.clone(), state.changes.clone(), expires, end_tx));
+            Ok(state.data(ctx))
+        }
+    };
+    let graphql = GraphQLWebSocket::new_with_pair(out_tx, stream, state.schema.clone(), protocol)
+        .on_connection_init(on_init)
+        .serve();
+    tokio::pin!(graphql);
+    let mut stopping = state.stopping.clone();
+    let mut serving = true;
+    let ending = loop {
+        tokio::select! {
+            _ = &mut graphql, if serving => serving = false,
+            msg = out_rx.next() => match msg {
+                Some(Message::Close(frame)) => {
+                    let code = frame.as_ref().map(|f| f.code).unwrap_or(1000);
+                    let refused = *refused.lock().unwrap_or_else(|e| e.into_inner());
+                    let rewritten = match (code, refused) {
+                        (_, Some(why)) => why.frame(),
+                        (1002, None) => Ending::BadRequest.frame(),
+                        (1011, None) => Ending::Unauthorized.frame(),
+                        _ => Message::Close(frame),
+                    };
+                    let _ = sink.send(rewritten).await;
+                    break None;
+                }
+                Some(m) => {
+                    if sink.send(m).await.is_err() {
+                        break None;
+                    }
+                }
+                None => break None,
+            },
+            _ = async {
+                // A sender that is gone never stops the socket.
+                if stopping.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => break Some(Ending::GoingAway),
+            changed = end_rx.changed() => match changed {
+                Ok(()) => {
+                    let why = *end_rx.borrow();
+                    if why.is_some() {
+                        break why;
+                    }
+                }
+                // The watcher is gone (the connection was never acknowledged): keep serving.
+                Err(_) => end_rx = watch::channel(None).1,
+            },
+        }
+    };
+    if let Some(why) = ending {
+        tracing::info!(?why, "subscription socket ended");
+        let _ = sink.send(why.frame()).await;
+    }
+    let _ = sink.close().await;
+}
+
+/// Ends the socket (through `end`) at the token's expiry or when the subscriber's access ends.
+async fn watch_access(ctx: Arc<RequestCtx>, changes: Changes, expires: SystemTime, end: watch::Sender<Option<Ending>>) {
+    let left = expires.duration_since(SystemTime::now()).unwrap_or_default();
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
+    let tenant = ctx.principal.tenant_id.filter(|_| !ctx.principal.platform);
+    let mut feed = changes.subscribe().await;
+    loop {
+        let recheck = tokio::select! {
+            _ = &mut expiry => {
+                let _ = end.send(Some(Ending::Unauthorized));
+                return;
+            }
+            _ = end.closed() => return,
+            c = feed.recv() => match c {
+                Ok(c) => Some(c.t) == tenant && (c.p == "members" || c.p == "tenants"),
+                Err(broadcast::error::RecvError::Lagged(_)) => tenant.is_some(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        // Access is what any subscription needs: an active membership in an active tenant.
+        if recheck && matches!(ctx.still_allowed(|_| true).await, Ok(false)) {
+            let _ = end.send(Some(Ending::Forbidden));
+            return;
+        }
+    }
 }

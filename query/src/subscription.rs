@@ -2,7 +2,7 @@
 //! that tenant.
 
 use crate::changes::{Change, Changes};
-use crate::context::{RequestCtx, bad_input, internal};
+use crate::context::{RequestCtx, bad_input, forbidden, internal};
 use crate::schema::Dashboard;
 use crate::types::{Project, req};
 use async_graphql::{Context, ID, Result, Subscription};
@@ -32,33 +32,50 @@ async fn next_change(
     }
 }
 
+/// Before a push: the subscriber's access as it is now. `Some(error)` ends the subscription.
+async fn access_lost(r: &RequestCtx, allowed: fn(DomainRole) -> bool) -> Option<async_graphql::Error> {
+    match r.still_allowed(allowed).await {
+        Ok(true) => None,
+        Ok(false) => Some(forbidden("your access to this tenant has ended")),
+        Err(e) => Some(e),
+    }
+}
+
 pub struct SubscriptionRoot;
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// The dashboard, each time a projection it reads has applied a change of your tenant.
-    async fn dashboard_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Dashboard>> {
+    async fn dashboard_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<Dashboard>>> {
         let r: Arc<RequestCtx> = req(ctx).clone();
         r.require(|_| true).await?;
         let tenant = r.tenant()?.0;
         let rx = ctx.data_unchecked::<Changes>().subscribe().await;
-        Ok(futures::stream::unfold(rx, move |mut rx| async move {
+        Ok(futures::stream::unfold(Some((rx, r)), move |state| async move {
+            let (mut rx, r) = state?;
             next_change(&mut rx, tenant, |c| DASHBOARD.contains(&c.p.as_str())).await?;
-            Some((Dashboard, rx))
+            match access_lost(&r, |_| true).await {
+                None => Some((Ok(Dashboard), Some((rx, r)))),
+                Some(e) => Some((Err(e), None)),
+            }
         }))
     }
 
     /// The project, each time the projection has applied a change to it (its tasks included).
-    async fn project_changed(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = Project>> {
+    async fn project_changed(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = Result<Project>>> {
         let r: Arc<RequestCtx> = req(ctx).clone();
         r.require(DomainRole::can_read_data).await?;
         let tenant = r.tenant()?.0;
         let id = Uuid::parse_str(&id).map_err(|_| bad_input("not a valid project id"))?;
         let rx = ctx.data_unchecked::<Changes>().subscribe().await;
         let last: Option<(i64, i32, i32, i32)> = None;
-        Ok(futures::stream::unfold((rx, r, last), move |(mut rx, r, mut last)| async move {
+        Ok(futures::stream::unfold(Some((rx, r, last)), move |state| async move {
+            let (mut rx, r, mut last) = state?;
             loop {
                 next_change(&mut rx, tenant, |c| c.p == "projects").await?;
+                if let Some(e) = access_lost(&r, DomainRole::can_read_data).await {
+                    return Some((Err(e), None));
+                }
                 // A change to any of its tasks moves its counts: read it and push it when it moved.
                 let mut tx = r.read_tx().await.ok()?;
                 let row = keel_store::read::projects::get(&mut tx, id).await.map_err(internal).ok()?;
@@ -67,7 +84,7 @@ impl SubscriptionRoot {
                 let state = (row.version, row.tasks_todo, row.tasks_in_progress, row.tasks_done);
                 if last != Some(state) {
                     last = Some(state);
-                    return Some((Project::from(row), (rx, r, last)));
+                    return Some((Ok(Project::from(row)), Some((rx, r, last))));
                 }
             }
         }))

@@ -25,6 +25,7 @@ mod rebuild;
 mod reporting;
 mod roles;
 mod security;
+mod subscription_access;
 mod subscriptions;
 mod suspension;
 mod tasks;
