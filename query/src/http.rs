@@ -327,21 +327,22 @@ async fn execute(
         let status = if media == Media::GraphqlResponse { StatusCode::BAD_REQUEST } else { StatusCode::OK };
         request_error(status, media, code, message)
     };
-    // Before the parser sees it: the parser recurses once per bracket.
-    if limits::nesting_exceeds(&params.query, state.limits.max_nesting) {
-        let message = format!(
-            "the document nests brackets deeper than {} levels (KEEL_GRAPHQL_MAX_NESTING)",
-            state.limits.max_nesting
-        );
-        return bad_document(limits::TOO_COMPLEX, &message);
-    }
+    // Before anything recursive runs: the parser recurses once per bracket, the recursion-depth
+    // check once per expanded fragment.
+    let doc = match limits::vet(&params.query, &state.limits) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let code = e.extensions.as_ref().and_then(|x| x.get("code")).map(|_| limits::TOO_COMPLEX);
+            return bad_document(code.unwrap_or("GRAPHQL_PARSE_FAILED"), &e.message);
+        }
+    };
     let mut request = Request::new(params.query).variables(Variables::from_json(params.variables.unwrap_or_default()));
     if let Some(name) = params.operation_name.clone() {
         request = request.operation_name(name);
     }
-    let doc = match request.parsed_query() {
-        Ok(doc) => doc,
-        Err(e) => return bad_document("GRAPHQL_PARSE_FAILED", &e.message),
+    request.set_parsed_query(doc);
+    let Ok(doc) = request.parsed_query() else {
+        return bad_document("GRAPHQL_PARSE_FAILED", "the document cannot be parsed");
     };
     let operation_type = selected_operation(doc, params.operation_name.as_deref());
     if get && operation_type.is_some_and(|t| t != OperationType::Query) {
@@ -381,17 +382,16 @@ async fn execute(
         let n = ctx.statements.load(Ordering::Relaxed);
         response.extensions.insert("sqlStatements".into(), async_graphql::Value::from(n));
     }
-    let status = if media == Media::GraphqlResponse && is_request_error(&response) {
+    let never_ran = is_request_error(&response);
+    if never_ran {
         for e in &mut response.errors {
             let ext = e.extensions.get_or_insert_with(Default::default);
             if ext.get("code").is_none() {
                 ext.set("code", "GRAPHQL_VALIDATION_FAILED");
             }
         }
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    }
+    let status = if media == Media::GraphqlResponse && never_ran { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     match serde_json::to_vec(&response) {
         Ok(body) => (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response(),
         Err(e) => {

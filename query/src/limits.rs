@@ -90,8 +90,9 @@ pub fn nesting_exceeds(query: &str, max: usize) -> bool {
     false
 }
 
-/// Fields of every operation once fragment spreads are expanded, saturating. Each fragment is
-/// counted once (memoised), so a document that would expand to billions costs its own size.
+/// Selections (fields and fragment spreads) of every operation once fragment spreads are
+/// expanded, saturating. Each fragment is counted once (memoised), so a document that would
+/// expand to billions costs its own size.
 pub fn expanded_fields(doc: &ExecutableDocument) -> u64 {
     fn count(
         doc: &ExecutableDocument,
@@ -104,7 +105,7 @@ pub fn expanded_fields(doc: &ExecutableDocument) -> u64 {
             let add = match &s.node {
                 Selection::Field(f) => 1u64.saturating_add(count(doc, &f.node.selection_set.node, memo, visiting)),
                 Selection::InlineFragment(f) => count(doc, &f.node.selection_set.node, memo, visiting),
-                Selection::FragmentSpread(spread) => {
+                Selection::FragmentSpread(spread) => 1u64.saturating_add({
                     let name = &spread.node.fragment_name.node;
                     if let Some(&c) = memo.get(name) {
                         c
@@ -120,7 +121,7 @@ pub fn expanded_fields(doc: &ExecutableDocument) -> u64 {
                     } else {
                         0
                     }
-                }
+                }),
             };
             n = n.saturating_add(add);
         }
@@ -158,8 +159,28 @@ pub fn is_introspection(doc: &ExecutableDocument, operation_name: Option<&str>) 
     op.is_some_and(|op| !op.node.selection_set.node.items.is_empty() && only_meta(doc, &op.node.selection_set.node, 0))
 }
 
-/// Refuses a document before parsing when it nests too deep, and before validation when it
-/// expands to too many fields. Installed in the schema, so `/graphql` and `/graphql/ws` share it.
+/// The document, when it passes the limits that must hold before anything recursive runs:
+/// bracket nesting (before the parser), then expanded selections (before async-graphql's own
+/// recursion-depth check, which walks every expanded fragment).
+pub fn vet(query: &str, limits: &GraphqlLimits) -> ServerResult<ExecutableDocument> {
+    if nesting_exceeds(query, limits.max_nesting) {
+        return Err(limit_error(format!(
+            "the document nests brackets deeper than {} levels (KEEL_GRAPHQL_MAX_NESTING)",
+            limits.max_nesting
+        )));
+    }
+    let doc = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
+    if expanded_fields(&doc) > limits.max_fields {
+        return Err(limit_error(format!(
+            "the document has more than {} fields once its fragments are expanded (KEEL_GRAPHQL_MAX_FIELDS)",
+            limits.max_fields
+        )));
+    }
+    Ok(doc)
+}
+
+/// Vets every document before async-graphql parses and checks it. Installed in the schema, so
+/// `/graphql` and `/graphql/ws` share it.
 pub(crate) struct Guard(pub(crate) GraphqlLimits);
 
 impl ExtensionFactory for Guard {
@@ -179,21 +200,8 @@ impl Extension for GuardExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        if nesting_exceeds(query, self.0.max_nesting) {
-            return Err(limit_error(format!(
-                "the document nests brackets deeper than {} levels (KEEL_GRAPHQL_MAX_NESTING)",
-                self.0.max_nesting
-            )));
-        }
-        let doc = next.run(ctx, query, variables).await?;
-        let fields = expanded_fields(&doc);
-        if fields > self.0.max_fields {
-            return Err(limit_error(format!(
-                "the document has more than {} fields once its fragments are expanded (KEEL_GRAPHQL_MAX_FIELDS)",
-                self.0.max_fields
-            )));
-        }
-        Ok(doc)
+        vet(query, &self.0)?;
+        next.run(ctx, query, variables).await
     }
 }
 

@@ -76,6 +76,15 @@ async fn a_fragment_bomb_is_refused_before_it_is_expanded() {
     let r = app.graphql(&owner, &q, None).await;
     assert_eq!(code(&r.body), "QUERY_TOO_COMPLEX", "{}", r.body);
     assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("fragments are expanded"), "{}", r.body);
+    // Found by the fuzz: one fragment spread eight times a level, ten levels (8^10). It took
+    // 289 s in async-graphql's own recursion-depth check, which walks every expansion.
+    let mut q = String::from("{ ...F0 }\n");
+    for l in 0..10 {
+        q.push_str(&format!("fragment F{l} on Query {{ me {{ userId }} {}}}\n", format!("...F{} ", l + 1).repeat(8)));
+    }
+    q.push_str("fragment F10 on Query { dashboard { overdueTasks } }\n");
+    let r = app.graphql(&owner, &q, None).await;
+    assert_eq!(code(&r.body), "QUERY_TOO_COMPLEX", "{}", r.body);
     healthy(&app).await;
 }
 

@@ -12,6 +12,7 @@ mod conditional;
 mod erasure;
 mod graphql;
 mod graphql_api;
+mod graphql_fuzz;
 mod hostile_graphql;
 mod idempotency;
 mod limits;
