@@ -12,6 +12,7 @@ mod conditional;
 mod erasure;
 mod graphql;
 mod graphql_api;
+mod hostile_values;
 mod idempotency;
 mod limits;
 mod log;
