@@ -18,6 +18,7 @@ mod limits;
 mod log;
 mod members;
 mod openapi;
+mod operator_tools;
 mod ops;
 mod projection;
 mod read_models;
