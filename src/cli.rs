@@ -41,7 +41,8 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
 
     /// The master key that seals every member's data key: 64 hex digits or base64 of 32 bytes.
-    /// Unset (and no KEEL_MASTER_KEY_FILE): `up` uses a development key generated under KEEL_DATA_DIR.
+    /// Unset (and no KEEL_MASTER_KEY_FILE): `up` uses a development key generated under KEEL_DATA_DIR;
+    /// `audit`, `projections` and `keys` use that key when it exists and never generate one.
     #[arg(long, env = "KEEL_MASTER_KEY", global = true, hide_env_values = true)]
     pub master_key: Option<String>,
 

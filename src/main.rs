@@ -78,14 +78,33 @@ fn master_key(s: &Settings, dev: bool) -> anyhow::Result<keel_store::MasterKey> 
     keel_store::MasterKey::parse(&key).with_context(|| format!("the development master key in {}", path.display()))
 }
 
-/// The master key for a command-line tool: the configured one; the development key only on the
-/// embedded cluster (a key generated against another database would open nothing); none when
-/// neither (personal data then cannot be read, and saying so is the tool's error).
+/// The master key for a command-line tool: the configured one, else the development key that
+/// `keel up` wrote under KEEL_DATA_DIR. Never a new one: a key invented here would open nothing.
 fn cli_master_key(s: &Settings) -> anyhow::Result<Option<keel_store::MasterKey>> {
-    if s.master_key.is_some() || s.master_key_file.is_some() || s.database_url.is_none() {
-        return master_key(s, true).map(Some);
+    if s.master_key.is_some() || s.master_key_file.is_some() {
+        return master_key(s, false).map(Some);
     }
-    Ok(None)
+    let path = dev_key_path(s);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => keel_store::MasterKey::parse(&text)
+            .with_context(|| format!("the development master key in {}", path.display()))
+            .map(Some),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The master key for a tool that reads or writes personal data; without one it says which
+/// variable to set.
+fn required_cli_master_key(s: &Settings) -> anyhow::Result<keel_store::MasterKey> {
+    cli_master_key(s)?.with_context(|| {
+        format!(
+            "no master key: set KEEL_MASTER_KEY (64 hex digits or base64) or KEEL_MASTER_KEY_FILE (a file holding \
+             it), or KEEL_DATA_DIR to the directory where `keel up` wrote its development key ({} does not exist)",
+            dev_key_path(s).display()
+        )
+    })
 }
 
 fn dev_key_path(s: &Settings) -> std::path::PathBuf {
@@ -251,11 +270,15 @@ async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Res
 }
 
 async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()> {
+    // A rebuild opens every member's personal data: without the key it could only fail.
+    let key = match command {
+        ProjectionsCmd::Status => cli_master_key(s)?,
+        ProjectionsCmd::Rebuild { .. } => Some(required_cli_master_key(s)?),
+    };
     with_database(s, async |url: &str| {
-        let store =
-            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, cli_master_key(s)?)
-                .await
-                .context("cannot connect (is the database migrated? run keel migrate)")?;
+        let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, key)
+            .await
+            .context("cannot connect (is the database migrated? run keel migrate)")?;
         match command {
             ProjectionsCmd::Status => {
                 println!(
@@ -283,6 +306,12 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                     if let Some(e) = st.last_error {
                         println!("{:<20} last error: {e}", "");
                     }
+                    if let Some(live) = name.strip_suffix("@rebuild") {
+                        println!(
+                            "{:<20} a rebuild of {live} is running, or was killed: `keel projections rebuild {live}` starts it over and removes it when done or failed",
+                            ""
+                        );
+                    }
                 }
             }
             ProjectionsCmd::Rebuild { name } => {
@@ -295,12 +324,20 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                     .progress_chars("=> "),
                 );
                 bar.set_message(format!("rebuilding {name}"));
-                let done = keel_projections::rebuild::rebuild(&store, url, &name, runner_config(s), |p| {
+                let rebuild = keel_projections::rebuild::rebuild(&store, url, &name, runner_config(s), |p| {
                     bar.set_length(p.total);
                     bar.set_position(p.done);
-                })
-                .await?;
+                });
+                let done = tokio::select! {
+                    r = rebuild => r,
+                    () = shutdown_signal() => {
+                        bar.abandon();
+                        keel_projections::rebuild::discard(url, &name).await?;
+                        bail!("interrupted: the partial rebuild of {name} was removed; the live projection is unchanged");
+                    }
+                };
                 bar.finish_and_clear();
+                let done = done?;
                 println!("{name}: rebuilt from {done} events and swapped in");
             }
         }
@@ -351,11 +388,15 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
+    // An export opens personal data; verifying the hash chains needs no key.
+    let key = match command {
+        AuditCmd::Export { .. } => Some(required_cli_master_key(s)?),
+        AuditCmd::Verify { .. } => cli_master_key(s)?,
+    };
     with_database(s, async |url: &str| {
-        let store =
-            keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, cli_master_key(s)?)
-                .await
-                .context("cannot connect (is the database migrated? run keel migrate)")?;
+        let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, key)
+            .await
+            .context("cannot connect (is the database migrated? run keel migrate)")?;
         let result = match command {
             AuditCmd::Export { tenant, from, to } => {
                 let out = std::io::stdout().lock();
@@ -373,7 +414,7 @@ async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
 
 async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
     let KeysCmd::Rotate { new_key_file } = command;
-    let old = cli_master_key(s)?.context("KEEL_MASTER_KEY or KEEL_MASTER_KEY_FILE names the key in use")?;
+    let old = required_cli_master_key(s)?;
     let dev = s.master_key.is_none() && s.master_key_file.is_none();
     let (new, new_path) = match &new_key_file {
         Some(path) => {

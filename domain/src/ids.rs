@@ -47,6 +47,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(field: &str, s: &str) -> Result<UserId, FieldError> {
+        let s = crate::values::storable(field, s)?;
         if s.is_empty() || s.chars().count() > 200 {
             return Err(FieldError::new(field, "must be 1 to 200 characters"));
         }

@@ -10,6 +10,13 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use std::collections::{BTreeMap, HashSet};
 
 pub const MAX_RECORDS: usize = 1000;
+/// The most units one record may carry (10^12).
+pub const MAX_QUANTITY: u64 = 1_000_000_000_000;
+/// The most units a tenant may record in one calendar month, whatever its plan (10^15, the
+/// ceiling of an "unlimited" plan): one full call of `MAX_RECORDS` records of `MAX_QUANTITY`
+/// fits, and the totals of 9,000 months still fit in a PostgreSQL `bigint`, so no counter or
+/// sum over them can overflow.
+pub const MAX_MONTH_UNITS: u64 = 1_000_000_000_000_000;
 /// A record may be stamped a little ahead of the server's clock, not more.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 300;
 
@@ -53,19 +60,27 @@ pub fn record_usage(
     if fresh.is_empty() {
         return Ok(vec![]);
     }
-    if let Some(limit) = ctx.plan.and_then(Plan::monthly_usage_limit) {
-        let mut added: BTreeMap<NaiveDate, u64> = BTreeMap::new();
-        for r in &fresh {
-            *added.entry(month_of(r.occurred_at)).or_default() += r.quantity;
-        }
-        for (month, units) in added {
-            let before = ctx.month_units.get(&month).copied().unwrap_or(0);
-            if before.saturating_add(units) > limit {
-                return Err(DomainError::LimitExceeded { limit: Limit::UsageUnits, limit_value: limit });
-            }
+    let limit = ctx.plan.and_then(Plan::monthly_usage_limit).map_or(MAX_MONTH_UNITS, |l| l.min(MAX_MONTH_UNITS));
+    let over = DomainError::LimitExceeded { limit: Limit::UsageUnits, limit_value: limit };
+    let added = units_by_month(&fresh).ok_or_else(|| over.clone())?;
+    for (month, units) in added {
+        let before = ctx.month_units.get(&month).copied().unwrap_or(0);
+        // A sum that does not fit in u64 is over any limit too.
+        if before.checked_add(units).is_none_or(|total| total > limit) {
+            return Err(over);
         }
     }
     Ok(vec![Event::UsageRecorded(UsageRecorded { batch_id, records: fresh, at: now })])
+}
+
+/// Units per calendar month of `records`; `None` if a sum does not fit in a `u64`.
+pub fn units_by_month(records: &[UsageRecord]) -> Option<BTreeMap<NaiveDate, u64>> {
+    let mut by_month: BTreeMap<NaiveDate, u64> = BTreeMap::new();
+    for r in records {
+        let units = by_month.entry(month_of(r.occurred_at)).or_default();
+        *units = units.checked_add(r.quantity)?;
+    }
+    Some(by_month)
 }
 
 /// The months a set of records falls in (for the store to lock their counters).
@@ -91,6 +106,8 @@ fn validate(records: Vec<UsageInput>, now: DateTime<Utc>) -> Result<Vec<UsageRec
         let metric = f.check(Metric::parse(&format!("records[{i}].metric"), &r.metric));
         if r.quantity <= 0 {
             f.push(&format!("records[{i}].quantity"), "must be greater than 0");
+        } else if r.quantity.unsigned_abs() > MAX_QUANTITY {
+            f.push(&format!("records[{i}].quantity"), &format!("must be at most {MAX_QUANTITY}"));
         }
         if r.occurred_at > now + TimeDelta::seconds(FUTURE_TOLERANCE_SECONDS) {
             f.push(&format!("records[{i}].occurred_at"), "must not be in the future");
@@ -170,10 +187,59 @@ mod tests {
             now(),
         );
         assert!(r.is_ok());
-        let enterprise = UsageContext { plan: Some(Plan::Enterprise), ..free(&[("2026-11-01", u64::MAX / 2)], &[]) };
+        let enterprise = UsageContext { plan: Some(Plan::Enterprise), ..free(&[("2026-11-01", 1_000_000)], &[]) };
         assert!(
             record_usage(batch(), vec![rec("a", 1_000_000_000, "2026-11-02T00:00:00Z")], &enterprise, now()).is_ok()
         );
+    }
+
+    #[test]
+    fn a_record_carries_at_most_the_maximum_quantity() {
+        let enterprise = UsageContext { plan: Some(Plan::Enterprise), ..free(&[], &[]) };
+        let at = "2026-11-02T00:00:00Z";
+        assert!(record_usage(batch(), vec![rec("a", MAX_QUANTITY as i64, at)], &enterprise, now()).is_ok());
+        for too_many in [MAX_QUANTITY as i64 + 1, i64::MAX] {
+            let err = record_usage(batch(), vec![rec("a", too_many, at)], &enterprise, now()).unwrap_err();
+            assert_eq!(
+                err,
+                DomainError::Validation(vec![FieldError::new("records[0].quantity", "must be at most 1000000000000")])
+            );
+        }
+    }
+
+    #[test]
+    fn an_unlimited_plan_still_stops_at_the_monthly_ceiling() {
+        let at = "2026-11-02T00:00:00Z";
+        let ceiling = Err(DomainError::LimitExceeded { limit: Limit::UsageUnits, limit_value: MAX_MONTH_UNITS });
+        // A full call of the largest records fits an empty month exactly ...
+        let full: Vec<_> = (0..MAX_RECORDS).map(|i| rec(&format!("r{i}"), MAX_QUANTITY as i64, at)).collect();
+        let enterprise =
+            |units: u64| UsageContext { plan: Some(Plan::Enterprise), ..free(&[("2026-11-01", units)], &[]) };
+        assert!(record_usage(batch(), full.clone(), &enterprise(0), now()).is_ok());
+        // ... and one unit more does not.
+        assert_eq!(record_usage(batch(), full, &enterprise(1), now()), ceiling);
+        assert_eq!(record_usage(batch(), vec![rec("a", 1, at)], &enterprise(MAX_MONTH_UNITS), now()), ceiling);
+    }
+
+    #[test]
+    fn a_monthly_total_that_would_overflow_is_refused_not_wrapped() {
+        let at = "2026-11-02T00:00:00Z";
+        // A counter near u64::MAX (never written by Keel, but read from the store): the total
+        // would wrap to a small number under the quota; it is refused instead.
+        for plan in [Plan::Free, Plan::Enterprise] {
+            let c = UsageContext { plan: Some(plan), ..free(&[("2026-11-01", u64::MAX - 1)], &[]) };
+            let err = record_usage(batch(), vec![rec("a", 2, at), rec("b", 2, at)], &c, now()).unwrap_err();
+            assert!(matches!(err, DomainError::LimitExceeded { limit: Limit::UsageUnits, .. }), "{plan:?}: {err:?}");
+        }
+        // A batch whose own sum does not fit in u64.
+        let huge = |id: &str| UsageRecord {
+            id: RecordId::parse("id", id).unwrap(),
+            metric: Metric::parse("m", "api.calls").unwrap(),
+            quantity: u64::MAX / 2 + 1,
+            occurred_at: at.parse().unwrap(),
+        };
+        assert_eq!(units_by_month(&[huge("a"), huge("b")]), None);
+        assert_eq!(units_by_month(&[huge("a")]).unwrap().into_values().collect::<Vec<_>>(), vec![u64::MAX / 2 + 1]);
     }
 
     #[test]

@@ -24,9 +24,19 @@ macro_rules! string_value {
     };
 }
 
+/// The one rule every free-text value obeys before any other: PostgreSQL's `text` and `jsonb`
+/// cannot hold U+0000, so a NUL is refused here, naming the field, rather than by the database
+/// (a 500) when the event is appended.
+pub fn storable<'a>(field: &str, s: &'a str) -> Result<&'a str, FieldError> {
+    if s.contains('\0') {
+        return Err(FieldError::new(field, "must not contain NUL characters (\\u0000)"));
+    }
+    Ok(s)
+}
+
 /// A trimmed, non-empty name of at most `max` characters.
 fn trimmed_name(field: &str, s: &str, max: usize) -> Result<String, FieldError> {
-    let t = s.trim();
+    let t = storable(field, s)?.trim();
     let n = t.chars().count();
     if n == 0 {
         return Err(FieldError::new(field, "must not be blank"));
@@ -44,7 +54,7 @@ string_value!(Slug);
 impl Slug {
     /// `^[a-z0-9][a-z0-9-]{1,62}$`
     pub fn parse(field: &str, s: &str) -> Result<Slug, FieldError> {
-        let b = s.as_bytes();
+        let b = storable(field, s)?.as_bytes();
         let ok = (2..=63).contains(&b.len())
             && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
             && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
@@ -64,7 +74,7 @@ impl Email {
     /// A syntactically valid address (RFC 5321/5322 as checked by `email_address`), at most 254
     /// characters. Stored as given, compared lower-cased.
     pub fn parse(field: &str, s: &str) -> Result<Email, FieldError> {
-        let t = s.trim();
+        let t = storable(field, s)?.trim();
         if t.len() > 254 || !email_address::EmailAddress::is_valid(t) {
             return Err(FieldError::new(field, "must be a valid email address"));
         }
@@ -106,7 +116,7 @@ string_value!(Reason);
 impl Reason {
     /// Up to 500 characters; blank means none.
     pub fn parse(field: &str, s: &str) -> Result<Option<Reason>, FieldError> {
-        let t = s.trim();
+        let t = storable(field, s)?.trim();
         if t.chars().count() > 500 {
             return Err(FieldError::new(field, "must be at most 500 characters"));
         }
@@ -118,7 +128,7 @@ string_value!(Metric);
 impl Metric {
     /// `^[a-z][a-z0-9_.-]{0,63}$`, e.g. `api.calls`.
     pub fn parse(field: &str, s: &str) -> Result<Metric, FieldError> {
-        let b = s.as_bytes();
+        let b = storable(field, s)?.as_bytes();
         let ok = (1..=64).contains(&b.len())
             && b[0].is_ascii_lowercase()
             && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
@@ -130,6 +140,7 @@ string_value!(RecordId);
 impl RecordId {
     /// The client's id of a usage record: 1..200 printable ASCII characters.
     pub fn parse(field: &str, s: &str) -> Result<RecordId, FieldError> {
+        let s = storable(field, s)?;
         if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(FieldError::new(field, "must be 1 to 200 printable ASCII characters"));
         }
@@ -198,7 +209,7 @@ string_value!(Description);
 impl Description {
     /// Free text up to 10,000 characters; blank means "no description".
     pub fn parse(field: &str, s: &str) -> Result<Option<Description>, FieldError> {
-        let t = s.trim();
+        let t = storable(field, s)?.trim();
         if t.chars().count() > 10_000 {
             return Err(FieldError::new(field, "must be at most 10000 characters"));
         }
@@ -241,5 +252,32 @@ mod tests {
     fn blank_description_is_none() {
         assert_eq!(Description::parse("d", "  ").unwrap(), None);
         assert!(Description::parse("d", &"x".repeat(10_001)).is_err());
+    }
+
+    #[test]
+    fn no_free_text_value_holds_a_nul_character() {
+        let nul = "a\u{0}b";
+        let results: Vec<(&str, Result<(), FieldError>)> = vec![
+            ("slug", Slug::parse("slug", nul).map(drop)),
+            ("email", Email::parse("email", "a\u{0}b@example.com").map(drop)),
+            ("name", ProjectName::parse("name", nul).map(drop)),
+            ("tenant", TenantName::parse("tenant", nul).map(drop)),
+            ("person", PersonName::parse("person", nul).map(drop)),
+            ("title", TaskTitle::parse("title", nul).map(drop)),
+            ("reason", Reason::parse("reason", nul).map(drop)),
+            ("metric", Metric::parse("metric", nul).map(drop)),
+            ("records[0].id", RecordId::parse("records[0].id", nul).map(drop)),
+            ("description", Description::parse("description", nul).map(drop)),
+            ("description", Description::parse("description", "\u{0}").map(drop)),
+            ("user_id", crate::UserId::parse("user_id", nul).map(drop)),
+        ];
+        for (field, r) in results {
+            let e = r.expect_err(field);
+            assert_eq!(e.field, field);
+            assert!(e.message.contains("NUL"), "{field}: {}", e.message);
+        }
+        // Other text, control characters of multi-line prose included, is still free text.
+        assert!(Description::parse("d", "line one\nline\ttwo").unwrap().is_some());
+        assert!(Reason::parse("r", "unpaid\r\nsince May").unwrap().is_some());
     }
 }

@@ -66,9 +66,50 @@ async fn run<P: Projection>(
     let tables = tables(name).ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
     let mut admin = PgConnection::connect(admin_url).await?;
     let runner = Runner::for_rebuild(store.clone(), projection, config);
+    match replay_and_swap(store, &mut admin, &runner, tables, &mut progress).await {
+        Ok(done) => {
+            keel_store::rebuild::drop_retired(&mut admin, tables).await?;
+            admin.close().await?;
+            tracing::info!(projection = name, events = done, "rebuild swapped in");
+            Ok(done)
+        }
+        Err(e) => {
+            // Nothing of a failed rebuild stays behind: not its tables, not its checkpoint.
+            drop(admin);
+            if let Err(cleanup) = discard(admin_url, name).await {
+                tracing::warn!(projection = name, error = %cleanup, "cannot remove the failed rebuild");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Removes what a rebuild of `name` that failed or was interrupted left behind: the copies of
+/// its tables in `keel_rebuild` and its `NAME@rebuild` checkpoint. The live projection is not
+/// touched. A rebuild that already swapped leaves nothing to remove.
+pub async fn discard(admin_url: &str, name: &str) -> Result<(), RebuildError> {
+    let tables = tables(name).ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
+    let mut admin = PgConnection::connect(admin_url).await?;
+    keel_store::rebuild::discard(&mut admin, tables).await?;
+    checkpoint::remove(&mut admin, &format!("{name}@rebuild")).await?;
+    admin.close().await?;
+    Ok(())
+}
+
+/// The rebuild up to and including the swap's commit.
+async fn replay_and_swap<P: Projection>(
+    store: &Store,
+    admin: &mut PgConnection,
+    runner: &Runner<P>,
+    tables: &[&str],
+    progress: &mut impl FnMut(&Progress),
+) -> Result<u64, RebuildError> {
+    let name = runner.projection().name();
     let rebuild_name = runner.checkpoint_name().to_owned();
-    keel_store::rebuild::prepare(&mut admin, tables).await?;
-    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&rebuild_name).execute(&mut admin).await?;
+    // A stale rebuild (a process killed mid-way) is replaced: its tables are recreated empty
+    // and its checkpoint starts over.
+    keel_store::rebuild::prepare(&mut *admin, tables).await?;
+    checkpoint::remove(&mut *admin, &rebuild_name).await?;
     checkpoint::set_state(store.projector(), &rebuild_name, "rebuilding", None).await?;
 
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(store.projector()).await?;
@@ -97,7 +138,10 @@ async fn run<P: Projection>(
                     progress(&report(done, false));
                 }
             }
-            Err(RunError::Store(e)) => {
+            // Retried: a transient database error, or an event that failed to apply and is
+            // tried again until the runner parks it. Anything else (no master key, a key that
+            // opens nothing) fails the same way every time: the rebuild stops with it.
+            Err(RunError::Store(e)) if e.is_retryable() || runner.attempts_pending() => {
                 tracing::warn!(projection = name, error = %e, "rebuild batch failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -108,7 +152,7 @@ async fn run<P: Projection>(
 
     // The swap: hold the live checkpoint (the live worker waits), apply what arrived since,
     // move the tables, hand the rebuilt checkpoint to the live projection. One transaction.
-    let mut tx = admin.begin().await?;
+    let mut tx = Connection::begin(&mut *admin).await?;
     tx.execute("SET LOCAL ROLE keel_projector").await?;
     checkpoint::lock(&mut tx, name, None).await?;
     tx.execute("SET LOCAL search_path = keel_rebuild, public").await?;
@@ -118,9 +162,6 @@ async fn run<P: Projection>(
     keel_store::rebuild::swap(&mut tx, tables).await?;
     checkpoint::replace(&mut tx, name, &rebuild_name).await?;
     tx.commit().await?;
-    keel_store::rebuild::drop_retired(&mut admin, tables).await?;
-    admin.close().await?;
     progress(&report(done, true));
-    tracing::info!(projection = name, events = done, "rebuild swapped in");
     Ok(done)
 }

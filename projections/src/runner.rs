@@ -341,7 +341,8 @@ impl<P: Projection> Runner<P> {
         }
     }
 
-    fn attempts_pending(&self) -> bool {
+    /// An event failed to apply and has tries left before it is parked.
+    pub fn attempts_pending(&self) -> bool {
         !self.attempts.lock().expect("not poisoned").is_empty()
     }
 

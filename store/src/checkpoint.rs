@@ -96,6 +96,12 @@ pub async fn set_state(pool: &PgPool, name: &str, state: &str, error: Option<&st
     Ok(())
 }
 
+/// Deletes checkpoint `name` (a rebuild's, when it is discarded or starts over).
+pub async fn remove(conn: &mut PgConnection, name: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(name).execute(conn).await?;
+    Ok(())
+}
+
 /// Moves the checkpoint (and state) of `from` onto `to` and removes `from` (the end of a rebuild).
 pub async fn replace(conn: &mut PgConnection, to: &str, from: &str) -> Result<(), StoreError> {
     sqlx::query(

@@ -140,7 +140,7 @@ pub(crate) async fn apply(
                 .await?;
                 let mut months: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
                 for r in &e.records {
-                    *months.entry(month_of(r.occurred_at)).or_default() += r.quantity as i64;
+                    crate::usage::add_units(&mut months, month_of(r.occurred_at), r.quantity)?;
                 }
                 for (month, units) in months {
                     sqlx::query(

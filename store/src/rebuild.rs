@@ -29,3 +29,12 @@ pub async fn drop_retired(admin: &mut PgConnection, tables: &[&str]) -> Result<(
     }
     Ok(())
 }
+
+/// Drops the copies a rebuild made in `keel_rebuild` (a failed or interrupted rebuild).
+pub async fn discard(admin: &mut PgConnection, tables: &[&str]) -> Result<(), StoreError> {
+    for t in tables {
+        let sql = format!("DROP TABLE IF EXISTS keel_rebuild.\"{}\"", t.replace('"', ""));
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *admin).await?;
+    }
+    Ok(())
+}

@@ -30,9 +30,11 @@ pub async fn lock_months(tx: &mut TenantTx, months: &[NaiveDate]) -> Result<BTre
     rows.iter().map(|r| Ok((r.try_get("month")?, r.try_get::<i64, _>("units")?.max(0) as u64))).collect()
 }
 
-/// Which of `ids` were recorded before.
+/// Which of `ids` were recorded before. Ids PostgreSQL cannot hold (a NUL) were never recorded
+/// and are not sent: this runs before the domain refuses them, naming the field.
 pub async fn recorded(tx: &mut TenantTx, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
     let tenant = tx.tenant().0;
+    let ids: Vec<&str> = ids.iter().copied().filter(|id| !id.contains('\0')).collect();
     let found: Vec<String> =
         // One primary-key probe per id, whatever the table's statistics say: `= ANY($2)` was
         // planned as a scan of the tenant's records while the table grew without fresh
@@ -43,8 +45,36 @@ pub async fn recorded(tx: &mut TenantTx, ids: &[&str]) -> Result<HashSet<String>
                               WHERE r.tenant_id = $1 AND r.record_id = i.id LIMIT 1) AS x",
         )
             .bind(tenant)
-            .bind(ids)
+            .bind(&ids)
             .fetch_all(tx.conn())
             .await?;
     Ok(found.into_iter().collect())
+}
+
+/// Adds `quantity` to the units under `key`, as the `bigint` they are stored as; a sum that does
+/// not fit is an error, never a wrapped number. (The domain's bounds keep every sum far below.)
+pub(crate) fn add_units<K: Ord>(sums: &mut BTreeMap<K, i64>, key: K, quantity: u64) -> Result<(), StoreError> {
+    let units = sums.entry(key).or_default();
+    *units = i64::try_from(quantity)
+        .ok()
+        .and_then(|q| units.checked_add(q))
+        .ok_or_else(|| StoreError::Invalid(format!("usage units overflow a bigint (adding {quantity})")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_that_do_not_fit_a_bigint_are_an_error_not_a_wrapped_sum() {
+        let mut sums = BTreeMap::new();
+        add_units(&mut sums, "m", i64::MAX as u64).unwrap();
+        assert!(matches!(add_units(&mut sums, "m", 1), Err(StoreError::Invalid(_))));
+        assert!(matches!(add_units(&mut sums, "other", u64::MAX), Err(StoreError::Invalid(_))));
+        assert_eq!(sums.get("m"), Some(&i64::MAX));
+        add_units(&mut sums, "other", 2).unwrap();
+        add_units(&mut sums, "other", 3).unwrap();
+        assert_eq!(sums.get("other"), Some(&5));
+    }
 }

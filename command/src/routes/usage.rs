@@ -20,7 +20,7 @@ pub(crate) struct UsageRecordBody {
     id: String,
     /// `^[a-z][a-z0-9_.-]{0,63}$`, e.g. `api.calls`.
     metric: String,
-    /// Units, greater than 0.
+    /// Units, 1 to 1,000,000,000,000 (10^12); a month holds at most 10^15 units on any plan.
     quantity: i64,
     occurred_at: DateTime<Utc>,
 }

@@ -2,6 +2,7 @@
 
 use crate::error::StoreError;
 use crate::log::RecordedEvent;
+use crate::usage::add_units;
 use keel_domain::Event;
 use keel_domain::usage::month_of;
 use sqlx::PgConnection;
@@ -16,8 +17,8 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
     let mut daily: BTreeMap<(chrono::NaiveDate, &str), i64> = BTreeMap::new();
     let mut monthly: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
     for r in &e.records {
-        *daily.entry((r.occurred_at.date_naive(), r.metric.as_str())).or_default() += r.quantity as i64;
-        *monthly.entry(month_of(r.occurred_at)).or_default() += r.quantity as i64;
+        add_units(&mut daily, (r.occurred_at.date_naive(), r.metric.as_str()), r.quantity)?;
+        add_units(&mut monthly, month_of(r.occurred_at), r.quantity)?;
     }
     for ((day, metric), units) in daily {
         sqlx::query(
