@@ -89,18 +89,21 @@ pub async fn tenant_by_slug(conn: &mut PgConnection, slug: &str) -> Result<Optio
 }
 
 /// Creates `login` (LOGIN, member of keel_analyst, nothing more) with `password` and binds it to
-/// `tenant`, in one transaction: either both exist afterwards or neither. `password` is written
-/// into the statement (CREATE ROLE takes no parameters), so it must be plain ASCII letters and
-/// digits or a SCRAM verifier; it is checked here.
+/// `tenant`, in one transaction: either both exist afterwards or neither. The server is sent a
+/// SCRAM-SHA-256 verifier of the password, never the password itself, so it cannot appear in a
+/// statement log or `pg_stat_statements`.
 pub async fn create(
     conn: &mut PgConnection,
     login: &LoginName,
     password: &str,
     tenant: Uuid,
 ) -> Result<(), StoreError> {
-    if password.len() < 16 || !password.chars().all(|c| c.is_ascii_graphic() && c != '\'' && c != '\\') {
-        return Err(StoreError::Invalid("an analyst password is at least 16 printable characters, no quotes".into()));
+    if password.len() < 16 || !password.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(StoreError::Invalid("an analyst password is at least 16 ASCII letters and digits".into()));
     }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the operating system provides randomness");
+    let verifier = scram_sha256_verifier(password, &salt, SCRAM_ITERATIONS);
     let mut tx = conn.begin().await?;
     match tenant_in(&mut tx, tenant).await? {
         None => return Err(StoreError::Invalid(format!("there is no tenant {tenant}"))),
@@ -113,7 +116,7 @@ pub async fn create(
         Some(_) => {}
     }
     let sql = format!(
-        "CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+        "CREATE ROLE \"{login}\" LOGIN PASSWORD '{verifier}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
          NOBYPASSRLS INHERIT IN ROLE keel_analyst"
     );
     if let Err(e) = tx.execute(sqlx::AssertSqlSafe(sql)).await {
@@ -129,6 +132,36 @@ pub async fn create(
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// PostgreSQL's default (and, before 16, only) SCRAM iteration count.
+pub const SCRAM_ITERATIONS: u32 = 4096;
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802, 7677):
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64. The password must need
+/// no SASLprep normalisation (ASCII letters and digits do not).
+pub fn scram_sha256_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let hmac = |key: &[u8], data: &[&[u8]]| -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+        for d in data {
+            m.update(d);
+        }
+        m.finalize().into_bytes().into()
+    };
+    // PBKDF2-HMAC-SHA-256, one 32-byte block.
+    let mut u = hmac(password.as_bytes(), &[salt, &1u32.to_be_bytes()]);
+    let mut salted = u;
+    for _ in 1..iterations {
+        u = hmac(password.as_bytes(), &[&u]);
+        salted.iter_mut().zip(u).for_each(|(s, x)| *s ^= x);
+    }
+    let stored_key = Sha256::digest(hmac(&salted, &[b"Client Key"]));
+    let server_key = hmac(&salted, &[b"Server Key"]);
+    format!("SCRAM-SHA-256${iterations}:{}${}:{}", B64.encode(salt), B64.encode(stored_key), B64.encode(server_key))
 }
 
 /// Every analyst login of this database, oldest first, with its tenant's slug where the

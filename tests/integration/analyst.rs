@@ -180,6 +180,11 @@ async fn an_analyst_login_reads_only_its_tenant_whatever_the_session_sets() {
     assert!(analyst_a.url.ends_with(&format!("@127.0.0.1:5432/{}", app.db.name)), "{}", analyst_a.url);
     let analyst_b = AnalystLogin::create(&app, "bound-b", Some(&test_login("b"))).await;
 
+    // The server stores a SCRAM verifier of the printed password (the test server trusts every
+    // TCP login, so the password itself is checked here rather than by logging in).
+    let password = analyst_a.url.split_once("@").unwrap().0.rsplit_once(':').unwrap().1.to_owned();
+    assert_eq!(stored_verifier_for(&app, &analyst_a.login, &password).await, (true, true), "{}", analyst_a.url);
+
     let mut conn = analyst_a.connect().await;
     let who: (String, String) =
         sqlx::query_as("SELECT session_user::text, current_user::text").fetch_one(&mut conn).await.unwrap();
@@ -266,6 +271,41 @@ async fn an_analyst_login_reads_only_its_tenant_whatever_the_session_sets() {
     let out = keel(&app, &["analyst", "revoke", &analyst_a.login]).await;
     assert!(!out.status.success(), "a second revoke fails");
     assert!(text(&out.stderr).contains("is not an analyst login"), "{}", text(&out.stderr));
+}
+
+/// The role's stored SCRAM verifier, recomputed from `password` with its salt and iterations:
+/// (it is a SCRAM-SHA-256 verifier, it matches).
+async fn stored_verifier_for(app: &TestApp, role: &str, password: &str) -> (bool, bool) {
+    use base64::Engine as _;
+    let mut su = app.db.superuser().await;
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(role)
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    let Some((iterations, salt)) = stored
+        .strip_prefix("SCRAM-SHA-256$")
+        .and_then(|r| r.split_once('$'))
+        .and_then(|(params, _)| params.split_once(':'))
+    else {
+        return (false, false);
+    };
+    let salt = base64::engine::general_purpose::STANDARD.decode(salt).unwrap();
+    (true, keel_store::analyst::scram_sha256_verifier(password, &salt, iterations.parse().unwrap()) == stored)
+}
+
+#[tokio::test]
+async fn the_scram_verifier_sent_for_an_analyst_is_the_one_postgresql_computes() {
+    let app = spawn_app().await;
+    let role = test_login("scram");
+    let guard = AnalystLogin { login: role.clone(), url: String::new() };
+    let mut su = app.db.superuser().await;
+    su.execute("SET password_encryption = 'scram-sha-256'").await.unwrap();
+    let password = "Pw0123456789abcdefXYZ";
+    su.execute(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"))).await.unwrap();
+    assert_eq!(stored_verifier_for(&app, &role, password).await, (true, true), "PostgreSQL's own hash");
+    assert_eq!(stored_verifier_for(&app, &role, "another password").await, (true, false));
+    drop(guard);
 }
 
 #[tokio::test]
