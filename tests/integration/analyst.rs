@@ -309,7 +309,7 @@ async fn the_scram_verifier_sent_for_an_analyst_is_the_one_postgresql_computes()
 }
 
 #[tokio::test]
-async fn analyst_create_refuses_a_tenant_that_does_not_exist_and_revoke_touches_no_other_role() {
+async fn analyst_create_refuses_a_missing_or_erased_tenant_and_revoke_touches_no_other_role() {
     let app = spawn_app().await;
     let missing = Uuid::now_v7().to_string();
     for tenant in [missing.as_str(), "no-such-slug"] {
@@ -326,6 +326,15 @@ async fn analyst_create_refuses_a_tenant_that_does_not_exist_and_revoke_touches_
             .unwrap();
         assert_eq!(roles, 0, "no role was made");
     }
+
+    // An erased tenant has nothing to report.
+    let (erased, _) = app.provision("analyst-erased").await;
+    let r = app.post(&format!("/api/v1/tenants/{}/erase", erased.0), &app.platform_token(), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out =
+        keel(&app, &["analyst", "create", "--tenant", &erased.0.to_string(), "--login", &test_login("erased")]).await;
+    assert!(!out.status.success(), "create for an erased tenant fails");
+    assert!(text(&out.stderr).contains("is erased"), "{}", text(&out.stderr));
 
     // Roles that are not this database's analyst logins are never dropped.
     for role in ["postgres", "keel_analyst", "keel_reader"] {
