@@ -14,10 +14,15 @@ COMMENT ON TABLE analyst_logins IS 'The tenant each analyst login (a LOGIN role 
 CREATE INDEX analyst_logins_tenant_idx ON analyst_logins (tenant_id);
 
 -- Nobody but the owner (the DATABASE_URL role, which manages it) reads or writes the mapping:
--- no grants, and RLS with no policy as a second lock. Analysts learn their own tenant only
--- through keel_analyst_tenant().
+-- no grants, and forced RLS with one policy for roles that have the owner's privileges (so
+-- also after a change of owner), so that a grant made later by mistake opens nothing. Analysts
+-- learn their own tenant only through keel_analyst_tenant(), which runs as the owner.
 REVOKE ALL ON analyst_logins FROM PUBLIC;
 ALTER TABLE analyst_logins ENABLE ROW LEVEL SECURITY;
+ALTER TABLE analyst_logins FORCE ROW LEVEL SECURITY;
+CREATE POLICY analyst_logins_owner ON analyst_logins
+    USING (pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'public.analyst_logins'::regclass), 'USAGE'))
+    WITH CHECK (pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'public.analyst_logins'::regclass), 'USAGE'));
 
 -- The tenant of the login that opened this session, or NULL (no row matches) when it has none.
 -- SECURITY DEFINER so that it reads the mapping for the analyst without the analyst reading it;

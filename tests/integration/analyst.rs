@@ -393,3 +393,112 @@ async fn a_rebuilt_read_table_keeps_the_analyst_policies() {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE keel_rebuild.{rel}"))).execute(&mut su).await.unwrap();
     }
 }
+
+/// Drops roles made by a test when it ends, in order (after the database they own).
+struct Roles(Vec<String>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let roles = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = PgConnection::connect(&server_url()).await {
+                    for r in roles {
+                        let _ = c.execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{r}\""))).await;
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn an_owner_that_is_not_a_superuser_manages_analyst_logins_and_rls_binds_them() {
+    // Production's shape: DATABASE_URL is the database's owner, which can create roles but is
+    // no superuser, so forced RLS applies to it (and to keel_analyst_tenant(), which runs as it).
+    let owner = test_login("owner");
+    let analyst = test_login("of_owner");
+    let roles = Roles(vec![analyst.clone(), owner.clone()]);
+    let mut su = PgConnection::connect(&server_url()).await.unwrap();
+    su.execute(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{owner}\" LOGIN CREATEROLE"))).await.unwrap();
+    let (name, su_url) = crate::helpers::fresh_database().await;
+    su.execute(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" OWNER TO \"{owner}\""))).await.unwrap();
+    let mut owner_url = url::Url::parse(&su_url).unwrap();
+    owner_url.set_username(&owner).unwrap();
+    let owner_url = owner_url.to_string();
+    keel_store::migrate(&owner_url).await.expect("the owner migrates");
+    let store = keel_store::Store::connect(
+        &owner_url,
+        keel_store::PoolSizes { writer: 2, reader: 1, projector: 1 },
+        Some(crate::helpers::master_key()),
+    )
+    .await
+    .unwrap();
+    let db = crate::helpers::TestDb { name, url: owner_url.clone(), store };
+    let (a, b) = (db.provision("owner-a", "ada").await, db.provision("owner-b", "bob").await);
+    // Read rows of both tenants (written as a superuser: no projection runs here).
+    let mut su_db = PgConnection::connect(&su_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO rm_projects (tenant_id, project_id, name, status, created_at, updated_at, version)
+         VALUES ($1, gen_random_uuid(), 'A', 'active', now(), now(), 1), ($2, gen_random_uuid(), 'B', 'active', now(), now(), 1)",
+    )
+    .bind(a.0)
+    .bind(b.0)
+    .execute(&mut su_db)
+    .await
+    .unwrap();
+
+    let run = |args: Vec<String>| {
+        let url = owner_url.clone();
+        async move {
+            tokio::process::Command::new(KEEL)
+                .args(&args)
+                .env("DATABASE_URL", url)
+                .env("KEEL_LOG", "warn")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(vec![
+        "analyst".into(),
+        "create".into(),
+        "--tenant".into(),
+        a.0.to_string(),
+        "--login".into(),
+        analyst.clone(),
+    ])
+    .await;
+    assert!(out.status.success(), "create as a non-superuser owner: {}", text(&out.stderr));
+    let url = text(&out.stdout).trim().to_owned();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("SET keel.tenant_id = '{}'", b.0))).await.unwrap();
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT tenant_id, name FROM reporting.projects").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(rows, vec![(a.0, "A".to_owned())], "only A, after SET keel.tenant_id = B");
+    let err = conn.execute("SELECT * FROM analyst_logins").await.expect_err("the mapping is the owner's");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    let out = run(vec!["analyst".into(), "list".into()]).await;
+    assert!(text(&out.stdout).contains(&analyst), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    // The owner may not be allowed to end the login's sessions; the session then reads nothing.
+    let out = run(vec!["analyst".into(), "revoke".into(), analyst.clone()]).await;
+    assert!(out.status.success(), "revoke as a non-superuser owner: {}", text(&out.stderr));
+    if let Ok(n) = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reporting.projects").fetch_one(&mut conn).await {
+        assert_eq!(n, 0, "a revoked login's surviving session reads nothing");
+    }
+    let gone: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&analyst)
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert_eq!(gone, 0);
+    drop(conn);
+    db.store.close().await;
+    drop(su_db);
+    drop(db);
+    drop(roles);
+}
