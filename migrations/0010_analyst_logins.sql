@@ -7,7 +7,9 @@
 
 CREATE TABLE analyst_logins (
     login       name        PRIMARY KEY,
-    tenant_id   uuid        NOT NULL REFERENCES tenants (tenant_id),
+    -- No foreign key to tenants: inline tables are rebuilt from the log by deleting and
+    -- re-inserting a tenant's rows (store::inline::rebuild_tenant). `create` checks the tenant.
+    tenant_id   uuid        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE analyst_logins IS 'The tenant each analyst login (a LOGIN role in keel_analyst) may read; managed by keel analyst create|revoke.';
