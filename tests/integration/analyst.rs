@@ -233,6 +233,29 @@ async fn an_analyst_login_reads_only_its_tenant_whatever_the_session_sets() {
     }
     sees_only(&mut conn, a, "after the refused statements").await;
 
+    // A temporary table of the same name does not stand in for the mapping.
+    conn.execute("CREATE TEMP TABLE analyst_logins (login name, tenant_id uuid, created_at timestamptz)")
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO analyst_logins VALUES (session_user, $1, now())")
+        .bind(b.0)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute("SET search_path = pg_temp, public").await.unwrap();
+    sees_only(&mut conn, a, "with a temporary analyst_logins mapping it to B").await;
+    conn.execute("RESET search_path").await.unwrap();
+    // The only function that runs with other rights which an analyst may call is the lookup.
+    let definers: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND has_function_privilege(p.oid, 'EXECUTE')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(definers, ["keel_analyst_tenant"]);
+
     // The other analyst, made by slug, sees its own tenant and nothing of A.
     let mut conn_b = analyst_b.connect().await;
     conn_b.execute(sqlx::AssertSqlSafe(format!("SET keel.tenant_id = '{}'", a.0))).await.unwrap();
