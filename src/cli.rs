@@ -150,6 +150,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: KeysCmd,
     },
+    /// Logins for analysts and BI tools, each bound to one tenant's rows in schema `reporting`.
+    Analyst {
+        #[command(subcommand)]
+        command: AnalystCmd,
+    },
     /// Inspect and rebuild the asynchronous projections.
     Projections {
         #[command(subcommand)]
@@ -166,6 +171,24 @@ pub enum ProjectionsCmd {
         /// projects, tasks, members, throughput, usage or tenants.
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnalystCmd {
+    /// Make a login (member of keel_analyst, generated password) that reads only this tenant;
+    /// prints its connection string.
+    Create {
+        /// The tenant's id, or its slug.
+        #[arg(long)]
+        tenant: String,
+        /// The login's name (default: keel_analyst_ and 12 random letters and digits).
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// Every analyst login of this database with its tenant.
+    List,
+    /// Drop an analyst login: its tenant mapping, its sessions and the role.
+    Revoke { login: String },
 }
 
 #[derive(Debug, Subcommand)]

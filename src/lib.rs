@@ -1,6 +1,7 @@
 //! Keel's composition root: configuration, the embedded PostgreSQL for development, telemetry,
 //! and `App`, which wires the REST, GraphQL and projection parts into one process.
 
+pub mod analyst;
 pub mod app;
 pub mod audit;
 pub mod bench;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{AuditCmd, BenchArgs, Cli, Cmd, KeysCmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
+use keel::cli::{AnalystCmd, AuditCmd, BenchArgs, Cli, Cmd, KeysCmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, Roles, secrets, telemetry};
 use keel_gateway::auth::Secret;
@@ -25,6 +25,7 @@ async fn main() {
         Cmd::Bench(args) => bench(&cli.settings, args).await,
         Cmd::Audit { command } => audit(&cli.settings, command).await,
         Cmd::Keys { command } => keys(&cli.settings, command).await,
+        Cmd::Analyst { command } => analyst(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -461,4 +462,8 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn analyst(s: &Settings, command: AnalystCmd) -> anyhow::Result<()> {
+    with_database(s, async |url: &str| keel::analyst::run(url, command).await).await
 }

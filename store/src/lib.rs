@@ -1,6 +1,7 @@
 //! The only crate that speaks SQL: the event log, tenant-scoped transactions, inline and read tables.
 
 pub mod access;
+pub mod analyst;
 pub mod audit;
 pub mod checkpoint;
 pub mod crypto;

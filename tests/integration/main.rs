@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod analyst;
 mod audit;
 mod auth;
 mod bench;

@@ -1,8 +1,9 @@
-//! The `reporting` schema and the analyst role: read-only, one tenant per session, documented.
+//! The `reporting` schema and the analyst role: read-only, one tenant per login, documented.
 
+use crate::analyst::{AnalystLogin, test_login};
 use crate::helpers::spawn_app;
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::Executor;
 use std::time::{Duration, Instant};
 
 const VIEWS: &[&str] =
@@ -24,8 +25,6 @@ async fn the_analyst_reads_one_tenant_and_writes_nothing() {
     app.create_project(&owner_b, "B1").await;
     app.create_project(&owner_b, "B2").await;
 
-    let mut analyst = PgConnection::connect(&app.db.url).await.unwrap();
-    analyst.execute("SET ROLE keel_analyst").await.unwrap();
     // Wait until the projections have caught up (as a superuser would see it).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -40,18 +39,11 @@ async fn the_analyst_reads_one_tenant_and_writes_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    for v in VIEWS {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM reporting.{v}")))
-            .fetch_one(&mut analyst)
-            .await
-            .unwrap();
-        assert_eq!(n, 0, "reporting.{v} is empty without a tenant");
-    }
-
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET keel.tenant_id = '{}'", a.0))).execute(&mut analyst).await.unwrap();
+    let login = AnalystLogin::create(&app, &a.0.to_string(), Some(&test_login("reads_one"))).await;
+    let mut analyst = login.connect().await;
     let rows: Vec<(uuid::Uuid, String)> =
         sqlx::query_as("SELECT tenant_id, name FROM reporting.projects").fetch_all(&mut analyst).await.unwrap();
-    assert_eq!(rows, vec![(a.0, "A1".to_owned())], "only the session's tenant");
+    assert_eq!(rows, vec![(a.0, "A1".to_owned())], "only the login's tenant");
     let quota: (i64, Option<i64>) =
         sqlx::query_as("SELECT units, quota FROM reporting.usage_monthly").fetch_one(&mut analyst).await.unwrap();
     assert_eq!(quota, (3, Some(10_000)));
@@ -105,9 +97,8 @@ async fn the_example_queries_in_docs_reporting_md_run() {
         .filter(|q| q.trim_start().starts_with("SELECT"))
         .collect();
     assert!(examples.len() >= 4, "the page shows example queries");
-    let mut analyst = PgConnection::connect(&app.db.url).await.unwrap();
-    analyst.execute("SET ROLE keel_analyst").await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET keel.tenant_id = '{}'", a.0))).execute(&mut analyst).await.unwrap();
+    let login = AnalystLogin::create(&app, &a.0.to_string(), Some(&test_login("docs"))).await;
+    let mut analyst = login.connect().await;
     for q in examples {
         analyst.execute(sqlx::AssertSqlSafe(q.to_owned())).await.unwrap_or_else(|e| panic!("{q}: {e}"));
     }
