@@ -1,7 +1,7 @@
 //! The audit fields (SPEC §8): the log filtered and paged, and any stream's state as of a
 //! version or a time, with the state after each of its events. Owners, admins and auditors only.
 
-use crate::context::{RequestCtx, bad_input, internal};
+use crate::context::{RequestCtx, bad_input, internal, text_arg};
 use crate::cursor;
 use crate::schema::page_size;
 use crate::types::{AggregateState, EventConnection, HistoryStep, TotalCount};
@@ -46,9 +46,9 @@ pub(crate) async fn events(
     let f = filter.unwrap_or_default();
     let filter = StoreFilter {
         stream_id: f.stream_id.as_ref().map(stream_id).transpose()?,
-        stream_type: f.stream_type,
-        event_type: f.event_type,
-        actor: f.actor,
+        stream_type: text_arg("filter.streamType", f.stream_type)?,
+        event_type: text_arg("filter.eventType", f.event_type)?,
+        actor: text_arg("filter.actor", f.actor)?,
         from: f.from,
         to: f.to,
     };

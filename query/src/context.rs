@@ -30,6 +30,18 @@ pub(crate) fn bad_input(msg: &str) -> Error {
     Error::new(msg).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))
 }
 
+/// A free-text argument, held to the one rule of every stored text (no NUL characters, which
+/// PostgreSQL cannot compare or store).
+pub(crate) fn text_arg(field: &str, value: Option<String>) -> Result<Option<String>, Error> {
+    match value {
+        Some(v) => match keel_domain::values::storable(field, &v) {
+            Ok(_) => Ok(Some(v)),
+            Err(e) => Err(bad_input(&format!("{field} {}", e.message))),
+        },
+        None => Ok(None),
+    }
+}
+
 /// Store failures are logged and answered without their text: no SQL reaches a client.
 pub(crate) fn internal(e: StoreError) -> Error {
     tracing::error!(error = %e, "query failed");

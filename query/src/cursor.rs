@@ -21,7 +21,8 @@ pub(crate) fn encode(ordering: &str, key: Option<String>, id: Uuid) -> String {
 
 pub(crate) fn decode(ordering: &str, s: &str) -> Option<Cursor> {
     let c: Cursor = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    (c.o == ordering).then_some(c)
+    // A key PostgreSQL cannot compare (a NUL) is no cursor Keel made.
+    (c.o == ordering && c.k.as_deref().is_none_or(|k| !k.contains('\0'))).then_some(c)
 }
 
 #[cfg(test)]

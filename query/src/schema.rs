@@ -1,6 +1,6 @@
 //! The GraphQL schema (SPEC §6b): the root fields, the dashboard, the platform view.
 
-use crate::context::{bad_input, forbidden, internal};
+use crate::context::{bad_input, forbidden, internal, text_arg};
 use crate::cursor;
 use crate::limits::{GraphqlLimits, Guard};
 use crate::subscription::SubscriptionRoot;
@@ -196,7 +196,10 @@ impl QueryRoot {
         r.require(DomainRole::can_read_data).await?;
         let first = page_size(first)?;
         let filter = filter.unwrap_or_default();
-        let f = projects::ProjectFilter { status: filter.status.map(|s| s.as_str().to_owned()), search: filter.search };
+        let f = projects::ProjectFilter {
+            status: filter.status.map(|s| s.as_str().to_owned()),
+            search: text_arg("filter.search", filter.search)?,
+        };
         let (field, dir) =
             order_by.map(|o| (o.field, o.direction)).unwrap_or((ProjectOrderField::CreatedAt, SortDirection::Asc));
         let sort = match field {
@@ -326,6 +329,7 @@ impl QueryRoot {
     ) -> Result<Vec<UsageDay>> {
         let r = req(ctx);
         r.require(|role| role.can_read_data() || role == DomainRole::Auditor).await?;
+        let metric = text_arg("metric", metric)?;
         if to < from || (to - from).num_days() > 366 {
             return Err(bad_input("from must not be after to, and the range at most 366 days"));
         }

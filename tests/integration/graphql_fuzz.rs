@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// (type, field, arguments as (name, type), the field's type: an object type or a scalar).
-const FIELDS: &[(&str, &str, &[(&str, &str)], &str)] = &[
+type Field = (&'static str, &'static str, &'static [(&'static str, &'static str)], &'static str);
+const FIELDS: &[Field] = &[
     ("Query", "me", &[], "Me"),
     ("Query", "tenant", &[], "Tenant"),
     ("Query", "members", &[("first", "Int"), ("after", "String"), ("role", "Role")], "MemberConnection"),

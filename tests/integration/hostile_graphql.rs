@@ -277,3 +277,25 @@ async fn shutdown_cancels_in_flight_work_after_its_deadline() {
     let v: Value = answer.json().await.unwrap();
     assert_eq!(v["code"], "shutting-down", "{v}");
 }
+
+#[tokio::test]
+async fn text_arguments_with_a_nul_are_bad_input_not_internal_errors() {
+    // Found by the GraphQL fuzz: these answered INTERNAL (PostgreSQL refuses U+0000).
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("gql-nul").await;
+    let nul_cursor = {
+        use base64::Engine;
+        let c = json!({"o": "projects:Name:false", "k": "a\u{0}b", "i": Uuid::now_v7()});
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.to_string())
+    };
+    for q in [
+        r#"{ projects(filter: {search: "a\u0000b"}) { totalCount } }"#.to_owned(),
+        r#"{ events(filter: {actor: "a\u0000b"}) { totalCount } }"#.to_owned(),
+        r#"{ events(filter: {eventType: "a\u0000b", streamType: "x\u0000"}) { totalCount } }"#.to_owned(),
+        r#"{ usage(metric: "a\u0000b", from: "2026-01-01", to: "2026-01-31") { units } }"#.to_owned(),
+        format!(r#"{{ projects(after: "{nul_cursor}", orderBy: {{field: NAME}}) {{ totalCount }} }}"#),
+    ] {
+        let r = app.graphql(&owner, &q, None).await;
+        assert_eq!(code(&r.body), "BAD_USER_INPUT", "{q}: {}", r.body);
+    }
+}
