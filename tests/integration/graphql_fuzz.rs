@@ -1,7 +1,7 @@
 //! A bounded GraphQL fuzz: random documents over Keel's real schema, valid and broken, deep and
 //! wide, with random arguments and variables, sent as an owner, a stranger and the platform.
 //! Fails on any 5xx, any answer without the GraphQL error shape, any SQL or Rust text in an
-//! error, or an answer slower than the request deadline. `KEEL_FUZZ_CASES` (default 300) and
+//! error, or an answer slower than the request deadline. `KEEL_FUZZ_CASES` (default 1000) and
 //! `KEEL_FUZZ_SEED` (default random, printed) make a longer or a repeated run.
 
 use crate::helpers::spawn_app;
@@ -372,7 +372,7 @@ async fn random_documents_never_break_the_graphql_contract() {
     let task = task.body["id"].as_str().unwrap_or_default().to_owned();
     let stranger = app.auth.issue("nobody", Some(Uuid::now_v7()), false, Duration::from_secs(600));
     let tokens = [owner.clone(), stranger, app.platform_token(), app.token(tenant, "owner-fuzz")];
-    let cases: usize = std::env::var("KEEL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let cases: usize = std::env::var("KEEL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let seed: u64 = std::env::var("KEEL_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
     println!("graphql fuzz: {cases} cases, KEEL_FUZZ_SEED={seed}");
     let mut g = Gen {
