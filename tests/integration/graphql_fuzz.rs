@@ -393,14 +393,25 @@ async fn random_documents_never_break_the_graphql_contract() {
             std::fs::write(case_file, json!({"query": doc, "variables": variables}).to_string()).unwrap();
         }
         let started = Instant::now();
-        let r = app
+        let body = json!({ "query": doc, "variables": variables }).to_string();
+        let sent = app
             .client
             .post(format!("{}/graphql", app.base))
             .bearer_auth(&token)
-            .json(&json!({ "query": doc, "variables": variables }))
+            .header("content-type", "application/json")
+            .body(body.clone())
             .send()
-            .await
-            .unwrap_or_else(|e| panic!("case {case} (seed {seed}): no answer: {e}\n{doc}"));
+            .await;
+        let r = match sent {
+            Ok(r) => r,
+            // Keel answers 413 and closes before a body over the limit is all sent: the client may
+            // see the closed connection instead of the answer.
+            Err(_) if body.len() > keel_query::GraphqlLimits::default().body_limit => {
+                *outcomes.entry("closed: body over the limit".into()).or_default() += 1;
+                continue;
+            }
+            Err(e) => panic!("case {case} (seed {seed}): no answer: {e}\n{doc}"),
+        };
         let took = started.elapsed();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
