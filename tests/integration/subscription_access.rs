@@ -122,3 +122,34 @@ async fn refused_tokens_and_bad_messages_close_with_fixed_reasons() {
     let (_, closed) = until_closed(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(closed, Some((4400, "Bad request".to_owned())));
 }
+
+#[tokio::test]
+async fn a_role_that_loses_read_access_ends_that_subscription_only() {
+    let app = spawn_app().await;
+    let (tenant, owner) = app.provision("subs-demoted").await;
+    let (bob, bob_token) = app.invite(tenant, &owner, "bob", "member").await;
+    let project = app.create_project(&owner, "Watched").await.body["id"].as_str().unwrap().to_owned();
+    read_models_current(&app, &owner, 2).await;
+    let q = format!("subscription {{ projectChanged(id: \"{project}\") {{ name }} }}");
+    let mut follows = subscribe(&app, &bob_token, &q).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // An auditor reads the dashboard and the log, not the projects themselves.
+    let r = app.put(&format!("/api/v1/members/{bob}/role"), &owner, json!({"role": "auditor"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.patch(&format!("/api/v1/projects/{project}"), &owner, json!({"name": "Renamed"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    loop {
+        let msg = tokio::time::timeout_at(deadline, follows.next()).await.expect("the subscription ends");
+        let Some(Ok(Message::Text(t))) = msg else { panic!("the socket stays open for other subscriptions: {msg:?}") };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "complete" {
+            break;
+        }
+        seen.push(v);
+    }
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(!text.contains("Renamed"), "{text}");
+    assert!(text.contains("FORBIDDEN"), "the subscription says why it ended: {text}");
+}
