@@ -189,12 +189,12 @@ pub(crate) async fn execute(
                 }
                 return Ok(crate::respond::written(status, o.id, o.version, o.position));
             }
-            Err(Failure::Store(e)) if lost_race(&e) && meta.if_match.is_none() && attempt < RETRIES => {
+            Err(Failure::Store(e)) if lost_race(&e) && !pins_version(meta) && attempt < RETRIES => {
                 tracing::info!(attempt, error = %e, "lost a race; retrying against fresh state");
                 tx.rollback().await.map_err(errors::store)?;
                 attempt += 1;
             }
-            Err(Failure::Store(StoreError::Conflict { .. })) if meta.if_match.is_some() => {
+            Err(Failure::Store(StoreError::Conflict { .. })) if pins_version(meta) => {
                 return Err(errors::precondition_failed());
             }
             Err(Failure::Domain(e))
@@ -296,9 +296,16 @@ fn stream_noun(t: StreamType) -> &'static str {
     }
 }
 
+/// Whether `If-Match` names versions: a lost race is then 412, not retried against a newer one.
+fn pins_version(meta: &WriteMeta) -> bool {
+    meta.if_match.as_ref().is_some_and(|m| m.pins_version())
+}
+
+/// `If-Match` against the loaded stream. A stream that does not exist (version 0) is left to
+/// `decide`, whose 404 takes precedence over the precondition (RFC 9110 §13.2.1).
 fn check_if_match(meta: &WriteMeta, version: i64) -> Result<(), Failure> {
-    match meta.if_match {
-        Some(v) if v != version => Err(Failure::Problem(errors::precondition_failed())),
+    match &meta.if_match {
+        Some(m) if version > 0 && !m.matches(version) => Err(Failure::Problem(errors::precondition_failed())),
         _ => Ok(()),
     }
 }
@@ -447,6 +454,11 @@ async fn run(
                     Some(_) => ProjectState::Active,
                 },
             };
+            // The project is the target of a create (`/projects/{id}/tasks`): when it is not in
+            // this tenant the answer is 404, the same whether it is missing or another tenant's.
+            if matches!(c, TaskCommand::Create { .. }) && project == ProjectState::Missing {
+                return Err(Failure::Domain(DomainError::NotFound("project")));
+            }
             let assignee = match &c {
                 TaskCommand::Create { assignee, .. } => *assignee,
                 TaskCommand::Assign { assignee } => *assignee,
