@@ -157,15 +157,7 @@ pub(crate) async fn execute(
                     tx.rollback().await.map_err(errors::store)?;
                     return Ok(crate::respond::replay(status, response));
                 }
-                Reservation::Mismatch => {
-                    return Err(Problem::validation(
-                        "this Idempotency-Key was used for a different request",
-                        vec![keel_gateway::FieldError {
-                            field: "Idempotency-Key".into(),
-                            message: "was used for a different request".into(),
-                        }],
-                    ));
-                }
+                Reservation::Mismatch => return Err(errors::idempotency_key_reused()),
             }
         }
         // A create's id was just made by the server (UUIDv7): on the first attempt its stream is

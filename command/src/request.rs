@@ -7,8 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keel_gateway::context::RequestId;
 use keel_gateway::json::{parse, read_body, require_json};
-use keel_gateway::{Principal, Problem};
-use serde::Deserialize;
+use keel_gateway::{FieldError, Principal, Problem};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -50,7 +49,8 @@ impl IfMatch {
     }
 }
 
-/// Every `If-Match` line, as one list; 400 when it is not `*` or a list of entity tags.
+/// Every `If-Match` line, as one list; 400 when it is not `*` or a list of entity tags. An empty
+/// list (`If-Match:` with no tag) is valid syntax and matches nothing.
 fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
     let mut lines = headers.get_all("if-match").iter().peekable();
     if lines.peek().is_none() {
@@ -62,9 +62,6 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
     let mut any = false;
     for line in lines {
         let line = line.as_bytes();
-        if line.iter().all(|b| *b == b' ' || *b == b'\t') {
-            return Err(bad());
-        }
         if trim_ows(line) == b"*" {
             any = true;
             continue;
@@ -176,6 +173,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Write<T> {
         if !bytes.is_empty() {
             declared_json.map_err(IntoResponse::into_response)?;
         }
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            no_nul(&v, "").map_err(IntoResponse::into_response)?;
+        }
         let body: T =
             if bytes.is_empty() { parse(b"{}") } else { parse(&bytes) }.map_err(IntoResponse::into_response)?;
         let meta = meta(&parts, principal, &bytes).map_err(IntoResponse::into_response)?;
@@ -183,7 +183,46 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Write<T> {
     }
 }
 
-/// The body of commands that take none: nothing, or `{}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NoBody {}
+/// PostgreSQL cannot store U+0000 in text or jsonb: a string that holds it is refused here,
+/// whatever the field, naming it (422), before any rule or statement sees it.
+fn no_nul(v: &serde_json::Value, path: &str) -> Result<(), Problem> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains('\0') => {
+            let field = if path.is_empty() { "body".to_owned() } else { path.to_owned() };
+            let message = "must not contain the NUL character (U+0000)".to_owned();
+            Err(Problem::validation(format!("{field}: {message}"), vec![FieldError { field, message }]))
+        }
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| no_nul(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().try_for_each(|(k, item)| {
+            let path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            no_nul(item, &path)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A command that takes no body: the body must be empty or `{}` (400 otherwise), whatever its
+/// content type, so these routes never answer 415 or 422 for it.
+pub(crate) struct Bare {
+    pub(crate) meta: WriteMeta,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Bare {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let principal = Principal::from_request_parts(&mut parts, state).await?;
+        let bytes = read_body(Request::from_parts(parts.clone(), body), state).await?;
+        let empty = bytes.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v == serde_json::json!({}));
+        if !empty {
+            return Err(
+                bad_request("unexpected-body", "this command takes no body (or an empty JSON object)").into_response()
+            );
+        }
+        let meta = meta(&parts, principal, b"").map_err(IntoResponse::into_response)?;
+        Ok(Bare { meta })
+    }
+}

@@ -51,7 +51,7 @@ async fn a_task_lives_in_an_active_project_with_an_active_assignee() {
     let r = app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "Late"})).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("project_id")));
     let r = app.put(&format!("/api/v1/tasks/{task}/status"), &owner, json!({"status": "done"})).await;
-    assert_eq!(r.status, 422, "tasks of an archived project are read-only");
+    assert_eq!(r.status, 409, "tasks of an archived project are read-only");
 
     let r = app
         .post(
