@@ -302,6 +302,23 @@ fn check_if_match(meta: &WriteMeta, version: i64) -> Result<(), Failure> {
     }
 }
 
+/// The outcome of `decide` under an `If-Match` precondition. Input that cannot be right is
+/// refused whatever the precondition (422 before 412: the request's shape is checked first, as a
+/// schema would), every other outcome only when the precondition holds. `decide` is pure, so
+/// running it first changes nothing else.
+fn after_precondition(
+    pre: Result<(), Failure>,
+    decided: Result<Vec<Event>, DomainError>,
+) -> Result<Vec<Event>, Failure> {
+    match decided {
+        Err(e @ DomainError::Validation(_)) => Err(Failure::Domain(e)),
+        decided => {
+            pre?;
+            Ok(decided?)
+        }
+    }
+}
+
 /// The tenant row read with the caller's membership, or (platform commands) read now.
 async fn tenant_row(tx: &mut TenantTx, read: Option<TenantRow>, lock: bool) -> Result<TenantRow, Failure> {
     if let Some(row) = read {
@@ -384,15 +401,16 @@ async fn run(
             let Some((tenant, head)) = load::<Tenant>(tx, id).await? else {
                 return Err(Failure::Problem(Problem::not_found("tenant")));
             };
-            check_if_match(meta, head.version)?;
+            let pre = check_if_match(meta, head.version);
             let row = tenant_row(tx, read, true).await?;
             let usage = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
-            let events = match op {
-                TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now)?,
-                TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now)?,
-                TenantOp::Reactivate => tenant.reactivate(now)?,
-                TenantOp::Erase => tenant.erase(now)?,
+            let decided = match op {
+                TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now),
+                TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now),
+                TenantOp::Reactivate => tenant.reactivate(now),
+                TenantOp::Erase => tenant.erase(now),
             };
+            let events = after_precondition(pre, decided)?;
             append(tx, id, &tenant, head, events, meta, now).await
         }
         Cmd::Member(id, c) => {
@@ -400,9 +418,8 @@ async fn run(
             // decided one command at a time.
             let row = tenant_row(tx, read, true).await?;
             let (member, head) = if fresh { Default::default() } else { load_or_new::<Member>(tx, id.0).await? };
-            if !matches!(c, MemberCommand::Invite { .. }) {
-                check_if_match(meta, head.version)?;
-            }
+            let pre =
+                if matches!(c, MemberCommand::Invite { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
             let ctx = MemberContext {
                 plan: row.plan,
                 suspended: row.suspended,
@@ -410,17 +427,16 @@ async fn run(
                 active_owners: access::active_owners(tx).await?,
                 actor: role.expect("tenant commands have a role"),
             };
-            let events = member.decide(c, &ctx, now)?;
+            let events = after_precondition(pre, member.decide(c, &ctx, now))?;
             append(tx, id.0, &member, head, events, meta, now).await
         }
         Cmd::Project(id, c) => {
             let row = tenant_row(tx, read, cmd.locks_tenant()).await?;
             let (project, head) = if fresh { Default::default() } else { load_or_new::<Project>(tx, id.0).await? };
-            if !matches!(c, ProjectCommand::Create { .. }) {
-                check_if_match(meta, head.version)?;
-            }
+            let pre =
+                if matches!(c, ProjectCommand::Create { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
             let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
-            let events = project.decide(c, &ctx, now)?;
+            let events = after_precondition(pre, project.decide(c, &ctx, now))?;
             append(tx, id.0, &project, head, events, meta, now).await
         }
         Cmd::Task(id, c) => {
@@ -430,11 +446,12 @@ async fn run(
                 TaskCommand::Create { project_id, .. } => Some(*project_id),
                 _ => task.project_id,
             };
+            let mut pre = Ok(());
             if !matches!(c, TaskCommand::Create { .. }) {
                 if task.id.is_none() {
                     return Err(Failure::Domain(DomainError::NotFound("task")));
                 }
-                check_if_match(meta, head.version)?;
+                pre = check_if_match(meta, head.version);
             }
             let project = match project_id {
                 None => ProjectState::Missing,
@@ -461,7 +478,7 @@ async fn run(
                 Some(m) => Some(access::member(tx, m.0).await?.is_some_and(|(_, active)| active)),
             };
             let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
-            let events = task.decide(c, &ctx, now)?;
+            let events = after_precondition(pre, task.decide(c, &ctx, now))?;
             append(tx, id.0, &task, head, events, meta, now).await
         }
         Cmd::Usage(batch, records) => {

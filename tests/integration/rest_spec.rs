@@ -374,3 +374,33 @@ async fn a_command_without_a_body_never_answers_415_or_422_for_one() {
     let (status, _) = send(Some("text/plain"), " {} ").await;
     assert_eq!(status, 200, "an empty object is no body");
 }
+
+/// A schema-violating body with an If-Match that does not hold answered 412: the request's
+/// shape is now refused first (422), and only a well-formed request meets the precondition.
+#[tokio::test]
+async fn invalid_input_is_422_even_when_if_match_does_not_hold() {
+    let app = spawn_app().await;
+    let (tenant, owner) = app.provision("spec-order").await;
+    let id = app.create_project(&owner, "Apollo").await.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/projects/{id}");
+    for body in [json!({}), json!({"name": "   "})] {
+        let r = app.send_with(Method::PATCH, &path, &owner, Some(body.clone()), &[("if-match", "\"7\"")]).await;
+        assert_eq!((r.status, r.body["code"].as_str()), (422, Some("validation")), "{body}: {}", r.body);
+    }
+    let r = app
+        .send_with(
+            Method::PUT,
+            &format!("/api/v1/tenants/{}/plan", tenant.0),
+            &app.platform_token(),
+            Some(json!({"plan": "gold"})),
+            &[("if-match", "\"7\"")],
+        )
+        .await;
+    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("plan")), "{}", r.body);
+    // A well-formed request whose precondition fails is 412, even when its rule would fail too.
+    let r = app.send_with(Method::PATCH, &path, &owner, Some(json!({"name": "B"})), &[("if-match", "\"7\"")]).await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    app.post(&format!("{path}/archive"), &owner, json!({})).await;
+    let r = app.send_with(Method::POST, &format!("{path}/archive"), &owner, None, &[("if-match", "\"1\"")]).await;
+    assert_eq!(r.status, 412, "{}", r.body);
+}
