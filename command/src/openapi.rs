@@ -431,3 +431,129 @@ fetch("/api/v1/openapi.json").then(r => r.json()).then(spec => {
   document.getElementById("api").innerHTML = html;
 });
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    //! The schemas' patterns and enums accept exactly what the domain's value types accept (and
+    //! the edge's U+0000 rule), tried on strings at the edges of each rule.
+    use super::*;
+    use keel_domain::values::{
+        Description, Metric, PersonName, Priority, ProjectName, Reason, RecordId, Slug, TaskStatus, TaskTitle,
+        TenantName,
+    };
+    use keel_domain::{Plan, Role, UserId};
+    use regex::RegexBuilder;
+
+    /// Characters at the edges of the rules: white space Rust trims (control or not), white
+    /// space it does not, control characters, U+0000, and ordinary letters of each width.
+    const EDGES: &[char] = &[
+        ' ', '\t', '\n', '\u{0b}', '\u{1c}', '\u{85}', '\u{a0}', '\u{1680}', '\u{2000}', '\u{200a}', '\u{200b}',
+        '\u{2028}', '\u{202f}', '\u{3000}', '\u{feff}', '\0', '\u{1}', '\u{1f}', '\u{7f}', '\u{9f}', 'a', 'Z', '0',
+        '-', '.', '_', '~', '"', 'é', '😀',
+    ];
+
+    fn samples(max: usize) -> Vec<String> {
+        let mut out = vec![String::new()];
+        for n in [1, 2, max.saturating_sub(1), max, max + 1] {
+            let core = "a".repeat(n);
+            out.push(core.clone());
+            for c in EDGES {
+                out.push(c.to_string().repeat(n.min(3)));
+                out.push(format!("{c}{core}"));
+                out.push(format!("{core}{c}"));
+                out.push(format!("{c}{core}{c}"));
+                if n >= 2 {
+                    let mut inside = core.clone();
+                    inside.insert(1, *c);
+                    out.push(inside);
+                    out.push(format!("{}{c}", &core[1..]));
+                }
+            }
+        }
+        out
+    }
+
+    fn agrees(schema: &str, field: &str, max: usize, domain: impl Fn(&str) -> bool) {
+        let all = field_constraints();
+        let (_, _, c) = all.iter().find(|(s, f, _)| *s == schema && *f == field).expect("a constrained field");
+        let pattern = c["pattern"].as_str().expect("a pattern");
+        let re = RegexBuilder::new(pattern).size_limit(1 << 30).build().expect("the pattern compiles");
+        let min = c["minLength"].as_u64().unwrap_or(0) as usize;
+        let max_len = c["maxLength"].as_u64().map(|m| m as usize).unwrap_or(usize::MAX);
+        for s in samples(max) {
+            let n = s.chars().count();
+            let schema_ok = re.is_match(&s) && n >= min && n <= max_len;
+            assert_eq!(schema_ok, domain(&s), "{schema}.{field} on {s:?} ({n} characters)");
+        }
+    }
+
+    #[test]
+    fn names_and_titles_match_their_value_types() {
+        agrees("CreateProjectBody", "name", 200, |s| ProjectName::parse("f", s).is_ok());
+        agrees("UpdateProjectBody", "name", 200, |s| ProjectName::parse("f", s).is_ok());
+        agrees("ProvisionTenantBody", "name", 200, |s| TenantName::parse("f", s).is_ok());
+        agrees("OwnerBody", "name", 200, |s| PersonName::parse("f", s).is_ok());
+        agrees("InviteBody", "name", 200, |s| PersonName::parse("f", s).is_ok());
+        agrees("CreateTaskBody", "title", 500, |s| TaskTitle::parse("f", s).is_ok());
+        agrees("UpdateTaskBody", "title", 500, |s| TaskTitle::parse("f", s).is_ok());
+    }
+
+    #[test]
+    fn free_text_matches_its_value_types_and_refuses_nul() {
+        let text = |ok: bool, s: &str| ok && !s.contains('\0');
+        agrees("CreateProjectBody", "description", 10_000, |s| text(Description::parse("f", s).is_ok(), s));
+        agrees("CreateTaskBody", "description", 10_000, |s| text(Description::parse("f", s).is_ok(), s));
+        agrees("SuspendBody", "reason", 500, |s| text(Reason::parse("f", s).is_ok(), s));
+    }
+
+    #[test]
+    fn identifiers_match_their_value_types() {
+        agrees("OwnerBody", "user_id", 200, |s| UserId::parse("f", s).is_ok());
+        agrees("InviteBody", "user_id", 200, |s| UserId::parse("f", s).is_ok());
+        agrees("ProvisionTenantBody", "slug", 63, |s| Slug::parse("f", s).is_ok());
+        agrees("UsageRecordBody", "metric", 64, |s| Metric::parse("f", s).is_ok());
+        agrees("UsageRecordBody", "id", 200, |s| RecordId::parse("f", s).is_ok() && !s.contains('\0'));
+    }
+
+    #[test]
+    fn enums_list_what_the_domain_parses() {
+        let all = field_constraints();
+        let listed = |schema: &str, field: &str| -> Vec<String> {
+            let (_, _, c) = all.iter().find(|(s, f, _)| *s == schema && *f == field).unwrap();
+            c["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+        };
+        let candidates = [
+            "free",
+            "team",
+            "enterprise",
+            "owner",
+            "admin",
+            "member",
+            "viewer",
+            "auditor",
+            "low",
+            "medium",
+            "high",
+            "urgent",
+            "todo",
+            "in_progress",
+            "done",
+            "Free",
+            "gold",
+            "",
+        ];
+        let check = |schema: &str, field: &str, parses: &dyn Fn(&str) -> bool| {
+            let listed = listed(schema, field);
+            for c in candidates {
+                assert_eq!(listed.iter().any(|l| l == c), parses(c), "{schema}.{field}: {c:?}");
+            }
+        };
+        check("ProvisionTenantBody", "plan", &|s| Plan::parse(s).is_some());
+        check("ChangePlanBody", "plan", &|s| Plan::parse(s).is_some());
+        check("InviteBody", "role", &|s| Role::parse(s).is_some());
+        check("RoleBody", "role", &|s| Role::parse(s).is_some());
+        check("CreateTaskBody", "priority", &|s| Priority::parse("f", s).is_ok());
+        check("UpdateTaskBody", "priority", &|s| Priority::parse("f", s).is_ok());
+        check("StatusBody", "status", &|s| TaskStatus::parse("f", s).is_ok());
+    }
+}
