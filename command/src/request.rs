@@ -92,10 +92,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
                 return Err(bad());
             }
             rest = r;
+            // Strong comparison is octet by octet: only the ETag's own spelling (`"3"`, never
+            // `"03"`) names a version.
             if !weak
-                && !tag.is_empty()
-                && tag.iter().all(u8::is_ascii_digit)
                 && let Some(v) = std::str::from_utf8(tag).ok().and_then(|t| t.parse::<i64>().ok())
+                && v.to_string().as_bytes() == tag
             {
                 versions.push(v);
             }
