@@ -9,11 +9,13 @@ fn fields(v: Vec<DomainField>) -> Vec<FieldError> {
     v.into_iter().map(|f| FieldError { field: f.field, message: f.message }).collect()
 }
 
+/// A unique value held by another resource: the request conflicts with what is stored (409),
+/// naming the field.
 fn taken(field: &str, message: &str) -> Problem {
-    Problem::validation(
-        format!("{field}: {message}"),
-        vec![FieldError { field: field.to_owned(), message: message.to_owned() }],
-    )
+    Problem {
+        errors: vec![FieldError { field: field.to_owned(), message: message.to_owned() }],
+        ..Problem::new(StatusCode::CONFLICT, "taken", "Already taken", format!("{field}: {message}"))
+    }
 }
 
 pub(crate) fn domain(e: DomainError) -> Problem {
@@ -26,9 +28,9 @@ pub(crate) fn domain(e: DomainError) -> Problem {
         },
         DomainError::NotFound(what) => Problem::not_found(what),
         DomainError::AlreadyExists(_) => Problem::new(StatusCode::CONFLICT, "already-exists", "Already exists", detail),
-        DomainError::RuleViolated(_) => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rule-violated", "Rule violated", detail)
-        }
+        // The request is well-formed but the resource's current state refuses it (already
+        // archived, the last owner, a removed member): a conflict with that state.
+        DomainError::RuleViolated(_) => Problem::new(StatusCode::CONFLICT, "rule-violated", "Rule violated", detail),
         DomainError::NotAllowed(_) => Problem::forbidden(detail),
         DomainError::TenantSuspended => Problem::new(
             StatusCode::LOCKED,
@@ -36,6 +38,22 @@ pub(crate) fn domain(e: DomainError) -> Problem {
             "Tenant suspended",
             "the tenant is suspended; reads work, writes are refused",
         ),
+    }
+}
+
+/// An `Idempotency-Key` already used for another method, path or body in this tenant.
+pub(crate) fn idempotency_key_reused() -> Problem {
+    Problem {
+        errors: vec![FieldError {
+            field: "Idempotency-Key".into(),
+            message: "was used for a different request".into(),
+        }],
+        ..Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+        )
     }
 }
 

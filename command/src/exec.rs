@@ -157,15 +157,7 @@ pub(crate) async fn execute(
                     tx.rollback().await.map_err(errors::store)?;
                     return Ok(crate::respond::replay(status, response));
                 }
-                Reservation::Mismatch => {
-                    return Err(Problem::validation(
-                        "this Idempotency-Key was used for a different request",
-                        vec![keel_gateway::FieldError {
-                            field: "Idempotency-Key".into(),
-                            message: "was used for a different request".into(),
-                        }],
-                    ));
-                }
+                Reservation::Mismatch => return Err(errors::idempotency_key_reused()),
             }
         }
         // A create's id was just made by the server (UUIDv7): on the first attempt its stream is
@@ -189,12 +181,12 @@ pub(crate) async fn execute(
                 }
                 return Ok(crate::respond::written(status, o.id, o.version, o.position));
             }
-            Err(Failure::Store(e)) if lost_race(&e) && meta.if_match.is_none() && attempt < RETRIES => {
+            Err(Failure::Store(e)) if lost_race(&e) && !pins_version(meta) && attempt < RETRIES => {
                 tracing::info!(attempt, error = %e, "lost a race; retrying against fresh state");
                 tx.rollback().await.map_err(errors::store)?;
                 attempt += 1;
             }
-            Err(Failure::Store(StoreError::Conflict { .. })) if meta.if_match.is_some() => {
+            Err(Failure::Store(StoreError::Conflict { .. })) if pins_version(meta) => {
                 return Err(errors::precondition_failed());
             }
             Err(Failure::Domain(e))
@@ -296,10 +288,34 @@ fn stream_noun(t: StreamType) -> &'static str {
     }
 }
 
+/// Whether `If-Match` names versions: a lost race is then 412, not retried against a newer one.
+fn pins_version(meta: &WriteMeta) -> bool {
+    meta.if_match.as_ref().is_some_and(|m| m.pins_version())
+}
+
+/// `If-Match` against the loaded stream. A stream that does not exist (version 0) is left to
+/// `decide`, whose 404 takes precedence over the precondition (RFC 9110 §13.2.1).
 fn check_if_match(meta: &WriteMeta, version: i64) -> Result<(), Failure> {
-    match meta.if_match {
-        Some(v) if v != version => Err(Failure::Problem(errors::precondition_failed())),
+    match &meta.if_match {
+        Some(m) if version > 0 && !m.matches(version) => Err(Failure::Problem(errors::precondition_failed())),
         _ => Ok(()),
+    }
+}
+
+/// The outcome of `decide` under an `If-Match` precondition. Input that cannot be right is
+/// refused whatever the precondition (422 before 412: the request's shape is checked first, as a
+/// schema would), every other outcome only when the precondition holds. `decide` is pure, so
+/// running it first changes nothing else.
+fn after_precondition(
+    pre: Result<(), Failure>,
+    decided: Result<Vec<Event>, DomainError>,
+) -> Result<Vec<Event>, Failure> {
+    match decided {
+        Err(e @ DomainError::Validation(_)) => Err(Failure::Domain(e)),
+        decided => {
+            pre?;
+            Ok(decided?)
+        }
     }
 }
 
@@ -385,15 +401,16 @@ async fn run(
             let Some((tenant, head)) = load::<Tenant>(tx, id).await? else {
                 return Err(Failure::Problem(Problem::not_found("tenant")));
             };
-            check_if_match(meta, head.version)?;
+            let pre = check_if_match(meta, head.version);
             let row = tenant_row(tx, read, true).await?;
             let usage = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
-            let events = match op {
-                TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now)?,
-                TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now)?,
-                TenantOp::Reactivate => tenant.reactivate(now)?,
-                TenantOp::Erase => tenant.erase(now)?,
+            let decided = match op {
+                TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now),
+                TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now),
+                TenantOp::Reactivate => tenant.reactivate(now),
+                TenantOp::Erase => tenant.erase(now),
             };
+            let events = after_precondition(pre, decided)?;
             append(tx, id, &tenant, head, events, meta, now).await
         }
         Cmd::Member(id, c) => {
@@ -401,9 +418,8 @@ async fn run(
             // decided one command at a time.
             let row = tenant_row(tx, read, true).await?;
             let (member, head) = if fresh { Default::default() } else { load_or_new::<Member>(tx, id.0).await? };
-            if !matches!(c, MemberCommand::Invite { .. }) {
-                check_if_match(meta, head.version)?;
-            }
+            let pre =
+                if matches!(c, MemberCommand::Invite { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
             let ctx = MemberContext {
                 plan: row.plan,
                 suspended: row.suspended,
@@ -411,17 +427,16 @@ async fn run(
                 active_owners: access::active_owners(tx).await?,
                 actor: role.expect("tenant commands have a role"),
             };
-            let events = member.decide(c, &ctx, now)?;
+            let events = after_precondition(pre, member.decide(c, &ctx, now))?;
             append(tx, id.0, &member, head, events, meta, now).await
         }
         Cmd::Project(id, c) => {
             let row = tenant_row(tx, read, cmd.locks_tenant()).await?;
             let (project, head) = if fresh { Default::default() } else { load_or_new::<Project>(tx, id.0).await? };
-            if !matches!(c, ProjectCommand::Create { .. }) {
-                check_if_match(meta, head.version)?;
-            }
+            let pre =
+                if matches!(c, ProjectCommand::Create { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
             let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
-            let events = project.decide(c, &ctx, now)?;
+            let events = after_precondition(pre, project.decide(c, &ctx, now))?;
             append(tx, id.0, &project, head, events, meta, now).await
         }
         Cmd::Task(id, c) => {
@@ -431,11 +446,12 @@ async fn run(
                 TaskCommand::Create { project_id, .. } => Some(*project_id),
                 _ => task.project_id,
             };
+            let mut pre = Ok(());
             if !matches!(c, TaskCommand::Create { .. }) {
                 if task.id.is_none() {
                     return Err(Failure::Domain(DomainError::NotFound("task")));
                 }
-                check_if_match(meta, head.version)?;
+                pre = check_if_match(meta, head.version);
             }
             let project = match project_id {
                 None => ProjectState::Missing,
@@ -447,6 +463,11 @@ async fn run(
                     Some(_) => ProjectState::Active,
                 },
             };
+            // The project is the target of a create (`/projects/{id}/tasks`): when it is not in
+            // this tenant the answer is 404, the same whether it is missing or another tenant's.
+            if matches!(c, TaskCommand::Create { .. }) && project == ProjectState::Missing {
+                return Err(Failure::Domain(DomainError::NotFound("project")));
+            }
             let assignee = match &c {
                 TaskCommand::Create { assignee, .. } => *assignee,
                 TaskCommand::Assign { assignee } => *assignee,
@@ -457,7 +478,7 @@ async fn run(
                 Some(m) => Some(access::member(tx, m.0).await?.is_some_and(|(_, active)| active)),
             };
             let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
-            let events = task.decide(c, &ctx, now)?;
+            let events = after_precondition(pre, task.decide(c, &ctx, now))?;
             append(tx, id.0, &task, head, events, meta, now).await
         }
         Cmd::Usage(batch, records) => {

@@ -53,66 +53,205 @@ struct FieldError {
 struct ApiDoc;
 
 /// What every command shares: bearer auth, the conditional and idempotency headers, the
-/// success headers, and the problem responses.
+/// success headers, and the problem responses each operation can give.
 struct Shared;
 
-const PROBLEMS: &[(&str, &str)] = &[
-    ("400", "Malformed JSON, a bad If-Match or an over-long Idempotency-Key"),
-    ("401", "Missing, invalid or expired bearer token"),
-    ("403", "The caller's role (from the membership) may not do this"),
-    ("404", "No such resource in this tenant"),
-    ("409", "Lost a race to a concurrent write after which the command no longer holds"),
-    ("412", "If-Match names a version that is no longer current"),
-    ("413", "Body larger than KEEL_BODY_LIMIT"),
-    ("415", "Body is not application/json"),
-    ("422", "Invalid input (each field named) or a rule or plan limit violated"),
-    ("423", "The tenant is suspended"),
+/// Who may call an operation and which answers it can give besides its success.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Nothing, or `{}`.
+    None,
+    Required,
+    /// May be left out (read as `{}`).
+    Optional,
+}
+
+struct OpSpec {
+    operation_id: &'static str,
+    /// The roles that may call it (from the caller's membership), or the platform scope.
+    roles: &'static [&'static str],
+    /// It acts on an existing resource and honours `If-Match`.
+    if_match: bool,
+    /// Its JSON body (so 415 and body validation apply).
+    body: Body,
+    /// Its path names a resource that may not exist (404).
+    not_found: bool,
+    /// A suspended tenant refuses it (423).
+    locked: bool,
+}
+
+const PLATFORM: &[&str] = &["platform:admin"];
+const MANAGERS: &[&str] = &["owner", "admin"];
+const OWNERS: &[&str] = &["owner"];
+const WRITERS: &[&str] = &["owner", "admin", "member"];
+
+const fn op(
+    operation_id: &'static str,
+    roles: &'static [&'static str],
+    if_match: bool,
+    body: Body,
+    not_found: bool,
+    locked: bool,
+) -> OpSpec {
+    OpSpec { operation_id, roles, if_match, body, not_found, locked }
+}
+
+/// Every operation, by its operationId. Platform commands never answer 423 (they act on the
+/// tenant, suspended or not); member erasure works while suspended.
+const OPS: &[OpSpec] = &[
+    op("provisionTenant", PLATFORM, false, Body::Required, false, false),
+    op("changeTenantPlan", PLATFORM, true, Body::Required, true, false),
+    op("suspendTenant", PLATFORM, true, Body::Optional, true, false),
+    op("reactivateTenant", PLATFORM, true, Body::None, true, false),
+    op("eraseTenant", PLATFORM, true, Body::None, true, false),
+    op("inviteMember", MANAGERS, false, Body::Required, false, true),
+    op("changeMemberRole", MANAGERS, true, Body::Required, true, true),
+    op("removeMember", MANAGERS, true, Body::None, true, true),
+    op("eraseMember", OWNERS, true, Body::None, true, false),
+    op("createProject", WRITERS, false, Body::Required, false, true),
+    op("updateProject", WRITERS, true, Body::Required, true, true),
+    op("archiveProject", WRITERS, true, Body::None, true, true),
+    op("restoreProject", WRITERS, true, Body::None, true, true),
+    op("createTask", WRITERS, false, Body::Required, true, true),
+    op("updateTask", WRITERS, true, Body::Required, true, true),
+    op("assignTask", WRITERS, true, Body::Required, true, true),
+    op("changeTaskStatus", WRITERS, true, Body::Required, true, true),
+    op("recordUsage", WRITERS, false, Body::Required, false, true),
 ];
 
-fn add_shared(op: &mut Operation) {
-    for (status, description) in PROBLEMS {
-        op.responses.responses.entry((*status).to_owned()).or_insert_with(|| {
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(*description)
-                    .content("application/problem+json", Content::new(Some(Ref::from_schema_name("Problem"))))
-                    .build(),
-            )
-        });
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", Content::new(Some(Ref::from_schema_name("Problem"))))
+            .build(),
+    )
+}
+
+/// Response headers Keel always sends (`required` is set on them in `openapi_json`, as utoipa's
+/// header has no such field).
+const ALWAYS_SENT: &[&str] = &["ETag", "Keel-Position", "X-Request-Id"];
+
+fn string_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String).build())
+        .description(Some(description))
+        .build()
+}
+
+fn header_param(name: &str, description: &str, pattern: Option<&str>) -> utoipa::openapi::path::Parameter {
+    let mut schema = ObjectBuilder::new().schema_type(Type::String);
+    if let Some(p) = pattern {
+        schema = schema.pattern(Some(p));
     }
-    for r in op.responses.responses.values_mut() {
-        if let RefOr::T(resp) = r
-            && resp.content.contains_key("application/json")
-        {
-            let string = ObjectBuilder::new().schema_type(Type::String).build();
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema.build()))
+        .build()
+}
+
+/// `*`, or a list of entity tags (RFC 9110 §8.8.3): exactly what `request::if_match` accepts.
+const IF_MATCH_PATTERN: &str = r#"^[ \t]*(\*[ \t]*|(,[ \t]*)*((W/)?"[\x21\x23-\x7e\x80-\xff]*"[ \t]*(,[ \t]*)+)*((W/)?"[\x21\x23-\x7e\x80-\xff]*"[ \t]*)?)$"#;
+/// 1 to 255 printable ASCII characters (spaces inside only: HTTP trims them at the ends).
+const IDEMPOTENCY_KEY_PATTERN: &str = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$";
+
+fn add_shared(op: &mut Operation, spec: &OpSpec) {
+    let mut problems = vec![
+        (
+            "400",
+            if spec.body != Body::None {
+                "Malformed JSON, or a malformed If-Match or Idempotency-Key"
+            } else {
+                "A body other than nothing or {}, or a malformed If-Match or Idempotency-Key"
+            },
+        ),
+        ("401", "Missing, invalid or expired bearer token"),
+        ("403", "The caller's role (from the membership, or the platform scope) may not do this"),
+    ];
+    if spec.not_found {
+        problems.push(("404", "No such resource in this tenant"));
+    }
+    problems.push(("409", "The request conflicts with a concurrent write after which it no longer holds"));
+    if spec.if_match {
+        problems.push(("412", "If-Match does not match the resource's current version"));
+    }
+    problems.push(("413", "Body larger than KEEL_BODY_LIMIT"));
+    if spec.body != Body::None {
+        problems.push(("415", "Body is not application/json"));
+        problems.push(("422", "Invalid input (each field named), a rule or plan limit violated, or an Idempotency-Key reused for another request"));
+    } else {
+        problems.push(("422", "A rule violated, or an Idempotency-Key reused for another request"));
+    }
+    if spec.locked {
+        problems.push(("423", "The tenant is suspended"));
+    }
+    problems.push(("429", "Too many requests; Retry-After says when to try again"));
+    problems.push(("500", "Unexpected error; the body says nothing of the cause, which is logged with the request id"));
+    problems.push(("503", "Keel cannot serve the request now (database unavailable or the request's deadline passed)"));
+    for (status, description) in problems {
+        op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description));
+    }
+    for (status, r) in op.responses.responses.iter_mut() {
+        if let RefOr::T(resp) = r {
+            if status.starts_with('2') {
+                resp.headers
+                    .insert("ETag".into(), string_header("\"<version>\": the resource's version after the command"));
+                resp.headers.insert(
+                    "Keel-Position".into(),
+                    string_header("Consistency token: send it as Keel-Consistency to read your write"),
+                );
+                resp.headers.insert(
+                    "Idempotent-Replayed".into(),
+                    string_header("`true` when this is the stored response to a repeated Idempotency-Key"),
+                );
+            }
             resp.headers.insert(
-                "ETag".into(),
-                HeaderBuilder::new().schema(string.clone()).description(Some("\"<version>\"")).build(),
-            );
-            resp.headers.insert(
-                "Keel-Position".into(),
-                HeaderBuilder::new().schema(string).description(Some("Consistency token for Keel-Consistency")).build(),
+                "X-Request-Id".into(),
+                string_header("The request's id (the one sent, when sane, else a new one)"),
             );
         }
     }
-    let params = op.parameters.get_or_insert_with(Vec::new);
-    for (name, description) in [
-        (
-            "Idempotency-Key",
-            "Up to 255 characters; a repeat within 24 h returns the first response and appends nothing",
-        ),
-        ("If-Match", "\"<version>\": apply only if the resource is still at this version, else 412"),
-    ] {
-        params.push(
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Header)
-                .required(Required::False)
-                .description(Some(description))
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
-                .build(),
-        );
+    if spec.body == Body::Optional
+        && let Some(body) = op.request_body.as_mut()
+    {
+        body.required = Some(Required::False);
     }
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    params.push(header_param(
+        "Idempotency-Key",
+        "1 to 255 printable ASCII characters; a repeat within 24 h returns the first response and appends nothing",
+        Some(IDEMPOTENCY_KEY_PATTERN),
+    ));
+    if spec.if_match {
+        params.push(header_param(
+            "If-Match",
+            "`\"<version>\"` as ETag gives it, a list of them, or `*`: apply only if the resource is at one of these \
+             versions (compared strongly: a weak tag never matches), else 412",
+            Some(IF_MATCH_PATTERN),
+        ));
+    }
+    params.push(header_param(
+        "X-Request-Id",
+        "Up to 128 printable ASCII characters; echoed back and in every log line",
+        None,
+    ));
+    let who = spec.roles.join(", ");
+    let caller = if spec.roles == PLATFORM {
+        "Who may call: platform operators (a token with the platform:admin scope).".to_owned()
+    } else {
+        format!("Who may call: a tenant token whose active membership has the role {who}.")
+    };
+    op.description = Some(match op.description.take() {
+        Some(d) if !d.is_empty() => format!("{d}\n\n{caller}"),
+        _ => caller,
+    });
+    let roles = serde_json::Value::from(spec.roles.to_vec());
+    op.extensions
+        .get_or_insert_with(Default::default)
+        .merge(utoipa::openapi::extensions::ExtensionsBuilder::new().add("x-keel-roles", roles).build());
 }
 
 impl Modify for Shared {
@@ -128,15 +267,115 @@ impl Modify for Shared {
             for op in
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
             {
-                add_shared(op);
+                let id = op.operation_id.clone().unwrap_or_default();
+                let spec = OPS.iter().find(|s| s.operation_id == id).unwrap_or_else(|| panic!("{id} is in OPS"));
+                add_shared(op, spec);
             }
         }
     }
 }
 
+/// Unicode white space as Rust's `str::trim` removes it, for a regex character class.
+const WS: &str = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// A name as `keel_domain` parses it: trimmed, 1 to `max` characters, no control character.
+fn name_pattern(max: usize) -> String {
+    let edge = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+    format!(r"^[{WS}]*{edge}([^\x00-\x1f\x7f-\x9f]{{0,{}}}{edge})?[{WS}]*$", max - 2)
+}
+
+/// Free text as `keel_domain` parses it: at most `max` characters after trimming (blank is
+/// none), and no U+0000, which PostgreSQL cannot store.
+fn text_pattern(max: usize) -> String {
+    format!(r"^[{WS}]*([^\x00{WS}]([^\x00]{{0,{}}}[^\x00{WS}])?)?[{WS}]*$", max - 2)
+}
+
+/// The constraints of the domain's value types, on the request schemas' fields (utoipa sees
+/// only `String`; `keel_domain::values` and `ids` are the rules these mirror).
+fn field_constraints() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    use serde_json::json;
+    let name = |max| json!({"pattern": name_pattern(max), "minLength": 1});
+    let text = |max| json!({"pattern": text_pattern(max)});
+    let user_id = json!({"minLength": 1, "maxLength": 200,
+        "pattern": r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,200}$"});
+    let email = json!({"format": "email", "minLength": 3, "maxLength": 254});
+    let roles = json!({"enum": ["owner", "admin", "member", "viewer", "auditor"]});
+    let plans = json!({"enum": ["free", "team", "enterprise"]});
+    let priorities = json!({"enum": ["low", "medium", "high", "urgent"]});
+    vec![
+        ("ProvisionTenantBody", "name", name(200)),
+        (
+            "ProvisionTenantBody",
+            "slug",
+            json!({"pattern": "^[a-z0-9][a-z0-9-]{1,62}$", "minLength": 2, "maxLength": 63}),
+        ),
+        ("ProvisionTenantBody", "plan", plans.clone()),
+        ("OwnerBody", "user_id", user_id.clone()),
+        ("OwnerBody", "email", email.clone()),
+        ("OwnerBody", "name", name(200)),
+        ("ChangePlanBody", "plan", plans),
+        ("SuspendBody", "reason", text(500)),
+        ("InviteBody", "user_id", user_id),
+        ("InviteBody", "email", email),
+        ("InviteBody", "name", name(200)),
+        ("InviteBody", "role", roles.clone()),
+        ("RoleBody", "role", roles),
+        ("CreateProjectBody", "name", name(200)),
+        ("CreateProjectBody", "description", text(10_000)),
+        ("UpdateProjectBody", "name", name(200)),
+        ("UpdateProjectBody", "description", text(10_000)),
+        ("CreateTaskBody", "title", name(500)),
+        ("CreateTaskBody", "description", text(10_000)),
+        ("CreateTaskBody", "priority", priorities.clone()),
+        ("UpdateTaskBody", "title", name(500)),
+        ("UpdateTaskBody", "description", text(10_000)),
+        ("UpdateTaskBody", "priority", priorities),
+        ("StatusBody", "status", json!({"enum": ["todo", "in_progress", "done"]})),
+        ("UsageRecordBody", "id", json!({"pattern": r"^[\x21-\x7e]{1,200}$", "minLength": 1, "maxLength": 200})),
+        ("UsageRecordBody", "metric", json!({"pattern": "^[a-z][a-z0-9_.-]{0,63}$", "minLength": 1, "maxLength": 64})),
+        ("UsageRecordBody", "quantity", json!({"minimum": 1, "maximum": keel_domain::usage::MAX_QUANTITY})),
+        ("RecordUsageBody", "records", json!({"minItems": 1, "maxItems": 1000})),
+    ]
+}
+
+/// Constraints on whole schemas: an update must change at least one field.
+fn schema_constraints() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    vec![("UpdateProjectBody", json!({"minProperties": 1})), ("UpdateTaskBody", json!({"minProperties": 1}))]
+}
+
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    if let (Some(t), serde_json::Value::Object(p)) = (target.as_object_mut(), patch) {
+        t.extend(p);
+    }
+}
+
 /// The OpenAPI document as JSON.
 pub fn openapi_json() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    let schemas = &mut doc["components"]["schemas"];
+    for (schema, field, patch) in field_constraints() {
+        let target = &mut schemas[schema]["properties"][field];
+        assert!(target.is_object(), "{schema}.{field} is a documented field");
+        merge(target, patch);
+    }
+    for (schema, patch) in schema_constraints() {
+        merge(&mut schemas[schema], patch);
+    }
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for op in item.as_object_mut().expect("a path item").values_mut() {
+            for response in op["responses"].as_object_mut().expect("responses").values_mut() {
+                if let Some(headers) = response.get_mut("headers").and_then(|h| h.as_object_mut()) {
+                    for (name, header) in headers.iter_mut() {
+                        if ALWAYS_SENT.contains(&name.as_str()) {
+                            header["required"] = true.into();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
 }
 
 pub(crate) async fn serve_json() -> Json<serde_json::Value> {
@@ -192,3 +431,129 @@ fetch("/api/v1/openapi.json").then(r => r.json()).then(spec => {
   document.getElementById("api").innerHTML = html;
 });
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    //! The schemas' patterns and enums accept exactly what the domain's value types accept (and
+    //! the edge's U+0000 rule), tried on strings at the edges of each rule.
+    use super::*;
+    use keel_domain::values::{
+        Description, Metric, PersonName, Priority, ProjectName, Reason, RecordId, Slug, TaskStatus, TaskTitle,
+        TenantName,
+    };
+    use keel_domain::{Plan, Role, UserId};
+    use regex::RegexBuilder;
+
+    /// Characters at the edges of the rules: white space Rust trims (control or not), white
+    /// space it does not, control characters, U+0000, and ordinary letters of each width.
+    const EDGES: &[char] = &[
+        ' ', '\t', '\n', '\u{0b}', '\u{1c}', '\u{85}', '\u{a0}', '\u{1680}', '\u{2000}', '\u{200a}', '\u{200b}',
+        '\u{2028}', '\u{202f}', '\u{3000}', '\u{feff}', '\0', '\u{1}', '\u{1f}', '\u{7f}', '\u{9f}', 'a', 'Z', '0',
+        '-', '.', '_', '~', '"', 'é', '😀',
+    ];
+
+    fn samples(max: usize) -> Vec<String> {
+        let mut out = vec![String::new()];
+        for n in [1, 2, max.saturating_sub(1), max, max + 1] {
+            let core = "a".repeat(n);
+            out.push(core.clone());
+            for c in EDGES {
+                out.push(c.to_string().repeat(n.min(3)));
+                out.push(format!("{c}{core}"));
+                out.push(format!("{core}{c}"));
+                out.push(format!("{c}{core}{c}"));
+                if n >= 2 {
+                    let mut inside = core.clone();
+                    inside.insert(1, *c);
+                    out.push(inside);
+                    out.push(format!("{}{c}", &core[1..]));
+                }
+            }
+        }
+        out
+    }
+
+    fn agrees(schema: &str, field: &str, max: usize, domain: impl Fn(&str) -> bool) {
+        let all = field_constraints();
+        let (_, _, c) = all.iter().find(|(s, f, _)| *s == schema && *f == field).expect("a constrained field");
+        let pattern = c["pattern"].as_str().expect("a pattern");
+        let re = RegexBuilder::new(pattern).size_limit(1 << 30).build().expect("the pattern compiles");
+        let min = c["minLength"].as_u64().unwrap_or(0) as usize;
+        let max_len = c["maxLength"].as_u64().map(|m| m as usize).unwrap_or(usize::MAX);
+        for s in samples(max) {
+            let n = s.chars().count();
+            let schema_ok = re.is_match(&s) && n >= min && n <= max_len;
+            assert_eq!(schema_ok, domain(&s), "{schema}.{field} on {s:?} ({n} characters)");
+        }
+    }
+
+    #[test]
+    fn names_and_titles_match_their_value_types() {
+        agrees("CreateProjectBody", "name", 200, |s| ProjectName::parse("f", s).is_ok());
+        agrees("UpdateProjectBody", "name", 200, |s| ProjectName::parse("f", s).is_ok());
+        agrees("ProvisionTenantBody", "name", 200, |s| TenantName::parse("f", s).is_ok());
+        agrees("OwnerBody", "name", 200, |s| PersonName::parse("f", s).is_ok());
+        agrees("InviteBody", "name", 200, |s| PersonName::parse("f", s).is_ok());
+        agrees("CreateTaskBody", "title", 500, |s| TaskTitle::parse("f", s).is_ok());
+        agrees("UpdateTaskBody", "title", 500, |s| TaskTitle::parse("f", s).is_ok());
+    }
+
+    #[test]
+    fn free_text_matches_its_value_types_and_refuses_nul() {
+        let text = |ok: bool, s: &str| ok && !s.contains('\0');
+        agrees("CreateProjectBody", "description", 10_000, |s| text(Description::parse("f", s).is_ok(), s));
+        agrees("CreateTaskBody", "description", 10_000, |s| text(Description::parse("f", s).is_ok(), s));
+        agrees("SuspendBody", "reason", 500, |s| text(Reason::parse("f", s).is_ok(), s));
+    }
+
+    #[test]
+    fn identifiers_match_their_value_types() {
+        agrees("OwnerBody", "user_id", 200, |s| UserId::parse("f", s).is_ok());
+        agrees("InviteBody", "user_id", 200, |s| UserId::parse("f", s).is_ok());
+        agrees("ProvisionTenantBody", "slug", 63, |s| Slug::parse("f", s).is_ok());
+        agrees("UsageRecordBody", "metric", 64, |s| Metric::parse("f", s).is_ok());
+        agrees("UsageRecordBody", "id", 200, |s| RecordId::parse("f", s).is_ok() && !s.contains('\0'));
+    }
+
+    #[test]
+    fn enums_list_what_the_domain_parses() {
+        let all = field_constraints();
+        let listed = |schema: &str, field: &str| -> Vec<String> {
+            let (_, _, c) = all.iter().find(|(s, f, _)| *s == schema && *f == field).unwrap();
+            c["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+        };
+        let candidates = [
+            "free",
+            "team",
+            "enterprise",
+            "owner",
+            "admin",
+            "member",
+            "viewer",
+            "auditor",
+            "low",
+            "medium",
+            "high",
+            "urgent",
+            "todo",
+            "in_progress",
+            "done",
+            "Free",
+            "gold",
+            "",
+        ];
+        let check = |schema: &str, field: &str, parses: &dyn Fn(&str) -> bool| {
+            let listed = listed(schema, field);
+            for c in candidates {
+                assert_eq!(listed.iter().any(|l| l == c), parses(c), "{schema}.{field}: {c:?}");
+            }
+        };
+        check("ProvisionTenantBody", "plan", &|s| Plan::parse(s).is_some());
+        check("ChangePlanBody", "plan", &|s| Plan::parse(s).is_some());
+        check("InviteBody", "role", &|s| Role::parse(s).is_some());
+        check("RoleBody", "role", &|s| Role::parse(s).is_some());
+        check("CreateTaskBody", "priority", &|s| Priority::parse("f", s).is_ok());
+        check("UpdateTaskBody", "priority", &|s| Priority::parse("f", s).is_ok());
+        check("StatusBody", "status", &|s| TaskStatus::parse("f", s).is_ok());
+    }
+}

@@ -28,7 +28,7 @@ async fn provisioning_rejects_bad_input_naming_each_field() {
     let platform = app.platform_token();
     assert_eq!(app.post("/api/v1/tenants", &platform, owner_body("taken")).await.status, 201);
     let r = app.post("/api/v1/tenants", &platform, owner_body("taken")).await;
-    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!((r.status, r.body["code"].as_str()), (409, Some("taken")), "{}", r.body);
     assert_eq!(r.body["errors"], json!([{"field": "slug", "message": "is already taken"}]));
 
     let r = app
@@ -106,9 +106,9 @@ async fn a_project_goes_through_its_life_with_versions() {
     let r = app.post(&format!("/api/v1/projects/{id}/archive"), &owner, json!({})).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(3)));
     let r = app.post(&format!("/api/v1/projects/{id}/archive"), &owner, json!({})).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (422, Some("rule-violated")));
+    assert_eq!((r.status, r.body["code"].as_str()), (409, Some("rule-violated")));
     let r = app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": "Nope"})).await;
-    assert_eq!(r.status, 422, "an archived project is read-only");
+    assert_eq!(r.status, 409, "an archived project is read-only");
 
     let r = app.send(reqwest::Method::POST, &format!("/api/v1/projects/{id}/restore"), Some(&owner), None).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(4)));

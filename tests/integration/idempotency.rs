@@ -20,7 +20,7 @@ async fn a_repeat_returns_the_first_response_and_appends_nothing() {
 
     let other =
         app.send_with(reqwest::Method::POST, "/api/v1/projects", &owner, Some(json!({"name": "Gemini"})), &key).await;
-    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!((other.status, other.body["code"].as_str()), (409, Some("idempotency-key-reused")), "{}", other.body);
     assert_eq!(other.body["errors"][0]["field"], "Idempotency-Key");
 
     let long = "k".repeat(256);

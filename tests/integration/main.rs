@@ -27,6 +27,7 @@ mod projection;
 mod read_models;
 mod rebuild;
 mod reporting;
+mod rest_spec;
 mod roles;
 mod security;
 mod subscription_access;

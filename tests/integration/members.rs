@@ -21,7 +21,7 @@ async fn invite_change_role_and_remove() {
     let g = app.graphql(&bob_token, "{ me { role } }", None).await;
     assert_eq!(g.body["data"]["me"]["role"], json!(null), "a removed member has no role");
     let r = app.delete(&format!("/api/v1/members/{bob}"), &owner).await;
-    assert_eq!(r.status, 422, "removing twice violates a rule");
+    assert_eq!(r.status, 409, "removing twice violates a rule");
     // Removal freed the seat and the user id: Bob can be invited again.
     app.invite(tenant, &owner, "bob", "admin").await;
 }
@@ -37,7 +37,7 @@ async fn email_and_user_id_are_unique_among_active_members() {
             json!({"user_id": "owner-unique-members", "email": "x@y.test", "name": "X", "role": "member"}),
         )
         .await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("user_id")), "{}", r.body);
+    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (409, Some("user_id")), "{}", r.body);
     let r = app
         .post(
             "/api/v1/members",
@@ -45,7 +45,7 @@ async fn email_and_user_id_are_unique_among_active_members() {
             json!({"user_id": "new", "email": "OWNER@unique-members.test", "name": "X", "role": "member"}),
         )
         .await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("email")), "case-insensitive: {}", r.body);
+    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (409, Some("email")), "case-insensitive: {}", r.body);
     let r = app
         .post(
             "/api/v1/members",
@@ -77,9 +77,9 @@ async fn the_tenant_always_keeps_an_active_owner() {
         .await
         .unwrap();
     let r = app.put(&format!("/api/v1/members/{first}/role"), &owner, json!({"role": "admin"})).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (422, Some("rule-violated")), "{}", r.body);
+    assert_eq!((r.status, r.body["code"].as_str()), (409, Some("rule-violated")), "{}", r.body);
     let r = app.delete(&format!("/api/v1/members/{first}"), &owner).await;
-    assert_eq!(r.status, 422);
+    assert_eq!(r.status, 409);
     let r = app.delete(&format!("/api/v1/members/{first}"), &second_token).await;
     assert_eq!(r.status, 403, "an admin cannot remove an owner");
 }

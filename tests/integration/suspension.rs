@@ -13,7 +13,7 @@ async fn a_suspended_tenant_reads_but_every_write_answers_423_until_reactivated(
     let r = app.post(&format!("/api/v1/tenants/{}/suspend", tenant.0), &platform, json!({"reason": "unpaid"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = app.post(&format!("/api/v1/tenants/{}/suspend", tenant.0), &platform, json!({})).await;
-    assert_eq!(r.status, 422, "already suspended");
+    assert_eq!(r.status, 409, "already suspended");
 
     let before = app.event_count().await;
     let now = chrono::Utc::now();

@@ -46,12 +46,12 @@ async fn a_task_lives_in_an_active_project_with_an_active_assignee() {
     let r = app
         .post(&format!("/api/v1/projects/{}/tasks", uuid::Uuid::now_v7()), &owner, json!({"title": "Nowhere"}))
         .await;
-    assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("project_id")));
+    assert_eq!((r.status, r.body["code"].as_str()), (404, Some("not-found")));
     app.post(&format!("/api/v1/projects/{project}/archive"), &owner, json!({})).await;
     let r = app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "Late"})).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("project_id")));
     let r = app.put(&format!("/api/v1/tasks/{task}/status"), &owner, json!({"status": "done"})).await;
-    assert_eq!(r.status, 422, "tasks of an archived project are read-only");
+    assert_eq!(r.status, 409, "tasks of an archived project are read-only");
 
     let r = app
         .post(
@@ -87,6 +87,6 @@ async fn another_tenants_task_and_project_answer_404_or_name_the_field() {
     // Creating a task in A's project from B: the project does not exist in B.
     let foreign = app.post(&format!("/api/v1/projects/{project}/tasks"), &b, json!({"title": "T"})).await;
     let absent = app.post(&format!("/api/v1/projects/{missing}/tasks"), &b, json!({"title": "T"})).await;
-    assert_eq!(foreign.status, 422);
+    assert_eq!(foreign.status, 404);
     assert_eq!(foreign.body, absent.body);
 }

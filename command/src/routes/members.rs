@@ -3,7 +3,7 @@
 use super::path_id;
 use crate::CommandState;
 use crate::exec::{Cmd, execute, tenant_of};
-use crate::request::{NoBody, Write};
+use crate::request::{Bare, Write};
 use crate::respond::Written;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -25,7 +25,7 @@ pub(crate) struct InviteBody {
     role: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/members", tag = "members", request_body = InviteBody,
+#[utoipa::path(post, path = "/api/v1/members", operation_id = "inviteMember", summary = "Invite a member", tag = "members", request_body = InviteBody,
     responses((status = 201, description = "Member added (takes a seat)", body = Written)))]
 pub(crate) async fn invite(State(state): State<CommandState>, w: Write<InviteBody>) -> Result<Response, Problem> {
     let tenant = tenant_of(&w.meta)?;
@@ -41,7 +41,7 @@ pub(crate) struct RoleBody {
     role: String,
 }
 
-#[utoipa::path(put, path = "/api/v1/members/{id}/role", tag = "members", request_body = RoleBody,
+#[utoipa::path(put, path = "/api/v1/members/{id}/role", operation_id = "changeMemberRole", summary = "Change a member's role", tag = "members", request_body = RoleBody,
     params(("id" = Uuid, Path, description = "Member id")),
     responses((status = 200, description = "Role changed", body = Written)))]
 pub(crate) async fn change_role(
@@ -54,27 +54,27 @@ pub(crate) async fn change_role(
     execute(&state, &w.meta, tenant, Cmd::Member(id, MemberCommand::ChangeRole { role: w.body.role }), false).await
 }
 
-#[utoipa::path(post, path = "/api/v1/members/{id}/erase", tag = "members",
+#[utoipa::path(post, path = "/api/v1/members/{id}/erase", operation_id = "eraseMember", summary = "Erase a member's personal data", tag = "members",
     params(("id" = Uuid, Path, description = "Member id")),
     responses((status = 200, description = "The member's data key is deleted: its email and name read as erased \
         everywhere, its events stay and still verify. Owners only; also while suspended.", body = Written)))]
 pub(crate) async fn erase(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    w: Write<NoBody>,
+    w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&w.meta)?;
     let id = MemberId(path_id(&id, "member")?);
     execute(&state, &w.meta, tenant, Cmd::Member(id, MemberCommand::Erase), false).await
 }
 
-#[utoipa::path(delete, path = "/api/v1/members/{id}", tag = "members",
+#[utoipa::path(delete, path = "/api/v1/members/{id}", operation_id = "removeMember", summary = "Remove a member", tag = "members",
     params(("id" = Uuid, Path, description = "Member id")),
     responses((status = 200, description = "Member removed (frees a seat)", body = Written)))]
 pub(crate) async fn remove(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    w: Write<NoBody>,
+    w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&w.meta)?;
     let id = MemberId(path_id(&id, "member")?);

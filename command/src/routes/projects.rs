@@ -1,9 +1,9 @@
 //! Project routes: create, update, archive, restore.
 
-use super::{path_id, present};
+use super::{not_null, path_id, present};
 use crate::CommandState;
 use crate::exec::{Cmd, execute, tenant_of};
-use crate::request::{NoBody, Write};
+use crate::request::{Bare, Write};
 use crate::respond::Written;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -23,7 +23,7 @@ pub(crate) struct CreateProjectBody {
     description: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProjectBody,
+#[utoipa::path(post, path = "/api/v1/projects", operation_id = "createProject", summary = "Create a project", tag = "projects", request_body = CreateProjectBody,
     responses((status = 201, description = "Project created (counts against the plan's active projects)", body = Written)))]
 pub(crate) async fn create(
     State(state): State<CommandState>,
@@ -38,7 +38,9 @@ pub(crate) async fn create(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateProjectBody {
-    #[serde(default)]
+    /// 1 to 200 characters after trimming.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
     name: Option<String>,
     /// `null` or `""` clears it.
     #[serde(default, deserialize_with = "present")]
@@ -46,7 +48,7 @@ pub(crate) struct UpdateProjectBody {
     description: Option<Option<String>>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/projects/{id}", tag = "projects", request_body = UpdateProjectBody,
+#[utoipa::path(patch, path = "/api/v1/projects/{id}", operation_id = "updateProject", summary = "Rename a project or change its description", tag = "projects", request_body = UpdateProjectBody,
     params(("id" = Uuid, Path, description = "Project id")),
     responses((status = 200, description = "Project updated", body = Written)))]
 pub(crate) async fn update(
@@ -61,26 +63,26 @@ pub(crate) async fn update(
     execute(&state, &w.meta, tenant, Cmd::Project(id, cmd), false).await
 }
 
-#[utoipa::path(post, path = "/api/v1/projects/{id}/archive", tag = "projects",
+#[utoipa::path(post, path = "/api/v1/projects/{id}/archive", operation_id = "archiveProject", summary = "Archive a project", tag = "projects",
     params(("id" = Uuid, Path, description = "Project id")),
     responses((status = 200, description = "Project archived (read-only until restored)", body = Written)))]
 pub(crate) async fn archive(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    w: Write<NoBody>,
+    w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&w.meta)?;
     let id = ProjectId(path_id(&id, "project")?);
     execute(&state, &w.meta, tenant, Cmd::Project(id, ProjectCommand::Archive), false).await
 }
 
-#[utoipa::path(post, path = "/api/v1/projects/{id}/restore", tag = "projects",
+#[utoipa::path(post, path = "/api/v1/projects/{id}/restore", operation_id = "restoreProject", summary = "Restore an archived project", tag = "projects",
     params(("id" = Uuid, Path, description = "Project id")),
     responses((status = 200, description = "Project restored (the active-project limit applies)", body = Written)))]
 pub(crate) async fn restore(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    w: Write<NoBody>,
+    w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&w.meta)?;
     let id = ProjectId(path_id(&id, "project")?);

@@ -1,6 +1,6 @@
 //! Task routes: create in a project, update, assign, change status.
 
-use super::{path_id, present};
+use super::{not_null, path_id, present};
 use crate::CommandState;
 use crate::exec::{Cmd, execute, tenant_of};
 use crate::request::Write;
@@ -32,7 +32,7 @@ pub(crate) struct CreateTaskBody {
     priority: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", tag = "tasks", request_body = CreateTaskBody,
+#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", operation_id = "createTask", summary = "Create a task in a project", tag = "tasks", request_body = CreateTaskBody,
     params(("id" = Uuid, Path, description = "Project id (active, in this tenant)")),
     responses((status = 201, description = "Task created", body = Written)))]
 pub(crate) async fn create(
@@ -59,7 +59,9 @@ pub(crate) async fn create(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateTaskBody {
-    #[serde(default)]
+    /// 1 to 500 characters after trimming.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
     title: Option<String>,
     /// `null` or `""` clears it.
     #[serde(default, deserialize_with = "present")]
@@ -69,11 +71,12 @@ pub(crate) struct UpdateTaskBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<NaiveDate>)]
     due_date: Option<Option<NaiveDate>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
     priority: Option<String>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/tasks/{id}", tag = "tasks", request_body = UpdateTaskBody,
+#[utoipa::path(patch, path = "/api/v1/tasks/{id}", operation_id = "updateTask", summary = "Change a task's title, description, due date or priority", tag = "tasks", request_body = UpdateTaskBody,
     params(("id" = Uuid, Path, description = "Task id")),
     responses((status = 200, description = "Task updated", body = Written)))]
 pub(crate) async fn update(
@@ -100,7 +103,7 @@ pub(crate) struct AssignBody {
     member_id: Option<Uuid>,
 }
 
-#[utoipa::path(put, path = "/api/v1/tasks/{id}/assignee", tag = "tasks", request_body = AssignBody,
+#[utoipa::path(put, path = "/api/v1/tasks/{id}/assignee", operation_id = "assignTask", summary = "Assign or unassign a task", tag = "tasks", request_body = AssignBody,
     params(("id" = Uuid, Path, description = "Task id")),
     responses((status = 200, description = "Assignee set", body = Written)))]
 pub(crate) async fn assign(
@@ -121,7 +124,7 @@ pub(crate) struct StatusBody {
     status: String,
 }
 
-#[utoipa::path(put, path = "/api/v1/tasks/{id}/status", tag = "tasks", request_body = StatusBody,
+#[utoipa::path(put, path = "/api/v1/tasks/{id}/status", operation_id = "changeTaskStatus", summary = "Change a task's status", tag = "tasks", request_body = StatusBody,
     params(("id" = Uuid, Path, description = "Task id")),
     responses((status = 200, description = "Status changed", body = Written)))]
 pub(crate) async fn change_status(

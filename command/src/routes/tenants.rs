@@ -3,7 +3,7 @@
 use super::path_id;
 use crate::CommandState;
 use crate::exec::{Cmd, TenantOp, execute};
-use crate::request::{NoBody, Write};
+use crate::request::{Bare, Write};
 use crate::respond::Written;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -42,7 +42,7 @@ fn provisioned_id(key: Option<&str>) -> TenantId {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = ProvisionTenantBody,
+#[utoipa::path(post, path = "/api/v1/tenants", operation_id = "provisionTenant", summary = "Provision a tenant with its owner", tag = "tenants", request_body = ProvisionTenantBody,
     responses((status = 201, description = "Tenant provisioned with its owner's membership", body = Written)))]
 pub(crate) async fn provision(
     State(state): State<CommandState>,
@@ -72,7 +72,7 @@ pub(crate) struct ChangePlanBody {
     plan: String,
 }
 
-#[utoipa::path(put, path = "/api/v1/tenants/{id}/plan", tag = "tenants", request_body = ChangePlanBody,
+#[utoipa::path(put, path = "/api/v1/tenants/{id}/plan", operation_id = "changeTenantPlan", summary = "Change a tenant's plan", tag = "tenants", request_body = ChangePlanBody,
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, description = "Plan changed (or already this plan)", body = Written)))]
 pub(crate) async fn change_plan(
@@ -92,7 +92,7 @@ pub(crate) struct SuspendBody {
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/tenants/{id}/suspend", tag = "tenants", request_body(content = SuspendBody, description = "Optional"),
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/suspend", operation_id = "suspendTenant", summary = "Suspend a tenant", tag = "tenants", request_body(content = SuspendBody, description = "Optional: without it, no reason is recorded"),
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, description = "Suspended: reads work, writes answer 423", body = Written)))]
 pub(crate) async fn suspend(
@@ -104,26 +104,26 @@ pub(crate) async fn suspend(
     execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Suspend(w.body.reason)), false).await
 }
 
-#[utoipa::path(post, path = "/api/v1/tenants/{id}/erase", tag = "tenants",
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/erase", operation_id = "eraseTenant", summary = "Erase a tenant's personal data and close it", tag = "tenants",
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, description = "Every data key of the tenant is deleted and its read tables purged; \
         it takes no more writes", body = Written)))]
 pub(crate) async fn erase(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    w: Write<NoBody>,
+    w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
     execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Erase), false).await
 }
 
-#[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants",
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", operation_id = "reactivateTenant", summary = "Reactivate a suspended tenant", tag = "tenants",
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, description = "Writes are accepted again", body = Written)))]
 pub(crate) async fn reactivate(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    w: Write<NoBody>,
+    w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
     execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Reactivate), false).await

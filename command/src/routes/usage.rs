@@ -21,8 +21,27 @@ pub(crate) struct UsageRecordBody {
     /// `^[a-z][a-z0-9_.-]{0,63}$`, e.g. `api.calls`.
     metric: String,
     /// Units, 1 to 1,000,000,000,000 (10^12); a month holds at most 10^15 units on any plan.
+    /// Any JSON number without a fraction is an integer (`5.0`, `5e3`).
+    #[serde(deserialize_with = "integer")]
     quantity: i64,
     occurred_at: DateTime<Utc>,
+}
+
+/// A JSON integer as JSON Schema counts them: a number with no fractional part, however it is
+/// written, in the range of an i64.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    // 2^63: the first f64 past i64::MAX.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    match serde_json::Number::deserialize(d)? {
+        n if n.is_i64() => Ok(n.as_i64().expect("checked")),
+        n if n.is_u64() => Err(D::Error::custom(format!("{n} is out of range"))),
+        n => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
+            Some(f) if f.fract() == 0.0 => Err(D::Error::custom(format!("{n} is out of range"))),
+            _ => Err(D::Error::custom(format!("invalid type: {n} is not an integer"))),
+        },
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,7 +51,7 @@ pub(crate) struct RecordUsageBody {
     records: Vec<UsageRecordBody>,
 }
 
-#[utoipa::path(post, path = "/api/v1/usage", tag = "usage", request_body = RecordUsageBody,
+#[utoipa::path(post, path = "/api/v1/usage", operation_id = "recordUsage", summary = "Record metered usage", tag = "usage", request_body = RecordUsageBody,
     responses(
         (status = 201, description = "New records recorded", body = Written),
         (status = 200, description = "Every record was recorded before; nothing appended", body = Written)))]
