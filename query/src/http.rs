@@ -152,6 +152,11 @@ fn request_error(status: StatusCode, media: Media, code: &str, message: &str) ->
     (status, [(header::CONTENT_TYPE, media.content_type())], body.to_string()).into_response()
 }
 
+fn not_acceptable() -> Response {
+    let message = "accept application/graphql-response+json or application/json";
+    request_error(StatusCode::NOT_ACCEPTABLE, Media::Json, "NOT_ACCEPTABLE", message)
+}
+
 /// `POST /graphql`: a JSON body `{query, operationName?, variables?, extensions?}`.
 async fn graphql_post(
     State(state): State<QueryState>,
@@ -159,14 +164,7 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(media) = Media::negotiate(&headers) else {
-        return request_error(
-            StatusCode::NOT_ACCEPTABLE,
-            Media::Json,
-            "NOT_ACCEPTABLE",
-            "accept application/graphql-response+json or application/json",
-        );
-    };
+    let Some(media) = Media::negotiate(&headers) else { return not_acceptable() };
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -249,14 +247,7 @@ async fn graphql_get(
     if query.is_none() && wants_html {
         return graphiql();
     }
-    let Some(media) = Media::negotiate(&headers) else {
-        return request_error(
-            StatusCode::NOT_ACCEPTABLE,
-            Media::Json,
-            "NOT_ACCEPTABLE",
-            "accept application/graphql-response+json or application/json",
-        );
-    };
+    let Some(media) = Media::negotiate(&headers) else { return not_acceptable() };
     let Some(params) = params else {
         return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "the query string is malformed");
     };
