@@ -128,6 +128,7 @@ impl App {
                     .with_state(ops),
             )
             .fallback(not_found)
+            .layer(axum::middleware::map_response(keel_gateway::not_allowed::as_problem))
             .layer(DefaultBodyLimit::max(config.body_limit))
             .layer(axum::middleware::from_fn(keel_gateway::metrics::record))
             .layer(axum::middleware::from_fn(keel_gateway::context::request_context));

@@ -3,7 +3,6 @@
 
 mod errors;
 mod exec;
-mod not_allowed;
 mod openapi;
 mod request;
 mod respond;
@@ -41,7 +40,7 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/tasks/{id}/assignee", put(tasks::assign))
         .route("/api/v1/tasks/{id}/status", put(tasks::change_status))
         .route("/api/v1/usage", post(usage::record))
-        .layer(axum::middleware::map_response(not_allowed::as_problem))
+        .layer(axum::middleware::map_response(keel_gateway::not_allowed::as_problem))
         .with_state(CommandState { store })
 }
 
@@ -50,5 +49,5 @@ pub fn docs_router() -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi::serve_json))
         .route("/api/v1/docs", get(openapi::serve_docs))
-        .layer(axum::middleware::map_response(not_allowed::as_problem))
+        .layer(axum::middleware::map_response(keel_gateway::not_allowed::as_problem))
 }

@@ -6,6 +6,7 @@ pub mod context;
 pub mod deadline;
 pub mod json;
 pub mod metrics;
+pub mod not_allowed;
 pub mod problem;
 
 pub use auth::{AuthError, Authenticator, Claims, JwtConfig, Principal};

@@ -299,3 +299,19 @@ async fn text_arguments_with_a_nul_are_bad_input_not_internal_errors() {
         assert_eq!(code(&r.body), "BAD_USER_INPUT", "{q}: {}", r.body);
     }
 }
+
+#[tokio::test]
+async fn every_route_answers_an_unknown_method_with_problem_json_and_allow() {
+    let app = spawn_app().await;
+    for (method, path) in [
+        (reqwest::Method::PUT, "/graphql"),
+        (reqwest::Method::POST, "/healthz"),
+        (reqwest::Method::DELETE, "/readyz"),
+        (reqwest::Method::POST, "/metrics"),
+    ] {
+        let r = app.send(method.clone(), path, None, None).await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.body["code"], "method-not-allowed", "{method} {path}: {}", r.body);
+        assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{method} {path}");
+    }
+}

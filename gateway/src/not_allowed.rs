@@ -1,12 +1,13 @@
 //! A method a route does not answer: axum's bare 405, as problem+json with its `Allow` header.
 
+use crate::problem::Problem;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keel_gateway::Problem;
 
-/// `map_response` layer: leaves every response but a 405 alone.
-pub(crate) async fn as_problem(res: Response) -> Response {
-    if res.status() != StatusCode::METHOD_NOT_ALLOWED {
+/// `map_response` layer: leaves every response but axum's bare 405 alone (one with a body of
+/// its own, such as GraphQL's, keeps it).
+pub async fn as_problem(res: Response) -> Response {
+    if res.status() != StatusCode::METHOD_NOT_ALLOWED || res.headers().contains_key(header::CONTENT_TYPE) {
         return res;
     }
     let allow = res.headers().get(header::ALLOW).cloned();
