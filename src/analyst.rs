@@ -42,7 +42,7 @@ pub async fn run(database_url: &str, command: AnalystCmd) -> anyhow::Result<()> 
 
 async fn create(conn: &mut PgConnection, database_url: &str, tenant: &str, login: Option<&str>) -> anyhow::Result<()> {
     let info = find_tenant(conn, tenant).await?;
-    if info.status == "erased" {
+    if info.status == keel_domain::tenant::TenantStatus::Erased {
         bail!("tenant {} ({}) is erased: it has nothing to report", info.tenant_id, info.slug);
     }
     let login = match login {

@@ -109,7 +109,7 @@ impl RequestCtx {
         let role = access::member_role(&mut tx, &self.principal.subject).await.map_err(internal)?;
         let tenant = access::tenant_row(&mut tx, false).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(role.is_some_and(allowed) && tenant.is_some_and(|t| t.status == "active"))
+        Ok(role.is_some_and(allowed) && tenant.is_some_and(|t| t.status == keel_domain::tenant::TenantStatus::Active))
     }
 
     /// Requires an active membership whose role passes `allowed`.

@@ -149,7 +149,7 @@ impl QueryRoot {
             name: t.name.clone(),
             slug: t.slug.clone(),
             plan: t.plan.into(),
-            status: TenantStatus::parse(&t.status).unwrap_or(TenantStatus::Suspended),
+            status: t.status.into(),
             seats_used: t.seats_used as i32,
             seat_limit: limit(DomainPlan::seat_limit),
             active_projects: t.active_projects as i32,
@@ -485,6 +485,6 @@ impl Platform {
         let mut tx = r.platform_tx().await?;
         let rows = tenants::by_plan(&mut tx).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(rows.into_iter().filter_map(|(p, count)| Some(PlanCount { plan: Plan::parse(&p)?, count })).collect())
+        Ok(rows.into_iter().map(|(p, count)| PlanCount { plan: p.into(), count }).collect())
     }
 }

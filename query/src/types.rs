@@ -6,7 +6,6 @@ use crate::loaders::{MemberLoader, ProjectLoader, ProjectTaskCountLoader, Projec
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
-use keel_domain::{Plan as DomainPlan, Role as DomainRole};
 use keel_store::read::members::MemberRow;
 use keel_store::read::projects::ProjectRow;
 use keel_store::read::tasks::TaskRow;
@@ -18,43 +17,31 @@ pub(crate) fn req<'a>(ctx: &'a Context<'_>) -> &'a Arc<RequestCtx> {
     ctx.data_unchecked::<Arc<RequestCtx>>()
 }
 
-macro_rules! string_enum {
-    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+/// A GraphQL enum that mirrors a domain enum variant for variant (`remote`: async-graphql writes
+/// the conversions both ways), stored and compared as the domain's own names.
+macro_rules! domain_enum {
+    ($name:ident = $remote:path, $remote_name:literal { $($variant:ident),+ $(,)? }) => {
         #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+        #[graphql(remote = $remote_name)]
         pub enum $name { $($variant),+ }
 
         impl $name {
+            /// The name the read tables store.
             #[allow(dead_code)]
             pub(crate) fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub(crate) fn parse(s: &str) -> Option<$name> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
+                keel_domain::Named::name(<$remote>::from(self))
             }
         }
     };
 }
 
-string_enum!(Role { Owner = "owner", Admin = "admin", Member = "member", Viewer = "viewer", Auditor = "auditor" });
-string_enum!(Plan { Free = "free", Team = "team", Enterprise = "enterprise" });
-string_enum!(TenantStatus { Active = "active", Suspended = "suspended", Erased = "erased" });
-string_enum!(ProjectStatus { Active = "active", Archived = "archived" });
-string_enum!(TaskStatus { Todo = "todo", InProgress = "in_progress", Done = "done" });
-string_enum!(Priority { Low = "low", Medium = "medium", High = "high", Urgent = "urgent" });
-string_enum!(MemberStatus { Active = "active", Removed = "removed", Erased = "erased" });
-
-impl From<DomainRole> for Role {
-    fn from(r: DomainRole) -> Self {
-        Role::parse(r.as_str()).expect("the same roles")
-    }
-}
-
-impl From<DomainPlan> for Plan {
-    fn from(p: DomainPlan) -> Self {
-        Plan::parse(p.as_str()).expect("the same plans")
-    }
-}
+domain_enum!(Role = keel_domain::Role, "keel_domain::Role" { Owner, Admin, Member, Viewer, Auditor });
+domain_enum!(Plan = keel_domain::Plan, "keel_domain::Plan" { Free, Team, Enterprise });
+domain_enum!(TenantStatus = keel_domain::tenant::TenantStatus, "keel_domain::tenant::TenantStatus" { Active, Suspended, Erased });
+domain_enum!(ProjectStatus = keel_domain::project::ProjectStatus, "keel_domain::project::ProjectStatus" { Active, Archived });
+domain_enum!(TaskStatus = keel_domain::values::TaskStatus, "keel_domain::values::TaskStatus" { Todo, InProgress, Done });
+domain_enum!(Priority = keel_domain::values::Priority, "keel_domain::values::Priority" { Low, Medium, High, Urgent });
+domain_enum!(MemberStatus = keel_domain::member::MemberStatus, "keel_domain::member::MemberStatus" { Active, Removed, Erased });
 
 #[derive(SimpleObject)]
 pub struct PageInfo {
@@ -132,7 +119,7 @@ impl From<ProjectRow> for Project {
             uuid: r.project_id,
             name: r.name,
             description: r.description,
-            status: ProjectStatus::parse(&r.status).unwrap_or(ProjectStatus::Active),
+            status: r.status.into(),
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
@@ -224,8 +211,8 @@ impl From<TaskRow> for Task {
             id: ID(r.task_id.to_string()),
             title: r.title,
             description: r.description,
-            status: TaskStatus::parse(&r.status).unwrap_or(TaskStatus::Todo),
-            priority: Priority::parse(&r.priority).unwrap_or(Priority::Medium),
+            status: r.status.into(),
+            priority: r.priority.into(),
             due_date: r.due_date,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -275,8 +262,8 @@ impl From<MemberRow> for Member {
             user_id: r.user_id,
             email: r.email,
             name: r.name,
-            role: Role::parse(&r.role).unwrap_or(Role::Viewer),
-            status: MemberStatus::parse(&r.status).unwrap_or(MemberStatus::Active),
+            role: r.role.into(),
+            status: r.status.into(),
             joined_at: r.joined_at,
         }
     }
@@ -436,8 +423,8 @@ impl From<PlatformTenantRow> for PlatformTenant {
             id: ID(r.tenant_id.to_string()),
             name: r.name,
             slug: r.slug,
-            plan: Plan::parse(&r.plan).unwrap_or(Plan::Free),
-            status: TenantStatus::parse(&r.status).unwrap_or(TenantStatus::Active),
+            plan: r.plan.into(),
+            status: r.status.into(),
             seats_used: r.seats_used,
             active_projects: r.active_projects,
             created_at: r.created_at,

@@ -25,8 +25,7 @@ pub struct TenantRow {
     pub plan: Plan,
     /// Takes no writes: suspended or erased.
     pub suspended: bool,
-    /// active, suspended or erased.
-    pub status: String,
+    pub status: keel_domain::tenant::TenantStatus,
     pub active_projects: u64,
     pub seats_used: u64,
 }
@@ -76,13 +75,14 @@ pub async fn member_and_tenant(
 
 fn tenant_row_of(r: &sqlx::postgres::PgRow) -> Result<TenantRow, StoreError> {
     let plan: String = r.try_get("plan")?;
-    let status: String = r.try_get("status")?;
+    let status = keel_domain::tenant::TenantStatus::try_from(r.try_get::<String, _>("status")?)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(TenantRow {
         name: r.try_get("name")?,
         slug: r.try_get("slug")?,
         plan: Plan::parse(&plan).ok_or_else(|| StoreError::Invalid(format!("unknown plan {plan}")))?,
         // An erased tenant takes no writes, as a suspended one.
-        suspended: status != "active",
+        suspended: status != keel_domain::tenant::TenantStatus::Active,
         status,
         active_projects: r.try_get::<i32, _>("active_projects")?.max(0) as u64,
         seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,

@@ -43,7 +43,7 @@ pub struct TenantInfo {
     pub tenant_id: Uuid,
     pub slug: String,
     /// active, suspended or erased.
-    pub status: String,
+    pub status: keel_domain::tenant::TenantStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +69,12 @@ async fn tenant_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantInf
     sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(id.to_string()).execute(&mut *conn).await?;
     let row =
         sqlx::query("SELECT slug, status FROM tenants WHERE tenant_id = $1").bind(id).fetch_optional(conn).await?;
-    row.map(|r| Ok(TenantInfo { tenant_id: id, slug: r.try_get("slug")?, status: r.try_get("status")? })).transpose()
+    row.map(|r| {
+        let status = keel_domain::tenant::TenantStatus::try_from(r.try_get::<String, _>("status")?)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(TenantInfo { tenant_id: id, slug: r.try_get("slug")?, status })
+    })
+    .transpose()
 }
 
 /// The tenant with this slug. Slugs are found on the platform view (`rm_tenants`, as the
@@ -107,7 +112,7 @@ pub async fn create(
     let mut tx = conn.begin().await?;
     match tenant_in(&mut tx, tenant).await? {
         None => return Err(StoreError::Invalid(format!("there is no tenant {tenant}"))),
-        Some(t) if t.status == "erased" => {
+        Some(t) if t.status == keel_domain::tenant::TenantStatus::Erased => {
             return Err(StoreError::Invalid(format!(
                 "tenant {tenant} ({}) is erased: it has nothing to report",
                 t.slug

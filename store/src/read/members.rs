@@ -73,8 +73,10 @@ pub struct MemberRow {
     pub user_id: String,
     pub email: String,
     pub name: String,
-    pub role: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub role: keel_domain::Role,
+    #[sqlx(try_from = "String")]
+    pub status: keel_domain::member::MemberStatus,
     pub joined_at: chrono::DateTime<chrono::Utc>,
 }
 

@@ -162,7 +162,8 @@ pub struct ProjectRow {
     pub project_id: Uuid,
     pub name: String,
     pub description: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: keel_domain::project::ProjectStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,

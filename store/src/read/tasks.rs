@@ -161,8 +161,10 @@ pub struct TaskRow {
     pub project_id: Uuid,
     pub title: String,
     pub description: Option<String>,
-    pub status: String,
-    pub priority: String,
+    #[sqlx(try_from = "String")]
+    pub status: keel_domain::values::TaskStatus,
+    #[sqlx(try_from = "String")]
+    pub priority: keel_domain::values::Priority,
     pub assignee: Option<Uuid>,
     pub due_date: Option<NaiveDate>,
     pub created_at: DateTime<Utc>,

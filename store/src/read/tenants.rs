@@ -53,8 +53,10 @@ pub struct TenantRow {
     pub tenant_id: uuid::Uuid,
     pub name: String,
     pub slug: String,
-    pub plan: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub plan: keel_domain::Plan,
+    #[sqlx(try_from = "String")]
+    pub status: keel_domain::tenant::TenantStatus,
     pub seats_used: i32,
     pub active_projects: i32,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -91,6 +93,11 @@ pub async fn count(tx: &mut crate::TenantTx, plan: Option<&str>) -> Result<i64, 
         .await?)
 }
 
-pub async fn by_plan(tx: &mut crate::TenantTx) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as("SELECT plan, count(*) FROM rm_tenants GROUP BY plan ORDER BY plan").fetch_all(tx.conn()).await?)
+pub async fn by_plan(tx: &mut crate::TenantTx) -> Result<Vec<(keel_domain::Plan, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT plan, count(*) FROM rm_tenants GROUP BY plan ORDER BY plan")
+        .fetch_all(tx.conn())
+        .await?;
+    rows.into_iter()
+        .map(|(plan, n)| Ok((keel_domain::Plan::try_from(plan).map_err(|e| StoreError::Invalid(e.to_string()))?, n)))
+        .collect()
 }
