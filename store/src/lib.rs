@@ -33,3 +33,11 @@ pub async fn notify_projected(conn: &mut sqlx::PgConnection, payload: &str) -> R
     sqlx::query("SELECT pg_notify($1, $2)").bind(PROJECTED_CHANNEL).bind(payload).execute(conn).await?;
     Ok(())
 }
+
+/// A LISTEN connection of its own on `channel` (outside `pool`, which it would otherwise hold
+/// forever), made with `pool`'s connect options.
+pub async fn listen(pool: &sqlx::PgPool, channel: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
+    let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+    l.listen(channel).await?;
+    Ok(l)
+}
