@@ -11,6 +11,7 @@ pub mod hash;
 pub mod idempotency;
 pub mod inline;
 pub mod log;
+pub mod ops;
 pub mod read;
 pub mod rebuild;
 pub mod snapshot;
