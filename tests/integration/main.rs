@@ -34,5 +34,6 @@ mod subscription_access;
 mod subscriptions;
 mod suspension;
 mod tasks;
+mod tidy;
 mod usage;
 mod workers;
