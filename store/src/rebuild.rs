@@ -11,6 +11,20 @@ pub async fn prepare(admin: &mut PgConnection, tables: &[&str]) -> Result<(), St
     Ok(())
 }
 
+/// Empties the live `tables` of projection `name` and removes its checkpoint, in one
+/// transaction, so that it replays the log from the start (as the owner; `keel bench`'s
+/// catch-up case).
+pub async fn reset_live(admin: &sqlx::PgPool, name: &str, tables: &[&str]) -> Result<(), StoreError> {
+    let mut tx = admin.begin().await?;
+    for t in tables {
+        let sql = format!("TRUNCATE \"{}\"", t.replace('"', ""));
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(name).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Points the caller's transaction at the rebuilt copies: unqualified table names resolve to
 /// `keel_rebuild` first.
 pub async fn use_rebuild_tables(conn: &mut PgConnection) -> Result<(), StoreError> {
