@@ -221,7 +221,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(ops): State<OpsState>) -> Response {
-    let reachable = sqlx::query("SELECT 1").execute(ops.store.reader()).await.is_ok();
+    let reachable = keel_store::ops::reachable(ops.store.reader()).await;
     let current = reachable && keel_store::migrations_current(ops.store.reader()).await.unwrap_or(false);
     if current {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()

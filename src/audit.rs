@@ -6,7 +6,7 @@ use keel_domain::TenantId;
 use keel_store::audit::{self, EventFilter};
 use keel_store::{MasterKey, RecordedEvent, Store};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use std::io::Write;
 
 /// One exported line: the event as stored, with personal data opened (or `[erased]`).
@@ -89,9 +89,5 @@ pub async fn verify(store: &Store, tenant: Option<uuid::Uuid>) -> anyhow::Result
 /// tenant's keys and nothing else). Events are not touched.
 pub async fn rotate_keys(database_url: &str, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
     let mut conn = PgConnection::connect(database_url).await.context("cannot connect (DATABASE_URL)")?;
-    let mut tx = conn.begin().await?;
-    tx.execute("SET LOCAL ROLE keel_keys").await?;
-    let n = keel_store::crypto::rotate(&mut tx, old, new).await?;
-    tx.commit().await?;
-    Ok(n)
+    Ok(keel_store::crypto::rotate_as_keys_role(&mut conn, old, new).await?)
 }

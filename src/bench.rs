@@ -544,7 +544,8 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
                 || {
                     let (s, p) = (s.clone(), p.clone());
                     async move {
-                        p.execute("TRUNCATE rm_projects; DELETE FROM projection_checkpoints WHERE name = 'projects'").await?;
+                        let tables = keel_projections::tables("projects").context("the projects read model")?;
+                        keel_store::rebuild::reset_live(&p, "projects", tables).await?;
                         let started = Instant::now();
                         let runner = Runner::new(s, ProjectsProjection, RunnerConfig { batch_size: 500, ..RunnerConfig::default() });
                         let n = runner.run_once().await?;

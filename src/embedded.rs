@@ -130,13 +130,7 @@ impl EmbeddedPg {
         let mut conn = sqlx::PgConnection::connect(&self.maintenance_url())
             .await
             .context("cannot reach the embedded PostgreSQL")?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(DATABASE)
-            .fetch_one(&mut conn)
-            .await?;
-        if !exists {
-            sqlx::query("CREATE DATABASE keel").execute(&mut conn).await?;
-        }
+        keel_store::ops::create_database_if_missing(&mut conn, DATABASE).await?;
         conn.close().await?;
         Ok(())
     }

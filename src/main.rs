@@ -286,11 +286,7 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                     "{:<20} {:>12} {:>10} {:>9} {:<12} {:<34} {:>6}",
                     "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead"
                 );
-                let extra: Vec<String> = sqlx::query_scalar(
-                    "SELECT name FROM projection_checkpoints WHERE name LIKE '%@rebuild' ORDER BY name",
-                )
-                .fetch_all(store.projector())
-                .await?;
+                let extra = keel_store::checkpoint::rebuild_names(store.projector()).await?;
                 let names = keel_projections::ALL.iter().map(|n| n.to_string()).chain(extra);
                 for name in names {
                     let st = keel_store::checkpoint::status(store.projector(), &name).await?;

@@ -7,7 +7,7 @@ use crate::models::{
 };
 use crate::runner::{Projection, RunError, Runner, RunnerConfig};
 use keel_store::{Store, StoreError, checkpoint};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -112,8 +112,7 @@ async fn replay_and_swap<P: Projection>(
     checkpoint::remove(&mut *admin, &rebuild_name).await?;
     checkpoint::set_state(store.projector(), &rebuild_name, "rebuilding", None).await?;
 
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(store.projector()).await?;
-    let total = total.max(0) as u64;
+    let total = keel_store::log::count_all(store.projector()).await?.max(0) as u64;
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut done = 0u64;
@@ -153,12 +152,11 @@ async fn replay_and_swap<P: Projection>(
     // The swap: hold the live checkpoint (the live worker waits), apply what arrived since,
     // move the tables, hand the rebuilt checkpoint to the live projection. One transaction.
     let mut tx = Connection::begin(&mut *admin).await?;
-    tx.execute("SET LOCAL ROLE keel_projector").await?;
+    keel_store::rebuild::act_as_projector(&mut tx).await?;
     checkpoint::lock(&mut tx, name, None).await?;
-    tx.execute("SET LOCAL search_path = keel_rebuild, public").await?;
+    keel_store::rebuild::use_rebuild_tables(&mut tx).await?;
     done += runner.catch_up_on(&mut tx).await? as u64;
-    tx.execute("RESET ROLE").await?;
-    tx.execute("SET LOCAL search_path = public").await?;
+    keel_store::rebuild::back_to_owner(&mut tx).await?;
     keel_store::rebuild::swap(&mut tx, tables).await?;
     checkpoint::replace(&mut tx, name, &rebuild_name).await?;
     tx.commit().await?;

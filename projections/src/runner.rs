@@ -161,7 +161,7 @@ impl<P: Projection> Runner<P> {
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.store.projector().begin().await?;
         if self.rebuild {
-            sqlx::query("SET LOCAL search_path = keel_rebuild, public").execute(&mut *tx).await?;
+            keel_store::rebuild::use_rebuild_tables(&mut tx).await?;
         }
         Ok(tx)
     }
@@ -215,13 +215,13 @@ impl<P: Projection> Runner<P> {
         if handled.len() > 1
             && let Ok(items) = handled.iter().map(|r| r.decode().map(|e| (*r, e))).collect::<Result<Vec<_>, _>>()
         {
-            let fail = |e: sqlx::Error| Failed::At(0, e.into());
-            sqlx::query("SAVEPOINT keel_batch").execute(&mut *conn).await.map_err(fail)?;
+            let fail = |e: StoreError| Failed::At(0, e);
+            checkpoint::begin_batch(conn).await.map_err(fail)?;
             match self.projection.apply_batch(conn, &items).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(projection = self.projection.name(), error = %e, "batch failed; applying event by event");
-                    sqlx::query("ROLLBACK TO SAVEPOINT keel_batch").execute(&mut *conn).await.map_err(fail)?;
+                    checkpoint::rollback_batch(conn).await.map_err(fail)?;
                 }
             }
         }
@@ -280,12 +280,7 @@ impl<P: Projection> Runner<P> {
         };
         checkpoint::save(&mut tx, &self.checkpoint_name, at, state).await?;
         if stop {
-            sqlx::query("UPDATE projection_checkpoints SET last_error = $2 WHERE name = $1")
-                .bind(&self.checkpoint_name)
-                .bind(&message)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+            checkpoint::record_stop(&mut tx, &self.checkpoint_name, &message).await?;
         }
         tx.commit().await?;
         self.attempts.lock().expect("not poisoned").remove(&event.event_id);
@@ -473,15 +468,8 @@ async fn notify_applied(
 
 /// A LISTEN connection of its own (outside the pool, which it would otherwise hold forever).
 pub(crate) async fn listen(store: &Store) -> Option<PgListener> {
-    let mut l = match PgListener::connect_with(store.projector()).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot LISTEN; polling only");
-            return None;
-        }
-    };
-    match l.listen(keel_store::EVENTS_CHANNEL).await {
-        Ok(()) => Some(l),
+    match keel_store::listen(store.projector(), keel_store::EVENTS_CHANNEL).await {
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %e, "cannot LISTEN; polling only");
             None

@@ -3,7 +3,6 @@
 
 use keel_store::Store;
 use serde::Deserialize;
-use sqlx::postgres::PgListener;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OnceCell, broadcast};
@@ -40,7 +39,7 @@ impl Changes {
                 let sender = tx.clone();
                 tokio::spawn(async move {
                     loop {
-                        let mut l = match PgListener::connect_with(store.reader()).await {
+                        let mut l = match keel_store::listen(store.reader(), keel_store::PROJECTED_CHANNEL).await {
                             Ok(l) => l,
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot listen for projection changes; retrying");
@@ -48,11 +47,6 @@ impl Changes {
                                 continue;
                             }
                         };
-                        if let Err(e) = l.listen(keel_store::PROJECTED_CHANNEL).await {
-                            tracing::warn!(error = %e, "cannot listen for projection changes; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
                         loop {
                             match l.recv().await {
                                 Ok(n) => {

@@ -85,6 +85,36 @@ pub async fn save(conn: &mut PgConnection, name: &str, at: LogPosition, state: &
     Ok(())
 }
 
+/// Records why projection `name` stopped (its failure policy), after `save` cleared the error.
+pub async fn record_stop(conn: &mut PgConnection, name: &str, error: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE projection_checkpoints SET last_error = $2 WHERE name = $1")
+        .bind(name)
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks the start of a batch in the caller's transaction, so that a failing batch can be undone
+/// (`rollback_batch`) and applied again event by event in the same transaction.
+pub async fn begin_batch(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SAVEPOINT keel_batch").execute(conn).await?;
+    Ok(())
+}
+
+/// Undoes everything since `begin_batch`; the transaction goes on.
+pub async fn rollback_batch(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("ROLLBACK TO SAVEPOINT keel_batch").execute(conn).await?;
+    Ok(())
+}
+
+/// The checkpoints of rebuilds in progress or left behind (`NAME@rebuild`), by name.
+pub async fn rebuild_names(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM projection_checkpoints WHERE name LIKE '%@rebuild' ORDER BY name")
+        .fetch_all(pool)
+        .await?)
+}
+
 pub async fn set_state(pool: &PgPool, name: &str, state: &str, error: Option<&str>) -> Result<(), StoreError> {
     ensure(pool, name).await?;
     sqlx::query("UPDATE projection_checkpoints SET state = $2, last_error = $3, updated_at = now() WHERE name = $1")

@@ -241,6 +241,17 @@ fn is_sealed(event_type: &str, payload: &Value) -> bool {
         .any(|f| payload.get(*f).and_then(Value::as_str).is_some_and(|s| s.starts_with(SEALED)))
 }
 
+/// `rotate` in a transaction of its own on the owner's connection `conn`, as `keel_keys` (which
+/// sees every tenant's keys and nothing else).
+pub async fn rotate_as_keys_role(conn: &mut PgConnection, old: &MasterKey, new: &MasterKey) -> Result<u64, StoreError> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL ROLE keel_keys").execute(&mut *tx).await?;
+    let n = rotate(&mut tx, old, new).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// Re-seals every data key sealed by `old` under `new`, in one transaction, as a role that sees
 /// every tenant's keys. Events are not touched. Returns how many keys were re-sealed.
 pub async fn rotate(conn: &mut PgConnection, old: &MasterKey, new: &MasterKey) -> Result<u64, StoreError> {

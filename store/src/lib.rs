@@ -11,6 +11,7 @@ pub mod hash;
 pub mod idempotency;
 pub mod inline;
 pub mod log;
+pub mod ops;
 pub mod read;
 pub mod rebuild;
 pub mod snapshot;
@@ -32,4 +33,12 @@ pub const PROJECTED_CHANNEL: &str = "keel_projected";
 pub async fn notify_projected(conn: &mut sqlx::PgConnection, payload: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, $2)").bind(PROJECTED_CHANNEL).bind(payload).execute(conn).await?;
     Ok(())
+}
+
+/// A LISTEN connection of its own on `channel` (outside `pool`, which it would otherwise hold
+/// forever), made with `pool`'s connect options.
+pub async fn listen(pool: &sqlx::PgPool, channel: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
+    let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+    l.listen(channel).await?;
+    Ok(l)
 }

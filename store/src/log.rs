@@ -421,6 +421,11 @@ pub async fn read_all_after(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
+/// How many events the log holds (every tenant's: run it as the projector).
+pub async fn count_all(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
+}
+
 /// Whether any committed event lies after `after`, ignoring the gap-safe horizon: true while an
 /// older transaction still holds back events that have already committed.
 pub async fn has_events_after(conn: &mut PgConnection, after: LogPosition) -> Result<bool, StoreError> {

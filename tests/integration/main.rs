@@ -34,6 +34,7 @@ mod subscription_access;
 mod subscriptions;
 mod suspension;
 mod tasks;
+mod tidy;
 mod typed_rows;
 mod usage;
 mod workers;
