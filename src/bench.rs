@@ -316,122 +316,168 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     }
     let tenants = Arc::new(tenants);
     let mut cases = Vec::new();
+    let f = Fixture { opts, progress, store, plain, http, base, auth, tenants };
+    append_case(&f, &mut cases).await?;
+    command_cases(&f, &mut cases).await?;
+    usage_batch_case(&f, &mut cases).await?;
+    catch_up_case(&f, &mut cases).await?;
+    query_cases(&f, &mut cases).await?;
+    let Fixture { plain, .. } = f;
 
-    // append: one event, new stream, OCC + hash + inline tables, one transaction.
-    {
-        let (s, t, p) = (store.clone(), tenants.clone(), plain.clone());
-        cases.push(
-            alternate(
-                "append",
-                opts,
-                progress,
-                || {
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&plain).await?;
+    let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&plain).await?;
+    plain.close().await;
+    owner.close().await?;
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "memory_kb": read_kb("/proc/meminfo", "MemTotal:"),
+        "postgres": version,
+        "synchronous_commit": sync,
+        "clients": opts.clients,
+        "round_seconds": opts.round.as_secs_f64(),
+        "rounds": opts.rounds,
+        "events": opts.events,
+        "peak_rss_kb": read_kb("/proc/self/status", "VmHWM:"),
+    });
+    Ok(Report { cases, machine })
+}
+
+/// What every case runs against: the options, the plain-PostgreSQL pool, Keel's store and HTTP
+/// port, and one tenant per client.
+struct Fixture<'a> {
+    opts: &'a BenchOptions,
+    progress: &'a (dyn Fn(&str) + Sync),
+    store: Store,
+    plain: PgPool,
+    http: reqwest::Client,
+    base: String,
+    auth: Authenticator,
+    tenants: Arc<Vec<TenantId>>,
+}
+
+/// append: one event, new stream, OCC + hash + inline tables, one transaction.
+async fn append_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, store, plain, tenants) = (f.opts, f.progress, &f.store, &f.plain, &f.tenants);
+    let (s, t, p) = (store.clone(), tenants.clone(), plain.clone());
+    cases.push(
+        alternate(
+            "append",
+            opts,
+            progress,
+            || {
+                let p = p.clone();
+                closed_loop(opts.clients, opts.round, move |_, _| {
                     let p = p.clone();
-                    closed_loop(opts.clients, opts.round, move |_, _| {
-                        let p = p.clone();
-                        async move { plain_insert(&p).await }
-                    })
-                },
-                || {
-                    let (s, t) = (s.clone(), t.clone());
-                    closed_loop(opts.clients, opts.round, move |c, _| {
-                        let (s, tenant) = (s.clone(), t[c]);
-                        async move {
-                            let mut tx = s.begin_write(tenant).await?;
-                            log::append(&mut tx, &[], &[project_created("P")], &meta(), Utc::now()).await?;
-                            tx.commit().await?;
-                            s.events_appended();
-                            Ok(())
-                        }
-                    })
-                },
-            )
-            .await?,
-        );
+                    async move { plain_insert(&p).await }
+                })
+            },
+            || {
+                let (s, t) = (s.clone(), t.clone());
+                closed_loop(opts.clients, opts.round, move |c, _| {
+                    let (s, tenant) = (s.clone(), t[c]);
+                    async move {
+                        let mut tx = s.begin_write(tenant).await?;
+                        log::append(&mut tx, &[], &[project_created("P")], &meta(), Utc::now()).await?;
+                        tx.commit().await?;
+                        s.events_appended();
+                        Ok(())
+                    }
+                })
+            },
+        )
+        .await?,
+    );
+    Ok(())
+}
+
+/// command: REST CreateTask through the port with JWT auth.
+async fn command_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, plain, http, base, auth, tenants) =
+        (f.opts, f.progress, &f.plain, &f.http, &f.base, &f.auth, &f.tenants);
+    let mut setup = Vec::new();
+    for (c, tenant) in tenants.iter().enumerate() {
+        let token = auth.issue("bench", Some(tenant.0), false, Duration::from_secs(3600));
+        let r: serde_json::Value = http
+            .post(format!("{base}/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("Bench {c}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let project = r["id"].as_str().context("a project for the command case")?.to_owned();
+        setup.push((token, project));
     }
-
-    // command: REST CreateTask through the port with JWT auth.
-    {
-        let mut setup = Vec::new();
-        for (c, tenant) in tenants.iter().enumerate() {
-            let token = auth.issue("bench", Some(tenant.0), false, Duration::from_secs(3600));
-            let r: serde_json::Value = http
-                .post(format!("{base}/api/v1/projects"))
-                .bearer_auth(&token)
-                .json(&json!({"name": format!("Bench {c}")}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let project = r["id"].as_str().context("a project for the command case")?.to_owned();
-            setup.push((token, project));
-        }
-        let setup = Arc::new(setup);
-        let (h, b, p) = (http.clone(), base.clone(), plain.clone());
-        cases.push(
-            alternate(
-                "command",
-                opts,
-                progress,
-                || {
+    let setup = Arc::new(setup);
+    let (h, b, p) = (http.clone(), base.clone(), plain.clone());
+    cases.push(
+        alternate(
+            "command",
+            opts,
+            progress,
+            || {
+                let p = p.clone();
+                closed_loop(opts.clients, opts.round, move |_, _| {
                     let p = p.clone();
-                    closed_loop(opts.clients, opts.round, move |_, _| {
-                        let p = p.clone();
-                        async move { plain_insert(&p).await }
-                    })
-                },
-                || {
+                    async move { plain_insert(&p).await }
+                })
+            },
+            || {
+                let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
+                closed_loop(opts.clients, opts.round, move |c, n| {
                     let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
-                    closed_loop(opts.clients, opts.round, move |c, n| {
-                        let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
-                        async move {
-                            let (token, project) = &setup[c];
-                            create_task(&h, &b, token, project, &format!("T{n}")).await
-                        }
-                    })
-                },
-            )
-            .await?,
-        );
-        // The same command at half the rate Keel just sustained, started on a clock (open loop):
-        // the latency a client sees when the service is not saturated.
-        let half = (cases.last().map_or(2.0, |c: &CaseResult| c.keel_ops_s) / 2.0).max(1.0) as u32;
-        let (h, b, p, clients) = (http.clone(), base.clone(), plain.clone(), opts.clients);
-        cases.push(
-            alternate(
-                "command_half_rate",
-                opts,
-                progress,
-                || {
+                    async move {
+                        let (token, project) = &setup[c];
+                        create_task(&h, &b, token, project, &format!("T{n}")).await
+                    }
+                })
+            },
+        )
+        .await?,
+    );
+    // The same command at half the rate Keel just sustained, started on a clock (open loop):
+    // the latency a client sees when the service is not saturated.
+    let half = (cases.last().map_or(2.0, |c: &CaseResult| c.keel_ops_s) / 2.0).max(1.0) as u32;
+    let (h, b, p, clients) = (http.clone(), base.clone(), plain.clone(), opts.clients);
+    cases.push(
+        alternate(
+            "command_half_rate",
+            opts,
+            progress,
+            || {
+                let p = p.clone();
+                open_loop(half, opts.round, move |_| {
                     let p = p.clone();
-                    open_loop(half, opts.round, move |_| {
-                        let p = p.clone();
-                        async move { plain_insert(&p).await }
-                    })
-                },
-                || {
+                    async move { plain_insert(&p).await }
+                })
+            },
+            || {
+                let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
+                open_loop(half, opts.round, move |n| {
                     let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
-                    open_loop(half, opts.round, move |n| {
-                        let (h, b, setup) = (h.clone(), b.clone(), setup.clone());
-                        async move {
-                            let (token, project) = &setup[n as usize % clients];
-                            create_task(&h, &b, token, project, &format!("H{n}")).await
-                        }
-                    })
-                },
-            )
-            .await?,
-        );
-    }
+                    async move {
+                        let (token, project) = &setup[n as usize % clients];
+                        create_task(&h, &b, token, project, &format!("H{n}")).await
+                    }
+                })
+            },
+        )
+        .await?,
+    );
+    Ok(())
+}
 
-    // usage_batch: RecordUsage with 100 records a call.
-    {
-        let counter = Arc::new(AtomicU64::new(0));
-        let tokens: Arc<Vec<String>> = Arc::new(
-            tenants.iter().map(|t| auth.issue("bench", Some(t.0), false, Duration::from_secs(3600))).collect(),
-        );
-        let (h, b, p, tn) = (http.clone(), base.clone(), plain.clone(), tenants.clone());
-        cases.push(
+/// usage_batch: RecordUsage with 100 records a call.
+async fn usage_batch_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, plain, http, base, auth, tenants) =
+        (f.opts, f.progress, &f.plain, &f.http, &f.base, &f.auth, &f.tenants);
+    let counter = Arc::new(AtomicU64::new(0));
+    let tokens: Arc<Vec<String>> =
+        Arc::new(tenants.iter().map(|t| auth.issue("bench", Some(t.0), false, Duration::from_secs(3600))).collect());
+    let (h, b, p, tn) = (http.clone(), base.clone(), plain.clone(), tenants.clone());
+    cases.push(
             alternate(
                 "usage_batch",
                 opts,
@@ -479,25 +525,27 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
             )
             .await?,
         );
-    }
+    Ok(())
+}
 
-    // catch_up: the projects projection applying pre-written events from checkpoint 0.
-    {
-        progress(&format!("catch_up: writing {} events", opts.events));
-        // A tenant of its own: the query cases below measure an ordinary tenant.
-        let tenant = provision(&store, "bench-catch-up").await?;
-        let mut written = 0;
-        while written < opts.events {
-            let n = (opts.events - written).min(1000);
-            let events: Vec<Event> = (0..n).map(|i| project_created(&format!("C{}", written + i))).collect();
-            let mut tx = store.begin_write(tenant).await?;
-            log::append(&mut tx, &[], &events, &meta(), Utc::now()).await?;
-            tx.commit().await?;
-            written += n;
-        }
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&plain).await?;
-        let (s, p) = (store.clone(), plain.clone());
-        cases.push(
+/// catch_up: the projects projection applying pre-written events from checkpoint 0.
+async fn catch_up_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, store, plain) = (f.opts, f.progress, &f.store, &f.plain);
+    progress(&format!("catch_up: writing {} events", opts.events));
+    // A tenant of its own: the query cases below measure an ordinary tenant.
+    let tenant = provision(store, "bench-catch-up").await?;
+    let mut written = 0;
+    while written < opts.events {
+        let n = (opts.events - written).min(1000);
+        let events: Vec<Event> = (0..n).map(|i| project_created(&format!("C{}", written + i))).collect();
+        let mut tx = store.begin_write(tenant).await?;
+        log::append(&mut tx, &[], &events, &meta(), Utc::now()).await?;
+        tx.commit().await?;
+        written += n;
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(plain).await?;
+    let (s, p) = (store.clone(), plain.clone());
+    cases.push(
             alternate(
                 "catch_up",
                 opts,
@@ -555,13 +603,19 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
             )
             .await?,
         );
-        let _ = total;
-    }
+    let _ = total;
+    Ok(())
+}
 
+/// The query cases (projects, tasks, dashboard) and read-your-writes, on read models kept
+/// current by the workers.
+async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, store, plain, http, base, auth) =
+        (f.opts, f.progress, &f.store, &f.plain, &f.http, &f.base, &f.auth);
     // The read models for the query cases, kept current by the workers from here on.
     progress("query: preparing read models");
     let (workers_stop, workers_rx) = watch::channel(false);
-    let workers = keel_projections::spawn_all(&store, &RunnerConfig::default(), &workers_rx);
+    let workers = keel_projections::spawn_all(store, &RunnerConfig::default(), &workers_rx);
     // Every projection first catches up with the whole log (the catch-up case's events too), so
     // that no catch-up competes with the measured queries.
     loop {
@@ -575,7 +629,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         progress(&format!("query: waiting for the projections ({behind} events behind)"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let qtenant = provision(&store, "bench-query").await?;
+    let qtenant = provision(store, "bench-query").await?;
     let qtoken = auth.issue("bench", Some(qtenant.0), false, Duration::from_secs(3600));
     {
         let r: serde_json::Value = http
@@ -718,29 +772,11 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
             .await?,
         );
     }
-
-    let _ = stop_tx.send(true);
     let _ = workers_stop.send(true);
     for w in workers {
         let _ = w.await;
     }
-    let _ = server.await;
-    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&plain).await?;
-    let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&plain).await?;
-    plain.close().await;
-    owner.close().await?;
-    let machine = json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "memory_kb": read_kb("/proc/meminfo", "MemTotal:"),
-        "postgres": version,
-        "synchronous_commit": sync,
-        "clients": opts.clients,
-        "round_seconds": opts.round.as_secs_f64(),
-        "rounds": opts.rounds,
-        "events": opts.events,
-        "peak_rss_kb": read_kb("/proc/self/status", "VmHWM:"),
-    });
-    Ok(Report { cases, machine })
+    Ok(())
 }
 
 fn read_kb(file: &str, key: &str) -> Option<u64> {
