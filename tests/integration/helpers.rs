@@ -171,7 +171,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(o: Options) -> TestApp {
     let db = TestDb::new().await;
     let config = AppConfig {
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".into(),
         jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
         consistency_wait: o.consistency_wait,
