@@ -1,6 +1,7 @@
 //! `App`: binds the listener, builds the router and the projection runner, and runs them side by
 //! side until shutdown. Tests build it the same way `keel up` does, on port 0.
 
+use crate::DatabaseUrl;
 use crate::telemetry;
 use anyhow::Context;
 use axum::Router;
@@ -12,6 +13,7 @@ use keel_gateway::{Authenticator, JwtConfig, Problem};
 use keel_projections::RunnerConfig;
 use keel_store::{PoolSizes, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,9 +33,10 @@ impl Roles {
     pub const ALL: Roles = Roles { command: true, query: true, projector: true };
 }
 
+/// `Debug` never shows a secret (see `DatabaseUrl`, `JwtConfig`'s secret, `MasterKey`).
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub listen: String,
     pub jwt: JwtConfig,
     pub consistency_wait: Duration,
@@ -91,7 +94,7 @@ struct OpsState {
 impl App {
     /// Connects the service roles (the database must be migrated) and binds the listener.
     pub async fn build(config: AppConfig) -> anyhow::Result<App> {
-        let store = Store::connect(&config.database_url, config.pools, Some(config.master_key.clone()))
+        let store = Store::connect(config.database_url.expose_secret(), config.pools, Some(config.master_key.clone()))
             .await
             .context("cannot connect to the database (DATABASE_URL)")?;
         let listener = TcpListener::bind(&config.listen)

@@ -288,7 +288,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     let jwt = JwtConfig { secret: Secret::new(secret.into_bytes()), issuer: None, audience: None };
     let sizes = PoolSizes { writer: opts.clients as u32 + 2, reader: 16, projector: 8 };
     let app = App::build(AppConfig {
-        database_url: url.to_owned(),
+        database_url: url.into(),
         listen: "127.0.0.1:0".into(),
         jwt: jwt.clone(),
         consistency_wait: Duration::from_secs(2),

@@ -1,8 +1,10 @@
 //! The `keel` command line: every setting is a flag and an environment variable, read and
 //! checked once at start-up.
 
+use crate::database_url::DatabaseUrl;
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -20,12 +22,14 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+/// `Debug` never shows a secret: the JWT secret and the master key print as redacted, the
+/// database URL without its password.
 #[derive(Debug, Args, Clone)]
 pub struct Settings {
     /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`
     /// and `migrate` start a private cluster under KEEL_DATA_DIR.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
 
     /// Address the HTTP server (REST and GraphQL) listens on.
     #[arg(long, env = "KEEL_LISTEN", global = true, default_value = "0.0.0.0:8080")]
@@ -38,13 +42,13 @@ pub struct Settings {
     /// HS256 secret for bearer tokens (at least 32 bytes). Unset: `up` and `token` use a
     /// development secret generated under KEEL_DATA_DIR.
     #[arg(long, env = "KEEL_JWT_SECRET", global = true, hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
 
     /// The master key that seals every member's data key: 64 hex digits or base64 of 32 bytes.
     /// Unset (and no KEEL_MASTER_KEY_FILE): `up` uses a development key generated under KEEL_DATA_DIR;
     /// `audit`, `projections` and `keys` use that key when it exists and never generate one.
     #[arg(long, env = "KEEL_MASTER_KEY", global = true, hide_env_values = true)]
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretString>,
 
     /// A file holding the master key (instead of KEEL_MASTER_KEY).
     #[arg(long, env = "KEEL_MASTER_KEY_FILE", global = true)]
@@ -271,4 +275,72 @@ pub struct BenchArgs {
     /// synchronous_commit = off for the benchmark database: a CPU-bound ratio the disk does not move.
     #[arg(long)]
     pub async_commit: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppConfig, EdgeLimits, Roles};
+    use keel_gateway::JwtConfig;
+    use keel_gateway::auth::Secret;
+    use secrecy::ExposeSecret;
+
+    const JWT_SECRET: &str = "jwt-secret-never-printed-0123456789abcdef";
+    const MASTER_KEY: &str = "5f0e3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060";
+    const DB_PASSWORD: &str = "db-password-never-printed";
+
+    fn database_url() -> String {
+        format!("postgres://keel:{DB_PASSWORD}@db.internal:5432/keel?sslmode=require")
+    }
+
+    fn assert_no_secret(what: &str, shown: &str) {
+        for secret in [JWT_SECRET, MASTER_KEY, DB_PASSWORD] {
+            assert!(!shown.contains(secret), "{what} prints a secret: {shown}");
+        }
+    }
+
+    #[test]
+    fn debug_of_the_settings_and_the_app_config_shows_no_secret() {
+        let url = database_url();
+        let cli = Cli::try_parse_from([
+            "keel",
+            "--database-url",
+            &url,
+            "--jwt-secret",
+            JWT_SECRET,
+            "--master-key",
+            MASTER_KEY,
+            "serve",
+        ])
+        .unwrap();
+        let s = &cli.settings;
+        // The values are all there for the code that uses them...
+        assert_eq!(s.database_url.as_ref().unwrap().expose_secret(), url);
+        assert_eq!(s.jwt_secret.as_ref().unwrap().expose_secret(), JWT_SECRET);
+        assert_eq!(s.master_key.as_ref().unwrap().expose_secret(), MASTER_KEY);
+        // ...and none of them prints.
+        let shown = format!("{cli:?}");
+        assert_no_secret("Cli", &shown);
+        assert_no_secret("Cli (pretty)", &format!("{cli:#?}"));
+        assert!(shown.contains("db.internal:5432/keel"), "the database's place still shows: {shown}");
+
+        let config = AppConfig {
+            database_url: s.database_url.clone().unwrap(),
+            listen: s.listen.clone(),
+            jwt: JwtConfig {
+                secret: Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec()),
+                issuer: None,
+                audience: None,
+            },
+            consistency_wait: std::time::Duration::from_millis(s.consistency_wait_ms),
+            body_limit: s.body_limit,
+            roles: Roles::ALL,
+            runner: keel_projections::RunnerConfig::default(),
+            pools: keel_store::PoolSizes::default(),
+            master_key: keel_store::MasterKey::parse(s.master_key.as_ref().unwrap().expose_secret()).unwrap(),
+            limits: EdgeLimits::default(),
+        };
+        assert_no_secret("AppConfig", &format!("{config:?}"));
+        assert_no_secret("AppConfig (pretty)", &format!("{config:#?}"));
+    }
 }

@@ -6,8 +6,10 @@ pub mod app;
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod database_url;
 pub mod embedded;
 pub mod secrets;
 pub mod telemetry;
 
 pub use app::{App, AppConfig, EdgeLimits, Roles};
+pub use database_url::DatabaseUrl;

@@ -4,11 +4,12 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use keel::cli::{AnalystCmd, AuditCmd, BenchArgs, Cli, Cmd, KeysCmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
 use keel::embedded::{EmbeddedPg, find_bindir};
-use keel::{App, AppConfig, Roles, secrets, telemetry};
+use keel::{App, AppConfig, DatabaseUrl, Roles, secrets, telemetry};
 use keel_gateway::auth::Secret;
 use keel_gateway::{Authenticator, JwtConfig};
 use keel_projections::RunnerConfig;
 use keel_store::PoolSizes;
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 #[tokio::main]
@@ -39,7 +40,7 @@ async fn main() {
 /// The JWT settings; without KEEL_JWT_SECRET, `dev` allows a generated development secret.
 fn jwt(s: &Settings, dev: bool) -> anyhow::Result<JwtConfig> {
     let secret = match &s.jwt_secret {
-        Some(v) if v.len() >= 32 => v.clone(),
+        Some(v) if v.expose_secret().len() >= 32 => v.expose_secret().to_owned(),
         Some(_) => bail!("KEEL_JWT_SECRET must be at least 32 bytes"),
         None if dev => {
             let path = s.data_dir.join("jwt-secret");
@@ -62,7 +63,7 @@ fn jwt(s: &Settings, dev: bool) -> anyhow::Result<JwtConfig> {
 /// generated once under the data directory.
 fn master_key(s: &Settings, dev: bool) -> anyhow::Result<keel_store::MasterKey> {
     if let Some(k) = &s.master_key {
-        return keel_store::MasterKey::parse(k).context("KEEL_MASTER_KEY");
+        return keel_store::MasterKey::parse(k.expose_secret()).context("KEEL_MASTER_KEY");
     }
     if let Some(path) = &s.master_key_file {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -114,7 +115,7 @@ fn dev_key_path(s: &Settings) -> std::path::PathBuf {
 
 fn app_config(
     s: &Settings,
-    database_url: String,
+    database_url: DatabaseUrl,
     jwt: JwtConfig,
     roles: Roles,
     master_key: keel_store::MasterKey,
@@ -189,10 +190,10 @@ async fn up(s: &Settings) -> anyhow::Result<()> {
 async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<()> {
     let url = match (&s.database_url, embedded) {
         (Some(u), _) => u.clone(),
-        (None, Some(pg)) => pg.database_url(),
+        (None, Some(pg)) => DatabaseUrl::from(pg.database_url()),
         (None, None) => unreachable!("up starts the embedded cluster when DATABASE_URL is unset"),
     };
-    keel_store::migrate(&url).await.context("migrations failed")?;
+    keel_store::migrate(url.expose_secret()).await.context("migrations failed")?;
     let jwt = jwt(s, true)?;
     let token = Authenticator::hs256(jwt.clone()).issue("operator", None, true, Duration::from_secs(12 * 3600));
     let app = App::build(app_config(s, url, jwt, Roles::ALL, master_key(s, true)?)).await?;
@@ -232,7 +233,7 @@ async fn serve(s: &Settings, role: ServeRole) -> anyhow::Result<()> {
 
 async fn migrate(s: &Settings) -> anyhow::Result<()> {
     match &s.database_url {
-        Some(url) => keel_store::migrate(url).await?,
+        Some(url) => keel_store::migrate(url.expose_secret()).await?,
         None => {
             let pg = start_embedded(s).await?;
             let r = keel_store::migrate(&pg.database_url()).await;
@@ -260,7 +261,7 @@ fn token(s: &Settings, args: &TokenArgs) -> anyhow::Result<()> {
 /// running already) when it is unset.
 async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
     match &s.database_url {
-        Some(url) => f(url).await,
+        Some(url) => f(url.expose_secret()).await,
         None => {
             let pg = start_embedded(s).await?;
             let r = f(&pg.database_url()).await;

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -33,13 +34,13 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
-/// A shared secret that never prints.
+/// A shared secret that never prints and is zeroed when dropped.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(SecretSlice<u8>);
 
 impl Secret {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
-        Secret(bytes.into())
+        Secret(bytes.into().into())
     }
 }
 
@@ -117,8 +118,8 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         Authenticator {
-            decoding: DecodingKey::from_secret(&config.secret.0),
-            encoding: EncodingKey::from_secret(&config.secret.0),
+            decoding: DecodingKey::from_secret(config.secret.0.expose_secret()),
+            encoding: EncodingKey::from_secret(config.secret.0.expose_secret()),
             validation,
             config,
         }
@@ -235,6 +236,13 @@ mod tests {
         let token = other.issue("u1", None, false, Duration::from_secs(60));
         assert!(matches!(auth().verify(&token), Err(AuthError::Invalid(_))));
         assert!(auth().verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn the_secret_never_prints() {
+        let shown = format!("{:?} {:#?}", auth(), auth());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("Secret(***)"), "{shown}");
     }
 
     #[test]

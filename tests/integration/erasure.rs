@@ -220,6 +220,10 @@ async fn an_erased_member_is_unreadable_in_tables_graphql_history_replays_export
         tables.contains("owner@navy.test"),
         "the other member's address is still readable (so the check can see one)"
     );
+    // The debug log of a server given its secrets in the environment shows none of them.
+    let jwt_secret = std::str::from_utf8(SECRET).unwrap().to_lowercase();
+    assert!(!logs.contains(&jwt_secret), "a log line contains KEEL_JWT_SECRET");
+    assert!(!logs.contains(&MASTER_KEY.to_lowercase()), "a log line contains KEEL_MASTER_KEY");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

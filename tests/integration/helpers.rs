@@ -29,8 +29,25 @@ fn url_for(db: &str) -> String {
     format!("{head}/{db}")
 }
 
+/// With `KEEL_TEST_LOG` set to a filter (tracing `EnvFilter` syntax: `debug`,
+/// `keel=debug,sqlx=warn`), Keel's logs in this process go to the test's captured output, shown
+/// for a failing test (or for all with `--nocapture`). Unset, nothing is installed.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("KEEL_TEST_LOG") {
+            let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|e| panic!("KEEL_TEST_LOG={filter:?} is not a valid filter: {e}"));
+            // Colours only on a terminal; another subscriber already installed keeps its place.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_test_writer().try_init();
+        }
+    });
+}
+
 /// A new, empty database; the names of earlier runs' databases are dropped first.
 pub async fn fresh_database() -> (String, String) {
+    init_test_log();
     static N: AtomicU32 = AtomicU32::new(0);
     static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     let pid = std::process::id();
@@ -171,7 +188,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(o: Options) -> TestApp {
     let db = TestDb::new().await;
     let config = AppConfig {
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".into(),
         jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
         consistency_wait: o.consistency_wait,
