@@ -484,6 +484,7 @@ async fn serve_socket(state: QueryState, protocol: GraphQLProtocol, socket: WebS
     tokio::pin!(graphql);
     let mut stopping = state.stopping.clone();
     let mut serving = true;
+    let mut watching = true;
     let ending = loop {
         tokio::select! {
             _ = &mut graphql, if serving => serving = false,
@@ -513,15 +514,16 @@ async fn serve_socket(state: QueryState, protocol: GraphQLProtocol, socket: WebS
                     std::future::pending::<()>().await;
                 }
             } => break Some(Ending::GoingAway),
-            changed = end_rx.changed() => match changed {
+            changed = end_rx.changed(), if watching => match changed {
                 Ok(()) => {
                     let why = *end_rx.borrow();
                     if why.is_some() {
                         break why;
                     }
                 }
-                // The watcher is gone (the connection was never acknowledged): keep serving.
-                Err(_) => end_rx = watch::channel(None).1,
+                // No watcher (the connection was refused or never acknowledged): keep serving
+                // what async-graphql says, without polling a closed channel again.
+                Err(_) => watching = false,
             },
         }
     };
