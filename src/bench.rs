@@ -6,9 +6,9 @@ use crate::app::{App, AppConfig, Roles};
 use anyhow::Context;
 use chrono::Utc;
 use keel_domain::event::ProjectCreated;
-use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant};
+use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant, TenantCommand, TenantUsage};
 use keel_domain::values::ProjectName;
-use keel_domain::{Event, MemberId, ProjectId, TenantId};
+use keel_domain::{Decide, Event, MemberId, ProjectId, TenantId};
 use keel_gateway::auth::Secret;
 use keel_gateway::{Authenticator, JwtConfig};
 use keel_projections::{ProjectsProjection, Runner, RunnerConfig};
@@ -198,7 +198,7 @@ async fn provision(store: &Store, slug: &str) -> anyhow::Result<TenantId> {
         plan: "enterprise".into(),
         owner: OwnerInput { user_id: "bench".into(), email: format!("bench@{slug}.test"), name: "Bench".into() },
     };
-    let events = Tenant::default().provision(cmd, Utc::now())?;
+    let events = Tenant::default().decide(TenantCommand::Provision(cmd), &TenantUsage::default(), Utc::now())?;
     let mut tx = store.begin_write(tenant).await?;
     log::append(&mut tx, &[], &events, &meta(), Utc::now()).await?;
     tx.commit().await?;

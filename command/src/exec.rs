@@ -12,11 +12,9 @@ use chrono::{DateTime, Utc};
 use keel_domain::member::{Member, MemberCommand, MemberContext};
 use keel_domain::project::{Project, ProjectCommand, TenantContext};
 use keel_domain::task::{ProjectState, Task, TaskCommand, TaskContext};
-use keel_domain::tenant::{ProvisionTenant, Tenant, TenantUsage};
-use keel_domain::usage::{UsageContext, UsageInput};
-use keel_domain::{
-    Aggregate, DomainError, Event, MemberId, ProjectId, Role, StreamType, TaskId, TenantId, UsageBatchId,
-};
+use keel_domain::tenant::{Tenant, TenantCommand, TenantUsage};
+use keel_domain::usage::{RecordUsage, UsageBatch, UsageContext};
+use keel_domain::{Aggregate, Decide, DomainError, Event, MemberId, ProjectId, Role, StreamType, TaskId, TenantId};
 use keel_gateway::Problem;
 use keel_store::access::{self, TenantRow};
 use keel_store::idempotency::{self, Reservation};
@@ -26,33 +24,26 @@ use uuid::Uuid;
 /// How many times a command that lost a race is tried again against fresh state.
 const RETRIES: usize = 3;
 
-#[derive(Debug, Clone)]
-pub(crate) enum TenantOp {
-    ChangePlan(String),
-    Suspend(Option<String>),
-    Reactivate,
-    Erase,
-}
-
+/// A command and the stream it acts on (a tenant command's stream is the tenant, a usage
+/// batch's its `batch_id`).
 #[derive(Debug, Clone)]
 pub(crate) enum Cmd {
-    Provision(ProvisionTenant),
-    Tenant(TenantOp),
+    Tenant(TenantCommand),
     Member(MemberId, MemberCommand),
     Project(ProjectId, ProjectCommand),
     Task(TaskId, TaskCommand),
-    Usage(UsageBatchId, Vec<UsageInput>),
+    Usage(RecordUsage),
 }
 
 impl Cmd {
     fn is_platform(&self) -> bool {
-        matches!(self, Cmd::Provision(_) | Cmd::Tenant(_))
+        matches!(self, Cmd::Tenant(_))
     }
 
     /// Whether the command locks the tenant row: it counts against a plan limit or the owner rule.
     fn locks_tenant(&self) -> bool {
         match self {
-            Cmd::Provision(_) | Cmd::Tenant(_) | Cmd::Member(..) => true,
+            Cmd::Tenant(_) | Cmd::Member(..) => true,
             Cmd::Project(_, c) => matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore),
             Cmd::Task(..) | Cmd::Usage(..) => false,
         }
@@ -71,7 +62,7 @@ impl Cmd {
     /// What the caller's role must allow before anything is loaded.
     fn role_allows(&self, role: Role) -> bool {
         match self {
-            Cmd::Provision(_) | Cmd::Tenant(_) => false,
+            Cmd::Tenant(_) => false,
             Cmd::Member(_, MemberCommand::Erase) => role == Role::Owner,
             Cmd::Member(..) => role.can_manage_members(),
             Cmd::Project(..) | Cmd::Task(..) | Cmd::Usage(..) => role.can_write_work(),
@@ -380,6 +371,37 @@ async fn append<A: Aggregate>(
     Ok(outcome)
 }
 
+/// What a command is decided against, read in its transaction: the part that differs per
+/// aggregate.
+struct Loaded<A: Decide> {
+    stream: Uuid,
+    state: A,
+    head: Head,
+    /// `If-Match` against the loaded stream (`Ok` for a command that creates its stream).
+    pre: Result<(), Failure>,
+    ctx: A::Context,
+}
+
+impl<A: Decide> Loaded<A> {
+    /// A stream that is about to be created: nothing to load and no precondition.
+    fn new(stream: Uuid, ctx: A::Context) -> Self {
+        Loaded { stream, state: A::default(), head: Head::default(), pre: Ok(()), ctx }
+    }
+}
+
+/// The part every command shares: the aggregate's `decide`, then the append.
+async fn decide_and_append<A: Decide>(
+    tx: &mut TenantTx,
+    loaded: Loaded<A>,
+    cmd: A::Command,
+    meta: &WriteMeta,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Failure> {
+    let Loaded { stream, state, head, pre, ctx } = loaded;
+    let events = after_precondition(pre, state.decide(cmd, &ctx, now))?;
+    append(tx, stream, &state, head, events, meta, now).await
+}
+
 async fn run(
     tx: &mut TenantTx,
     role: Option<Role>,
@@ -390,106 +412,153 @@ async fn run(
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
     match cmd.clone() {
-        Cmd::Provision(p) => {
-            let id = p.tenant_id.0;
-            let (tenant, head) = load_or_new::<Tenant>(tx, id).await?;
-            let events = tenant.provision(p, now)?;
-            append(tx, id, &tenant, head, events, meta, now).await
-        }
-        Cmd::Tenant(op) => {
-            let id = tx.tenant().0;
-            let Some((tenant, head)) = load::<Tenant>(tx, id).await? else {
-                return Err(Failure::Problem(Problem::not_found("tenant")));
-            };
-            let pre = check_if_match(meta, head.version);
-            let row = tenant_row(tx, read, true).await?;
-            let usage = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
-            let decided = match op {
-                TenantOp::ChangePlan(plan) => tenant.change_plan(&plan, usage, now),
-                TenantOp::Suspend(reason) => tenant.suspend(reason.as_deref(), now),
-                TenantOp::Reactivate => tenant.reactivate(now),
-                TenantOp::Erase => tenant.erase(now),
-            };
-            let events = after_precondition(pre, decided)?;
-            append(tx, id, &tenant, head, events, meta, now).await
+        Cmd::Tenant(c) => {
+            let loaded = load_tenant(tx, read, &c, meta).await?;
+            decide_and_append(tx, loaded, c, meta, now).await
         }
         Cmd::Member(id, c) => {
-            // Every member command locks the tenant row: seats and "one owner remains" are
-            // decided one command at a time.
-            let row = tenant_row(tx, read, true).await?;
-            let (member, head) = if fresh { Default::default() } else { load_or_new::<Member>(tx, id.0).await? };
-            let pre =
-                if matches!(c, MemberCommand::Invite { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
-            let ctx = MemberContext {
-                plan: row.plan,
-                suspended: row.suspended,
-                seats_used: row.seats_used,
-                active_owners: access::active_owners(tx).await?,
-                actor: role.expect("tenant commands have a role"),
-            };
-            let events = after_precondition(pre, member.decide(c, &ctx, now))?;
-            append(tx, id.0, &member, head, events, meta, now).await
+            let actor = role.expect("tenant commands have a role");
+            let loaded = load_member(tx, read, actor, fresh, id, &c, meta).await?;
+            decide_and_append(tx, loaded, c, meta, now).await
         }
         Cmd::Project(id, c) => {
-            let row = tenant_row(tx, read, cmd.locks_tenant()).await?;
-            let (project, head) = if fresh { Default::default() } else { load_or_new::<Project>(tx, id.0).await? };
-            let pre =
-                if matches!(c, ProjectCommand::Create { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
-            let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
-            let events = after_precondition(pre, project.decide(c, &ctx, now))?;
-            append(tx, id.0, &project, head, events, meta, now).await
+            let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta).await?;
+            decide_and_append(tx, loaded, c, meta, now).await
         }
         Cmd::Task(id, c) => {
-            let row = tenant_row(tx, read, false).await?;
-            let (task, head) = if fresh { Default::default() } else { load_or_new::<Task>(tx, id.0).await? };
-            let project_id = match &c {
-                TaskCommand::Create { project_id, .. } => Some(*project_id),
-                _ => task.project_id,
-            };
-            let mut pre = Ok(());
-            if !matches!(c, TaskCommand::Create { .. }) {
-                if task.id.is_none() {
-                    return Err(Failure::Domain(DomainError::NotFound("task")));
-                }
-                pre = check_if_match(meta, head.version);
-            }
-            let project = match project_id {
-                None => ProjectState::Missing,
-                Some(p) => match load::<Project>(tx, p.0).await? {
-                    None => ProjectState::Missing,
-                    Some((p, _)) if p.status == Some(keel_domain::project::ProjectStatus::Archived) => {
-                        ProjectState::Archived
-                    }
-                    Some(_) => ProjectState::Active,
-                },
-            };
-            // The project is the target of a create (`/projects/{id}/tasks`): when it is not in
-            // this tenant the answer is 404, the same whether it is missing or another tenant's.
-            if matches!(c, TaskCommand::Create { .. }) && project == ProjectState::Missing {
-                return Err(Failure::Domain(DomainError::NotFound("project")));
-            }
-            let assignee = match &c {
-                TaskCommand::Create { assignee, .. } => *assignee,
-                TaskCommand::Assign { assignee } => *assignee,
-                _ => None,
-            };
-            let assignee_active = match assignee {
-                None => None,
-                Some(m) => Some(access::member(tx, m.0).await?.is_some_and(|(_, active)| active)),
-            };
-            let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
-            let events = after_precondition(pre, task.decide(c, &ctx, now))?;
-            append(tx, id.0, &task, head, events, meta, now).await
+            let loaded = load_task(tx, read, fresh, id, &c, meta).await?;
+            decide_and_append(tx, loaded, c, meta, now).await
         }
-        Cmd::Usage(batch, records) => {
-            let row = tenant_row(tx, read, false).await?;
-            let months = keel_domain::usage::months(&records);
-            let month_units = keel_store::usage::lock_months(tx, &months).await?;
-            let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-            let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
-            let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
-            let events = keel_domain::usage::record_usage(batch, records, &ctx, now)?;
-            Ok(append_events(tx, batch.0, &Head::default(), &events, meta, now).await?.0)
+        Cmd::Usage(c) => {
+            let loaded = load_usage(tx, read, &c).await?;
+            decide_and_append(tx, loaded, c, meta, now).await
         }
     }
+}
+
+/// Provisioning: the new tenant's stream. Every other tenant command: the transaction's tenant,
+/// which must exist, and its usage from the tenant row, locked.
+async fn load_tenant(
+    tx: &mut TenantTx,
+    read: Option<TenantRow>,
+    c: &TenantCommand,
+    meta: &WriteMeta,
+) -> Result<Loaded<Tenant>, Failure> {
+    if let TenantCommand::Provision(p) = c {
+        let stream = p.tenant_id.0;
+        let (state, head) = load_or_new::<Tenant>(tx, stream).await?;
+        return Ok(Loaded { stream, state, head, pre: Ok(()), ctx: TenantUsage::default() });
+    }
+    let stream = tx.tenant().0;
+    let Some((state, head)) = load::<Tenant>(tx, stream).await? else {
+        return Err(Failure::Problem(Problem::not_found("tenant")));
+    };
+    let pre = check_if_match(meta, head.version);
+    let row = tenant_row(tx, read, true).await?;
+    let ctx = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
+    Ok(Loaded { stream, state, head, pre, ctx })
+}
+
+/// Every member command locks the tenant row: seats and "one owner remains" are decided one
+/// command at a time.
+async fn load_member(
+    tx: &mut TenantTx,
+    read: Option<TenantRow>,
+    actor: Role,
+    fresh: bool,
+    id: MemberId,
+    c: &MemberCommand,
+    meta: &WriteMeta,
+) -> Result<Loaded<Member>, Failure> {
+    let row = tenant_row(tx, read, true).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Member>(tx, id.0).await? };
+    let pre = if matches!(c, MemberCommand::Invite { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
+    let ctx = MemberContext {
+        plan: row.plan,
+        suspended: row.suspended,
+        seats_used: row.seats_used,
+        active_owners: access::active_owners(tx).await?,
+        actor,
+    };
+    Ok(Loaded { stream: id.0, state, head, pre, ctx })
+}
+
+async fn load_project(
+    tx: &mut TenantTx,
+    read: Option<TenantRow>,
+    lock: bool,
+    fresh: bool,
+    id: ProjectId,
+    c: &ProjectCommand,
+    meta: &WriteMeta,
+) -> Result<Loaded<Project>, Failure> {
+    let row = tenant_row(tx, read, lock).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Project>(tx, id.0).await? };
+    let pre = if matches!(c, ProjectCommand::Create { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
+    let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
+    Ok(Loaded { stream: id.0, state, head, pre, ctx })
+}
+
+/// The task, its project (the one it is in, or the one a create names) and the assignee it names.
+async fn load_task(
+    tx: &mut TenantTx,
+    read: Option<TenantRow>,
+    fresh: bool,
+    id: TaskId,
+    c: &TaskCommand,
+    meta: &WriteMeta,
+) -> Result<Loaded<Task>, Failure> {
+    let row = tenant_row(tx, read, false).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Task>(tx, id.0).await? };
+    let project_id = match c {
+        TaskCommand::Create { project_id, .. } => Some(*project_id),
+        _ => state.project_id,
+    };
+    let mut pre = Ok(());
+    if !matches!(c, TaskCommand::Create { .. }) {
+        if state.id.is_none() {
+            return Err(Failure::Domain(DomainError::NotFound("task")));
+        }
+        pre = check_if_match(meta, head.version);
+    }
+    let project = match project_id {
+        None => ProjectState::Missing,
+        Some(p) => match load::<Project>(tx, p.0).await? {
+            None => ProjectState::Missing,
+            Some((p, _)) if p.status == Some(keel_domain::project::ProjectStatus::Archived) => ProjectState::Archived,
+            Some(_) => ProjectState::Active,
+        },
+    };
+    // The project is the target of a create (`/projects/{id}/tasks`): when it is not in
+    // this tenant the answer is 404, the same whether it is missing or another tenant's.
+    if matches!(c, TaskCommand::Create { .. }) && project == ProjectState::Missing {
+        return Err(Failure::Domain(DomainError::NotFound("project")));
+    }
+    let assignee = match c {
+        TaskCommand::Create { assignee, .. } => *assignee,
+        TaskCommand::Assign { assignee } => *assignee,
+        _ => None,
+    };
+    let assignee_active = match assignee {
+        None => None,
+        Some(m) => Some(access::member(tx, m.0).await?.is_some_and(|(_, active)| active)),
+    };
+    let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
+    Ok(Loaded { stream: id.0, state, head, pre, ctx })
+}
+
+/// A usage batch is a new stream per call (its id is made for the request), so nothing is
+/// loaded; the months it falls in are locked and the record ids already seen are read.
+async fn load_usage(
+    tx: &mut TenantTx,
+    read: Option<TenantRow>,
+    c: &RecordUsage,
+) -> Result<Loaded<UsageBatch>, Failure> {
+    let row = tenant_row(tx, read, false).await?;
+    let months = keel_domain::usage::months(&c.records);
+    let month_units = keel_store::usage::lock_months(tx, &months).await?;
+    let ids: Vec<&str> = c.records.iter().map(|r| r.id.as_str()).collect();
+    let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
+    let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
+    Ok(Loaded::new(c.batch_id.0, ctx))
 }

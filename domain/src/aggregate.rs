@@ -1,6 +1,8 @@
 //! The shape every aggregate shares: a state folded from its own stream's events.
 
+use crate::error::DomainError;
 use crate::event::Event;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -59,33 +61,37 @@ pub trait Aggregate: Default + Clone + Serialize + serde::de::DeserializeOwned +
     }
 }
 
-/// given(events) / when(command) / then(events | error), for the domain's unit tests.
+/// The one shape of deciding: a command, the context it needs from outside the stream (plain data
+/// the caller read beforehand) and the time, against the state; the events to append, or why not.
+/// Pure: the same state, command, context and `now` always decide the same.
+pub trait Decide: Aggregate {
+    type Command;
+    type Context;
+
+    fn decide(&self, cmd: Self::Command, ctx: &Self::Context, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError>;
+}
+
+/// given(events) / when(command, context, now) / then(events | error), for the domain's unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::Aggregate;
+    use super::Decide;
     use crate::error::DomainError;
     use crate::event::Event;
+    use chrono::{DateTime, Utc};
 
-    pub(crate) struct Scenario<A: Aggregate> {
+    pub(crate) struct Scenario<A: Decide> {
         state: A,
     }
 
     pub(crate) struct Outcome(Result<Vec<Event>, DomainError>);
 
-    impl<A: Aggregate> Scenario<A> {
+    impl<A: Decide> Scenario<A> {
         pub(crate) fn given(events: Vec<Event>) -> Self {
             Scenario { state: A::from_events(&events) }
         }
 
-        pub(crate) fn decide(
-            self,
-            f: impl FnOnce(&A) -> Result<Vec<Event>, DomainError>,
-        ) -> Result<Vec<Event>, DomainError> {
-            f(&self.state)
-        }
-
-        pub(crate) fn when(self, f: impl FnOnce(&A) -> Result<Vec<Event>, DomainError>) -> Outcome {
-            Outcome(f(&self.state))
+        pub(crate) fn when(self, cmd: A::Command, ctx: &A::Context, now: DateTime<Utc>) -> Outcome {
+            Outcome(self.state.decide(cmd, ctx, now))
         }
     }
 
@@ -98,6 +104,11 @@ pub(crate) mod testing {
         #[track_caller]
         pub(crate) fn then_error(self, expected: DomainError) {
             assert_eq!(self.0, Err(expected));
+        }
+
+        /// The decision itself, for a test that checks only part of it.
+        pub(crate) fn result(self) -> Result<Vec<Event>, DomainError> {
+            self.0
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod tenant;
 pub mod usage;
 pub mod values;
 
-pub use aggregate::{Aggregate, StreamType};
+pub use aggregate::{Aggregate, Decide, StreamType};
 pub use error::{DomainError, FieldError, Limit};
 pub use event::Event;
 pub use ids::{MemberId, ProjectId, TaskId, TenantId, UsageBatchId, UserId};

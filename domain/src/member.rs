@@ -1,7 +1,7 @@
 //! The Member aggregate: invitations under the seat limit, role changes and removal, always
 //! leaving the tenant an active owner.
 
-use crate::aggregate::{Aggregate, StreamType};
+use crate::aggregate::{Aggregate, Decide, StreamType};
 use crate::error::{DomainError, Fields, Limit};
 use crate::event::{Event, MemberErased, MemberInvited, MemberRemoved, MemberRoleChanged};
 use crate::ids::{MemberId, UserId};
@@ -77,15 +77,13 @@ fn parse_role(s: &str) -> Result<Role, crate::FieldError> {
     Role::parse(s).ok_or_else(|| crate::FieldError::new("role", "must be one of owner, admin, member, viewer, auditor"))
 }
 
-impl Member {
-    /// Email and user id uniqueness within the tenant are reserved by the store in the same
-    /// transaction; everything else is decided here.
-    pub fn decide(
-        &self,
-        cmd: MemberCommand,
-        ctx: &MemberContext,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Event>, DomainError> {
+/// Email and user id uniqueness within the tenant are reserved by the store in the same
+/// transaction; everything else is decided here.
+impl Decide for Member {
+    type Command = MemberCommand;
+    type Context = MemberContext;
+
+    fn decide(&self, cmd: MemberCommand, ctx: &MemberContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if matches!(cmd, MemberCommand::Erase) {
             return self.erase(ctx, now);
         }
@@ -149,7 +147,9 @@ impl Member {
             }
         }
     }
+}
 
+impl Member {
     fn erase(&self, ctx: &MemberContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if ctx.actor != Role::Owner {
             return Err(DomainError::NotAllowed("only an owner can erase a member".into()));
@@ -219,17 +219,17 @@ mod tests {
     #[test]
     fn an_admin_invites_a_member() {
         Scenario::<Member>::given(vec![])
-            .when(|m| m.decide(invite("member"), &ctx(Role::Admin, 1, 1), now()))
+            .when(invite("member"), &ctx(Role::Admin, 1, 1), now())
             .then(vec![invited(Role::Member)]);
     }
 
     #[test]
     fn invitations_respect_the_seat_limit() {
         Scenario::<Member>::given(vec![])
-            .when(|m| m.decide(invite("member"), &ctx(Role::Owner, 3, 1), now()))
+            .when(invite("member"), &ctx(Role::Owner, 3, 1), now())
             .then_error(DomainError::LimitExceeded { limit: Limit::Seats, limit_value: 3 });
         let enterprise = MemberContext { plan: Plan::Enterprise, ..ctx(Role::Owner, 10_000, 1) };
-        assert!(Member::default().decide(invite("member"), &enterprise, now()).is_ok());
+        assert!(Scenario::<Member>::given(vec![]).when(invite("member"), &enterprise, now()).result().is_ok());
     }
 
     #[test]
@@ -241,8 +241,7 @@ mod tests {
             name: " ".into(),
             role: "king".into(),
         };
-        let err =
-            Scenario::<Member>::given(vec![]).decide(|m| m.decide(cmd, &ctx(Role::Owner, 1, 1), now())).unwrap_err();
+        let err = Scenario::<Member>::given(vec![]).when(cmd, &ctx(Role::Owner, 1, 1), now()).result().unwrap_err();
         let DomainError::Validation(fields) = err else { panic!("{err:?}") };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, vec!["user_id", "email", "name", "role"]);
@@ -251,24 +250,32 @@ mod tests {
     #[test]
     fn only_owners_and_admins_manage_members() {
         for actor in [Role::Member, Role::Viewer, Role::Auditor] {
-            let err = Member::default().decide(invite("viewer"), &ctx(actor, 1, 1), now()).unwrap_err();
+            let err = Scenario::<Member>::given(vec![])
+                .when(invite("viewer"), &ctx(actor, 1, 1), now())
+                .result()
+                .unwrap_err();
             assert!(matches!(err, DomainError::NotAllowed(_)), "{actor:?}");
         }
     }
 
     #[test]
     fn only_an_owner_makes_or_changes_an_owner() {
-        let err = Member::default().decide(invite("owner"), &ctx(Role::Admin, 1, 1), now()).unwrap_err();
+        let err = Scenario::<Member>::given(vec![])
+            .when(invite("owner"), &ctx(Role::Admin, 1, 1), now())
+            .result()
+            .unwrap_err();
         assert!(matches!(err, DomainError::NotAllowed(_)));
         Scenario::<Member>::given(vec![])
-            .when(|m| m.decide(invite("owner"), &ctx(Role::Owner, 1, 1), now()))
+            .when(invite("owner"), &ctx(Role::Owner, 1, 1), now())
             .then(vec![invited(Role::Owner)]);
         let err = Scenario::<Member>::given(vec![invited(Role::Owner)])
-            .decide(|m| m.decide(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Admin, 2, 2), now()))
+            .when(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Admin, 2, 2), now())
+            .result()
             .unwrap_err();
         assert!(matches!(err, DomainError::NotAllowed(_)));
         let err = Scenario::<Member>::given(vec![invited(Role::Owner)])
-            .decide(|m| m.decide(MemberCommand::Remove, &ctx(Role::Admin, 2, 2), now()))
+            .when(MemberCommand::Remove, &ctx(Role::Admin, 2, 2), now())
+            .result()
             .unwrap_err();
         assert!(matches!(err, DomainError::NotAllowed(_)));
     }
@@ -277,13 +284,13 @@ mod tests {
     fn the_tenant_always_keeps_an_active_owner() {
         let last_owner = DomainError::RuleViolated("the tenant must keep at least one active owner".into());
         Scenario::<Member>::given(vec![invited(Role::Owner)])
-            .when(|m| m.decide(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 1, 1), now())
             .then_error(last_owner.clone());
         Scenario::<Member>::given(vec![invited(Role::Owner)])
-            .when(|m| m.decide(MemberCommand::Remove, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::Remove, &ctx(Role::Owner, 1, 1), now())
             .then_error(last_owner);
         Scenario::<Member>::given(vec![invited(Role::Owner)])
-            .when(|m| m.decide(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 2, 2), now()))
+            .when(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 2, 2), now())
             .then(vec![Event::MemberRoleChanged(MemberRoleChanged {
                 member_id: mid(),
                 from: Role::Owner,
@@ -295,16 +302,16 @@ mod tests {
     #[test]
     fn role_changes_and_removal_need_an_active_member() {
         Scenario::<Member>::given(vec![])
-            .when(|m| m.decide(MemberCommand::Remove, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::Remove, &ctx(Role::Owner, 1, 1), now())
             .then_error(DomainError::NotFound("member"));
         Scenario::<Member>::given(vec![invited(Role::Member), removed()])
-            .when(|m| m.decide(MemberCommand::Remove, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::Remove, &ctx(Role::Owner, 1, 1), now())
             .then_error(DomainError::RuleViolated("the member has been removed".into()));
         Scenario::<Member>::given(vec![invited(Role::Member)])
-            .when(|m| m.decide(MemberCommand::ChangeRole { role: "member".into() }, &ctx(Role::Owner, 2, 1), now()))
+            .when(MemberCommand::ChangeRole { role: "member".into() }, &ctx(Role::Owner, 2, 1), now())
             .then(vec![]);
         Scenario::<Member>::given(vec![invited(Role::Member)])
-            .when(|m| m.decide(MemberCommand::ChangeRole { role: "boss".into() }, &ctx(Role::Owner, 2, 1), now()))
+            .when(MemberCommand::ChangeRole { role: "boss".into() }, &ctx(Role::Owner, 2, 1), now())
             .then_error(DomainError::Validation(vec![FieldError::new(
                 "role",
                 "must be one of owner, admin, member, viewer, auditor",
@@ -314,9 +321,7 @@ mod tests {
     #[test]
     fn suspended_tenants_cannot_change_members() {
         let c = MemberContext { suspended: true, ..ctx(Role::Owner, 1, 1) };
-        Scenario::<Member>::given(vec![])
-            .when(|m| m.decide(invite("member"), &c, now()))
-            .then_error(DomainError::TenantSuspended);
+        Scenario::<Member>::given(vec![]).when(invite("member"), &c, now()).then_error(DomainError::TenantSuspended);
     }
 
     fn erased(was_active: bool) -> Event {
@@ -326,13 +331,13 @@ mod tests {
     #[test]
     fn an_owner_erases_a_member_active_or_removed_and_erasing_again_changes_nothing() {
         Scenario::<Member>::given(vec![invited(Role::Member)])
-            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 2, 1), now()))
+            .when(MemberCommand::Erase, &ctx(Role::Owner, 2, 1), now())
             .then(vec![erased(true)]);
         Scenario::<Member>::given(vec![invited(Role::Member), removed()])
-            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now())
             .then(vec![erased(false)]);
         Scenario::<Member>::given(vec![invited(Role::Member), erased(true)])
-            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now())
             .then(vec![]);
     }
 
@@ -340,19 +345,20 @@ mod tests {
     fn only_an_owner_erases_and_never_the_last_active_owner_even_while_suspended() {
         for actor in [Role::Admin, Role::Member, Role::Viewer, Role::Auditor] {
             let err = Scenario::<Member>::given(vec![invited(Role::Member)])
-                .decide(|m| m.decide(MemberCommand::Erase, &ctx(actor, 2, 1), now()))
+                .when(MemberCommand::Erase, &ctx(actor, 2, 1), now())
+                .result()
                 .unwrap_err();
             assert!(matches!(err, DomainError::NotAllowed(_)), "{actor:?}");
         }
         Scenario::<Member>::given(vec![invited(Role::Owner)])
-            .when(|m| m.decide(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::Erase, &ctx(Role::Owner, 1, 1), now())
             .then_error(DomainError::RuleViolated("the tenant must keep at least one active owner".into()));
         let suspended = MemberContext { suspended: true, ..ctx(Role::Owner, 2, 1) };
         Scenario::<Member>::given(vec![invited(Role::Member)])
-            .when(|m| m.decide(MemberCommand::Erase, &suspended, now()))
+            .when(MemberCommand::Erase, &suspended, now())
             .then(vec![erased(true)]);
         Scenario::<Member>::given(vec![invited(Role::Member), erased(true)])
-            .when(|m| m.decide(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 1, 1), now()))
+            .when(MemberCommand::ChangeRole { role: "admin".into() }, &ctx(Role::Owner, 1, 1), now())
             .then_error(DomainError::RuleViolated("the member has been erased".into()));
     }
 }

@@ -1,6 +1,6 @@
 //! The Project aggregate: create, update, archive, restore under the plan's active-project limit.
 
-use crate::aggregate::{Aggregate, StreamType};
+use crate::aggregate::{Aggregate, Decide, StreamType};
 use crate::error::{DomainError, Fields, Limit};
 use crate::event::{Event, ProjectArchived, ProjectCreated, ProjectRestored, ProjectUpdated};
 use crate::ids::ProjectId;
@@ -74,13 +74,11 @@ pub enum ProjectCommand {
     Restore,
 }
 
-impl Project {
-    pub fn decide(
-        &self,
-        cmd: ProjectCommand,
-        ctx: &TenantContext,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Event>, DomainError> {
+impl Decide for Project {
+    type Command = ProjectCommand;
+    type Context = TenantContext;
+
+    fn decide(&self, cmd: ProjectCommand, ctx: &TenantContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if ctx.suspended {
             return Err(DomainError::TenantSuspended);
         }
@@ -143,7 +141,9 @@ impl Project {
             }
         }
     }
+}
 
+impl Project {
     fn existing(&self) -> Result<ProjectId, DomainError> {
         self.id.ok_or(DomainError::NotFound("project"))
     }
@@ -189,57 +189,51 @@ mod tests {
 
     #[test]
     fn create_trims_the_name() {
-        Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(create("  Apollo  "), &free(0), now()))
-            .then(vec![created()]);
+        Scenario::<Project>::given(vec![]).when(create("  Apollo  "), &free(0), now()).then(vec![created()]);
     }
 
     #[test]
     fn create_rejects_a_blank_or_overlong_name() {
         Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(create("   "), &free(0), now()))
+            .when(create("   "), &free(0), now())
             .then_error(DomainError::Validation(vec![FieldError::new("name", "must not be blank")]));
         Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(create(&"x".repeat(201)), &free(0), now()))
+            .when(create(&"x".repeat(201)), &free(0), now())
             .then_error(DomainError::Validation(vec![FieldError::new("name", "must be at most 200 characters")]));
     }
 
     #[test]
     fn create_respects_the_active_project_limit_of_the_plan() {
         Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(create("Apollo"), &free(3), now()))
+            .when(create("Apollo"), &free(3), now())
             .then_error(DomainError::LimitExceeded { limit: Limit::ActiveProjects, limit_value: 3 });
         let team = TenantContext { plan: Plan::Team, suspended: false, active_projects: 3 };
-        assert!(Project::default().decide(create("Apollo"), &team, now()).is_ok());
+        assert!(Scenario::<Project>::given(vec![]).when(create("Apollo"), &team, now()).result().is_ok());
         let enterprise = TenantContext { plan: Plan::Enterprise, suspended: false, active_projects: 1_000_000 };
-        assert!(Project::default().decide(create("Apollo"), &enterprise, now()).is_ok());
+        assert!(Scenario::<Project>::given(vec![]).when(create("Apollo"), &enterprise, now()).result().is_ok());
     }
 
     #[test]
     fn a_project_is_created_once() {
         Scenario::<Project>::given(vec![created()])
-            .when(|p| p.decide(create("Apollo"), &free(0), now()))
+            .when(create("Apollo"), &free(0), now())
             .then_error(DomainError::AlreadyExists("project"));
     }
 
     #[test]
     fn suspended_tenants_cannot_write() {
         let ctx = TenantContext { plan: Plan::Free, suspended: true, active_projects: 0 };
-        Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(create("Apollo"), &ctx, now()))
-            .then_error(DomainError::TenantSuspended);
+        Scenario::<Project>::given(vec![]).when(create("Apollo"), &ctx, now()).then_error(DomainError::TenantSuspended);
     }
 
     #[test]
     fn update_records_only_what_changed() {
         Scenario::<Project>::given(vec![created()])
-            .when(|p| {
-                p.decide(
-                    ProjectCommand::Update { name: Some("Apollo".into()), description: Some("Moon".into()) },
-                    &free(1),
-                    now(),
-                )
-            })
+            .when(
+                ProjectCommand::Update { name: Some("Apollo".into()), description: Some("Moon".into()) },
+                &free(1),
+                now(),
+            )
             .then(vec![Event::ProjectUpdated(ProjectUpdated {
                 project_id: pid(),
                 name: None,
@@ -247,22 +241,21 @@ mod tests {
                 at: now(),
             })]);
         Scenario::<Project>::given(vec![created()])
-            .when(|p| {
-                p.decide(ProjectCommand::Update { name: Some(" Apollo ".into()), description: None }, &free(1), now())
-            })
+            .when(ProjectCommand::Update { name: Some(" Apollo ".into()), description: None }, &free(1), now())
             .then(vec![]);
     }
 
     #[test]
     fn update_needs_a_field_and_an_existing_active_project() {
         Scenario::<Project>::given(vec![created()])
-            .when(|p| p.decide(ProjectCommand::Update { name: None, description: None }, &free(1), now()))
+            .when(ProjectCommand::Update { name: None, description: None }, &free(1), now())
             .then_error(DomainError::field("name", "give at least one of name, description"));
         Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(ProjectCommand::Update { name: Some("X".into()), description: None }, &free(0), now()))
+            .when(ProjectCommand::Update { name: Some("X".into()), description: None }, &free(0), now())
             .then_error(DomainError::NotFound("project"));
         let err = Scenario::<Project>::given(vec![created(), archived()])
-            .decide(|p| p.decide(ProjectCommand::Update { name: Some("X".into()), description: None }, &free(0), now()))
+            .when(ProjectCommand::Update { name: Some("X".into()), description: None }, &free(0), now())
+            .result()
             .unwrap_err();
         assert!(matches!(err, DomainError::RuleViolated(_)));
     }
@@ -270,10 +263,11 @@ mod tests {
     #[test]
     fn archive_an_active_project_once() {
         Scenario::<Project>::given(vec![created()])
-            .when(|p| p.decide(ProjectCommand::Archive, &free(1), now()))
+            .when(ProjectCommand::Archive, &free(1), now())
             .then(vec![archived()]);
         let err = Scenario::<Project>::given(vec![created(), archived()])
-            .decide(|p| p.decide(ProjectCommand::Archive, &free(0), now()))
+            .when(ProjectCommand::Archive, &free(0), now())
+            .result()
             .unwrap_err();
         assert_eq!(err, DomainError::RuleViolated("the project is already archived".into()));
     }
@@ -281,21 +275,22 @@ mod tests {
     #[test]
     fn restore_checks_the_limit_again() {
         Scenario::<Project>::given(vec![created(), archived()])
-            .when(|p| p.decide(ProjectCommand::Restore, &free(3), now()))
+            .when(ProjectCommand::Restore, &free(3), now())
             .then_error(DomainError::LimitExceeded { limit: Limit::ActiveProjects, limit_value: 3 });
         Scenario::<Project>::given(vec![created(), archived()])
-            .when(|p| p.decide(ProjectCommand::Restore, &free(2), now()))
+            .when(ProjectCommand::Restore, &free(2), now())
             .then(vec![Event::ProjectRestored(ProjectRestored { project_id: pid(), at: now() })]);
     }
 
     #[test]
     fn only_an_archived_project_is_restored() {
         let err = Scenario::<Project>::given(vec![created()])
-            .decide(|p| p.decide(ProjectCommand::Restore, &free(1), now()))
+            .when(ProjectCommand::Restore, &free(1), now())
+            .result()
             .unwrap_err();
         assert_eq!(err, DomainError::RuleViolated("the project is not archived".into()));
         Scenario::<Project>::given(vec![])
-            .when(|p| p.decide(ProjectCommand::Restore, &free(0), now()))
+            .when(ProjectCommand::Restore, &free(0), now())
             .then_error(DomainError::NotFound("project"));
     }
 }

@@ -1,7 +1,7 @@
 //! The Task aggregate: created in an active project of the tenant, assigned to active members,
 //! moved through todo → in progress → done (done records completion; leaving done reopens).
 
-use crate::aggregate::{Aggregate, StreamType};
+use crate::aggregate::{Aggregate, Decide, StreamType};
 use crate::error::{DomainError, Fields};
 use crate::event::{Event, TaskAssigned, TaskCreated, TaskStatusChanged, TaskUpdated};
 use crate::ids::{MemberId, ProjectId, TaskId};
@@ -108,8 +108,11 @@ pub enum TaskCommand {
     },
 }
 
-impl Task {
-    pub fn decide(&self, cmd: TaskCommand, ctx: &TaskContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+impl Decide for Task {
+    type Command = TaskCommand;
+    type Context = TaskContext;
+
+    fn decide(&self, cmd: TaskCommand, ctx: &TaskContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if ctx.suspended {
             return Err(DomainError::TenantSuspended);
         }
@@ -275,40 +278,39 @@ mod tests {
     #[test]
     fn a_task_is_created_in_an_active_project_with_medium_priority_by_default() {
         Scenario::<Task>::given(vec![])
-            .when(|t| t.decide(create(None, None), &ctx(ProjectState::Active, None), now()))
+            .when(create(None, None), &ctx(ProjectState::Active, None), now())
             .then(vec![created()]);
     }
 
     #[test]
     fn the_project_must_exist_in_this_tenant_and_not_be_archived() {
         Scenario::<Task>::given(vec![])
-            .when(|t| t.decide(create(None, None), &ctx(ProjectState::Missing, None), now()))
+            .when(create(None, None), &ctx(ProjectState::Missing, None), now())
             .then_error(DomainError::Validation(vec![FieldError::new("project_id", "no such project in this tenant")]));
         Scenario::<Task>::given(vec![])
-            .when(|t| t.decide(create(None, None), &ctx(ProjectState::Archived, None), now()))
+            .when(create(None, None), &ctx(ProjectState::Archived, None), now())
             .then_error(DomainError::Validation(vec![FieldError::new("project_id", "the project is archived")]));
     }
 
     #[test]
     fn the_assignee_must_be_an_active_member() {
         Scenario::<Task>::given(vec![])
-            .when(|t| t.decide(create(Some(bob()), None), &ctx(ProjectState::Active, Some(false)), now()))
+            .when(create(Some(bob()), None), &ctx(ProjectState::Active, Some(false)), now())
             .then_error(DomainError::Validation(vec![FieldError::new(
                 "assignee",
                 "must be an active member of this tenant",
             )]));
         assert!(
-            Task::default().decide(create(Some(bob()), None), &ctx(ProjectState::Active, Some(true)), now()).is_ok()
+            Scenario::<Task>::given(vec![])
+                .when(create(Some(bob()), None), &ctx(ProjectState::Active, Some(true)), now())
+                .result()
+                .is_ok()
         );
         Scenario::<Task>::given(vec![created()])
-            .when(|t| {
-                t.decide(TaskCommand::Assign { assignee: Some(bob()) }, &ctx(ProjectState::Active, Some(false)), now())
-            })
+            .when(TaskCommand::Assign { assignee: Some(bob()) }, &ctx(ProjectState::Active, Some(false)), now())
             .then_error(DomainError::field("member_id", "must be an active member of this tenant"));
         Scenario::<Task>::given(vec![created()])
-            .when(|t| {
-                t.decide(TaskCommand::Assign { assignee: Some(bob()) }, &ctx(ProjectState::Active, Some(true)), now())
-            })
+            .when(TaskCommand::Assign { assignee: Some(bob()) }, &ctx(ProjectState::Active, Some(true)), now())
             .then(vec![Event::TaskAssigned(TaskAssigned { task_id: tid(), assignee: Some(bob()), at: now() })]);
     }
 
@@ -323,7 +325,8 @@ mod tests {
             due_date: None,
             priority: Some("asap".into()),
         };
-        let err = Task::default().decide(cmd, &ctx(ProjectState::Active, None), now()).unwrap_err();
+        let err =
+            Scenario::<Task>::given(vec![]).when(cmd, &ctx(ProjectState::Active, None), now()).result().unwrap_err();
         let DomainError::Validation(f) = err else { panic!() };
         assert_eq!(f.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(), vec!["title", "priority"]);
     }
@@ -331,12 +334,12 @@ mod tests {
     #[test]
     fn moving_to_done_records_completion_and_leaving_done_reopens() {
         Scenario::<Task>::given(vec![created()])
-            .when(|t| t.decide(change("done"), &ctx(ProjectState::Active, None), later()))
+            .when(change("done"), &ctx(ProjectState::Active, None), later())
             .then(vec![status(TaskStatus::Todo, TaskStatus::Done, later())]);
         let done = Task::from_events(&[created(), status(TaskStatus::Todo, TaskStatus::Done, later())]);
         assert_eq!(done.completed_at, Some(later()));
         Scenario::<Task>::given(vec![created(), status(TaskStatus::Todo, TaskStatus::Done, later())])
-            .when(|t| t.decide(change("in_progress"), &ctx(ProjectState::Active, None), later()))
+            .when(change("in_progress"), &ctx(ProjectState::Active, None), later())
             .then(vec![status(TaskStatus::Done, TaskStatus::InProgress, later())]);
         let reopened = Task::from_events(&[
             created(),
@@ -349,10 +352,10 @@ mod tests {
     #[test]
     fn status_must_be_known_and_a_same_status_changes_nothing() {
         Scenario::<Task>::given(vec![created()])
-            .when(|t| t.decide(change("blocked"), &ctx(ProjectState::Active, None), now()))
+            .when(change("blocked"), &ctx(ProjectState::Active, None), now())
             .then_error(DomainError::field("status", "must be one of todo, in_progress, done"));
         Scenario::<Task>::given(vec![created()])
-            .when(|t| t.decide(change("todo"), &ctx(ProjectState::Active, None), now()))
+            .when(change("todo"), &ctx(ProjectState::Active, None), now())
             .then(vec![]);
     }
 
@@ -363,7 +366,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, DomainError::RuleViolated(_)));
         Scenario::<Task>::given(vec![])
-            .when(|t| t.decide(change("done"), &ctx(ProjectState::Active, None), now()))
+            .when(change("done"), &ctx(ProjectState::Active, None), now())
             .then_error(DomainError::NotFound("task"));
     }
 
@@ -376,7 +379,7 @@ mod tests {
             priority: Some("urgent".into()),
         };
         Scenario::<Task>::given(vec![created()])
-            .when(|t| t.decide(TaskCommand::Update(changes), &ctx(ProjectState::Active, None), now()))
+            .when(TaskCommand::Update(changes), &ctx(ProjectState::Active, None), now())
             .then(vec![Event::TaskUpdated(TaskUpdated {
                 task_id: tid(),
                 title: None,
@@ -390,8 +393,6 @@ mod tests {
     #[test]
     fn suspended_tenants_cannot_change_tasks() {
         let c = TaskContext { suspended: true, project: ProjectState::Active, assignee_active: None };
-        Scenario::<Task>::given(vec![])
-            .when(|t| t.decide(create(None, None), &c, now()))
-            .then_error(DomainError::TenantSuspended);
+        Scenario::<Task>::given(vec![]).when(create(None, None), &c, now()).then_error(DomainError::TenantSuspended);
     }
 }

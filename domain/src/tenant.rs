@@ -1,6 +1,6 @@
 //! The Tenant aggregate (control plane): provisioning with its owner's membership.
 
-use crate::aggregate::{Aggregate, StreamType};
+use crate::aggregate::{Aggregate, Decide, StreamType};
 use crate::error::{DomainError, Fields, Limit};
 use crate::event::{
     Event, MemberInvited, TenantErased, TenantPlanChanged, TenantProvisioned, TenantReactivated, TenantSuspended,
@@ -68,10 +68,49 @@ pub struct ProvisionTenant {
     pub owner: OwnerInput,
 }
 
+/// What the platform does to a tenant.
+#[derive(Debug, Clone)]
+pub enum TenantCommand {
+    /// Creates the tenant and, in the same decision, the owner's membership.
+    Provision(ProvisionTenant),
+    /// A downgrade must fit the seats and active projects in use.
+    ChangePlan {
+        plan: String,
+    },
+    Suspend {
+        reason: Option<String>,
+    },
+    Reactivate,
+    /// GDPR erasure of the whole tenant; erasing it again changes nothing.
+    Erase,
+}
+
+/// What the tenant uses now, read in the command's transaction (the tenant row locked); a tenant
+/// being provisioned uses nothing yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TenantUsage {
+    pub seats_used: u64,
+    pub active_projects: u64,
+}
+
+impl Decide for Tenant {
+    type Command = TenantCommand;
+    type Context = TenantUsage;
+
+    fn decide(&self, cmd: TenantCommand, usage: &TenantUsage, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        match cmd {
+            TenantCommand::Provision(p) => self.provision(p, now),
+            TenantCommand::ChangePlan { plan } => self.change_plan(&plan, *usage, now),
+            TenantCommand::Suspend { reason } => self.suspend(reason.as_deref(), now),
+            TenantCommand::Reactivate => self.reactivate(now),
+            TenantCommand::Erase => self.erase(now),
+        }
+    }
+}
+
 impl Tenant {
-    /// Provisioning creates the tenant and, in the same decision, the owner's membership.
     /// Platform-wide slug uniqueness is reserved by the store in the same transaction.
-    pub fn provision(&self, cmd: ProvisionTenant, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+    fn provision(&self, cmd: ProvisionTenant, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if self.id.is_some() {
             return Err(DomainError::AlreadyExists("tenant"));
         }
@@ -112,13 +151,6 @@ impl Tenant {
     }
 }
 
-/// What the tenant uses now, read in the command's transaction (the tenant row locked).
-#[derive(Debug, Clone, Copy)]
-pub struct TenantUsage {
-    pub seats_used: u64,
-    pub active_projects: u64,
-}
-
 impl Tenant {
     /// The tenant's id, if it exists and was not erased (an erased tenant takes no more commands).
     fn existing(&self) -> Result<TenantId, DomainError> {
@@ -129,8 +161,7 @@ impl Tenant {
         Ok(id)
     }
 
-    /// GDPR erasure of the whole tenant (platform operators); erasing it again changes nothing.
-    pub fn erase(&self, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+    fn erase(&self, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         let id = self.id.ok_or(DomainError::NotFound("tenant"))?;
         if self.status == Some(TenantStatus::Erased) {
             return Ok(vec![]);
@@ -138,8 +169,8 @@ impl Tenant {
         Ok(vec![Event::TenantErased(TenantErased { tenant_id: id, at: now })])
     }
 
-    /// A downgrade must fit the seats and active projects in use, else it names the limit.
-    pub fn change_plan(&self, plan: &str, usage: TenantUsage, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+    /// A downgrade that does not fit names the limit.
+    fn change_plan(&self, plan: &str, usage: TenantUsage, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         let id = self.existing()?;
         let to =
             Plan::parse(plan).ok_or_else(|| DomainError::field("plan", "must be one of free, team, enterprise"))?;
@@ -156,7 +187,7 @@ impl Tenant {
         Ok(vec![Event::TenantPlanChanged(TenantPlanChanged { tenant_id: id, from, to, at: now })])
     }
 
-    pub fn suspend(&self, reason: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+    fn suspend(&self, reason: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         let id = self.existing()?;
         if self.status == Some(TenantStatus::Suspended) {
             return Err(DomainError::RuleViolated("the tenant is already suspended".into()));
@@ -168,7 +199,7 @@ impl Tenant {
         Ok(vec![Event::TenantSuspended(TenantSuspended { tenant_id: id, reason, at: now })])
     }
 
-    pub fn reactivate(&self, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+    fn reactivate(&self, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         let id = self.existing()?;
         if self.status != Some(TenantStatus::Suspended) {
             return Err(DomainError::RuleViolated("the tenant is not suspended".into()));
@@ -204,12 +235,16 @@ mod tests {
         }
     }
     fn provisioned() -> Event {
-        Scenario::<Tenant>::given(vec![]).decide(|t| t.provision(cmd(), now())).unwrap().remove(0)
+        Scenario::<Tenant>::given(vec![])
+            .when(TenantCommand::Provision(cmd()), &none(), now())
+            .result()
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
     fn provisioning_creates_the_tenant_and_the_owners_membership() {
-        Scenario::<Tenant>::given(vec![]).when(|t| t.provision(cmd(), now())).then(vec![
+        Scenario::<Tenant>::given(vec![]).when(TenantCommand::Provision(cmd()), &none(), now()).then(vec![
             Event::TenantProvisioned(TenantProvisioned {
                 tenant_id: tid(),
                 name: TenantName::parse("name", "Acme Corp").unwrap(),
@@ -232,6 +267,13 @@ mod tests {
     fn usage(seats: u64, projects: u64) -> TenantUsage {
         TenantUsage { seats_used: seats, active_projects: projects }
     }
+    /// The context of a command that does not count against a limit.
+    fn none() -> TenantUsage {
+        TenantUsage::default()
+    }
+    fn plan(p: &str) -> TenantCommand {
+        TenantCommand::ChangePlan { plan: p.into() }
+    }
 
     fn team() -> Event {
         Event::TenantPlanChanged(TenantPlanChanged { tenant_id: tid(), from: Plan::Free, to: Plan::Team, at: now() })
@@ -239,37 +281,35 @@ mod tests {
 
     #[test]
     fn upgrading_always_fits() {
-        Scenario::<Tenant>::given(vec![provisioned()])
-            .when(|t| t.change_plan("team", usage(3, 3), now()))
-            .then(vec![team()]);
+        Scenario::<Tenant>::given(vec![provisioned()]).when(plan("team"), &usage(3, 3), now()).then(vec![team()]);
     }
 
     #[test]
     fn a_downgrade_that_does_not_fit_names_the_limit() {
         Scenario::<Tenant>::given(vec![provisioned(), team()])
-            .when(|t| t.change_plan("free", usage(4, 1), now()))
+            .when(plan("free"), &usage(4, 1), now())
             .then_error(DomainError::LimitExceeded { limit: Limit::Seats, limit_value: 3 });
         Scenario::<Tenant>::given(vec![provisioned(), team()])
-            .when(|t| t.change_plan("free", usage(2, 5), now()))
+            .when(plan("free"), &usage(2, 5), now())
             .then_error(DomainError::LimitExceeded { limit: Limit::ActiveProjects, limit_value: 3 });
-        Scenario::<Tenant>::given(vec![provisioned(), team()])
-            .when(|t| t.change_plan("free", usage(3, 3), now()))
-            .then(vec![Event::TenantPlanChanged(TenantPlanChanged {
+        Scenario::<Tenant>::given(vec![provisioned(), team()]).when(plan("free"), &usage(3, 3), now()).then(vec![
+            Event::TenantPlanChanged(TenantPlanChanged {
                 tenant_id: tid(),
                 from: Plan::Team,
                 to: Plan::Free,
                 at: now(),
-            })]);
+            }),
+        ]);
     }
 
     #[test]
     fn the_same_plan_changes_nothing_and_unknown_plans_are_refused() {
-        Scenario::<Tenant>::given(vec![provisioned()]).when(|t| t.change_plan("free", usage(1, 0), now())).then(vec![]);
+        Scenario::<Tenant>::given(vec![provisioned()]).when(plan("free"), &usage(1, 0), now()).then(vec![]);
         Scenario::<Tenant>::given(vec![provisioned()])
-            .when(|t| t.change_plan("gold", usage(1, 0), now()))
+            .when(plan("gold"), &usage(1, 0), now())
             .then_error(DomainError::field("plan", "must be one of free, team, enterprise"));
         Scenario::<Tenant>::given(vec![])
-            .when(|t| t.change_plan("team", usage(0, 0), now()))
+            .when(plan("team"), &usage(0, 0), now())
             .then_error(DomainError::NotFound("tenant"));
     }
 
@@ -281,23 +321,23 @@ mod tests {
             at: now(),
         });
         Scenario::<Tenant>::given(vec![provisioned()])
-            .when(|t| t.suspend(Some(" unpaid "), now()))
+            .when(TenantCommand::Suspend { reason: Some(" unpaid ".into()) }, &none(), now())
             .then(vec![suspended.clone()]);
         Scenario::<Tenant>::given(vec![provisioned(), suspended.clone()])
-            .when(|t| t.suspend(None, now()))
+            .when(TenantCommand::Suspend { reason: None }, &none(), now())
             .then_error(DomainError::RuleViolated("the tenant is already suspended".into()));
         Scenario::<Tenant>::given(vec![provisioned(), suspended])
-            .when(|t| t.reactivate(now()))
+            .when(TenantCommand::Reactivate, &none(), now())
             .then(vec![Event::TenantReactivated(TenantReactivated { tenant_id: tid(), at: now() })]);
         Scenario::<Tenant>::given(vec![provisioned()])
-            .when(|t| t.reactivate(now()))
+            .when(TenantCommand::Reactivate, &none(), now())
             .then_error(DomainError::RuleViolated("the tenant is not suspended".into()));
     }
 
     #[test]
     fn a_tenant_is_provisioned_once() {
         Scenario::<Tenant>::given(vec![provisioned()])
-            .when(|t| t.provision(cmd(), now()))
+            .when(TenantCommand::Provision(cmd()), &none(), now())
             .then_error(DomainError::AlreadyExists("tenant"));
     }
 
@@ -305,12 +345,12 @@ mod tests {
     fn slug_must_match_the_pattern() {
         let mut c = cmd();
         c.slug = "Acme!".into();
-        Scenario::<Tenant>::given(vec![]).when(|t| t.provision(c, now())).then_error(DomainError::Validation(vec![
-            FieldError::new(
+        Scenario::<Tenant>::given(vec![]).when(TenantCommand::Provision(c), &none(), now()).then_error(
+            DomainError::Validation(vec![FieldError::new(
                 "slug",
                 "must match ^[a-z0-9][a-z0-9-]{1,62}$ (2 to 63 lowercase letters, digits or dashes)",
-            ),
-        ]));
+            )]),
+        );
     }
 
     #[test]
@@ -319,7 +359,8 @@ mod tests {
         c.name = "  ".into();
         c.plan = "gold".into();
         c.owner = OwnerInput { user_id: "".into(), email: "nope".into(), name: "".into() };
-        let err = Scenario::<Tenant>::given(vec![]).decide(|t| t.provision(c, now())).unwrap_err();
+        let err =
+            Scenario::<Tenant>::given(vec![]).when(TenantCommand::Provision(c), &none(), now()).result().unwrap_err();
         let DomainError::Validation(fields) = err else { panic!("expected validation error, got {err:?}") };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, vec!["name", "plan", "owner.user_id", "owner.email", "owner.name"]);
@@ -328,13 +369,21 @@ mod tests {
     #[test]
     fn an_erased_tenant_is_erased_once_and_takes_no_more_commands() {
         let erased = Event::TenantErased(TenantErased { tenant_id: tid(), at: now() });
-        Scenario::<Tenant>::given(vec![provisioned()]).when(|t| t.erase(now())).then(vec![erased.clone()]);
-        Scenario::<Tenant>::given(vec![provisioned(), erased.clone()]).when(|t| t.erase(now())).then(vec![]);
-        Scenario::<Tenant>::given(vec![]).when(|t| t.erase(now())).then_error(DomainError::NotFound("tenant"));
+        Scenario::<Tenant>::given(vec![provisioned()])
+            .when(TenantCommand::Erase, &none(), now())
+            .then(vec![erased.clone()]);
+        Scenario::<Tenant>::given(vec![provisioned(), erased.clone()])
+            .when(TenantCommand::Erase, &none(), now())
+            .then(vec![]);
+        Scenario::<Tenant>::given(vec![])
+            .when(TenantCommand::Erase, &none(), now())
+            .then_error(DomainError::NotFound("tenant"));
         let gone = DomainError::RuleViolated("the tenant has been erased".into());
         Scenario::<Tenant>::given(vec![provisioned(), erased.clone()])
-            .when(|t| t.suspend(None, now()))
+            .when(TenantCommand::Suspend { reason: None }, &none(), now())
             .then_error(gone.clone());
-        Scenario::<Tenant>::given(vec![provisioned(), erased]).when(|t| t.reactivate(now())).then_error(gone);
+        Scenario::<Tenant>::given(vec![provisioned(), erased])
+            .when(TenantCommand::Reactivate, &none(), now())
+            .then_error(gone);
     }
 }

@@ -1,6 +1,7 @@
-//! Usage recording: each record is idempotent by its id, and a calendar month never goes over
-//! the plan's quota.
+//! Usage recording: each call is a usage batch of its own stream; each record is idempotent by
+//! its id, and a calendar month never goes over the plan's quota.
 
+use crate::aggregate::{Aggregate, Decide, StreamType};
 use crate::error::{DomainError, Fields, Limit};
 use crate::event::{Event, UsageRecord, UsageRecorded};
 use crate::ids::UsageBatchId;
@@ -44,8 +45,42 @@ pub struct UsageContext {
     pub already_recorded: HashSet<String>,
 }
 
-/// Validates every record, then decides which are new and whether they fit each month's quota.
-pub fn record_usage(
+/// One call's records, under an id the caller chose (so that `decide` stays deterministic).
+#[derive(Debug, Clone)]
+pub struct RecordUsage {
+    pub batch_id: UsageBatchId,
+    pub records: Vec<UsageInput>,
+}
+
+/// A usage batch: the stream of one call's `UsageRecorded`. Its rules are about the tenant's
+/// months and record ids (the context), not about its own state, which is never loaded.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UsageBatch {
+    pub id: Option<UsageBatchId>,
+}
+
+impl Aggregate for UsageBatch {
+    const STREAM_TYPE: StreamType = StreamType::Usage;
+
+    fn apply(mut self, event: &Event) -> Self {
+        if let Event::UsageRecorded(e) = event {
+            self.id = Some(e.batch_id);
+        }
+        self
+    }
+}
+
+impl Decide for UsageBatch {
+    type Command = RecordUsage;
+    type Context = UsageContext;
+
+    /// Validates every record, then decides which are new and whether they fit each month's quota.
+    fn decide(&self, cmd: RecordUsage, ctx: &UsageContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+        record_usage(cmd.batch_id, cmd.records, ctx, now)
+    }
+}
+
+fn record_usage(
     batch_id: UsageBatchId,
     records: Vec<UsageInput>,
     ctx: &UsageContext,
@@ -123,6 +158,7 @@ fn validate(records: Vec<UsageInput>, now: DateTime<Utc>) -> Result<Vec<UsageRec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::testing::Scenario;
     use crate::error::FieldError;
     use uuid::Uuid;
 
@@ -143,6 +179,10 @@ mod tests {
     fn batch() -> UsageBatchId {
         UsageBatchId(Uuid::from_u128(5))
     }
+    /// Records this call's `records` in a new batch.
+    fn record(records: Vec<UsageInput>, ctx: &UsageContext) -> Result<Vec<Event>, DomainError> {
+        Scenario::<UsageBatch>::given(vec![]).when(RecordUsage { batch_id: batch(), records }, ctx, now()).result()
+    }
     fn recorded(ids: &[(&str, u64, &str)]) -> Event {
         Event::UsageRecorded(UsageRecorded {
             batch_id: batch(),
@@ -161,45 +201,28 @@ mod tests {
 
     #[test]
     fn records_within_the_quota_are_recorded() {
-        let r = record_usage(
-            batch(),
-            vec![rec("a", 10, "2026-11-01T00:00:00Z")],
-            &free(&[("2026-11-01", 9_990)], &[]),
-            now(),
-        );
+        let r = record(vec![rec("a", 10, "2026-11-01T00:00:00Z")], &free(&[("2026-11-01", 9_990)], &[]));
         assert_eq!(r, Ok(vec![recorded(&[("a", 10, "2026-11-01T00:00:00Z")])]));
     }
 
     #[test]
     fn a_month_never_goes_over_its_quota() {
-        let r = record_usage(
-            batch(),
-            vec![rec("a", 11, "2026-11-30T23:59:59Z")],
-            &free(&[("2026-11-01", 9_990)], &[]),
-            now(),
-        );
+        let r = record(vec![rec("a", 11, "2026-11-30T23:59:59Z")], &free(&[("2026-11-01", 9_990)], &[]));
         assert_eq!(r, Err(DomainError::LimitExceeded { limit: Limit::UsageUnits, limit_value: 10_000 }));
         // Another month has its own quota.
-        let r = record_usage(
-            batch(),
-            vec![rec("a", 11, "2026-10-31T23:59:59Z")],
-            &free(&[("2026-11-01", 9_990)], &[]),
-            now(),
-        );
+        let r = record(vec![rec("a", 11, "2026-10-31T23:59:59Z")], &free(&[("2026-11-01", 9_990)], &[]));
         assert!(r.is_ok());
         let enterprise = UsageContext { plan: Some(Plan::Enterprise), ..free(&[("2026-11-01", 1_000_000)], &[]) };
-        assert!(
-            record_usage(batch(), vec![rec("a", 1_000_000_000, "2026-11-02T00:00:00Z")], &enterprise, now()).is_ok()
-        );
+        assert!(record(vec![rec("a", 1_000_000_000, "2026-11-02T00:00:00Z")], &enterprise).is_ok());
     }
 
     #[test]
     fn a_record_carries_at_most_the_maximum_quantity() {
         let enterprise = UsageContext { plan: Some(Plan::Enterprise), ..free(&[], &[]) };
         let at = "2026-11-02T00:00:00Z";
-        assert!(record_usage(batch(), vec![rec("a", MAX_QUANTITY as i64, at)], &enterprise, now()).is_ok());
+        assert!(record(vec![rec("a", MAX_QUANTITY as i64, at)], &enterprise).is_ok());
         for too_many in [MAX_QUANTITY as i64 + 1, i64::MAX] {
-            let err = record_usage(batch(), vec![rec("a", too_many, at)], &enterprise, now()).unwrap_err();
+            let err = record(vec![rec("a", too_many, at)], &enterprise).unwrap_err();
             assert_eq!(
                 err,
                 DomainError::Validation(vec![FieldError::new("records[0].quantity", "must be at most 1000000000000")])
@@ -215,10 +238,10 @@ mod tests {
         let full: Vec<_> = (0..MAX_RECORDS).map(|i| rec(&format!("r{i}"), MAX_QUANTITY as i64, at)).collect();
         let enterprise =
             |units: u64| UsageContext { plan: Some(Plan::Enterprise), ..free(&[("2026-11-01", units)], &[]) };
-        assert!(record_usage(batch(), full.clone(), &enterprise(0), now()).is_ok());
+        assert!(record(full.clone(), &enterprise(0)).is_ok());
         // ... and one unit more does not.
-        assert_eq!(record_usage(batch(), full, &enterprise(1), now()), ceiling);
-        assert_eq!(record_usage(batch(), vec![rec("a", 1, at)], &enterprise(MAX_MONTH_UNITS), now()), ceiling);
+        assert_eq!(record(full, &enterprise(1)), ceiling);
+        assert_eq!(record(vec![rec("a", 1, at)], &enterprise(MAX_MONTH_UNITS)), ceiling);
     }
 
     #[test]
@@ -228,7 +251,7 @@ mod tests {
         // would wrap to a small number under the quota; it is refused instead.
         for plan in [Plan::Free, Plan::Enterprise] {
             let c = UsageContext { plan: Some(plan), ..free(&[("2026-11-01", u64::MAX - 1)], &[]) };
-            let err = record_usage(batch(), vec![rec("a", 2, at), rec("b", 2, at)], &c, now()).unwrap_err();
+            let err = record(vec![rec("a", 2, at), rec("b", 2, at)], &c).unwrap_err();
             assert!(matches!(err, DomainError::LimitExceeded { limit: Limit::UsageUnits, .. }), "{plan:?}: {err:?}");
         }
         // A batch whose own sum does not fit in u64.
@@ -244,14 +267,12 @@ mod tests {
 
     #[test]
     fn records_seen_before_are_skipped_not_counted() {
-        let r = record_usage(
-            batch(),
+        let r = record(
             vec![rec("old", 5_000, "2026-11-01T00:00:00Z"), rec("new", 5, "2026-11-01T00:00:00Z")],
             &free(&[("2026-11-01", 9_995)], &["old"]),
-            now(),
         );
         assert_eq!(r, Ok(vec![recorded(&[("new", 5, "2026-11-01T00:00:00Z")])]));
-        let r = record_usage(batch(), vec![rec("old", 5, "2026-11-01T00:00:00Z")], &free(&[], &["old"]), now());
+        let r = record(vec![rec("old", 5, "2026-11-01T00:00:00Z")], &free(&[], &["old"]));
         assert_eq!(r, Ok(vec![]));
     }
 
@@ -267,7 +288,7 @@ mod tests {
             },
             rec("ok", 1, "2026-11-01T00:00:00Z"),
         ];
-        let err = record_usage(batch(), bad, &free(&[], &[]), now()).unwrap_err();
+        let err = record(bad, &free(&[], &[])).unwrap_err();
         let DomainError::Validation(f) = err else { panic!("{err:?}") };
         let names: Vec<_> = f.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
@@ -284,18 +305,15 @@ mod tests {
 
     #[test]
     fn a_call_holds_one_to_a_thousand_records() {
-        let err = record_usage(batch(), vec![], &free(&[], &[]), now()).unwrap_err();
+        let err = record(vec![], &free(&[], &[])).unwrap_err();
         assert_eq!(err, DomainError::Validation(vec![FieldError::new("records", "must hold 1 to 1000 records")]));
         let many = (0..1001).map(|i| rec(&format!("r{i}"), 1, "2026-11-01T00:00:00Z")).collect();
-        assert!(record_usage(batch(), many, &free(&[], &[]), now()).is_err());
+        assert!(record(many, &free(&[], &[])).is_err());
     }
 
     #[test]
     fn suspended_tenants_cannot_record_usage() {
         let c = UsageContext { suspended: true, ..free(&[], &[]) };
-        assert_eq!(
-            record_usage(batch(), vec![rec("a", 1, "2026-11-01T00:00:00Z")], &c, now()),
-            Err(DomainError::TenantSuspended)
-        );
+        assert_eq!(record(vec![rec("a", 1, "2026-11-01T00:00:00Z")], &c), Err(DomainError::TenantSuspended));
     }
 }

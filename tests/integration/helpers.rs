@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use keel::{App, AppConfig, Roles};
-use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant};
-use keel_domain::{MemberId, TenantId};
+use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant, TenantCommand, TenantUsage};
+use keel_domain::{Decide, MemberId, TenantId};
 use keel_gateway::auth::Secret;
 use keel_gateway::{Authenticator, JwtConfig};
 use keel_projections::RunnerConfig;
@@ -125,7 +125,8 @@ impl TestDb {
             plan: "free".into(),
             owner: OwnerInput { user_id: owner.into(), email: format!("{owner}@{slug}.test"), name: owner.into() },
         };
-        let events = Tenant::default().provision(cmd, Utc::now()).unwrap();
+        let events =
+            Tenant::default().decide(TenantCommand::Provision(cmd), &TenantUsage::default(), Utc::now()).unwrap();
         let mut tx = self.store.begin_write(tenant).await.unwrap();
         log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
         tx.commit().await.unwrap();

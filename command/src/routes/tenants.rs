@@ -2,12 +2,12 @@
 
 use super::path_id;
 use crate::CommandState;
-use crate::exec::{Cmd, TenantOp, execute};
+use crate::exec::{Cmd, execute};
 use crate::request::{Bare, Write};
 use crate::respond::Written;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use keel_domain::tenant::{OwnerInput, ProvisionTenant};
+use keel_domain::tenant::{OwnerInput, ProvisionTenant, TenantCommand};
 use keel_domain::{MemberId, TenantId};
 use keel_gateway::Problem;
 use serde::Deserialize;
@@ -54,14 +54,14 @@ pub(crate) async fn provision(
         None => MemberId::new_v7(),
     };
     let b = w.body;
-    let cmd = Cmd::Provision(ProvisionTenant {
+    let cmd = Cmd::Tenant(TenantCommand::Provision(ProvisionTenant {
         tenant_id,
         owner_member_id: member,
         name: b.name,
         slug: b.slug,
         plan: b.plan,
         owner: OwnerInput { user_id: b.owner.user_id, email: b.owner.email, name: b.owner.name },
-    });
+    }));
     execute(&state, &w.meta, tenant_id, cmd, true).await
 }
 
@@ -81,7 +81,7 @@ pub(crate) async fn change_plan(
     w: Write<ChangePlanBody>,
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
-    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::ChangePlan(w.body.plan)), false).await
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantCommand::ChangePlan { plan: w.body.plan }), false).await
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -101,7 +101,7 @@ pub(crate) async fn suspend(
     w: Write<SuspendBody>,
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
-    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Suspend(w.body.reason)), false).await
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantCommand::Suspend { reason: w.body.reason }), false).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/erase", operation_id = "eraseTenant", summary = "Erase a tenant's personal data and close it", tag = "tenants",
@@ -114,7 +114,7 @@ pub(crate) async fn erase(
     w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
-    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Erase), false).await
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantCommand::Erase), false).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", operation_id = "reactivateTenant", summary = "Reactivate a suspended tenant", tag = "tenants",
@@ -126,5 +126,5 @@ pub(crate) async fn reactivate(
     w: Bare,
 ) -> Result<Response, Problem> {
     let tenant = TenantId(path_id(&id, "tenant")?);
-    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantOp::Reactivate), false).await
+    execute(&state, &w.meta, tenant, Cmd::Tenant(TenantCommand::Reactivate), false).await
 }

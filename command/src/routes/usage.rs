@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keel_domain::UsageBatchId;
-use keel_domain::usage::UsageInput;
+use keel_domain::usage::{RecordUsage, UsageInput};
 use keel_gateway::Problem;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -64,5 +64,5 @@ pub(crate) async fn record(State(state): State<CommandState>, w: Write<RecordUsa
         .into_iter()
         .map(|r| UsageInput { id: r.id, metric: r.metric, quantity: r.quantity, occurred_at: r.occurred_at })
         .collect();
-    execute(&state, &w.meta, tenant, Cmd::Usage(batch, records), true).await
+    execute(&state, &w.meta, tenant, Cmd::Usage(RecordUsage { batch_id: batch, records }), true).await
 }
