@@ -48,6 +48,28 @@ pub(crate) fn internal(e: StoreError) -> Error {
     Error::new("internal error").extend_with(|_, e| e.set("code", "INTERNAL"))
 }
 
+/// A store failure of a listing that takes a cursor: a cursor that does not decode is the
+/// client's (`BAD_USER_INPUT`); everything else is ours, logged and opaque.
+pub(crate) fn listing(e: StoreError) -> Error {
+    match e {
+        StoreError::BadCursor => bad_input("after is not a valid cursor"),
+        StoreError::Conflict { .. }
+        | StoreError::Unique(_)
+        | StoreError::Decode { .. }
+        | StoreError::Corrupt(_)
+        | StoreError::Analyst(_)
+        | StoreError::Config(_)
+        | StoreError::Migration(_)
+        | StoreError::Key(_)
+        | StoreError::Encode(_)
+        | StoreError::NothingToAppend
+        | StoreError::NoControlPlaneRow(_)
+        | StoreError::UsageOverflow(_)
+        | StoreError::NoStoredResponse(_)
+        | StoreError::Database(_) => internal(e),
+    }
+}
+
 impl RequestCtx {
     pub(crate) fn new(principal: Principal, store: Store, consistency: Option<LogPosition>, wait: Duration) -> Self {
         RequestCtx {
@@ -149,5 +171,25 @@ impl RequestCtx {
             done.push(projection);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: &Error) -> Option<String> {
+        e.extensions.as_ref().and_then(|x| x.get("code")).map(|v| v.to_string())
+    }
+
+    #[test]
+    fn only_a_bad_cursor_is_the_clients_fault_in_a_listing() {
+        let bad = listing(StoreError::BadCursor);
+        assert_eq!(
+            (bad.message.as_str(), code(&bad).as_deref()),
+            ("after is not a valid cursor", Some("\"BAD_USER_INPUT\""))
+        );
+        let corrupt = listing(StoreError::Corrupt("unknown role auditor".into()));
+        assert_eq!((corrupt.message.as_str(), code(&corrupt).as_deref()), ("internal error", Some("\"INTERNAL\"")));
     }
 }
