@@ -3,7 +3,7 @@
 
 use async_graphql::{Error, ErrorExtensions};
 use keel_domain::{Role, TenantId};
-use keel_gateway::Principal;
+use keel_gateway::{Code, Principal};
 use keel_store::{LogPosition, Store, StoreError, TenantTx, access, checkpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,11 +23,11 @@ pub(crate) struct RequestCtx {
 }
 
 pub(crate) fn forbidden(msg: &str) -> Error {
-    Error::new(msg).extend_with(|_, e| e.set("code", "FORBIDDEN"))
+    Error::new(msg).extend_with(|_, e| e.set("code", Code::Forbidden.graphql()))
 }
 
 pub(crate) fn bad_input(msg: &str) -> Error {
-    Error::new(msg).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))
+    Error::new(msg).extend_with(|_, e| e.set("code", Code::Validation.graphql()))
 }
 
 /// A free-text argument, held to the one rule of every stored text (no NUL characters, which
@@ -45,7 +45,7 @@ pub(crate) fn text_arg(field: &str, value: Option<String>) -> Result<Option<Stri
 /// Store failures are logged and answered without their text: no SQL reaches a client.
 pub(crate) fn internal(e: StoreError) -> Error {
     tracing::error!(error = %e, "query failed");
-    Error::new("internal error").extend_with(|_, e| e.set("code", "INTERNAL"))
+    Error::new("internal error").extend_with(|_, e| e.set("code", Code::Internal.graphql()))
 }
 
 /// A store failure of a listing that takes a cursor: a cursor that does not decode is the
