@@ -6,10 +6,10 @@ use crate::telemetry;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use keel_gateway::{Authenticator, JwtConfig, Problem};
+use keel_gateway::{Authenticator, Code, JwtConfig, Problem};
 use keel_projections::RunnerConfig;
 use keel_store::{PoolSizes, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -231,7 +231,7 @@ async fn readyz(State(ops): State<OpsState>) -> Response {
     } else {
         let detail =
             if reachable { "migrations are not current: run keel migrate" } else { "the database is unreachable" };
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready", detail).into_response()
+        Problem::new(Code::NotReady, detail).into_response()
     }
 }
 

@@ -1,8 +1,8 @@
-//! How domain and store errors become problem+json: the only place that decides a status.
+//! How domain and store errors become problem+json: the only place that decides which code
+//! (and so which status, from the table in `keel_gateway::codes`) an error gets.
 
-use axum::http::StatusCode;
 use keel_domain::{DomainError, FieldError as DomainField};
-use keel_gateway::{FieldError, Problem};
+use keel_gateway::{Code, FieldError, Problem};
 use keel_store::StoreError;
 
 fn fields(v: Vec<DomainField>) -> Vec<FieldError> {
@@ -12,76 +12,56 @@ fn fields(v: Vec<DomainField>) -> Vec<FieldError> {
 /// A unique value held by another resource: the request conflicts with what is stored (409),
 /// naming the field.
 fn taken(field: &str, message: &str) -> Problem {
-    Problem {
-        errors: vec![FieldError { field: field.to_owned(), message: message.to_owned() }],
-        ..Problem::new(StatusCode::CONFLICT, "taken", "Already taken", format!("{field}: {message}"))
-    }
+    Problem::with_errors(
+        Code::Taken,
+        format!("{field}: {message}"),
+        vec![FieldError { field: field.to_owned(), message: message.to_owned() }],
+    )
 }
 
 pub(crate) fn domain(e: DomainError) -> Problem {
     let detail = e.to_string();
     match e {
         DomainError::Validation(v) => Problem::validation(detail, fields(v)),
-        DomainError::LimitExceeded { limit, .. } => Problem {
-            errors: vec![FieldError { field: limit.as_str().to_owned(), message: detail.clone() }],
-            ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "limit-exceeded", "Plan limit reached", detail)
-        },
+        DomainError::LimitExceeded { limit, .. } => Problem::with_errors(
+            Code::LimitExceeded,
+            detail.clone(),
+            vec![FieldError { field: limit.as_str().to_owned(), message: detail }],
+        ),
         DomainError::NotFound(what) => Problem::not_found(what),
-        DomainError::AlreadyExists(_) => Problem::new(StatusCode::CONFLICT, "already-exists", "Already exists", detail),
+        DomainError::AlreadyExists(_) => Problem::new(Code::AlreadyExists, detail),
         // The request is well-formed but the resource's current state refuses it (already
         // archived, the last owner, a removed member): a conflict with that state.
-        DomainError::RuleViolated(_) => Problem::new(StatusCode::CONFLICT, "rule-violated", "Rule violated", detail),
+        DomainError::RuleViolated(_) => Problem::new(Code::RuleViolated, detail),
         DomainError::NotAllowed(_) => Problem::forbidden(detail),
-        DomainError::TenantSuspended => Problem::new(
-            StatusCode::LOCKED,
-            "tenant-suspended",
-            "Tenant suspended",
-            "the tenant is suspended; reads work, writes are refused",
-        ),
+        DomainError::TenantSuspended => {
+            Problem::new(Code::TenantSuspended, "the tenant is suspended; reads work, writes are refused")
+        }
     }
 }
 
 /// An `Idempotency-Key` already used for another method, path or body in this tenant.
 pub(crate) fn idempotency_key_reused() -> Problem {
-    Problem {
-        errors: vec![FieldError {
-            field: "Idempotency-Key".into(),
-            message: "was used for a different request".into(),
-        }],
-        ..Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-key-reused",
-            "Idempotency-Key reused",
-            "this Idempotency-Key was used for a different request; use a new key for a new request",
-        )
-    }
+    Problem::with_errors(
+        Code::IdempotencyKeyReused,
+        "this Idempotency-Key was used for a different request; use a new key for a new request",
+        vec![FieldError { field: "Idempotency-Key".into(), message: "was used for a different request".into() }],
+    )
 }
 
 pub(crate) fn precondition_failed() -> Problem {
-    Problem::new(
-        StatusCode::PRECONDITION_FAILED,
-        "precondition-failed",
-        "Precondition failed",
-        "the resource is no longer at the version given in If-Match; read it again",
-    )
+    Problem::new(Code::PreconditionFailed, "the resource is no longer at the version given in If-Match; read it again")
 }
 
 /// A race lost to a change after which the command no longer holds.
 pub(crate) fn conflict(detail: &str) -> Problem {
-    Problem::new(
-        StatusCode::CONFLICT,
-        "conflict",
-        "Conflict",
-        format!("another write changed this resource at the same time, and now: {detail}"),
-    )
+    Problem::new(Code::Conflict, format!("another write changed this resource at the same time, and now: {detail}"))
 }
 
 pub(crate) fn store(e: StoreError) -> Problem {
     match e {
         StoreError::Conflict { .. } => Problem::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "Conflict",
+            Code::Conflict,
             "another write changed this resource at the same time; read it again and retry",
         ),
         StoreError::Unique(c) if c == "tenants_slug_key" => taken("slug", "is already taken"),

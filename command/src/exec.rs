@@ -355,7 +355,7 @@ async fn append<A: Aggregate>(
         && let Some(hash) = appended.heads.iter().find(|h| h.stream_id == stream).and_then(|h| h.hash.as_ref())
     {
         let after = events.iter().fold(state.clone(), |a, e| a.apply(e));
-        let json = serde_json::to_value(&after).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let json = serde_json::to_value(&after).map_err(|e| StoreError::Encode(e.to_string()))?;
         snapshot::save(
             tx,
             stream,

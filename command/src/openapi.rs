@@ -5,6 +5,7 @@ use crate::respond::Written;
 use crate::routes::{members, projects, tasks, tenants, usage};
 use axum::Json;
 use axum::response::Html;
+use keel_gateway::codes::{Code, Surface};
 use serde::Serialize;
 use utoipa::openapi::content::Content;
 use utoipa::openapi::header::HeaderBuilder;
@@ -24,7 +25,8 @@ struct Problem {
     title: String,
     status: u16,
     detail: String,
-    /// Stable machine-readable code.
+    /// Stable machine-readable code, one of the table in `x-keel-error-codes` (which gives each
+    /// code's status, title, `type` and GraphQL `extensions.code`).
     code: String,
     /// For 422: each bad field by its JSON path.
     errors: Option<Vec<FieldError>>,
@@ -362,6 +364,10 @@ pub fn openapi_json() -> serde_json::Value {
     for (schema, patch) in schema_constraints() {
         merge(&mut schemas[schema], patch);
     }
+    // The codes a problem can carry, and the whole table (GraphQL's codes too) at the root.
+    let rest: Vec<&str> = Code::ALL.iter().filter(|c| c.surface() != Surface::Graphql).map(|c| c.as_str()).collect();
+    schemas["Problem"]["properties"]["code"]["enum"] = rest.into();
+    doc["x-keel-error-codes"] = Code::table();
     for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
         for op in item.as_object_mut().expect("a path item").values_mut() {
             for response in op["responses"].as_object_mut().expect("responses").values_mut() {
@@ -513,6 +519,61 @@ mod tests {
         agrees("ProvisionTenantBody", "slug", 63, |s| Slug::parse("f", s).is_ok());
         agrees("UsageRecordBody", "metric", 64, |s| Metric::parse("f", s).is_ok());
         agrees("UsageRecordBody", "id", 200, |s| RecordId::parse("f", s).is_ok() && !s.contains('\0'));
+    }
+
+    #[test]
+    fn every_error_code_is_listed_once_with_its_status_title_type_and_graphql_code() {
+        let doc = openapi_json();
+        let listed = doc["x-keel-error-codes"].as_array().unwrap();
+        assert_eq!(listed.len(), Code::ALL.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in listed {
+            assert!(seen.insert(entry["code"].as_str().unwrap()), "{entry} is listed twice");
+        }
+        let problem_codes = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"].clone();
+        let problem_codes: Vec<&str> = problem_codes.as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        for c in Code::ALL {
+            let entry = listed.iter().find(|e| e["code"] == c.as_str()).unwrap_or_else(|| panic!("{c:?} is listed"));
+            assert_eq!(entry["status"], c.status().as_u16(), "{c:?}");
+            assert_eq!(entry["title"], c.title(), "{c:?}");
+            assert_eq!(entry["type"], format!("urn:keel:problem:{}", c.as_str()), "{c:?}");
+            assert_eq!(entry["graphql"], c.graphql(), "{c:?}");
+            assert_eq!(problem_codes.contains(&c.as_str()), c.surface() != Surface::Graphql, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_codes_clients_match_on_keep_their_spelling() {
+        // The codes the integration tests and clients match on, byte for byte.
+        let rest = [
+            (Code::Validation, 422, "validation"),
+            (Code::NotFound, 404, "not-found"),
+            (Code::Forbidden, 403, "forbidden"),
+            (Code::Taken, 409, "taken"),
+            (Code::RuleViolated, 409, "rule-violated"),
+            (Code::LimitExceeded, 422, "limit-exceeded"),
+            (Code::TenantSuspended, 423, "tenant-suspended"),
+            (Code::PreconditionFailed, 412, "precondition-failed"),
+            (Code::IdempotencyKeyReused, 409, "idempotency-key-reused"),
+            (Code::UnexpectedBody, 400, "unexpected-body"),
+            (Code::Timeout, 503, "timeout"),
+            (Code::ShuttingDown, 503, "shutting-down"),
+            (Code::MethodNotAllowed, 405, "method-not-allowed"),
+        ];
+        for (c, status, code) in rest {
+            assert_eq!((c.status().as_u16(), c.as_str()), (status, code));
+        }
+        let graphql = [
+            (Code::Forbidden, "FORBIDDEN"),
+            (Code::Validation, "BAD_USER_INPUT"),
+            (Code::Internal, "INTERNAL"),
+            (Code::QueryTooComplex, "QUERY_TOO_COMPLEX"),
+            (Code::GraphqlParseFailed, "GRAPHQL_PARSE_FAILED"),
+            (Code::GraphqlValidationFailed, "GRAPHQL_VALIDATION_FAILED"),
+        ];
+        for (c, code) in graphql {
+            assert_eq!(c.graphql(), code);
+        }
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! `Idempotency-Key`, and a hash of the request for idempotent replays.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keel_gateway::context::RequestId;
 use keel_gateway::json::{parse, read_body, require_json};
-use keel_gateway::{FieldError, Principal, Problem};
+use keel_gateway::{Code, FieldError, Principal, Problem};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -57,7 +57,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
         return Ok(None);
     }
     let bad =
-        || bad_request("bad-if-match", "If-Match must be * or entity tags in quotes, as an ETag gives them: \"3\"");
+        || bad_request(Code::BadIfMatch, "If-Match must be * or entity tags in quotes, as an ETag gives them: \"3\"");
     let mut versions = Vec::new();
     let mut any = false;
     for line in lines {
@@ -120,8 +120,8 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn bad_request(code: &'static str, detail: &str) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, code, "Bad request", detail)
+fn bad_request(code: Code, detail: &str) -> Problem {
+    Problem::new(code, detail)
 }
 
 fn meta(parts: &Parts, principal: Principal, body: &[u8]) -> Result<WriteMeta, Problem> {
@@ -130,10 +130,10 @@ fn meta(parts: &Parts, principal: Principal, body: &[u8]) -> Result<WriteMeta, P
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().map_err(|_| bad_request("bad-idempotency-key", "Idempotency-Key must be ASCII"))?;
+            let k = v.to_str().map_err(|_| bad_request(Code::BadIdempotencyKey, "Idempotency-Key must be ASCII"))?;
             if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || !k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
                 return Err(bad_request(
-                    "bad-idempotency-key",
+                    Code::BadIdempotencyKey,
                     "Idempotency-Key must be 1 to 255 printable ASCII characters",
                 ));
             }
@@ -219,9 +219,8 @@ impl<S: Send + Sync> FromRequest<S> for Bare {
         let empty = bytes.iter().all(u8::is_ascii_whitespace)
             || serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v == serde_json::json!({}));
         if !empty {
-            return Err(
-                bad_request("unexpected-body", "this command takes no body (or an empty JSON object)").into_response()
-            );
+            return Err(bad_request(Code::UnexpectedBody, "this command takes no body (or an empty JSON object)")
+                .into_response());
         }
         let meta = meta(&parts, principal, b"").map_err(IntoResponse::into_response)?;
         Ok(Bare { meta })

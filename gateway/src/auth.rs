@@ -1,10 +1,11 @@
 //! Bearer JWT authentication (HS256 with a shared secret). A token says who the caller is and
 //! which tenant they act in; what they may do comes from their membership, looked up per request.
 
+use crate::codes::Code;
 use crate::problem::Problem;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
@@ -192,7 +193,7 @@ pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut req: Reque
 }
 
 fn unauthorized(detail: &str) -> Response {
-    let mut r = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail).into_response();
+    let mut r = Problem::new(Code::Unauthorized, detail).into_response();
     r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }

@@ -1,9 +1,10 @@
 //! Every REST request has a deadline (`KEEL_REQUEST_TIMEOUT_MS`): past it the handler is
 //! cancelled (its transaction rolls back when it had not committed) and the client gets a 503.
 
+use crate::codes::Code;
 use crate::problem::Problem;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
@@ -15,9 +16,7 @@ pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -
         Err(_) => {
             tracing::warn!(timeout_ms = limit.as_millis() as u64, "request cancelled at its deadline");
             let mut r = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "Deadline exceeded",
+                Code::Timeout,
                 format!(
                     "the request did not finish within {} ms; a command may have been applied: \
                      retry it with the same Idempotency-Key",
@@ -42,9 +41,7 @@ pub async fn cancel_on(
         r = next.run(req) => r,
         _ = stop.wait_for(|s| *s) => {
             let mut r = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "Shutting down",
+                Code::ShuttingDown,
                 "Keel is shutting down and cancelled this request; retry it (with the same Idempotency-Key)",
             )
             .into_response();

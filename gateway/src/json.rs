@@ -1,6 +1,7 @@
 //! JSON request bodies with errors a client can act on: 415 for another media type, 413 past
 //! the body limit, 400 for malformed JSON, 422 naming the field whose value or type is wrong.
 
+use crate::codes::Code;
 use crate::problem::{FieldError, Problem};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -34,12 +35,7 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), Problem> {
     if is_json {
         Ok(())
     } else {
-        Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "the body must be JSON with Content-Type: application/json",
-        ))
+        Err(Problem::new(Code::UnsupportedMediaType, "the body must be JSON with Content-Type: application/json"))
     }
 }
 
@@ -47,10 +43,9 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), Problem> {
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Response> {
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", e.body_text())
-                .into_response()
+            Problem::new(Code::PayloadTooLarge, e.body_text()).into_response()
         } else {
-            Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", e.body_text()).into_response()
+            Problem::new(Code::BadRequest, e.body_text()).into_response()
         }
     })
 }
@@ -59,7 +54,7 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     // Syntax first, so that `{} trailing` is malformed rather than missing fields.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-        return Err(Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", e.to_string()));
+        return Err(Problem::new(Code::MalformedJson, e.to_string()));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -113,15 +108,15 @@ mod tests {
     #[test]
     fn malformed_json_is_400() {
         let p = parse::<Body>(b"{\"name\": ").unwrap_err();
-        assert_eq!(p.status, StatusCode::BAD_REQUEST);
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
         let p = parse::<Body>(b"{} trailing").unwrap_err();
-        assert_eq!(p.status, StatusCode::BAD_REQUEST);
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]
     fn wrong_shapes_name_their_field() {
         let p = parse::<Body>(br#"{"name": 5, "owner": {"email": "a"}}"#).unwrap_err();
-        assert_eq!((p.status, p.errors[0].field.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "name"));
+        assert_eq!((p.status(), p.errors[0].field.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "name"));
         let p = parse::<Body>(br#"{"name": "x", "owner": {}}"#).unwrap_err();
         assert_eq!(p.errors[0].field, "owner.email");
         let p = parse::<Body>(br#"{"name": "x", "owner": {"email": "a"}, "extra": 1}"#).unwrap_err();

@@ -2,6 +2,7 @@
 //! problem+json errors, JSON bodies, and request metrics.
 
 pub mod auth;
+pub mod codes;
 pub mod context;
 pub mod deadline;
 pub mod json;
@@ -10,5 +11,6 @@ pub mod not_allowed;
 pub mod problem;
 
 pub use auth::{AuthError, Authenticator, Claims, JwtConfig, Principal};
+pub use codes::Code;
 pub use json::JsonBody;
 pub use problem::{FieldError, Problem};

@@ -1,5 +1,6 @@
 //! A method a route does not answer: axum's bare 405, as problem+json with its `Allow` header.
 
+use crate::codes::Code;
 use crate::problem::Problem;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,13 +13,7 @@ pub async fn as_problem(res: Response) -> Response {
     }
     let allow = res.headers().get(header::ALLOW).cloned();
     let allowed = allow.as_ref().and_then(|a| a.to_str().ok()).unwrap_or("");
-    let mut r = Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        format!("this resource answers {allowed}"),
-    )
-    .into_response();
+    let mut r = Problem::new(Code::MethodNotAllowed, format!("this resource answers {allowed}")).into_response();
     if let Some(a) = allow {
         r.headers_mut().insert(header::ALLOW, a);
     }

@@ -1,5 +1,6 @@
 //! RFC 9457 problem details: the one shape every REST error takes.
 
+use crate::codes::Code;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -10,12 +11,11 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// A client-facing error. `code` is stable and also forms the `type` URI.
+/// A client-facing error. Its `code` (from the one table in `codes`) gives the status, the title
+/// and the `type` URI.
 #[derive(Debug, Clone)]
 pub struct Problem {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub title: String,
+    pub code: Code,
     pub detail: String,
     pub errors: Vec<FieldError>,
 }
@@ -33,34 +33,38 @@ struct Body<'a> {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Problem {
-        Problem { status, code, title: title.into(), detail: detail.into(), errors: Vec::new() }
+    pub fn new(code: Code, detail: impl Into<String>) -> Problem {
+        Problem { code, detail: detail.into(), errors: Vec::new() }
+    }
+
+    /// A problem naming the fields at fault.
+    pub fn with_errors(code: Code, detail: impl Into<String>, errors: Vec<FieldError>) -> Problem {
+        Problem { code, detail: detail.into(), errors }
     }
 
     pub fn validation(detail: impl Into<String>, errors: Vec<FieldError>) -> Problem {
-        Problem { errors, ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid input", detail) }
+        Problem::with_errors(Code::Validation, detail, errors)
     }
 
     pub fn not_found(what: &str) -> Problem {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{what} not found"))
+        Problem::new(Code::NotFound, format!("{what} not found"))
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+        Problem::new(Code::Forbidden, detail)
     }
 
     /// A 500 whose body says nothing of the cause; the cause is logged inside the request span.
     pub fn internal() -> Problem {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            "the request failed; it has been logged with its request id",
-        )
+        Problem::new(Code::Internal, "the request failed; it has been logged with its request id")
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     pub fn type_uri(&self) -> String {
-        format!("urn:keel:problem:{}", self.code)
+        self.code.type_uri()
     }
 }
 
@@ -68,14 +72,14 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = Body {
             kind: self.type_uri(),
-            title: &self.title,
-            status: self.status.as_u16(),
+            title: self.code.title(),
+            status: self.status().as_u16(),
             detail: &self.detail,
-            code: self.code,
+            code: self.code.as_str(),
             errors: &self.errors,
         };
         let json = serde_json::to_vec(&body).expect("problem serializes");
-        let mut r = (self.status, json).into_response();
+        let mut r = (self.status(), json).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         r
     }

@@ -3,7 +3,7 @@
 
 use async_graphql::{Error, ErrorExtensions};
 use keel_domain::{Role, TenantId};
-use keel_gateway::Principal;
+use keel_gateway::{Code, Principal};
 use keel_store::{LogPosition, Store, StoreError, TenantTx, access, checkpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,11 +23,11 @@ pub(crate) struct RequestCtx {
 }
 
 pub(crate) fn forbidden(msg: &str) -> Error {
-    Error::new(msg).extend_with(|_, e| e.set("code", "FORBIDDEN"))
+    Error::new(msg).extend_with(|_, e| e.set("code", Code::Forbidden.graphql()))
 }
 
 pub(crate) fn bad_input(msg: &str) -> Error {
-    Error::new(msg).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))
+    Error::new(msg).extend_with(|_, e| e.set("code", Code::Validation.graphql()))
 }
 
 /// A free-text argument, held to the one rule of every stored text (no NUL characters, which
@@ -45,7 +45,29 @@ pub(crate) fn text_arg(field: &str, value: Option<String>) -> Result<Option<Stri
 /// Store failures are logged and answered without their text: no SQL reaches a client.
 pub(crate) fn internal(e: StoreError) -> Error {
     tracing::error!(error = %e, "query failed");
-    Error::new("internal error").extend_with(|_, e| e.set("code", "INTERNAL"))
+    Error::new("internal error").extend_with(|_, e| e.set("code", Code::Internal.graphql()))
+}
+
+/// A store failure of a listing that takes a cursor: a cursor that does not decode is the
+/// client's (`BAD_USER_INPUT`); everything else is ours, logged and opaque.
+pub(crate) fn listing(e: StoreError) -> Error {
+    match e {
+        StoreError::BadCursor => bad_input("after is not a valid cursor"),
+        StoreError::Conflict { .. }
+        | StoreError::Unique(_)
+        | StoreError::Decode { .. }
+        | StoreError::Corrupt(_)
+        | StoreError::Analyst(_)
+        | StoreError::Config(_)
+        | StoreError::Migration(_)
+        | StoreError::Key(_)
+        | StoreError::Encode(_)
+        | StoreError::NothingToAppend
+        | StoreError::NoControlPlaneRow(_)
+        | StoreError::UsageOverflow(_)
+        | StoreError::NoStoredResponse(_)
+        | StoreError::Database(_) => internal(e),
+    }
 }
 
 impl RequestCtx {
@@ -149,5 +171,25 @@ impl RequestCtx {
             done.push(projection);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: &Error) -> Option<String> {
+        e.extensions.as_ref().and_then(|x| x.get("code")).map(|v| v.to_string())
+    }
+
+    #[test]
+    fn only_a_bad_cursor_is_the_clients_fault_in_a_listing() {
+        let bad = listing(StoreError::BadCursor);
+        assert_eq!(
+            (bad.message.as_str(), code(&bad).as_deref()),
+            ("after is not a valid cursor", Some("\"BAD_USER_INPUT\""))
+        );
+        let corrupt = listing(StoreError::Corrupt("unknown role auditor".into()));
+        assert_eq!((corrupt.message.as_str(), code(&corrupt).as_deref()), ("internal error", Some("\"INTERNAL\"")));
     }
 }

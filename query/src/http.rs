@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
-use keel_gateway::{Authenticator, Principal, Problem};
+use keel_gateway::{Authenticator, Code, Principal, Problem};
 use keel_store::{LogPosition, Store};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -147,14 +147,19 @@ impl Media {
 }
 
 /// An answer in the GraphQL response shape: `{"errors": [{"message", "extensions": {"code"}}]}`.
-fn request_error(status: StatusCode, media: Media, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+/// Its status is the code's.
+fn request_error(media: Media, code: Code, message: &str) -> Response {
+    request_error_at(code.status(), media, code, message)
+}
+
+fn request_error_at(status: StatusCode, media: Media, code: Code, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code.graphql() } }] });
     (status, [(header::CONTENT_TYPE, media.content_type())], body.to_string()).into_response()
 }
 
 fn not_acceptable() -> Response {
     let message = "accept application/graphql-response+json or application/json";
-    request_error(StatusCode::NOT_ACCEPTABLE, Media::Json, "NOT_ACCEPTABLE", message)
+    request_error(Media::Json, Code::NotAcceptable, message)
 }
 
 /// `POST /graphql`: a JSON body `{query, operationName?, variables?, extensions?}`.
@@ -171,12 +176,7 @@ async fn graphql_post(
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
     if !json_body {
-        return request_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            media,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "the body must be application/json",
-        );
+        return request_error(media, Code::UnsupportedMediaType, "the body must be application/json");
     }
     let principal = match principal {
         Ok(p) => p,
@@ -187,38 +187,38 @@ async fn graphql_post(
         Err(_) => {
             let message =
                 format!("the body is larger than {} bytes (KEEL_GRAPHQL_BODY_LIMIT)", state.limits.body_limit);
-            return request_error(StatusCode::PAYLOAD_TOO_LARGE, media, "PAYLOAD_TOO_LARGE", &message);
+            return request_error(media, Code::PayloadTooLarge, &message);
         }
     };
     let value: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(_) => return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "the body is not valid JSON"),
+        Err(_) => return request_error(media, Code::BadRequest, "the body is not valid JSON"),
     };
     let params = match value {
         serde_json::Value::Object(o) => o,
         serde_json::Value::Array(_) => {
-            return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "batched requests are not supported");
+            return request_error(media, Code::BadRequest, "batched requests are not supported");
         }
-        _ => return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "the body must be a JSON object"),
+        _ => return request_error(media, Code::BadRequest, "the body must be a JSON object"),
     };
     let text = |k: &str| params.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let Some(query) = text("query") else {
-        return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "query must be a string");
+        return request_error(media, Code::BadRequest, "query must be a string");
     };
     let operation_name = match params.get("operationName") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "operationName must be a string");
+            return request_error(media, Code::BadRequest, "operationName must be a string");
         }
     };
     let variables = match params.get("variables") {
         None | Some(serde_json::Value::Null) => None,
         Some(v @ serde_json::Value::Object(_)) => Some(v.clone()),
-        Some(_) => return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "variables must be an object"),
+        Some(_) => return request_error(media, Code::BadRequest, "variables must be an object"),
     };
     if !matches!(params.get("extensions"), None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_))) {
-        return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "extensions must be an object");
+        return request_error(media, Code::BadRequest, "extensions must be an object");
     }
     execute(&state, principal, &headers, media, Params { query, operation_name, variables }, false).await
 }
@@ -249,10 +249,10 @@ async fn graphql_get(
     }
     let Some(media) = Media::negotiate(&headers) else { return not_acceptable() };
     let Some(params) = params else {
-        return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "the query string is malformed");
+        return request_error(media, Code::BadRequest, "the query string is malformed");
     };
     let Some(query) = query else {
-        return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "the query parameter is required");
+        return request_error(media, Code::BadRequest, "the query parameter is required");
     };
     let principal = match principal {
         Ok(p) => p,
@@ -263,7 +263,7 @@ async fn graphql_get(
         Some(Ok(v @ serde_json::Value::Object(_))) => Some(v),
         Some(Ok(serde_json::Value::Null)) => None,
         Some(_) => {
-            return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", "variables must be a JSON object");
+            return request_error(media, Code::BadRequest, "variables must be a JSON object");
         }
     };
     execute(
@@ -305,26 +305,25 @@ async fn execute(
             Some(p) => Some(p),
             None => {
                 return Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad-consistency-token",
-                    "Bad consistency token",
+                    Code::BadConsistencyToken,
                     "Keel-Consistency must be a position returned by a command",
                 )
                 .into_response();
             }
         },
     };
-    let bad_document = |code: &str, message: &str| {
-        let status = if media == Media::GraphqlResponse { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-        request_error(status, media, code, message)
+    let bad_document = |code: Code, message: &str| {
+        // A document that never ran: 400 under graphql-response+json, 200 under plain JSON.
+        let status = if media == Media::GraphqlResponse { code.status() } else { StatusCode::OK };
+        request_error_at(status, media, code, message)
     };
     // Before anything recursive runs: the parser recurses once per bracket, the recursion-depth
     // check once per expanded fragment.
     let doc = match limits::vet(&params.query, &state.limits) {
         Ok(doc) => doc,
         Err(e) => {
-            let code = e.extensions.as_ref().and_then(|x| x.get("code")).map(|_| limits::TOO_COMPLEX);
-            return bad_document(code.unwrap_or("GRAPHQL_PARSE_FAILED"), &e.message);
+            let code = e.extensions.as_ref().and_then(|x| x.get("code")).map(|_| Code::QueryTooComplex);
+            return bad_document(code.unwrap_or(Code::GraphqlParseFailed), &e.message);
         }
     };
     let mut request = Request::new(params.query).variables(Variables::from_json(params.variables.unwrap_or_default()));
@@ -333,14 +332,13 @@ async fn execute(
     }
     request.set_parsed_query(doc);
     let Ok(doc) = request.parsed_query() else {
-        return bad_document("GRAPHQL_PARSE_FAILED", "the document cannot be parsed");
+        return bad_document(Code::GraphqlParseFailed, "the document cannot be parsed");
     };
     let operation_type = selected_operation(doc, params.operation_name.as_deref());
     if get && operation_type.is_some_and(|t| t != OperationType::Query) {
         let mut r = request_error(
-            StatusCode::METHOD_NOT_ALLOWED,
             media,
-            "METHOD_NOT_ALLOWED",
+            Code::MethodNotAllowed,
             "GET runs queries only: send mutations and subscriptions with POST or over /graphql/ws",
         );
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -362,7 +360,7 @@ async fn execute(
             "the request did not finish within {} ms (KEEL_REQUEST_TIMEOUT_MS)",
             state.limits.timeout.as_millis()
         );
-        let mut r = request_error(StatusCode::SERVICE_UNAVAILABLE, media, "TIMEOUT", &message);
+        let mut r = request_error(media, Code::Timeout, &message);
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
@@ -378,7 +376,7 @@ async fn execute(
         for e in &mut response.errors {
             let ext = e.extensions.get_or_insert_with(Default::default);
             if ext.get("code").is_none() {
-                ext.set("code", "GRAPHQL_VALIDATION_FAILED");
+                ext.set("code", Code::GraphqlValidationFailed.graphql());
             }
         }
     }
@@ -387,7 +385,7 @@ async fn execute(
         Ok(body) => (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise a GraphQL response");
-            request_error(StatusCode::INTERNAL_SERVER_ERROR, media, "INTERNAL", "internal error")
+            request_error(media, Code::Internal, "internal error")
         }
     }
 }

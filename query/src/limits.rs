@@ -5,6 +5,7 @@
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Name, ServerError, ServerResult, Variables};
+use keel_gateway::Code;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,13 +40,10 @@ impl Default for GraphqlLimits {
     }
 }
 
-/// `extensions.code` of a document refused by a limit.
-pub const TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
-
 pub(crate) fn limit_error(message: String) -> ServerError {
     let mut e = ServerError::new(message, None);
     let mut ext = ErrorExtensionValues::default();
-    ext.set("code", TOO_COMPLEX);
+    ext.set("code", Code::QueryTooComplex.graphql());
     e.extensions = Some(ext);
     e
 }

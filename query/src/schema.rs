@@ -1,6 +1,6 @@
 //! The GraphQL schema (SPEC §6b): the root fields, the dashboard, the platform view.
 
-use crate::context::{bad_input, forbidden, internal, text_arg};
+use crate::context::{bad_input, forbidden, internal, listing, text_arg};
 use crate::cursor;
 use crate::limits::{GraphqlLimits, Guard};
 use crate::subscription::SubscriptionRoot;
@@ -224,10 +224,7 @@ impl QueryRoot {
             i64::from(first) + 1,
         )
         .await
-        .map_err(|e| match e {
-            keel_store::StoreError::Invalid(_) => bad_input("after is not a valid cursor"),
-            e => internal(e),
-        })?;
+        .map_err(listing)?;
         let total = projects::count_filtered(&mut tx, &f).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(ProjectConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |p| {
@@ -289,11 +286,7 @@ impl QueryRoot {
         };
         r.consistent(&["tasks"]).await?;
         let mut tx = r.read_tx().await?;
-        let rows =
-            tasks::list(&mut tx, &f, sort, desc, at.as_ref(), i64::from(first) + 1).await.map_err(|e| match e {
-                keel_store::StoreError::Invalid(_) => bad_input("after is not a valid cursor"),
-                e => internal(e),
-            })?;
+        let rows = tasks::list(&mut tx, &f, sort, desc, at.as_ref(), i64::from(first) + 1).await.map_err(listing)?;
         let total = tasks::count(&mut tx, &f).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(TaskConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |t| {

@@ -15,7 +15,7 @@ pub async fn member_role(tx: &mut TenantTx, user_id: &str) -> Result<Option<Role
             .bind(user_id)
             .fetch_optional(tx.conn())
             .await?;
-    role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Invalid(format!("unknown role {r}")))).transpose()
+    role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("unknown role {r}")))).transpose()
 }
 
 #[derive(Debug, Clone)]
@@ -69,18 +69,18 @@ pub async fn member_and_tenant(
     };
     let role: Option<String> = r.try_get("role")?;
     let role =
-        role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Invalid(format!("unknown role {r}")))).transpose()?;
+        role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("unknown role {r}")))).transpose()?;
     Ok((role, Some(tenant_row_of(&r)?)))
 }
 
 fn tenant_row_of(r: &sqlx::postgres::PgRow) -> Result<TenantRow, StoreError> {
     let plan: String = r.try_get("plan")?;
     let status = keel_domain::tenant::TenantStatus::try_from(r.try_get::<String, _>("status")?)
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(TenantRow {
         name: r.try_get("name")?,
         slug: r.try_get("slug")?,
-        plan: Plan::parse(&plan).ok_or_else(|| StoreError::Invalid(format!("unknown plan {plan}")))?,
+        plan: Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("unknown plan {plan}")))?,
         // An erased tenant takes no writes, as a suspended one.
         suspended: status != keel_domain::tenant::TenantStatus::Active,
         status,
@@ -102,7 +102,7 @@ pub async fn member(tx: &mut TenantTx, member_id: uuid::Uuid) -> Result<Option<(
         Some(r) => {
             let role: String = r.try_get("role")?;
             let status: String = r.try_get("status")?;
-            let role = Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role {role}")))?;
+            let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?;
             Ok(Some((role, status == "active")))
         }
     }

@@ -19,7 +19,7 @@ impl LoginName {
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !ok {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::Analyst(format!(
                 "login {s:?} must be 1 to 63 lower-case letters, digits and _, start with a letter or _, and not start with pg_"
             )));
         }
@@ -71,7 +71,7 @@ async fn tenant_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantInf
         sqlx::query("SELECT slug, status FROM tenants WHERE tenant_id = $1").bind(id).fetch_optional(conn).await?;
     row.map(|r| {
         let status = keel_domain::tenant::TenantStatus::try_from(r.try_get::<String, _>("status")?)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(TenantInfo { tenant_id: id, slug: r.try_get("slug")?, status })
     })
     .transpose()
@@ -104,16 +104,16 @@ pub async fn create(
     tenant: Uuid,
 ) -> Result<(), StoreError> {
     if password.len() < 16 || !password.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(StoreError::Invalid("an analyst password is at least 16 ASCII letters and digits".into()));
+        return Err(StoreError::Analyst("an analyst password is at least 16 ASCII letters and digits".into()));
     }
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).expect("the operating system provides randomness");
     let verifier = scram_sha256_verifier(password, &salt, SCRAM_ITERATIONS);
     let mut tx = conn.begin().await?;
     match tenant_in(&mut tx, tenant).await? {
-        None => return Err(StoreError::Invalid(format!("there is no tenant {tenant}"))),
+        None => return Err(StoreError::Analyst(format!("there is no tenant {tenant}"))),
         Some(t) if t.status == keel_domain::tenant::TenantStatus::Erased => {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::Analyst(format!(
                 "tenant {tenant} ({}) is erased: it has nothing to report",
                 t.slug
             )));
@@ -126,7 +126,7 @@ pub async fn create(
     );
     if let Err(e) = tx.execute(sqlx::AssertSqlSafe(sql)).await {
         if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42710") {
-            return Err(StoreError::Invalid(format!("a role named {login} exists already")));
+            return Err(StoreError::Analyst(format!("a role named {login} exists already")));
         }
         return Err(e.into());
     }
@@ -238,7 +238,7 @@ pub async fn revoke(conn: &mut PgConnection, login: &LoginName) -> Result<Option
             return Ok(Some(Revoked { sessions_terminated: 0, terminate_error: None }));
         }
         Some((_, false)) => {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::Analyst(format!(
                 "role {login} is not a plain member of keel_analyst; it is left alone (nothing changed)"
             )));
         }

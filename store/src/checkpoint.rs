@@ -162,7 +162,7 @@ pub async fn read(pool: &PgPool, name: &str) -> Result<LogPosition, StoreError> 
 fn to_position(r: &sqlx::postgres::PgRow) -> Result<LogPosition, StoreError> {
     let xid: String = r.try_get("xid")?;
     Ok(LogPosition {
-        xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+        xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
         position: r.try_get("last_position")?,
     })
 }

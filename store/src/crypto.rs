@@ -67,10 +67,10 @@ impl MasterKey {
         let bytes = hex::decode(t)
             .ok()
             .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
-            .ok_or_else(|| StoreError::Invalid("the master key is neither hex nor base64".into()))?;
+            .ok_or_else(|| StoreError::Config("the master key is neither hex nor base64".into()))?;
         let bytes: [u8; 32] = bytes
             .try_into()
-            .map_err(|b: Vec<u8>| StoreError::Invalid(format!("the master key has {} bytes, not 32", b.len())))?;
+            .map_err(|b: Vec<u8>| StoreError::Config(format!("the master key has {} bytes, not 32", b.len())))?;
         Ok(MasterKey::from_bytes(bytes))
     }
 
@@ -90,9 +90,9 @@ impl MasterKey {
 
     fn unwrap(&self, wrapped: &[u8], tenant: Uuid, member: Uuid) -> Result<[u8; 32], StoreError> {
         let key = open_bytes(&self.cipher, wrapped, &aad(tenant, member, "data-key")).ok_or_else(|| {
-            StoreError::Invalid(format!("the data key of member {member} does not open with master key {}", self.id))
+            StoreError::Key(format!("the data key of member {member} does not open with master key {}", self.id))
         })?;
-        key.try_into().map_err(|_| StoreError::Invalid("a data key is not 32 bytes".into()))
+        key.try_into().map_err(|_| StoreError::Key("a data key is not 32 bytes".into()))
     }
 }
 
@@ -138,9 +138,8 @@ pub(crate) async fn seal(
     for (event, payload) in events.iter().zip(payloads.iter_mut()) {
         let fields = personal_fields(event.event_type());
         let Some(member) = owner_of(event.event_type(), payload) else { continue };
-        let master = master.ok_or_else(|| {
-            StoreError::Invalid("no master key is configured: personal data cannot be written".into())
-        })?;
+        let master = master
+            .ok_or_else(|| StoreError::Config("no master key is configured: personal data cannot be written".into()))?;
         if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(member) {
             let cipher = match sqlx::query(
                 "SELECT wrapped_key FROM member_keys WHERE tenant_id = $1 AND member_id = $2",
@@ -217,7 +216,7 @@ pub async fn reveal(
     let mut keys: HashMap<(Uuid, Uuid), Aes256Gcm> = HashMap::new();
     for row in rows {
         let (t, m): (Uuid, Uuid) = (row.try_get("tenant_id")?, row.try_get("member_id")?);
-        let master = master.ok_or_else(|| StoreError::Invalid("no master key is configured".into()))?;
+        let master = master.ok_or_else(|| StoreError::Config("no master key is configured".into()))?;
         keys.insert((t, m), Aes256Gcm::new(&master.unwrap(row.try_get("wrapped_key")?, t, m)?.into()));
     }
     for it in items.iter_mut() {

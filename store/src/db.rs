@@ -14,7 +14,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// Applies pending migrations over one connection as the `DATABASE_URL` user (the owner).
 pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     let mut conn = PgConnection::connect(database_url).await?;
-    MIGRATOR.run(&mut conn).await.map_err(|e| StoreError::Invalid(format!("migration failed: {e}")))?;
+    MIGRATOR.run(&mut conn).await.map_err(|e| StoreError::Migration(e.to_string()))?;
     conn.close().await?;
     Ok(())
 }
@@ -82,7 +82,7 @@ async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) ->
     let (name, sup, bypass, owns): (String, bool, bool, bool) =
         (row.try_get("name")?, row.try_get("rolsuper")?, row.try_get("rolbypassrls")?, row.try_get("owns")?);
     if name != role || sup || bypass || owns {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Config(format!(
             "service role {role} is unsafe (current_user={name}, superuser={sup}, bypassrls={bypass}, owns tables={owns})"
         )));
     }
@@ -92,7 +92,7 @@ async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) ->
 impl Store {
     pub async fn connect(database_url: &str, sizes: PoolSizes, master: Option<MasterKey>) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(database_url)
-            .map_err(|e| StoreError::Invalid(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
         let writer = role_pool(&options, "keel_writer", sizes.writer).await?;
         let appended = std::sync::Arc::new(tokio::sync::Notify::new());

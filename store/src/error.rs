@@ -13,8 +13,34 @@ pub enum StoreError {
     Unique(String),
     #[error("event at position {position} cannot be decoded: {source}")]
     Decode { position: i64, source: DecodeError },
+    /// A stored value this binary cannot read: an unknown enum name, a malformed `xid8`.
     #[error("{0}")]
-    Invalid(String),
+    Corrupt(String),
+    /// A pagination cursor that does not decode to a position in the listing asked for.
+    #[error("bad cursor")]
+    BadCursor,
+    /// An operator's request to the analyst commands that cannot be carried out.
+    #[error("{0}")]
+    Analyst(String),
+    /// A setting the store cannot work with: `DATABASE_URL`, the master key, a service role.
+    #[error("{0}")]
+    Config(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A member's wrapped data key that does not open with the configured master key.
+    #[error("{0}")]
+    Key(String),
+    /// A value that does not serialize to JSON for storing (metadata, a snapshot).
+    #[error("{0}")]
+    Encode(String),
+    #[error("nothing to append")]
+    NothingToAppend,
+    #[error("tenant {0} has no control-plane row")]
+    NoControlPlaneRow(String),
+    #[error("usage units overflow a bigint (adding {0})")]
+    UsageOverflow(u64),
+    #[error("idempotency key {0} has no stored response")]
+    NoStoredResponse(String),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
@@ -30,7 +56,19 @@ impl StoreError {
                 sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
                 _ => false,
             },
-            StoreError::Unique(_) | StoreError::Decode { .. } | StoreError::Invalid(_) => false,
+            StoreError::Unique(_)
+            | StoreError::Decode { .. }
+            | StoreError::Corrupt(_)
+            | StoreError::BadCursor
+            | StoreError::Analyst(_)
+            | StoreError::Config(_)
+            | StoreError::Migration(_)
+            | StoreError::Key(_)
+            | StoreError::Encode(_)
+            | StoreError::NothingToAppend
+            | StoreError::NoControlPlaneRow(_)
+            | StoreError::UsageOverflow(_)
+            | StoreError::NoStoredResponse(_) => false,
         }
     }
 }

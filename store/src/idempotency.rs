@@ -53,7 +53,7 @@ pub async fn reserve(tx: &mut TenantTx, key: &str, request_hash: &[u8]) -> Resul
     let response: Option<serde_json::Value> = row.try_get("response")?;
     match (status, response) {
         (Some(s), Some(r)) => Ok(Reservation::Replay { status: s as u16, response: r }),
-        _ => Err(StoreError::Invalid(format!("idempotency key {key} has no stored response"))),
+        _ => Err(StoreError::NoStoredResponse(key.to_string())),
     }
 }
 

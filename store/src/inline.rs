@@ -188,7 +188,7 @@ async fn adjust(conn: &mut PgConnection, tenant: uuid::Uuid, (seats, projects): 
     .execute(conn)
     .await?;
     if done.rows_affected() != 1 {
-        return Err(StoreError::Invalid(format!("tenant {tenant} has no control-plane row")));
+        return Err(StoreError::NoControlPlaneRow(tenant.to_string()));
     }
     Ok(())
 }

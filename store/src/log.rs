@@ -98,7 +98,7 @@ impl RecordedEvent {
         let xid: String = row.try_get("xid")?;
         Ok(RecordedEvent {
             position: row.try_get("position")?,
-            xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+            xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
             tenant_id: TenantId(row.try_get("tenant_id")?),
             stream_type: row.try_get("stream_type")?,
             stream_id: row.try_get("stream_id")?,
@@ -191,11 +191,11 @@ pub async fn append_at(
     now: DateTime<Utc>,
 ) -> Result<Appended, StoreError> {
     if events.is_empty() {
-        return Err(StoreError::Invalid("nothing to append".into()));
+        return Err(StoreError::NothingToAppend);
     }
     let tenant = tx.tenant();
     let recorded_at = now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now);
-    let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Encode(e.to_string()))?;
 
     // Streams in order of first appearance, each with its head (version, hash).
     let mut heads: Vec<(Uuid, i64, Option<Vec<u8>>)> = Vec::new();
@@ -311,14 +311,14 @@ pub async fn append_at(
     for r in &rows {
         let xid: String = r.try_get("xid")?;
         let p = LogPosition {
-            xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+            xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
             position: r.try_get("position")?,
         };
         last = last.max(p);
     }
 
     if (seats, projects) != (0, 0) && rows.first().map(|r| r.try_get::<i64, _>("adjusted")).transpose()? != Some(1) {
-        return Err(StoreError::Invalid(format!("tenant {tenant} has no control-plane row")));
+        return Err(StoreError::NoControlPlaneRow(tenant.to_string()));
     }
     let refs: Vec<&Event> = events.iter().collect();
     inline::apply(tx.conn(), tenant, &refs, fold).await?;
@@ -453,7 +453,7 @@ pub async fn head_position(conn: &mut PgConnection) -> Result<Option<LogPosition
         Some(r) => {
             let xid: String = r.try_get("xid")?;
             Ok(Some(LogPosition {
-                xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
                 position: r.try_get("position")?,
             }))
         }

@@ -55,7 +55,7 @@ pub async fn load(
                 Some(Snapshot {
                     version,
                     last: LogPosition {
-                        xid: xid.parse().map_err(|_| StoreError::Invalid(format!("bad xid8 {xid}")))?,
+                        xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
                         position: r.try_get("snap_position")?,
                     },
                     last_hash: r.try_get("snap_hash")?,

@@ -58,7 +58,7 @@ pub(crate) fn add_units<K: Ord>(sums: &mut BTreeMap<K, i64>, key: K, quantity: u
     *units = i64::try_from(quantity)
         .ok()
         .and_then(|q| units.checked_add(q))
-        .ok_or_else(|| StoreError::Invalid(format!("usage units overflow a bigint (adding {quantity})")))?;
+        .ok_or_else(|| StoreError::UsageOverflow(quantity))?;
     Ok(())
 }
 
@@ -70,8 +70,8 @@ mod tests {
     fn units_that_do_not_fit_a_bigint_are_an_error_not_a_wrapped_sum() {
         let mut sums = BTreeMap::new();
         add_units(&mut sums, "m", i64::MAX as u64).unwrap();
-        assert!(matches!(add_units(&mut sums, "m", 1), Err(StoreError::Invalid(_))));
-        assert!(matches!(add_units(&mut sums, "other", u64::MAX), Err(StoreError::Invalid(_))));
+        assert!(matches!(add_units(&mut sums, "m", 1), Err(StoreError::UsageOverflow(_))));
+        assert!(matches!(add_units(&mut sums, "other", u64::MAX), Err(StoreError::UsageOverflow(_))));
         assert_eq!(sums.get("m"), Some(&i64::MAX));
         add_units(&mut sums, "other", 2).unwrap();
         add_units(&mut sums, "other", 3).unwrap();

@@ -72,7 +72,7 @@ impl Projection for Poisoned {
     }
     async fn apply(&self, conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
         if recorded.payload["name"] == "poison" {
-            return Err(StoreError::Invalid("cannot project a poisoned name".into()));
+            return Err(StoreError::Corrupt("cannot project a poisoned name".into()));
         }
         ProjectsProjection.apply(conn, recorded, event).await
     }

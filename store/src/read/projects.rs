@@ -281,10 +281,8 @@ pub async fn page(
         match sort {
             ProjectSort::Name => q.push_bind(key.to_owned()),
             _ => {
-                let micros: i64 = key.parse().map_err(|_| StoreError::Invalid("bad cursor".into()))?;
-                q.push_bind(
-                    DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Invalid("bad cursor".into()))?,
-                )
+                let micros: i64 = key.parse().map_err(|_| StoreError::BadCursor)?;
+                q.push_bind(DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::BadCursor)?)
             }
         };
         q.push(", ").push_bind(id).push(")");

@@ -280,7 +280,7 @@ pub async fn list(
         (TaskSort::DueDate, Some(c)) => match (&c.key, desc) {
             // Ascending puts tasks without a due date last, descending first (PostgreSQL's default).
             (Some(k), false) => {
-                let d: NaiveDate = k.parse().map_err(|_| StoreError::Invalid("bad cursor".into()))?;
+                let d: NaiveDate = k.parse().map_err(|_| StoreError::BadCursor)?;
                 q.push(" AND (due_date > ").push_bind(d).push(" OR (due_date = ").push_bind(d);
                 q.push(" AND task_id > ").push_bind(c.id).push(") OR due_date IS NULL)");
             }
@@ -288,7 +288,7 @@ pub async fn list(
                 q.push(" AND due_date IS NULL AND task_id > ").push_bind(c.id);
             }
             (Some(k), true) => {
-                let d: NaiveDate = k.parse().map_err(|_| StoreError::Invalid("bad cursor".into()))?;
+                let d: NaiveDate = k.parse().map_err(|_| StoreError::BadCursor)?;
                 q.push(" AND (due_date < ").push_bind(d).push(" OR (due_date = ").push_bind(d);
                 q.push(" AND task_id < ").push_bind(c.id).push("))");
             }
@@ -297,11 +297,7 @@ pub async fn list(
             }
         },
         (TaskSort::Priority, Some(c)) => {
-            let k: i16 = c
-                .key
-                .as_deref()
-                .and_then(|k| k.parse().ok())
-                .ok_or_else(|| StoreError::Invalid("bad cursor".into()))?;
+            let k: i16 = c.key.as_deref().and_then(|k| k.parse().ok()).ok_or_else(|| StoreError::BadCursor)?;
             // Most urgent first, oldest first within a priority; `desc` turns both round.
             let (rank_cmp, id_cmp) = if desc { (">", "<") } else { ("<", ">") };
             q.push(format!(" AND (priority_rank {rank_cmp} ")).push_bind(k);
@@ -312,12 +308,8 @@ pub async fn list(
                 .push("))");
         }
         (TaskSort::CreatedAt, Some(c)) => {
-            let micros: i64 = c
-                .key
-                .as_deref()
-                .and_then(|k| k.parse().ok())
-                .ok_or_else(|| StoreError::Invalid("bad cursor".into()))?;
-            let at = DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Invalid("bad cursor".into()))?;
+            let micros: i64 = c.key.as_deref().and_then(|k| k.parse().ok()).ok_or_else(|| StoreError::BadCursor)?;
+            let at = DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::BadCursor)?;
             q.push(format!(" AND (created_at, task_id) {cmp} (")).push_bind(at).push(", ").push_bind(c.id).push(")");
         }
     }

@@ -98,6 +98,6 @@ pub async fn by_plan(tx: &mut crate::TenantTx) -> Result<Vec<(keel_domain::Plan,
         .fetch_all(tx.conn())
         .await?;
     rows.into_iter()
-        .map(|(plan, n)| Ok((keel_domain::Plan::try_from(plan).map_err(|e| StoreError::Invalid(e.to_string()))?, n)))
+        .map(|(plan, n)| Ok((keel_domain::Plan::try_from(plan).map_err(|e| StoreError::Corrupt(e.to_string()))?, n)))
         .collect()
 }
