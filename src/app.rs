@@ -23,14 +23,14 @@ use tokio::sync::watch;
 
 /// Which parts of Keel this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Roles {
+pub struct Services {
     pub command: bool,
     pub query: bool,
     pub projector: bool,
 }
 
-impl Roles {
-    pub const ALL: Roles = Roles { command: true, query: true, projector: true };
+impl Services {
+    pub const ALL: Services = Services { command: true, query: true, projector: true };
 }
 
 /// `Debug` never shows a secret (see `DatabaseUrl`, `JwtConfig`'s secret, `MasterKey`).
@@ -41,7 +41,7 @@ pub struct AppConfig {
     pub jwt: JwtConfig,
     pub consistency_wait: Duration,
     pub body_limit: usize,
-    pub roles: Roles,
+    pub services: Services,
     pub runner: RunnerConfig,
     pub pools: PoolSizes,
     /// Seals and opens personal data.
@@ -106,14 +106,14 @@ impl App {
         let (stop, stopping) = watch::channel(false);
         let mut api = Router::new();
         let mut open = Router::new();
-        if config.roles.command {
+        if config.services.command {
             api = api.merge(keel_command::router(store.clone()).layer(axum::middleware::from_fn_with_state(
                 config.limits.request_timeout,
                 keel_gateway::deadline::deadline,
             )));
             open = open.merge(keel_command::docs_router());
         }
-        if config.roles.query {
+        if config.services.query {
             let graphql = keel_query::GraphqlLimits { timeout: config.limits.request_timeout, ..config.limits.graphql };
             api = api.merge(keel_query::router(
                 keel_query::QueryState::new(store.clone(), config.consistency_wait, auth.clone(), graphql)
@@ -138,7 +138,7 @@ impl App {
 
         let (cancel, cancelled) = watch::channel(false);
         let router = router.layer(axum::middleware::from_fn_with_state(cancelled, keel_gateway::deadline::cancel_on));
-        let runner = config.roles.projector.then(|| config.runner.clone());
+        let runner = config.services.projector.then(|| config.runner.clone());
         Ok(App {
             listener,
             router,

@@ -2,7 +2,7 @@
 //! same server in the same run. Each case alternates short rounds (baseline, Keel, baseline,
 //! Keel, ...) because the disk's flush speed drifts; the ratio is of the medians.
 
-use crate::app::{App, AppConfig, Roles};
+use crate::app::{App, AppConfig, Services};
 use anyhow::Context;
 use chrono::Utc;
 use keel_domain::event::ProjectCreated;
@@ -293,7 +293,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         jwt: jwt.clone(),
         consistency_wait: Duration::from_secs(2),
         body_limit: 1 << 20,
-        roles: Roles { command: true, query: true, projector: false },
+        services: Services { command: true, query: true, projector: false },
         runner: RunnerConfig::default(),
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),

@@ -19,7 +19,7 @@ pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
     #[command(subcommand)]
-    pub command: Cmd,
+    pub command: Command,
 }
 
 /// `Debug` never shows a secret: the JWT secret and the master key print as redacted, the
@@ -125,13 +125,14 @@ pub struct Settings {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Cmd {
+pub enum Command {
     /// Run everything in one process: (embedded) database, migrations, REST, GraphQL, projections.
     Up,
     /// Run one part of Keel against DATABASE_URL (which must be migrated).
     Serve {
-        #[arg(long, value_enum, default_value = "all")]
-        role: ServeRole,
+        /// Which service this process runs (`--role` is accepted too).
+        #[arg(long, alias = "role", value_enum, default_value = "all")]
+        service: Service,
     },
     /// Apply pending migrations to DATABASE_URL (or to the embedded cluster when unset).
     Migrate,
@@ -228,7 +229,7 @@ pub enum KeysCmd {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ServeRole {
+pub enum Service {
     All,
     Command,
     Query,
@@ -280,7 +281,7 @@ pub struct BenchArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AppConfig, EdgeLimits, Roles};
+    use crate::{AppConfig, EdgeLimits, Services};
     use keel_gateway::JwtConfig;
     use keel_gateway::auth::Secret;
     use secrecy::ExposeSecret;
@@ -334,7 +335,7 @@ mod tests {
             },
             consistency_wait: std::time::Duration::from_millis(s.consistency_wait_ms),
             body_limit: s.body_limit,
-            roles: Roles::ALL,
+            services: Services::ALL,
             runner: keel_projections::RunnerConfig::default(),
             pools: keel_store::PoolSizes::default(),
             master_key: keel_store::MasterKey::parse(s.master_key.as_ref().unwrap().expose_secret()).unwrap(),

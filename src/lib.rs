@@ -11,5 +11,5 @@ pub mod embedded;
 pub mod secrets;
 pub mod telemetry;
 
-pub use app::{App, AppConfig, EdgeLimits, Roles};
+pub use app::{App, AppConfig, EdgeLimits, Services};
 pub use database_url::DatabaseUrl;

@@ -2,9 +2,9 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{AnalystCmd, AuditCmd, BenchArgs, Cli, Cmd, KeysCmd, ProjectionsCmd, ServeRole, Settings, TokenArgs};
+use keel::cli::{AnalystCmd, AuditCmd, BenchArgs, Cli, Command, KeysCmd, ProjectionsCmd, Service, Settings, TokenArgs};
 use keel::embedded::{EmbeddedPg, find_bindir};
-use keel::{App, AppConfig, DatabaseUrl, Roles, secrets, telemetry};
+use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
 use keel_gateway::auth::Secret;
 use keel_gateway::{Authenticator, JwtConfig};
 use keel_projections::RunnerConfig;
@@ -17,16 +17,16 @@ async fn main() {
     let cli = Cli::parse();
     telemetry::init(&cli.settings.log, cli.settings.log_format);
     let result = match cli.command {
-        Cmd::Up => up(&cli.settings).await,
-        Cmd::Serve { role } => serve(&cli.settings, role).await,
-        Cmd::Migrate => migrate(&cli.settings).await,
-        Cmd::Token(args) => token(&cli.settings, &args),
-        Cmd::Projections { command } => projections(&cli.settings, command).await,
-        Cmd::GraphqlSchema { out } => graphql_schema(out),
-        Cmd::Bench(args) => bench(&cli.settings, args).await,
-        Cmd::Audit { command } => audit(&cli.settings, command).await,
-        Cmd::Keys { command } => keys(&cli.settings, command).await,
-        Cmd::Analyst { command } => analyst(&cli.settings, command).await,
+        Command::Up => up(&cli.settings).await,
+        Command::Serve { service } => serve(&cli.settings, service).await,
+        Command::Migrate => migrate(&cli.settings).await,
+        Command::Token(args) => token(&cli.settings, &args),
+        Command::Projections { command } => projections(&cli.settings, command).await,
+        Command::GraphqlSchema { out } => graphql_schema(out),
+        Command::Bench(args) => bench(&cli.settings, args).await,
+        Command::Audit { command } => audit(&cli.settings, command).await,
+        Command::Keys { command } => keys(&cli.settings, command).await,
+        Command::Analyst { command } => analyst(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -117,7 +117,7 @@ fn app_config(
     s: &Settings,
     database_url: DatabaseUrl,
     jwt: JwtConfig,
-    roles: Roles,
+    services: Services,
     master_key: keel_store::MasterKey,
 ) -> AppConfig {
     AppConfig {
@@ -126,7 +126,7 @@ fn app_config(
         jwt,
         consistency_wait: Duration::from_millis(s.consistency_wait_ms),
         body_limit: s.body_limit,
-        roles,
+        services,
         runner: runner_config(s),
         pools: PoolSizes::default(),
         master_key,
@@ -196,7 +196,7 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
     keel_store::migrate(url.expose_secret()).await.context("migrations failed")?;
     let jwt = jwt(s, true)?;
     let token = Authenticator::hs256(jwt.clone()).issue("operator", None, true, Duration::from_secs(12 * 3600));
-    let app = App::build(app_config(s, url, jwt, Roles::ALL, master_key(s, true)?)).await?;
+    let app = App::build(app_config(s, url, jwt, Services::ALL, master_key(s, true)?)).await?;
     let addr = app.local_addr();
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
@@ -217,17 +217,17 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
     app.run(shutdown_signal()).await
 }
 
-async fn serve(s: &Settings, role: ServeRole) -> anyhow::Result<()> {
+async fn serve(s: &Settings, service: Service) -> anyhow::Result<()> {
     let url =
         s.database_url.clone().context("DATABASE_URL is required for `keel serve` (use `keel up` for development)")?;
-    let roles = match role {
-        ServeRole::All => Roles::ALL,
-        ServeRole::Command => Roles { command: true, query: false, projector: false },
-        ServeRole::Query => Roles { command: false, query: true, projector: false },
-        ServeRole::Projector => Roles { command: false, query: false, projector: true },
+    let services = match service {
+        Service::All => Services::ALL,
+        Service::Command => Services { command: true, query: false, projector: false },
+        Service::Query => Services { command: false, query: true, projector: false },
+        Service::Projector => Services { command: false, query: false, projector: true },
     };
-    let app = App::build(app_config(s, url, jwt(s, false)?, roles, master_key(s, false)?)).await?;
-    tracing::info!(addr = %app.local_addr(), ?role, "serving");
+    let app = App::build(app_config(s, url, jwt(s, false)?, services, master_key(s, false)?)).await?;
+    tracing::info!(addr = %app.local_addr(), ?service, "serving");
     app.run(shutdown_signal()).await
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use keel_store::read::members::MemberRow;
 use keel_store::read::projects::ProjectRow;
 use keel_store::read::tasks::TaskRow;
-use keel_store::read::tenants::TenantRow as PlatformTenantRow;
+use keel_store::read::tenants::PlatformTenantRow;
 use std::sync::Arc;
 use uuid::Uuid;
 

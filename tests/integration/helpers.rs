@@ -1,7 +1,7 @@
 //! `spawn_app()` and friends: a fresh database per test, migrated, and Keel on port 0.
 
 use chrono::Utc;
-use keel::{App, AppConfig, Roles};
+use keel::{App, AppConfig, Services};
 use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant, TenantCommand, TenantUsage};
 use keel_domain::{Decide, MemberId, TenantId};
 use keel_gateway::auth::Secret;
@@ -194,7 +194,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
         jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
         consistency_wait: o.consistency_wait,
         body_limit: 1024 * 1024,
-        roles: Roles { command: true, query: true, projector: o.projector },
+        services: Services { command: true, query: true, projector: o.projector },
         runner: RunnerConfig {
             batch_size: 500,
             poll_interval: o.poll_interval,

@@ -49,7 +49,7 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TenantRow {
+pub struct PlatformTenantRow {
     pub tenant_id: uuid::Uuid,
     pub name: String,
     pub slug: String,
@@ -68,7 +68,7 @@ pub async fn page(
     plan: Option<&str>,
     after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
     limit: i64,
-) -> Result<Vec<TenantRow>, StoreError> {
+) -> Result<Vec<PlatformTenantRow>, StoreError> {
     let (at, id) = match after {
         Some((a, i)) => (Some(a), Some(i)),
         None => (None, None),
