@@ -350,7 +350,9 @@ async fn execute(
         &state.schema
     };
     let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), consistency, state.consistency_wait));
-    let request = with_data(request, state.data(ctx.clone()));
+    let mut data = state.data(ctx.clone());
+    data.insert(limits::Vetted);
+    let request = with_data(request, data);
     let Ok(mut response) = tokio::time::timeout(state.limits.timeout, schema.execute(request)).await else {
         tracing::warn!(
             timeout_ms = state.limits.timeout.as_millis() as u64,

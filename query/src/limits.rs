@@ -177,6 +177,10 @@ pub fn vet(query: &str, limits: &GraphqlLimits) -> ServerResult<ExecutableDocume
     Ok(doc)
 }
 
+/// Marks a request whose document `POST /graphql` or `GET /graphql` has already vetted (and
+/// parsed), so the guard does not parse it a second time.
+pub(crate) struct Vetted;
+
 /// Vets every document before async-graphql parses and checks it. Installed in the schema, so
 /// `/graphql` and `/graphql/ws` share it.
 pub(crate) struct Guard(pub(crate) GraphqlLimits);
@@ -198,7 +202,9 @@ impl Extension for GuardExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        vet(query, &self.0)?;
+        if ctx.data_opt::<Vetted>().is_none() {
+            vet(query, &self.0)?;
+        }
         next.run(ctx, query, variables).await
     }
 }
