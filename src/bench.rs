@@ -11,7 +11,7 @@ use keel_domain::values::ProjectName;
 use keel_domain::{Decide, Event, MemberId, ProjectId, TenantId};
 use keel_gateway::auth::Secret;
 use keel_gateway::{Authenticator, JwtConfig};
-use keel_projections::{ProjectsProjection, Runner, RunnerConfig};
+use keel_projections::{Projection, Runner, RunnerConfig};
 use keel_store::{EventMetadata, PoolSizes, Store, log};
 use serde::Serialize;
 use serde_json::json;
@@ -592,10 +592,10 @@ async fn catch_up_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::
                 || {
                     let (s, p) = (s.clone(), p.clone());
                     async move {
-                        let tables = keel_projections::tables("projects").context("the projects read model")?;
-                        keel_store::rebuild::reset_live(&p, "projects", tables).await?;
+                        let model = &keel_store::read::projects::MODEL;
+                        keel_store::rebuild::reset_live(&p, model.name, model.tables).await?;
                         let started = Instant::now();
-                        let runner = Runner::new(s, ProjectsProjection, RunnerConfig { batch_size: 500, ..RunnerConfig::default() });
+                        let runner = Runner::new(s, Projection(model), RunnerConfig { batch_size: 500, ..RunnerConfig::default() });
                         let n = runner.run_once().await?;
                         Ok(Sample { ops: n as u64, secs: started.elapsed().as_secs_f64(), latencies: Vec::new() })
                     }
@@ -620,7 +620,7 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
     // that no catch-up competes with the measured queries.
     loop {
         let mut behind = 0;
-        for name in keel_projections::ALL {
+        for name in keel_projections::names() {
             behind += keel_store::checkpoint::status(store.projector(), name).await?.lag_events;
         }
         if behind == 0 {

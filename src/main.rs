@@ -288,7 +288,7 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                     "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead"
                 );
                 let extra = keel_store::checkpoint::rebuild_names(store.projector()).await?;
-                let names = keel_projections::ALL.iter().map(|n| n.to_string()).chain(extra);
+                let names = keel_projections::names().map(str::to_owned).chain(extra);
                 for name in names {
                     let st = keel_store::checkpoint::status(store.projector(), &name).await?;
                     println!(

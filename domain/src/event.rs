@@ -194,27 +194,81 @@ pub struct ProjectRestored {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum Event {
-    TenantProvisioned(TenantProvisioned),
-    TenantPlanChanged(TenantPlanChanged),
-    TenantSuspended(TenantSuspended),
-    TenantReactivated(TenantReactivated),
-    TenantErased(TenantErased),
-    MemberInvited(MemberInvited),
-    MemberRoleChanged(MemberRoleChanged),
-    MemberRemoved(MemberRemoved),
-    MemberErased(MemberErased),
-    TaskCreated(TaskCreated),
-    TaskUpdated(TaskUpdated),
-    TaskAssigned(TaskAssigned),
-    TaskStatusChanged(TaskStatusChanged),
-    UsageRecorded(UsageRecorded),
-    ProjectCreated(ProjectCreated),
-    ProjectUpdated(ProjectUpdated),
-    ProjectArchived(ProjectArchived),
-    ProjectRestored(ProjectRestored),
+/// `Event`, whose variants each carry the struct of the same name, and `EventKind`, the same
+/// list without data: what a read model or an integration names when it says which events it
+/// reads, so that a misspelt kind is a compile error rather than a silently skipped event.
+macro_rules! events {
+    ($($kind:ident),+ $(,)?) => {
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", content = "data")]
+        pub enum Event {
+            $($kind($kind)),+
+        }
+
+        /// The kind of an event: its type name in the log, without its data.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($kind),+
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$kind),+];
+
+            /// The type name stored in the log's `event_type` column.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => stringify!($kind)),+
+                }
+            }
+
+            /// The kind a stored type name names, if Keel has it.
+            pub fn parse(event_type: &str) -> Option<EventKind> {
+                match event_type {
+                    $(stringify!($kind) => Some(EventKind::$kind),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl Event {
+            pub const fn kind(&self) -> EventKind {
+                match self {
+                    $(Event::$kind(_) => EventKind::$kind),+
+                }
+            }
+
+            /// Every type name, in declaration order.
+            pub const ALL_TYPES: &'static [&'static str] = &[$(stringify!($kind)),+];
+        }
+    };
+}
+
+events!(
+    TenantProvisioned,
+    TenantPlanChanged,
+    TenantSuspended,
+    TenantReactivated,
+    TenantErased,
+    MemberInvited,
+    MemberRoleChanged,
+    MemberRemoved,
+    MemberErased,
+    TaskCreated,
+    TaskUpdated,
+    TaskAssigned,
+    TaskStatusChanged,
+    UsageRecorded,
+    ProjectCreated,
+    ProjectUpdated,
+    ProjectArchived,
+    ProjectRestored,
+);
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The schema version an event type is written with today: 1, unless the type changed shape
@@ -291,48 +345,8 @@ pub enum DecodeError {
 
 impl Event {
     pub fn event_type(&self) -> &'static str {
-        match self {
-            Event::TenantProvisioned(_) => "TenantProvisioned",
-            Event::TenantPlanChanged(_) => "TenantPlanChanged",
-            Event::TenantSuspended(_) => "TenantSuspended",
-            Event::TenantReactivated(_) => "TenantReactivated",
-            Event::MemberInvited(_) => "MemberInvited",
-            Event::MemberRoleChanged(_) => "MemberRoleChanged",
-            Event::MemberRemoved(_) => "MemberRemoved",
-            Event::MemberErased(_) => "MemberErased",
-            Event::TenantErased(_) => "TenantErased",
-            Event::TaskCreated(_) => "TaskCreated",
-            Event::TaskUpdated(_) => "TaskUpdated",
-            Event::TaskAssigned(_) => "TaskAssigned",
-            Event::TaskStatusChanged(_) => "TaskStatusChanged",
-            Event::UsageRecorded(_) => "UsageRecorded",
-            Event::ProjectCreated(_) => "ProjectCreated",
-            Event::ProjectUpdated(_) => "ProjectUpdated",
-            Event::ProjectArchived(_) => "ProjectArchived",
-            Event::ProjectRestored(_) => "ProjectRestored",
-        }
+        self.kind().as_str()
     }
-
-    pub const ALL_TYPES: &'static [&'static str] = &[
-        "TenantProvisioned",
-        "TenantPlanChanged",
-        "TenantSuspended",
-        "TenantReactivated",
-        "MemberInvited",
-        "MemberRoleChanged",
-        "MemberRemoved",
-        "MemberErased",
-        "TenantErased",
-        "TaskCreated",
-        "TaskUpdated",
-        "TaskAssigned",
-        "TaskStatusChanged",
-        "UsageRecorded",
-        "ProjectCreated",
-        "ProjectUpdated",
-        "ProjectArchived",
-        "ProjectRestored",
-    ];
 
     /// The stream this event is appended to.
     pub fn stream(&self) -> (StreamType, Uuid) {
@@ -370,7 +384,7 @@ impl Event {
 
     /// Rebuilds an event from the log's columns.
     pub fn decode(event_type: &str, schema_version: i32, payload: serde_json::Value) -> Result<Event, DecodeError> {
-        if !Self::ALL_TYPES.contains(&event_type) {
+        if EventKind::parse(event_type).is_none() {
             return Err(DecodeError::UnknownType(event_type.to_owned()));
         }
         let payload = upcast(event_type, schema_version, payload)?;
@@ -412,6 +426,16 @@ mod tests {
         assert_eq!(p["description"], serde_json::Value::Null);
         assert!(p.get("name").is_none());
         assert_eq!(Event::decode(e.event_type(), 1, p).unwrap(), e);
+    }
+
+    #[test]
+    fn every_kind_is_named_as_the_log_stores_it_and_parsed_back() {
+        assert_eq!(EventKind::ALL.len(), Event::ALL_TYPES.len());
+        for (kind, name) in EventKind::ALL.iter().zip(Event::ALL_TYPES) {
+            assert_eq!(kind.as_str(), *name);
+            assert_eq!(EventKind::parse(name), Some(*kind));
+        }
+        assert_eq!(EventKind::parse("projectcreated"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod values;
 
 pub use aggregate::{Aggregate, Decide, StreamType};
 pub use error::{DomainError, FieldError, Limit};
-pub use event::Event;
+pub use event::{Event, EventKind};
 pub use ids::{MemberId, ProjectId, TaskId, TenantId, UsageBatchId, UserId};
 pub use names::{Named, UnknownName};
 pub use plan::Plan;

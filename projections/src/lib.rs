@@ -1,67 +1,34 @@
-//! Asynchronous projections: a runner that turns the log into read tables, batch by batch, each
-//! batch committed with its checkpoint, one worker per projection by a lease.
+//! Asynchronous projections: every read model of `keel_store::read::MODELS` as a consumer of the
+//! log, driven by `keel_runner` (batch by batch, each batch committed with its checkpoint, one
+//! worker per projection by a lease), and their rebuilds.
 
 mod models;
 pub mod rebuild;
-mod runner;
 
-pub use models::{
-    ALL, MembersProjection, ProjectsProjection, TasksProjection, TenantsProjection, ThroughputProjection,
-    UsageProjection, tables,
-};
-pub use runner::{FailurePolicy, Projection, RunError, Runner, RunnerConfig, default_holder};
+pub use keel_runner::{FailurePolicy, RunError, Runner, RunnerConfig, default_holder};
+pub use models::{Projection, all, names, tables};
 
 use keel_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Starts a worker for every projection; each waits as a standby while another process holds
-/// its lease.
-/// One LISTEN connection serves every worker of the process: each notification bumps `wake`.
+/// its lease. One LISTEN connection serves every worker of the process.
 pub fn spawn_all(store: &Store, config: &RunnerConfig, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let (wake_tx, wake) = watch::channel(0u64);
     let mut handles = Vec::new();
-    if config.listen {
-        let (store, mut stop) = (store.clone(), shutdown.clone());
-        handles.push(tokio::spawn(async move {
-            loop {
-                let Some(mut l) = runner::listen(&store).await else {
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        n = l.recv() => match n {
-                            Ok(_) => { wake_tx.send_modify(|n| *n += 1); }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "notification listener lost; reconnecting");
-                                break;
-                            }
-                        },
-                    }
-                }
-            }
-        }));
+    let wake = if config.listen {
+        let (task, wake) = keel_runner::wake_on_appends(store, shutdown);
+        handles.push(task);
+        Some(wake)
+    } else {
+        None
+    };
+    for projection in all() {
+        let mut runner = Runner::new(store.clone(), projection, config.clone());
+        if let Some(w) = &wake {
+            runner = runner.with_wake(w.clone());
+        }
+        handles.push(tokio::spawn(runner.run(shutdown.clone())));
     }
-    fn spawn<P: Projection>(
-        store: &Store,
-        p: P,
-        c: &RunnerConfig,
-        s: &watch::Receiver<bool>,
-        w: &watch::Receiver<u64>,
-    ) -> JoinHandle<()> {
-        tokio::spawn(Runner::new(store.clone(), p, c.clone()).with_wake(w.clone()).run(s.clone()))
-    }
-    handles.extend([
-        spawn(store, ProjectsProjection, config, shutdown, &wake),
-        spawn(store, TasksProjection, config, shutdown, &wake),
-        spawn(store, MembersProjection, config, shutdown, &wake),
-        spawn(store, ThroughputProjection, config, shutdown, &wake),
-        spawn(store, UsageProjection, config, shutdown, &wake),
-        spawn(store, TenantsProjection, config, shutdown, &wake),
-    ]);
     handles
 }

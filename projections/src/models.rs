@@ -1,100 +1,85 @@
-//! Every asynchronous read model (SPEC §7), each a projection with its own checkpoint and lease.
+//! Every asynchronous read model (`docs/`: read models) as a consumer of the log: the registry
+//! `keel_store::read::MODELS` lists them, the runner drives them.
 
-use crate::runner::Projection;
 use keel_domain::Event;
-use keel_store::{RecordedEvent, StoreError, read};
+use keel_runner::Consumer;
+use keel_store::read::{self, ReadModel};
+use keel_store::{Pool, RecordedEvent, StoreError};
 use sqlx::PgConnection;
+use std::collections::HashMap;
 
-macro_rules! projection {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, [$($t:literal),+ $(,)?], $apply:path $(, batch = $batch:path)?) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
-        pub struct $ty;
+/// A read model run as a projection: the runner hands it batches of the events its descriptor
+/// lists, and it tells subscribers at commit what changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Projection(pub &'static ReadModel);
 
-        impl $ty {
-            pub const NAME: &'static str = $name;
-        }
+impl Projection {
+    /// The projection of the read model named `name`.
+    pub fn named(name: &str) -> Option<Projection> {
+        read::model(name).map(Projection)
+    }
 
-        impl Projection for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-
-            fn handles(&self, event_type: &str) -> bool {
-                matches!(event_type, $($t)|+)
-            }
-
-            async fn apply(&self, conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
-                $apply(conn, recorded, event).await
-            }
-
-            $(
-                async fn apply_batch(&self, conn: &mut PgConnection, items: &[read::Item<'_>]) -> Result<(), StoreError> {
-                    $batch(conn, items).await
-                }
-            )?
-        }
-    };
+    pub fn model(&self) -> &'static ReadModel {
+        self.0
+    }
 }
 
-projection!(
-    /// `rm_projects`: projects with task counts by status.
-    ProjectsProjection, "projects",
-    ["ProjectCreated", "ProjectUpdated", "ProjectArchived", "ProjectRestored", "TaskCreated", "TaskStatusChanged",
-     "TenantErased"],
-    read::projects::apply, batch = read::projects::apply_batch
-);
-projection!(
-    /// `rm_tasks`.
-    TasksProjection, "tasks",
-    ["TaskCreated", "TaskUpdated", "TaskAssigned", "TaskStatusChanged", "TenantErased"],
-    read::tasks::apply, batch = read::tasks::apply_batch
-);
-projection!(
-    /// `rm_members`.
-    MembersProjection, "members",
-    ["MemberInvited", "MemberRoleChanged", "MemberRemoved", "MemberErased", "TenantErased"],
-    read::members::apply
-);
-projection!(
-    /// `rm_task_throughput`: tasks created and completed per day.
-    ThroughputProjection, "throughput",
-    ["TaskCreated", "TaskStatusChanged", "TenantErased"],
-    read::throughput::apply, batch = read::throughput::apply_batch
-);
-projection!(
-    /// `rm_usage_daily` and `rm_usage_monthly`.
-    UsageProjection, "usage",
-    ["UsageRecorded", "TenantErased"],
-    read::usage::apply
-);
-projection!(
-    /// `rm_tenants`: the platform view.
-    TenantsProjection, "tenants",
-    ["TenantProvisioned", "TenantPlanChanged", "TenantSuspended", "TenantReactivated", "TenantErased",
-     "MemberInvited", "MemberRemoved", "MemberErased", "ProjectCreated", "ProjectArchived", "ProjectRestored"],
-    read::tenants::apply
-);
+/// Every projection, in the registry's order.
+pub fn all() -> impl Iterator<Item = Projection> {
+    read::MODELS.iter().copied().map(Projection)
+}
 
 /// Every projection's name, in the order `keel projections status` lists them.
-pub const ALL: &[&str] = &[
-    ProjectsProjection::NAME,
-    TasksProjection::NAME,
-    MembersProjection::NAME,
-    ThroughputProjection::NAME,
-    UsageProjection::NAME,
-    TenantsProjection::NAME,
-];
+pub fn names() -> impl Iterator<Item = &'static str> {
+    read::MODELS.iter().map(|m| m.name)
+}
 
-/// The read tables each projection owns (rebuilt and swapped together).
+/// The read tables projection `name` owns (rebuilt and swapped together).
 pub fn tables(name: &str) -> Option<&'static [&'static str]> {
-    Some(match name {
-        "projects" => &["rm_projects"],
-        "tasks" => &["rm_tasks"],
-        "members" => &["rm_members"],
-        "throughput" => &["rm_task_throughput", "rm_task_completions"],
-        "usage" => &["rm_usage_daily", "rm_usage_monthly"],
-        "tenants" => &["rm_tenants"],
-        _ => return None,
-    })
+    read::model(name).map(|m| m.tables)
+}
+
+impl Consumer for Projection {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    fn pool(&self) -> Pool {
+        self.0.pool
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        self.0.reads(event_type)
+    }
+
+    async fn consume(
+        &self,
+        conn: &mut PgConnection,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        self.0.apply(conn, recorded, event).await.map(|_| ())
+    }
+
+    async fn consume_batch(&self, conn: &mut PgConnection, items: &[read::Item<'_>]) -> Result<(), StoreError> {
+        self.0.apply_batch(conn, items).await
+    }
+
+    /// Tells subscribers, at commit, which tenants (and streams) this batch changed.
+    async fn before_commit(&self, conn: &mut PgConnection, batch: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut by_tenant: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
+        for e in batch.iter().filter(|e| self.0.reads(&e.event_type)) {
+            let streams = by_tenant.entry(e.tenant_id.0).or_default();
+            if !streams.contains(&e.stream_id) {
+                streams.push(e.stream_id);
+            }
+        }
+        for (tenant, streams) in by_tenant {
+            // NOTIFY payloads are small: past 100 streams, say "all of this tenant".
+            let streams = (streams.len() <= 100).then_some(streams);
+            let payload = serde_json::json!({ "p": self.0.name, "t": tenant, "s": streams }).to_string();
+            keel_store::notify_projected(conn, &payload).await?;
+        }
+        Ok(())
+    }
 }

@@ -1,11 +1,8 @@
 //! `keel projections rebuild NAME`: replay the log into fresh copies of a read model's tables
 //! while the old ones keep serving, then swap them in one transaction.
 
-use crate::models::{
-    MembersProjection, ProjectsProjection, TasksProjection, TenantsProjection, ThroughputProjection, UsageProjection,
-    tables,
-};
-use crate::runner::{Projection, RunError, Runner, RunnerConfig};
+use crate::models::{Projection, tables};
+use keel_runner::{Consumer, RunError, Runner, RunnerConfig};
 use keel_store::{Store, StoreError, checkpoint};
 use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
@@ -44,26 +41,19 @@ pub async fn rebuild(
     config: RunnerConfig,
     progress: impl FnMut(&Progress),
 ) -> Result<u64, RebuildError> {
-    match name {
-        "projects" => run(store, admin_url, ProjectsProjection, config, progress).await,
-        "tasks" => run(store, admin_url, TasksProjection, config, progress).await,
-        "members" => run(store, admin_url, MembersProjection, config, progress).await,
-        "throughput" => run(store, admin_url, ThroughputProjection, config, progress).await,
-        "usage" => run(store, admin_url, UsageProjection, config, progress).await,
-        "tenants" => run(store, admin_url, TenantsProjection, config, progress).await,
-        other => Err(RebuildError::Unknown(other.to_owned())),
-    }
+    let projection = Projection::named(name).ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
+    run(store, admin_url, projection, config, progress).await
 }
 
-async fn run<P: Projection>(
+async fn run(
     store: &Store,
     admin_url: &str,
-    projection: P,
+    projection: Projection,
     config: RunnerConfig,
     mut progress: impl FnMut(&Progress),
 ) -> Result<u64, RebuildError> {
     let name = projection.name();
-    let tables = tables(name).ok_or_else(|| RebuildError::Unknown(name.to_owned()))?;
+    let tables = projection.model().tables;
     let mut admin = PgConnection::connect(admin_url).await?;
     let runner = Runner::for_rebuild(store.clone(), projection, config);
     match replay_and_swap(store, &mut admin, &runner, tables, &mut progress).await {
@@ -97,14 +87,14 @@ pub async fn discard(admin_url: &str, name: &str) -> Result<(), RebuildError> {
 }
 
 /// The rebuild up to and including the swap's commit.
-async fn replay_and_swap<P: Projection>(
+async fn replay_and_swap(
     store: &Store,
     admin: &mut PgConnection,
-    runner: &Runner<P>,
+    runner: &Runner<Projection>,
     tables: &[&str],
     progress: &mut impl FnMut(&Progress),
 ) -> Result<u64, RebuildError> {
-    let name = runner.projection().name();
+    let name = runner.consumer().name();
     let rebuild_name = runner.checkpoint_name().to_owned();
     // A stale rebuild (a process killed mid-way) is replaced: its tables are recreated empty
     // and its checkpoint starts over.

@@ -4,6 +4,7 @@
 use async_graphql::{Error, ErrorExtensions};
 use keel_domain::{Role, TenantId};
 use keel_gateway::{Code, Principal};
+use keel_store::read::ReadModel;
 use keel_store::{LogPosition, Store, StoreError, TenantTx, access, checkpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,13 +145,14 @@ impl RequestCtx {
         }
     }
 
-    /// Waits until each of `projections` has applied the request's `Keel-Consistency` position,
-    /// at most the configured time; past it the answer is marked stale instead of blocking.
-    pub(crate) async fn consistent(&self, projections: &[&'static str]) -> Result<(), Error> {
+    /// Waits until each of the read models has applied the request's `Keel-Consistency`
+    /// position, at most the configured time; past it the answer is marked stale instead of
+    /// blocking.
+    pub(crate) async fn consistent(&self, models: &[&'static ReadModel]) -> Result<(), Error> {
         let Some(want) = self.consistency else { return Ok(()) };
         let mut done = self.caught_up.lock().await;
-        for projection in projections {
-            if done.contains(projection) {
+        for projection in models.iter().map(|m| m.name) {
+            if done.contains(&projection) {
                 continue;
             }
             let deadline = Instant::now() + self.wait;

@@ -549,7 +549,7 @@ async fn watch_access(ctx: Arc<RequestCtx>, changes: Changes, expires: SystemTim
             }
             _ = end.closed() => return,
             c = feed.recv() => match c {
-                Ok(c) => Some(c.t) == tenant && (c.p == "members" || c.p == "tenants"),
+                Ok(c) => Some(c.t) == tenant && (c.p == keel_store::read::members::MODEL.name || c.p == keel_store::read::tenants::MODEL.name),
                 Err(broadcast::error::RecvError::Lagged(_)) => tenant.is_some(),
                 Err(broadcast::error::RecvError::Closed) => return,
             },

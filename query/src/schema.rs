@@ -169,9 +169,9 @@ impl QueryRoot {
         let r = req(ctx);
         r.require(DomainRole::can_read_data).await?;
         let first = page_size(first)?;
-        let ordering = "members";
+        let ordering = members::MODEL.name;
         let at = after.as_deref().map(|c| time_cursor(ordering, c)).transpose()?;
-        r.consistent(&["members"]).await?;
+        r.consistent(&[&members::MODEL]).await?;
         let role = role.map(|x| x.as_str());
         let mut tx = r.read_tx().await?;
         let rows = members::page(&mut tx, role, at, i64::from(first) + 1).await.map_err(internal)?;
@@ -213,7 +213,7 @@ impl QueryRoot {
             Some(c) => Some(cursor::decode(&ordering, c).ok_or_else(|| bad_input("after is not a valid cursor"))?),
             None => None,
         };
-        r.consistent(&["projects"]).await?;
+        r.consistent(&[&projects::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let rows = projects::page(
             &mut tx,
@@ -237,7 +237,7 @@ impl QueryRoot {
         let r = req(ctx);
         r.require(DomainRole::can_read_data).await?;
         let Some(id) = uuid_of(&id) else { return Ok(None) };
-        r.consistent(&["projects"]).await?;
+        r.consistent(&[&projects::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let row = projects::get(&mut tx, id).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -284,7 +284,7 @@ impl QueryRoot {
             }
             None => None,
         };
-        r.consistent(&["tasks"]).await?;
+        r.consistent(&[&tasks::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let rows = tasks::list(&mut tx, &f, sort, desc, at.as_ref(), i64::from(first) + 1).await.map_err(listing)?;
         let total = tasks::count(&mut tx, &f).await.map_err(internal)?;
@@ -299,7 +299,7 @@ impl QueryRoot {
         let r = req(ctx);
         r.require(DomainRole::can_read_data).await?;
         let Some(id) = uuid_of(&id) else { return Ok(None) };
-        r.consistent(&["tasks"]).await?;
+        r.consistent(&[&tasks::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let row = tasks::get(&mut tx, id).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -326,7 +326,7 @@ impl QueryRoot {
         if to < from || (to - from).num_days() > 366 {
             return Err(bad_input("from must not be after to, and the range at most 366 days"));
         }
-        r.consistent(&["usage"]).await?;
+        r.consistent(&[&usage::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let rows = usage::daily(&mut tx, metric.as_deref(), from, to).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -377,7 +377,7 @@ pub struct Dashboard;
 impl Dashboard {
     async fn tasks_by_status(&self, ctx: &Context<'_>) -> Result<TaskCounts> {
         let r = req(ctx);
-        r.consistent(&["tasks"]).await?;
+        r.consistent(&[&tasks::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let (todo, in_progress, done, _) = tasks::summary(&mut tx, Utc::now().date_naive()).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -395,7 +395,7 @@ impl Dashboard {
             return Err(bad_input("days must be between 1 and 366"));
         }
         let r = req(ctx);
-        r.consistent(&["throughput"]).await?;
+        r.consistent(&[&throughput::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let rows = throughput::completed_per_day(&mut tx, Utc::now().date_naive(), days).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -405,7 +405,7 @@ impl Dashboard {
     /// Tasks not done and due before today.
     async fn overdue_tasks(&self, ctx: &Context<'_>) -> Result<i64> {
         let r = req(ctx);
-        r.consistent(&["tasks"]).await?;
+        r.consistent(&[&tasks::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let (_, _, _, overdue) = tasks::summary(&mut tx, Utc::now().date_naive()).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -414,7 +414,7 @@ impl Dashboard {
 
     async fn active_projects(&self, ctx: &Context<'_>) -> Result<i64> {
         let r = req(ctx);
-        r.consistent(&["projects"]).await?;
+        r.consistent(&[&projects::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let n = projects::active_count(&mut tx).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -423,7 +423,7 @@ impl Dashboard {
 
     async fn member_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let r = req(ctx);
-        r.consistent(&["members"]).await?;
+        r.consistent(&[&members::MODEL]).await?;
         let mut tx = r.read_tx().await?;
         let n = members::count(&mut tx, None, true).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
@@ -433,7 +433,7 @@ impl Dashboard {
     /// This calendar month's usage against the plan's quota.
     async fn usage(&self, ctx: &Context<'_>) -> Result<UsageQuota> {
         let r = req(ctx);
-        r.consistent(&["usage"]).await?;
+        r.consistent(&[&usage::MODEL]).await?;
         let today = Utc::now().date_naive();
         let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).expect("first of the month");
         let mut tx = r.read_tx().await?;
@@ -461,7 +461,7 @@ impl Platform {
         let first = page_size(first)?;
         let ordering = "platform-tenants";
         let at = after.as_deref().map(|c| time_cursor(ordering, c)).transpose()?;
-        r.consistent(&["tenants"]).await?;
+        r.consistent(&[&tenants::MODEL]).await?;
         let plan = plan.map(|p| p.as_str());
         let mut tx = r.platform_tx().await?;
         let rows = tenants::page(&mut tx, plan, at, i64::from(first) + 1).await.map_err(internal)?;
@@ -474,7 +474,7 @@ impl Platform {
 
     async fn tenants_by_plan(&self, ctx: &Context<'_>) -> Result<Vec<PlanCount>> {
         let r = req(ctx);
-        r.consistent(&["tenants"]).await?;
+        r.consistent(&[&tenants::MODEL]).await?;
         let mut tx = r.platform_tx().await?;
         let rows = tenants::by_plan(&mut tx).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;

@@ -8,12 +8,19 @@ use crate::types::{Project, req};
 use async_graphql::{Context, ID, Result, Subscription};
 use futures::Stream;
 use keel_domain::Role as DomainRole;
+use keel_store::read::{self, ReadModel};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// The projections a dashboard reads.
-const DASHBOARD: &[&str] = &["projects", "tasks", "members", "throughput", "usage"];
+const DASHBOARD: &[&ReadModel] = &[
+    &read::projects::MODEL,
+    &read::tasks::MODEL,
+    &read::members::MODEL,
+    &read::throughput::MODEL,
+    &read::usage::MODEL,
+];
 
 /// The next change for `tenant` that `wanted` accepts; `None` when the feed is closed.
 async fn next_change(
@@ -53,7 +60,7 @@ impl SubscriptionRoot {
         let rx = ctx.data_unchecked::<Changes>().subscribe().await;
         Ok(futures::stream::unfold(Some((rx, r)), move |state| async move {
             let (mut rx, r) = state?;
-            next_change(&mut rx, tenant, |c| DASHBOARD.contains(&c.p.as_str())).await?;
+            next_change(&mut rx, tenant, |c| DASHBOARD.iter().any(|m| m.name == c.p)).await?;
             match access_lost(&r, |_| true).await {
                 None => Some((Ok(Dashboard), Some((rx, r)))),
                 Some(e) => Some((Err(e), None)),
@@ -72,7 +79,7 @@ impl SubscriptionRoot {
         Ok(futures::stream::unfold(Some((rx, r, last)), move |state| async move {
             let (mut rx, r, mut last) = state?;
             loop {
-                next_change(&mut rx, tenant, |c| c.p == "projects").await?;
+                next_change(&mut rx, tenant, |c| c.p == keel_store::read::projects::MODEL.name).await?;
                 if let Some(e) = access_lost(&r, DomainRole::can_read_data).await {
                     return Some((Err(e), None));
                 }

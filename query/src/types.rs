@@ -142,7 +142,7 @@ impl Project {
     ) -> Result<TaskConnection> {
         let r = req(ctx);
         let first = crate::schema::page_size(first)?;
-        r.consistent(&["tasks"]).await?;
+        r.consistent(&[&keel_store::read::tasks::MODEL]).await?;
         let status = status.map(|s| s.as_str().to_owned());
         let rows = match &after {
             // The first page of many projects loads in one statement.
@@ -227,7 +227,7 @@ impl From<TaskRow> for Task {
 #[ComplexObject]
 impl Task {
     async fn project(&self, ctx: &Context<'_>) -> Result<Option<Project>> {
-        req(ctx).consistent(&["projects"]).await?;
+        req(ctx).consistent(&[&keel_store::read::projects::MODEL]).await?;
         let row = ctx
             .data_unchecked::<DataLoader<ProjectLoader>>()
             .load_one(self.project_id)
@@ -238,7 +238,7 @@ impl Task {
 
     async fn assignee(&self, ctx: &Context<'_>) -> Result<Option<Member>> {
         let Some(id) = self.assignee_id else { return Ok(None) };
-        req(ctx).consistent(&["members"]).await?;
+        req(ctx).consistent(&[&keel_store::read::members::MODEL]).await?;
         let row = ctx.data_unchecked::<DataLoader<MemberLoader>>().load_one(id).await.map_err(|e| (*e).clone())?;
         Ok(row.map(Member::from))
     }

@@ -40,6 +40,17 @@ impl Default for PoolSizes {
     }
 }
 
+/// One of the service roles' pools (`Store::pool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// `keel_writer`: appends and inline tables, one tenant per transaction.
+    Writer,
+    /// `keel_reader`: read tables, checkpoints and memberships, one tenant per transaction.
+    Reader,
+    /// `keel_projector`: every tenant's events, read tables, checkpoints, leases.
+    Projector,
+}
+
 /// Connections for each service role. Every connection logs in with `DATABASE_URL` and then
 /// `SET ROLE`s to a role the migrations created, which is neither superuser, nor owner of any
 /// table, nor BYPASSRLS, so Row-Level Security applies to everything it does.
@@ -127,6 +138,15 @@ impl Store {
     /// Projection workers: every tenant's events, read tables, checkpoints.
     pub fn projector(&self) -> &PgPool {
         &self.projector
+    }
+
+    /// The pool of one service role.
+    pub fn pool(&self, pool: Pool) -> &PgPool {
+        match pool {
+            Pool::Writer => &self.writer,
+            Pool::Reader => &self.reader,
+            Pool::Projector => &self.projector,
+        }
     }
 
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {

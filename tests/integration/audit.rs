@@ -263,10 +263,14 @@ async fn task_created_v1_rows_are_upcast_for_commands_projections_graphql_and_au
     sqlx::Executor::execute(&mut su, "TRUNCATE rm_tasks; DELETE FROM projection_checkpoints WHERE name = 'tasks'")
         .await
         .unwrap();
-    keel_projections::Runner::new(app.db.store.clone(), keel_projections::TasksProjection, Default::default())
-        .run_once()
-        .await
-        .unwrap();
+    keel_projections::Runner::new(
+        app.db.store.clone(),
+        keel_projections::Projection(&keel_store::read::tasks::MODEL),
+        Default::default(),
+    )
+    .run_once()
+    .await
+    .unwrap();
     let due: chrono::NaiveDate = sqlx::query_scalar("SELECT due_date FROM rm_tasks WHERE task_id = $1")
         .bind(task)
         .fetch_one(&mut su)

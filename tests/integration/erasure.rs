@@ -189,10 +189,14 @@ async fn an_erased_member_is_unreadable_in_tables_graphql_history_replays_export
     sqlx::Executor::execute(&mut su, "TRUNCATE rm_members; DELETE FROM projection_checkpoints WHERE name = 'members'")
         .await
         .unwrap();
-    keel_projections::Runner::new(db.store.clone(), keel_projections::MembersProjection, Default::default())
-        .run_once()
-        .await
-        .unwrap();
+    keel_projections::Runner::new(
+        db.store.clone(),
+        keel_projections::Projection(&keel_store::read::members::MODEL),
+        Default::default(),
+    )
+    .run_once()
+    .await
+    .unwrap();
     let (email, status): (String, String) = sqlx::query_as("SELECT email, status FROM rm_members WHERE member_id = $1")
         .bind(grace.parse::<Uuid>().unwrap())
         .fetch_one(&mut su)

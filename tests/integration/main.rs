@@ -26,6 +26,7 @@ mod ops;
 mod projection;
 mod read_models;
 mod rebuild;
+mod registry;
 mod reporting;
 mod rest_spec;
 mod roles;

@@ -6,7 +6,9 @@ use chrono::Utc;
 use keel_domain::event::ProjectCreated;
 use keel_domain::values::ProjectName;
 use keel_domain::{Event, ProjectId, TenantId};
-use keel_projections::{FailurePolicy, Projection, ProjectsProjection, RunError, Runner, RunnerConfig};
+use keel_projections::{FailurePolicy, Projection, RunError, Runner, RunnerConfig};
+use keel_runner::Consumer;
+use keel_store::read::projects::MODEL as PROJECTS;
 use keel_store::{LogPosition, RecordedEvent, StoreError, checkpoint, log};
 use sqlx::PgConnection;
 use std::time::{Duration, Instant};
@@ -55,26 +57,32 @@ pub(crate) async fn all_readable(db: &TestDb) {
     }
 }
 
-/// Fails on the project named `poison`, every time, to show retries, parking and policies.
+/// A consumer of its own (the runner takes any): the projects projection, except that it fails
+/// on the project named `poison`, every time, to show retries, parking and policies.
 struct Poisoned {
     policy: FailurePolicy,
 }
 
-impl Projection for Poisoned {
+impl Consumer for Poisoned {
     fn name(&self) -> &'static str {
-        ProjectsProjection::NAME
+        PROJECTS.name
     }
-    fn handles(&self, event_type: &str) -> bool {
-        ProjectsProjection.handles(event_type)
+    fn wants(&self, event_type: &str) -> bool {
+        PROJECTS.reads(event_type)
     }
     fn on_failure(&self) -> FailurePolicy {
         self.policy
     }
-    async fn apply(&self, conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
+    async fn consume(
+        &self,
+        conn: &mut PgConnection,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), StoreError> {
         if recorded.payload["name"] == "poison" {
             return Err(StoreError::Corrupt("cannot project a poisoned name".into()));
         }
-        ProjectsProjection.apply(conn, recorded, event).await
+        PROJECTS.apply(conn, recorded, event).await.map(|_| ())
     }
 }
 
@@ -131,7 +139,7 @@ async fn a_stop_policy_parks_the_event_and_stops_before_it() {
     assert_eq!((st.state.as_str(), st.dead_letters, st.lag_events), ("stopped", 1, 3));
     assert!(st.last_error.unwrap().contains("poisoned"));
     // After a fix (here: the real projection) and a restart, it goes on from where it stopped.
-    Runner::new(db.store.clone(), ProjectsProjection, config()).run_once().await.unwrap();
+    Runner::new(db.store.clone(), Projection(&PROJECTS), config()).run_once().await.unwrap();
     assert_eq!(projected(&db).await, 6);
 }
 
@@ -141,7 +149,7 @@ async fn a_batch_and_its_checkpoint_commit_together() {
     let tenant = db.provision("batch", "ada").await;
     create_projects(&db, tenant, 5).await;
     all_readable(&db).await;
-    let runner = Runner::new(db.store.clone(), ProjectsProjection, config());
+    let runner = Runner::new(db.store.clone(), Projection(&PROJECTS), config());
     let n = runner.run_once().await.unwrap();
     assert_eq!(n, 7, "two provisioning events and five projects were read");
     assert_eq!(projected(&db).await, 5);
@@ -161,7 +169,7 @@ async fn two_workers_never_hold_one_projection_and_events_apply_once() {
     let mut workers = Vec::new();
     for holder in ["worker-a", "worker-b"] {
         let c = RunnerConfig { holder: holder.into(), poll_interval: Duration::from_millis(50), ..config() };
-        workers.push(tokio::spawn(Runner::new(db.store.clone(), ProjectsProjection, c).run(stop.clone())));
+        workers.push(tokio::spawn(Runner::new(db.store.clone(), Projection(&PROJECTS), c).run(stop.clone())));
     }
     for round in 0..5 {
         create_projects(&db, tenant, 40).await;

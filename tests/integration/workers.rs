@@ -3,10 +3,7 @@
 
 use crate::helpers::{SECRET, TestDb, meta};
 use crate::projection::{all_readable, create_projects};
-use keel_projections::{
-    MembersProjection, Projection, ProjectsProjection, Runner, RunnerConfig, TasksProjection, TenantsProjection,
-    ThroughputProjection, UsageProjection,
-};
+use keel_projections::{Projection, Runner, RunnerConfig};
 use keel_store::log;
 use keel_store::{Store, checkpoint};
 use sqlx::Executor;
@@ -54,7 +51,7 @@ async fn read_tables(db: &TestDb) -> Vec<String> {
     out
 }
 
-async fn replay<P: Projection>(store: &Store, p: P, batch_size: i64) {
+async fn replay(store: &Store, p: Projection, batch_size: i64) {
     Runner::new(store.clone(), p, RunnerConfig { batch_size, ..RunnerConfig::default() }).run_once().await.unwrap();
 }
 
@@ -71,17 +68,14 @@ async fn replay_in_batches_of(db: &TestDb, n: i64) -> Vec<String> {
     )
     .await
     .unwrap();
-    replay(&db.store, ProjectsProjection, n).await;
-    replay(&db.store, TasksProjection, n).await;
-    replay(&db.store, MembersProjection, n).await;
-    replay(&db.store, ThroughputProjection, n).await;
-    replay(&db.store, UsageProjection, n).await;
-    replay(&db.store, TenantsProjection, n).await;
+    for projection in keel_projections::all() {
+        replay(&db.store, projection, n).await;
+    }
     read_tables(db).await
 }
 
 async fn caught_up(store: &Store) -> bool {
-    for name in keel_projections::ALL {
+    for name in keel_projections::names() {
         let s = checkpoint::status(store.projector(), name).await.unwrap();
         if s.lag_events > 0 || s.state != "running" {
             return false;
@@ -150,7 +144,7 @@ async fn when_the_lease_holder_is_killed_another_process_takes_over_within_ten_s
     };
     assert!(holder == pa || holder == pb);
     // Both run; exactly one holds each projection.
-    for name in keel_projections::ALL {
+    for name in keel_projections::names() {
         let s = checkpoint::status(db.store.projector(), name).await.unwrap();
         assert!(
             s.lease_holder.as_deref().and_then(pid_of).is_some_and(|p| p == pa || p == pb) || s.lease_holder.is_none()
@@ -201,10 +195,14 @@ async fn status_shows_checkpoint_lag_state_holder_and_dead_letters() {
     .await
     .unwrap();
     all_readable(&db).await;
-    Runner::new(db.store.clone(), ProjectsProjection, RunnerConfig { max_attempts: 2, ..RunnerConfig::default() })
-        .run_once()
-        .await
-        .unwrap();
+    Runner::new(
+        db.store.clone(),
+        Projection(&keel_store::read::projects::MODEL),
+        RunnerConfig { max_attempts: 2, ..RunnerConfig::default() },
+    )
+    .run_once()
+    .await
+    .unwrap();
     let out = Command::new(KEEL)
         .args(["projections", "status"])
         .env("DATABASE_URL", &db.url)
@@ -224,7 +222,7 @@ async fn status_shows_checkpoint_lag_state_holder_and_dead_letters() {
     let tasks = text.lines().find(|l| l.starts_with("tasks ")).unwrap();
     let cols: Vec<&str> = tasks.split_whitespace().collect();
     assert!(cols[2].parse::<i64>().unwrap() >= 5, "tasks has not run: it lags: {text}");
-    for name in keel_projections::ALL {
+    for name in keel_projections::names() {
         assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} listed");
     }
 }

@@ -1,11 +1,14 @@
-//! The runner: holds the projection's lease, reads the log gap-safely from the checkpoint,
-//! applies a batch and saves the checkpoint in one transaction, retries a failing event with
-//! backoff and then parks it, and waits for a notification or the poll interval.
+//! The runner: the one mechanism by which anything follows the log. It holds a consumer's
+//! lease, reads the log gap-safely from the consumer's checkpoint, hands it a batch and saves the
+//! checkpoint in the same transaction, retries a failing event with backoff and then parks it
+//! (a dead letter), and waits for a notification or the poll interval. Projections are its
+//! first consumers; webhook deliverers and publishers plug in the same way (see
+//! `ARCHITECTURE.md`, "Consumers of the log").
 
 use keel_domain::Event;
-use keel_store::{LogPosition, RecordedEvent, Store, StoreError, checkpoint, log};
-use sqlx::PgConnection;
+use keel_store::{LogPosition, Pool, RecordedEvent, Store, StoreError, checkpoint, log};
 use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -21,36 +24,56 @@ pub enum FailurePolicy {
     Stop,
 }
 
-pub trait Projection: Send + Sync + 'static {
+/// Anything that follows the log from a checkpoint of its own: a projection, a webhook
+/// deliverer, a publisher. Everything it does with a batch happens in the transaction that saves
+/// its checkpoint, so a batch is taken exactly once or not at all.
+pub trait Consumer: Send + Sync + 'static {
+    /// Its checkpoint, lease, dead letters and metrics label; unique among consumers.
     fn name(&self) -> &'static str;
 
-    /// The event types this projection reads; others only move its checkpoint.
-    fn handles(&self, event_type: &str) -> bool;
+    /// The service role it works as (its checkpoint and lease as well as its own writes).
+    fn pool(&self) -> Pool {
+        Pool::Projector
+    }
+
+    /// Whether it reads events stored with this type name; the others only move its checkpoint.
+    fn wants(&self, event_type: &str) -> bool;
 
     fn on_failure(&self) -> FailurePolicy {
         FailurePolicy::Skip
     }
 
-    fn apply(
+    /// Takes one event.
+    fn consume(
         &self,
         conn: &mut PgConnection,
         recorded: &RecordedEvent,
         event: &Event,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Applies a batch of decoded events, in order, with the same effect as `apply` on each. A
-    /// projection that can write a run of similar events with one statement overrides it.
-    fn apply_batch(
+    /// Takes a run of decoded events, in order, with the same effect as `consume` on each. A
+    /// consumer that can write a run of similar events with one statement overrides it.
+    fn consume_batch(
         &self,
         conn: &mut PgConnection,
         items: &[keel_store::read::Item<'_>],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
             for (recorded, event) in items {
-                self.apply(conn, recorded, event).await?;
+                self.consume(conn, recorded, event).await?;
             }
             Ok(())
         }
+    }
+
+    /// Runs after a batch was taken, just before its commit (not during a rebuild): a projection
+    /// tells subscribers here which tenants changed.
+    fn before_commit(
+        &self,
+        _conn: &mut PgConnection,
+        _batch: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
     }
 }
 
@@ -106,9 +129,9 @@ impl From<sqlx::Error> for RunError {
     }
 }
 
-pub struct Runner<P> {
+pub struct Runner<C> {
     store: Store,
-    projection: P,
+    consumer: C,
     config: RunnerConfig,
     /// Attempts of events that failed deterministically, by event id.
     attempts: Mutex<HashMap<uuid::Uuid, u32>>,
@@ -116,7 +139,7 @@ pub struct Runner<P> {
     checkpoint_name: String,
     /// Set during a rebuild: batches write into the `keel_rebuild` schema's tables.
     rebuild: bool,
-    /// Append notifications from the process's one listener (see `spawn_all`).
+    /// Append notifications from the process's one listener (see `wake_on_appends`).
     wake: Option<watch::Receiver<u64>>,
 }
 
@@ -124,12 +147,12 @@ enum Failed {
     At(usize, StoreError),
 }
 
-impl<P: Projection> Runner<P> {
-    pub fn new(store: Store, projection: P, config: RunnerConfig) -> Self {
-        let checkpoint_name = projection.name().to_owned();
+impl<C: Consumer> Runner<C> {
+    pub fn new(store: Store, consumer: C, config: RunnerConfig) -> Self {
+        let checkpoint_name = consumer.name().to_owned();
         Runner {
             store,
-            projection,
+            consumer,
             config,
             attempts: Mutex::new(HashMap::new()),
             checkpoint_name,
@@ -139,9 +162,9 @@ impl<P: Projection> Runner<P> {
     }
 
     /// A runner that replays into the `keel_rebuild` schema under its own checkpoint.
-    pub fn for_rebuild(store: Store, projection: P, config: RunnerConfig) -> Self {
-        let checkpoint_name = format!("{}@rebuild", projection.name());
-        Runner { checkpoint_name, rebuild: true, ..Runner::new(store, projection, config) }
+    pub fn for_rebuild(store: Store, consumer: C, config: RunnerConfig) -> Self {
+        let checkpoint_name = format!("{}@rebuild", consumer.name());
+        Runner { checkpoint_name, rebuild: true, ..Runner::new(store, consumer, config) }
     }
 
     /// Wakes on this channel's changes instead of a LISTEN connection of its own.
@@ -150,8 +173,12 @@ impl<P: Projection> Runner<P> {
         self
     }
 
-    pub fn projection(&self) -> &P {
-        &self.projection
+    pub fn consumer(&self) -> &C {
+        &self.consumer
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.store.pool(self.consumer.pool())
     }
 
     pub fn checkpoint_name(&self) -> &str {
@@ -159,7 +186,7 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let mut tx = self.store.projector().begin().await?;
+        let mut tx = self.pool().begin().await?;
         if self.rebuild {
             keel_store::rebuild::use_rebuild_tables(&mut tx).await?;
         }
@@ -174,7 +201,7 @@ impl<P: Projection> Runner<P> {
 
     async fn step_as(&self, holder: Option<&str>) -> Result<usize, RunError> {
         let started = Instant::now();
-        let name = self.projection.name();
+        let name = self.consumer.name();
         let mut tx = self.begin().await?;
         let Some(from) = checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await? else {
             return Err(RunError::LeaseLost);
@@ -188,7 +215,7 @@ impl<P: Projection> Runner<P> {
         match self.apply_all(&mut tx, &batch).await {
             Ok(()) => {
                 if !self.rebuild {
-                    notify_applied(&mut tx, name, &batch, |t| self.projection.handles(t)).await?;
+                    self.consumer.before_commit(&mut tx, &batch).await?;
                 }
                 let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
                 let state = if self.rebuild { "rebuilding" } else { state };
@@ -211,24 +238,24 @@ impl<P: Projection> Runner<P> {
     async fn apply_all(&self, conn: &mut PgConnection, batch: &[RecordedEvent]) -> Result<(), Failed> {
         // The batch as a whole first (one statement per run of similar events), inside a
         // savepoint; if anything in it fails, event by event to find the one that does.
-        let handled: Vec<&RecordedEvent> = batch.iter().filter(|r| self.projection.handles(&r.event_type)).collect();
+        let handled: Vec<&RecordedEvent> = batch.iter().filter(|r| self.consumer.wants(&r.event_type)).collect();
         if handled.len() > 1
             && let Ok(items) = handled.iter().map(|r| r.decode().map(|e| (*r, e))).collect::<Result<Vec<_>, _>>()
         {
             let fail = |e: StoreError| Failed::At(0, e);
             checkpoint::begin_batch(conn).await.map_err(fail)?;
-            match self.projection.apply_batch(conn, &items).await {
+            match self.consumer.consume_batch(conn, &items).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::debug!(projection = self.projection.name(), error = %e, "batch failed; applying event by event");
+                    tracing::debug!(projection = self.consumer.name(), error = %e, "batch failed; applying event by event");
                     checkpoint::rollback_batch(conn).await.map_err(fail)?;
                 }
             }
         }
         for (i, recorded) in batch.iter().enumerate() {
-            if self.projection.handles(&recorded.event_type) {
+            if self.consumer.wants(&recorded.event_type) {
                 let result = match recorded.decode() {
-                    Ok(event) => self.projection.apply(conn, recorded, &event).await,
+                    Ok(event) => self.consumer.consume(conn, recorded, &event).await,
                     Err(e) => Err(e),
                 };
                 result.map_err(|e| Failed::At(i, e))?;
@@ -261,7 +288,7 @@ impl<P: Projection> Runner<P> {
         if attempts < self.config.max_attempts {
             return Err(error.into());
         }
-        let name = self.projection.name();
+        let name = self.consumer.name();
         let message = error.to_string();
         tracing::error!(projection = name, position = event.position, event_type = %event.event_type, attempts, error = %message, "parking an event the projection cannot apply");
         let mut tx = self.begin().await?;
@@ -272,7 +299,7 @@ impl<P: Projection> Runner<P> {
             return Err(error.into());
         }
         checkpoint::park(&mut tx, name, event, &message, attempts).await?;
-        let stop = self.projection.on_failure() == FailurePolicy::Stop;
+        let stop = self.consumer.on_failure() == FailurePolicy::Stop;
         let (at, state) = if stop {
             (if i == 0 { from } else { batch[i - 1].log_position() }, "stopped")
         } else {
@@ -327,7 +354,7 @@ impl<P: Projection> Runner<P> {
                     backoff = Duration::from_millis(20);
                 }
                 Err(RunError::Store(e)) if self.attempts_pending() || e.is_retryable() => {
-                    tracing::warn!(projection = self.projection.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
+                    tracing::warn!(projection = self.consumer.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -345,15 +372,15 @@ impl<P: Projection> Runner<P> {
     /// still open): worth looking again shortly rather than at the next poll.
     pub async fn held_back(&self) -> Result<bool, StoreError> {
         // One connection at a time: workers share a small pool.
-        let at = checkpoint::read(self.store.projector(), &self.checkpoint_name).await?;
-        let mut conn = self.store.projector().acquire().await?;
+        let at = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
+        let mut conn = self.pool().acquire().await?;
         log::has_events_after(&mut conn, at).await
     }
 
     /// Holds the lease, catches up, then follows the log until `shutdown` turns true; releases
     /// the lease on the way out. Without the lease it waits as a standby.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let name = self.projection.name();
+        let name = self.consumer.name();
         let holder = self.config.holder.clone();
         let mut wake = self.wake.take();
         let own_listener = self.config.listen && wake.is_none();
@@ -372,7 +399,7 @@ impl<P: Projection> Runner<P> {
                 .is_none_or(|t| t.saturating_duration_since(Instant::now()) < self.config.lease_ttl * 2 / 3);
             if renew {
                 let requested = Instant::now();
-                match checkpoint::acquire_lease(self.store.projector(), name, &holder, self.config.lease_ttl).await {
+                match checkpoint::acquire_lease(self.pool(), name, &holder, self.config.lease_ttl).await {
                     Ok(true) => {
                         if leased_until.is_none() {
                             tracing::info!(projection = name, holder = %holder, "lease acquired");
@@ -413,7 +440,7 @@ impl<P: Projection> Runner<P> {
             }
             if last_lag.elapsed() >= Duration::from_secs(1) {
                 last_lag = Instant::now();
-                if let Ok(s) = checkpoint::status(self.store.projector(), name).await {
+                if let Ok(s) = checkpoint::status(self.pool(), name).await {
                     metrics::gauge!("keel_projection_lag_events", "projection" => name).set(s.lag_events as f64);
                     metrics::gauge!("keel_projection_lag_seconds", "projection" => name).set(s.lag_seconds);
                     metrics::gauge!("keel_projection_dead_letters", "projection" => name).set(s.dead_letters as f64);
@@ -437,38 +464,49 @@ impl<P: Projection> Runner<P> {
             }
         }
         if leased_until.is_some() {
-            let _ = checkpoint::release_lease(self.store.projector(), name, &holder).await;
+            let _ = checkpoint::release_lease(self.pool(), name, &holder).await;
         }
         tracing::info!(projection = name, "projection worker stopped");
     }
 }
 
-/// Tells subscribers, at commit, which tenants (and streams) this batch changed.
-async fn notify_applied(
-    conn: &mut PgConnection,
-    projection: &str,
-    batch: &[RecordedEvent],
-    handles: impl Fn(&str) -> bool,
-) -> Result<(), StoreError> {
-    let mut by_tenant: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
-    for e in batch.iter().filter(|e| handles(&e.event_type)) {
-        let streams = by_tenant.entry(e.tenant_id.0).or_default();
-        if !streams.contains(&e.stream_id) {
-            streams.push(e.stream_id);
+/// One LISTEN connection for every runner of the process: each append notification bumps the
+/// returned channel, which runners follow through `Runner::with_wake`. The task reconnects when
+/// the connection is lost and ends with `shutdown`.
+pub fn wake_on_appends(
+    store: &Store,
+    shutdown: &watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, watch::Receiver<u64>) {
+    let (wake_tx, wake) = watch::channel(0u64);
+    let (store, mut stop) = (store.clone(), shutdown.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Some(mut l) = listen(&store).await else {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    n = l.recv() => match n {
+                        Ok(_) => { wake_tx.send_modify(|n| *n += 1); }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notification listener lost; reconnecting");
+                            break;
+                        }
+                    },
+                }
+            }
         }
-    }
-    for (tenant, streams) in by_tenant {
-        // NOTIFY payloads are small: past 100 streams, say "all of this tenant".
-        let streams = (streams.len() <= 100).then_some(streams);
-        let payload = serde_json::json!({ "p": projection, "t": tenant, "s": streams }).to_string();
-        keel_store::notify_projected(conn, &payload).await?;
-    }
-    Ok(())
+    });
+    (task, wake)
 }
 
 /// A LISTEN connection of its own (outside the pool, which it would otherwise hold forever).
-pub(crate) async fn listen(store: &Store) -> Option<PgListener> {
-    match keel_store::listen(store.projector(), keel_store::EVENTS_CHANNEL).await {
+async fn listen(store: &Store) -> Option<PgListener> {
+    match keel_store::listen(store.pool(Pool::Projector), keel_store::EVENTS_CHANNEL).await {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %e, "cannot LISTEN; polling only");

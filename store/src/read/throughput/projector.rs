@@ -1,7 +1,8 @@
-//! `rm_task_throughput`: tasks created and completed per day.
+//! The projector's writes to `rm_task_throughput`, `rm_task_completions`.
 
 use crate::error::StoreError;
 use crate::log::RecordedEvent;
+use crate::read::Handled;
 use keel_domain::Event;
 use sqlx::PgConnection;
 
@@ -29,8 +30,8 @@ async fn bump(
 
 /// Applies a batch: a run of task creations adds its counts per (tenant, day) in one statement;
 /// everything else event by event.
-pub async fn apply_batch(conn: &mut PgConnection, items: &[super::Item<'_>]) -> Result<(), StoreError> {
-    for run in super::runs(items) {
+pub(super) async fn apply_batch(conn: &mut PgConnection, items: &[crate::read::Item<'_>]) -> Result<(), StoreError> {
+    for run in crate::read::runs(items) {
         if !(run.len() > 1 && matches!(run[0].1, Event::TaskCreated(_))) {
             for (r, e) in run {
                 apply(conn, r, e).await?;
@@ -59,7 +60,11 @@ pub async fn apply_batch(conn: &mut PgConnection, items: &[super::Item<'_>]) -> 
     Ok(())
 }
 
-pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
+pub(super) async fn apply(
+    conn: &mut PgConnection,
+    recorded: &RecordedEvent,
+    event: &Event,
+) -> Result<Handled, StoreError> {
     let tenant = recorded.tenant_id.0;
     match event {
         Event::TaskCreated(e) => bump(conn, tenant, e.at.date_naive(), 1, 0).await?,
@@ -86,28 +91,8 @@ pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Ev
                 bump(conn, tenant, day, 0, 1).await?;
             }
         }
-        Event::TenantErased(_) => super::purge(conn, tenant, &["rm_task_throughput", "rm_task_completions"]).await?,
-        _ => {}
+        Event::TenantErased(_) => crate::read::purge(conn, tenant, super::MODEL.tables).await?,
+        _ => return Ok(Handled::Ignored),
     }
-    Ok(())
-}
-
-/// Tasks completed on each of the `days` days up to and including `today` (zero-filled).
-pub async fn completed_per_day(
-    tx: &mut crate::TenantTx,
-    today: chrono::NaiveDate,
-    days: i32,
-) -> Result<Vec<(chrono::NaiveDate, i64)>, StoreError> {
-    let tenant = tx.tenant().0;
-    Ok(sqlx::query_as(
-        "SELECT d::date, COALESCE(t.completed, 0)::bigint
-           FROM generate_series($2::date - ($3 - 1), $2::date, interval '1 day') d
-           LEFT JOIN rm_task_throughput t ON t.tenant_id = $1 AND t.day = d::date
-          ORDER BY 1",
-    )
-    .bind(tenant)
-    .bind(today)
-    .bind(days)
-    .fetch_all(tx.conn())
-    .await?)
+    Ok(Handled::Applied)
 }

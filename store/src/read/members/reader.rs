@@ -1,67 +1,6 @@
-//! The `rm_members` read table: one row per member, personal data included.
+//! The reader's queries of `rm_members`.
 
 use crate::error::StoreError;
-use crate::log::RecordedEvent;
-use keel_domain::Event;
-use sqlx::PgConnection;
-
-pub async fn apply(conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), StoreError> {
-    let tenant = recorded.tenant_id.0;
-    let v = recorded.stream_version;
-    match event {
-        Event::MemberInvited(e) => {
-            sqlx::query(
-                "INSERT INTO rm_members (tenant_id, member_id, user_id, email, name, role, status, joined_at, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8)
-                 ON CONFLICT (tenant_id, member_id) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(e.member_id.0)
-            .bind(e.user_id.as_str())
-            .bind(e.email.as_str())
-            .bind(e.name.as_str())
-            .bind(e.role.as_str())
-            .bind(e.at)
-            .bind(v)
-            .execute(conn)
-            .await?;
-        }
-        Event::MemberRoleChanged(e) => {
-            sqlx::query("UPDATE rm_members SET role = $3, version = $4 WHERE tenant_id = $1 AND member_id = $2 AND version < $4")
-                .bind(tenant)
-                .bind(e.member_id.0)
-                .bind(e.to.as_str())
-                .bind(v)
-                .execute(conn)
-                .await?;
-        }
-        Event::MemberErased(e) => {
-            sqlx::query(
-                "UPDATE rm_members SET status = 'erased', email = $3, name = $3, version = $4
-                  WHERE tenant_id = $1 AND member_id = $2 AND version < $4",
-            )
-            .bind(tenant)
-            .bind(e.member_id.0)
-            .bind(crate::crypto::ERASED)
-            .bind(v)
-            .execute(conn)
-            .await?;
-        }
-        Event::TenantErased(_) => super::purge(conn, tenant, &["rm_members"]).await?,
-        Event::MemberRemoved(e) => {
-            sqlx::query(
-                "UPDATE rm_members SET status = 'removed', version = $3 WHERE tenant_id = $1 AND member_id = $2 AND version < $3",
-            )
-            .bind(tenant)
-            .bind(e.member_id.0)
-            .bind(v)
-            .execute(conn)
-            .await?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
 
 /// Members with one role, by join date: the list query `rm_members_role_idx` serves.
 pub const BY_ROLE: &str = "SELECT member_id, user_id, email, name, role, status, joined_at
