@@ -165,6 +165,29 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// Run a GraphQL subscription and print each result as one JSON line.
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// The subscription document, e.g. 'subscription { dashboardChanged { openTasks } }'.
+    pub query: String,
+    /// Keel's base URL (or its /graphql/ws WebSocket URL).
+    #[arg(long, env = "KEEL_URL", default_value = "http://localhost:8080")]
+    pub url: String,
+    /// The bearer token (a tenant member's, from `keel token`).
+    #[arg(long, env = "KEEL_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The document's variables, as a JSON object.
+    #[arg(long)]
+    pub variables: Option<String>,
+    /// Stop after this many results (default: run until the server ends it or Ctrl-C).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Fail when the results asked for have not arrived within this long, e.g. 30s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

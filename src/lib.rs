@@ -9,6 +9,7 @@ pub mod cli;
 pub mod database_url;
 pub mod embedded;
 pub mod secrets;
+pub mod subscribe;
 pub mod telemetry;
 
 pub use app::{App, AppConfig, EdgeLimits, Services};

@@ -2,7 +2,9 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{AnalystCmd, AuditCmd, BenchArgs, Cli, Command, KeysCmd, ProjectionsCmd, Service, Settings, TokenArgs};
+use keel::cli::{
+    AnalystCmd, AuditCmd, BenchArgs, Cli, Command, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs, TokenArgs,
+};
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
 use keel_gateway::auth::Secret;
@@ -27,6 +29,7 @@ async fn main() {
         Command::Audit { command } => audit(&cli.settings, command).await,
         Command::Keys { command } => keys(&cli.settings, command).await,
         Command::Analyst { command } => analyst(&cli.settings, command).await,
+        Command::Subscribe(args) => subscribe(args).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -463,4 +466,26 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
 
 async fn analyst(s: &Settings, command: AnalystCmd) -> anyhow::Result<()> {
     with_database(s, async |url: &str| keel::analyst::run(url, command).await).await
+}
+
+/// `keel subscribe`: one JSON line per result on stdout.
+async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    let variables = match &args.variables {
+        Some(v) => Some(serde_json::from_str(v).context("--variables must be a JSON object")?),
+        None => None,
+    };
+    let sub = keel::subscribe::Subscription {
+        url: args.url,
+        token: args.token,
+        query: args.query,
+        variables,
+        count: args.count,
+        timeout: args.timeout,
+    };
+    let stop = tokio::signal::ctrl_c();
+    let mut out = std::io::stdout();
+    tokio::select! {
+        r = keel::subscribe::run(&sub, &mut out) => r.map(|_| ()),
+        _ = stop => Ok(()),
+    }
 }

@@ -25,6 +25,7 @@ mod operator_tools;
 mod ops;
 mod projection;
 mod read_models;
+mod readme;
 mod rebuild;
 mod registry;
 mod reporting;

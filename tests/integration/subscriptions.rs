@@ -87,3 +87,40 @@ async fn dashboard_and_project_changes_reach_only_their_tenant() {
     let answer = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer");
     assert!(!matches!(answer, Some(Ok(Message::Text(ref t))) if t.contains("connection_ack")), "{answer:?}");
 }
+
+/// `keel subscribe` (the README's way to watch from a shell) prints each push as one JSON line,
+/// and a token the server refuses ends it with exit code 1 and the reason, never a hang.
+#[tokio::test]
+async fn keel_subscribe_prints_pushes_and_fails_on_a_refused_token() {
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("cli-sub").await;
+    let keel = env!("CARGO_BIN_EXE_keel");
+    let query = "subscription { dashboardChanged { activeProjects } }";
+    let refused = tokio::process::Command::new(keel)
+        .args(["subscribe", "--url", &app.base, "--token", "forged", "--timeout", "20s", query])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("4403") || stderr.contains("refused") || stderr.contains("closed"), "{stderr}");
+
+    let mut watch = tokio::process::Command::new(keel)
+        .args(["subscribe", "--url", &app.base, "--token", &owner, "--count", "1", "--timeout", "30s", query])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Changes until the watcher has one (it may subscribe after the first).
+    let mut made = 0;
+    while watch.try_wait().unwrap().is_none() && made < 20 {
+        app.create_project(&owner, &format!("Watched {made}")).await;
+        made += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = watch.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout);
+    let pushed: Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let n = pushed["data"]["dashboardChanged"]["activeProjects"].as_i64().expect("the dashboard");
+    assert!((1..=made).contains(&n) && line.trim().lines().count() == 1, "{line}");
+}
