@@ -398,6 +398,8 @@ async fn decide_and_append<A: Decide>(
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
     let Loaded { stream, state, head, pre, ctx } = loaded;
+    // Input that cannot be right is 422 before any state, precondition or rule is consulted.
+    A::check_input(&cmd).map_err(Failure::Domain)?;
     let events = after_precondition(pre, state.decide(cmd, &ctx, now))?;
     append(tx, stream, &state, head, events, meta, now).await
 }

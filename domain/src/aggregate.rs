@@ -68,6 +68,14 @@ pub trait Decide: Aggregate {
     type Command;
     type Context;
 
+    /// Refuses input that cannot be right in any state (a field's shape, an unknown enum
+    /// value), looking at the command alone. The command path runs it before anything else, so
+    /// such a request is 422 whatever the stream, the tenant or an `If-Match` say; `decide`
+    /// checks the same things again in its own order.
+    fn check_input(_cmd: &Self::Command) -> Result<(), DomainError> {
+        Ok(())
+    }
+
     fn decide(&self, cmd: Self::Command, ctx: &Self::Context, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError>;
 }
 

@@ -83,6 +83,23 @@ impl Decide for Member {
     type Command = MemberCommand;
     type Context = MemberContext;
 
+    fn check_input(cmd: &MemberCommand) -> Result<(), DomainError> {
+        let mut f = Fields::default();
+        match cmd {
+            MemberCommand::Invite { user_id, email, name, role, .. } => {
+                f.check(UserId::parse("user_id", user_id));
+                f.check(Email::parse("email", email));
+                f.check(PersonName::parse("name", name));
+                f.check(parse_role(role));
+            }
+            MemberCommand::ChangeRole { role } => {
+                f.check(parse_role(role));
+            }
+            MemberCommand::Remove | MemberCommand::Erase => {}
+        }
+        f.finish()
+    }
+
     fn decide(&self, cmd: MemberCommand, ctx: &MemberContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if matches!(cmd, MemberCommand::Erase) {
             return self.erase(ctx, now);
@@ -214,6 +231,25 @@ mod tests {
     }
     fn removed() -> Event {
         Event::MemberRemoved(MemberRemoved { member_id: mid(), at: now() })
+    }
+
+    #[test]
+    fn a_role_that_is_no_role_is_refused_by_the_command_alone() {
+        let fields = |r: Result<(), DomainError>| match r {
+            Err(DomainError::Validation(v)) => v.into_iter().map(|f| f.field).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(fields(Member::check_input(&MemberCommand::ChangeRole { role: "wizard".into() })), ["role"]);
+        assert_eq!(fields(Member::check_input(&invite("wizard"))), ["role"]);
+        assert!(Member::check_input(&MemberCommand::ChangeRole { role: "admin".into() }).is_ok());
+        assert!(Member::check_input(&invite("member")).is_ok());
+        // decide agrees: whatever the state, the same input is refused for the same field.
+        Scenario::<Member>::given(vec![invited(Role::Member)])
+            .when(MemberCommand::ChangeRole { role: "wizard".into() }, &ctx(Role::Owner, 2, 1), now())
+            .then_error(DomainError::Validation(vec![crate::FieldError::new(
+                "role",
+                "must be one of owner, admin, member, viewer, auditor",
+            )]));
     }
 
     #[test]

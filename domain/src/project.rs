@@ -78,6 +78,28 @@ impl Decide for Project {
     type Command = ProjectCommand;
     type Context = TenantContext;
 
+    fn check_input(cmd: &ProjectCommand) -> Result<(), DomainError> {
+        let mut f = Fields::default();
+        match cmd {
+            ProjectCommand::Create { name, description, .. } => {
+                f.check(ProjectName::parse("name", name));
+                if let Some(d) = description {
+                    f.check(Description::parse("description", d));
+                }
+            }
+            ProjectCommand::Update { name, description } => {
+                if let Some(n) = name {
+                    f.check(ProjectName::parse("name", n));
+                }
+                if let Some(d) = description {
+                    f.check(Description::parse("description", d));
+                }
+            }
+            ProjectCommand::Archive | ProjectCommand::Restore => {}
+        }
+        f.finish()
+    }
+
     fn decide(&self, cmd: ProjectCommand, ctx: &TenantContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if ctx.suspended {
             return Err(DomainError::TenantSuspended);

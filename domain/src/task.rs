@@ -112,6 +112,37 @@ impl Decide for Task {
     type Command = TaskCommand;
     type Context = TaskContext;
 
+    fn check_input(cmd: &TaskCommand) -> Result<(), DomainError> {
+        let mut f = Fields::default();
+        match cmd {
+            TaskCommand::Create { title, description, priority, .. } => {
+                f.check(TaskTitle::parse("title", title));
+                if let Some(d) = description {
+                    f.check(Description::parse("description", d));
+                }
+                if let Some(p) = priority {
+                    f.check(Priority::parse("priority", p));
+                }
+            }
+            TaskCommand::Update(c) => {
+                if let Some(t) = &c.title {
+                    f.check(TaskTitle::parse("title", t));
+                }
+                if let Some(d) = &c.description {
+                    f.check(Description::parse("description", d));
+                }
+                if let Some(p) = &c.priority {
+                    f.check(Priority::parse("priority", p));
+                }
+            }
+            TaskCommand::ChangeStatus { status } => {
+                f.check(TaskStatus::parse("status", status));
+            }
+            TaskCommand::Assign { .. } => {}
+        }
+        f.finish()
+    }
+
     fn decide(&self, cmd: TaskCommand, ctx: &TaskContext, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
         if ctx.suspended {
             return Err(DomainError::TenantSuspended);
