@@ -2,7 +2,9 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use keel::cli::{AnalystCmd, AuditCmd, BenchArgs, Cli, Command, KeysCmd, ProjectionsCmd, Service, Settings, TokenArgs};
+use keel::cli::{
+    AnalystCmd, AuditCmd, BenchArgs, Cli, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, TokenArgs,
+};
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
 use keel_gateway::auth::Secret;
@@ -17,7 +19,7 @@ async fn main() {
     let cli = Cli::parse();
     telemetry::init(&cli.settings.log, cli.settings.log_format);
     let result = match cli.command {
-        Command::Up => up(&cli.settings).await,
+        Command::Up { demo } => up(&cli.settings, demo).await,
         Command::Serve { service } => serve(&cli.settings, service).await,
         Command::Migrate => migrate(&cli.settings).await,
         Command::Token(args) => token(&cli.settings, &args),
@@ -27,6 +29,7 @@ async fn main() {
         Command::Audit { command } => audit(&cli.settings, command).await,
         Command::Keys { command } => keys(&cli.settings, command).await,
         Command::Analyst { command } => analyst(&cli.settings, command).await,
+        Command::Demo { command } => demo(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -174,12 +177,12 @@ async fn shutdown_signal() {
     }
 }
 
-async fn up(s: &Settings) -> anyhow::Result<()> {
+async fn up(s: &Settings, demo: bool) -> anyhow::Result<()> {
     let embedded = match &s.database_url {
         Some(_) => None,
         None => Some(start_embedded(s).await?),
     };
-    let result = run_up(s, embedded.as_ref()).await;
+    let result = run_up(s, embedded.as_ref(), demo).await;
     if let Some(pg) = &embedded {
         eprintln!("keel: stopping the embedded PostgreSQL");
         pg.stop()?;
@@ -187,7 +190,7 @@ async fn up(s: &Settings) -> anyhow::Result<()> {
     result
 }
 
-async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<()> {
+async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyhow::Result<()> {
     let url = match (&s.database_url, embedded) {
         (Some(u), _) => u.clone(),
         (None, Some(pg)) => DatabaseUrl::from(pg.database_url()),
@@ -213,6 +216,11 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
         None => println!("  Database  DATABASE_URL"),
     }
     println!("  Platform token (12 h, development):\n    {token}");
+    if demo {
+        let report = keel::demo::seed(app.store(), chrono::Utc::now()).await.context("demo seed failed")?;
+        let tokens = keel::demo::tokens(&app.authenticator(), Duration::from_secs(12 * 3600));
+        print!("{}", keel::demo::banner(&report, &tokens, &base));
+    }
     println!("Press Ctrl-C to stop.");
     app.run(shutdown_signal()).await
 }
@@ -463,4 +471,26 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
 
 async fn analyst(s: &Settings, command: AnalystCmd) -> anyhow::Result<()> {
     with_database(s, async |url: &str| keel::analyst::run(url, command).await).await
+}
+
+async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
+    let DemoCmd::Seed { ttl, base_url } = command;
+    // Invitations seal the members' personal data: the key must be the one the server uses.
+    let key = required_cli_master_key(s)?;
+    let auth = Authenticator::hs256(jwt(s, true)?);
+    let base = base_url.unwrap_or_else(|| {
+        let port = s.listen.rsplit_once(':').map_or("8080", |(_, p)| p);
+        format!("http://localhost:{port}")
+    });
+    with_database(s, async |url: &str| {
+        let store = keel_store::Store::connect(url, PoolSizes { writer: 8, reader: 2, projector: 1 }, Some(key))
+            .await
+            .context("cannot connect (is the database migrated? run keel migrate)")?;
+        let report = keel::demo::seed(&store, chrono::Utc::now()).await;
+        store.close().await;
+        let report = report?;
+        print!("{}", keel::demo::banner(&report, &keel::demo::tokens(&auth, ttl), &base));
+        Ok(())
+    })
+    .await
 }
