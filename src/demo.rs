@@ -59,14 +59,18 @@ const PROJECTS: [&str; 12] = [
 /// The last `ARCHIVED` projects are archived on day `ARCHIVE_DAY`.
 const ARCHIVED: usize = 3;
 const ARCHIVE_DAY: i64 = 40;
+/// Commands in flight at once where their order does not matter (tasks, usage days).
+const CONCURRENCY: usize = 12;
 /// Tasks the seed creates.
 pub const TASKS: usize = 300;
 /// Days of history: day 0 is 56 days before the seed's day; the last day written (55) is yesterday.
 pub const DAYS: i64 = 56;
-const METRICS: [(&str, i64); 4] = [("api.calls", 4_000), ("emails.sent", 300), ("storage.gb", 40), ("compute.minutes", 900)];
+const METRICS: [(&str, i64); 4] =
+    [("api.calls", 4_000), ("emails.sent", 300), ("storage.gb", 40), ("compute.minutes", 900)];
 
-const VERBS: [&str; 12] =
-    ["Draft", "Review", "Fix", "Ship", "Design", "Test", "Document", "Refactor", "Plan", "Migrate", "Measure", "Polish"];
+const VERBS: [&str; 12] = [
+    "Draft", "Review", "Fix", "Ship", "Design", "Test", "Document", "Refactor", "Plan", "Migrate", "Measure", "Polish",
+];
 const OBJECTS: [&str; 15] = [
     "the sign-up form",
     "invoice export",
@@ -273,8 +277,8 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> anyhow::Result<SeedRepor
         let started = (created + 1 + rng.below(3)).min(last_day);
         let status = |s: &str| TaskCommand::ChangeStatus { status: s.into() };
         if fate < 62 {
-            // Done: some by way of in progress; completed within two weeks, never after `last_day`.
-            let done = (started + rng.below(12)).min(last_day);
+            // Done: some by way of in progress; completed within 12 days, never after `last_day`.
+            let done = started + rng.below((last_day - started + 1).min(12) as u64);
             if i % 3 == 0 {
                 calls.push(call(
                     worker,
@@ -302,7 +306,7 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> anyhow::Result<SeedRepor
             }
             Ok(n)
         })
-        .buffer_unordered(8)
+        .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     for r in results {
@@ -356,8 +360,11 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> anyhow::Result<SeedRepor
         })
         .collect();
     let (last, rest) = usage.split_last().expect("DAYS > 0");
-    let results: Vec<anyhow::Result<()>> =
-        futures::stream::iter(rest.iter().cloned()).map(|c| run(store, c)).buffer_unordered(8).collect().await;
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(rest.iter().cloned())
+        .map(|c| run(store, c))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     for r in results {
         r?;
         commands += 1;

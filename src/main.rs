@@ -483,7 +483,7 @@ async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
         format!("http://localhost:{port}")
     });
     with_database(s, async |url: &str| {
-        let store = keel_store::Store::connect(url, PoolSizes { writer: 8, reader: 2, projector: 1 }, Some(key))
+        let store = keel_store::Store::connect(url, PoolSizes { writer: 12, reader: 2, projector: 1 }, Some(key))
             .await
             .context("cannot connect (is the database migrated? run keel migrate)")?;
         let report = keel::demo::seed(&store, chrono::Utc::now()).await;

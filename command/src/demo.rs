@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The namespace of every demo id (UUID v5): the same names give the same ids in every run.
-pub const NAMESPACE: Uuid = Uuid::from_u128(0x6b65656c_6465_4d6f_8000_0000_0000_0001);
+pub const NAMESPACE: Uuid = Uuid::from_u128(0x6b65_656c_6465_4d6f_8000_0000_0000_0001);
 
 /// The slug of the demo tenant.
 pub const SLUG: &str = "demo";

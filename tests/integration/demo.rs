@@ -87,12 +87,9 @@ async fn demo_seed_fills_the_dashboard_through_the_command_path_once() {
 
     // Every demo event is marked and dated in the past; no other tenant's event is.
     let events = count(&app, "SELECT count(*) FROM events WHERE tenant_id = $1", tenant.0).await;
-    let marked = count(
-        &app,
-        "SELECT count(*) FROM events WHERE tenant_id = $1 AND metadata->'demo' = 'true'::jsonb",
-        tenant.0,
-    )
-    .await;
+    let marked =
+        count(&app, "SELECT count(*) FROM events WHERE tenant_id = $1 AND metadata->'demo' = 'true'::jsonb", tenant.0)
+            .await;
     assert_eq!(events, marked, "every demo event carries demo: true");
     assert!(events >= 600, "{events} events");
     let old = count(
@@ -135,7 +132,9 @@ async fn demo_seed_fills_the_dashboard_through_the_command_path_once() {
 
     // Usage on several metrics and days.
     let from = (today - Duration::days(60)).to_string();
-    let r = app.graphql(owner, &format!(r#"{{ usage(from: "{from}", to: "{today}") {{ date metric units }} }}"#), None).await;
+    let r = app
+        .graphql(owner, &format!(r#"{{ usage(from: "{from}", to: "{today}") {{ date metric units }} }}"#), None)
+        .await;
     assert!(r.body["errors"].is_null(), "{}", r.body);
     let usage = r.body["data"]["usage"].as_array().unwrap();
     let metrics: std::collections::BTreeSet<&str> = usage.iter().map(|u| u["metric"].as_str().unwrap()).collect();
@@ -154,12 +153,17 @@ async fn demo_seed_fills_the_dashboard_through_the_command_path_once() {
     assert_eq!(r.body["data"]["events"]["edges"][0]["node"]["metadata"]["demo"], true);
 
     // Cross-tenant: the tenant beside it sees none of it.
-    let r = app.graphql(&other_owner, "{ dashboard { tasksByStatus { total } activeProjects memberCount } }", None).await;
+    let r =
+        app.graphql(&other_owner, "{ dashboard { tasksByStatus { total } activeProjects memberCount } }", None).await;
     assert_eq!(r.body["data"]["dashboard"]["tasksByStatus"]["total"], 0, "{}", r.body);
     assert_eq!(r.body["data"]["dashboard"]["memberCount"], 1, "{}", r.body);
     let demo_project = cmd_demo::id("project/0");
     let r = app
-        .graphql(&other_owner, &format!(r#"{{ project(id: "{demo_project}") {{ name }} events {{ totalCount }} }}"#), None)
+        .graphql(
+            &other_owner,
+            &format!(r#"{{ project(id: "{demo_project}") {{ name }} events {{ totalCount }} }}"#),
+            None,
+        )
         .await;
     assert!(r.body["data"]["project"].is_null(), "{}", r.body);
     assert_eq!(r.body["data"]["events"]["totalCount"], others);
@@ -208,7 +212,11 @@ async fn the_demo_entry_point_acts_in_the_demo_tenant_only_and_rest_never_back_d
             "/api/v1/projects",
             &owner,
             Some(json!({"name": "Dated"})),
-            &[("date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("x-keel-at", "2024-01-01T00:00:00Z"), ("x-keel-demo", "true")],
+            &[
+                ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+                ("x-keel-at", "2024-01-01T00:00:00Z"),
+                ("x-keel-demo", "true"),
+            ],
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
