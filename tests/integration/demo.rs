@@ -316,3 +316,46 @@ async fn keel_demo_seed_runs_against_a_database_and_prints_working_tokens() {
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+#[tokio::test]
+async fn keel_up_demo_seeds_after_migrating_and_prints_the_demo_banner() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let db = crate::helpers::TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("keel-up-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = tokio::process::Command::new(KEEL)
+        .args(["up", "--demo"])
+        .env("DATABASE_URL", &db.url)
+        .env("KEEL_DATA_DIR", &dir)
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_MASTER_KEY", MASTER_KEY)
+        .env("KEEL_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .env("KEEL_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.starts_with("Press Ctrl-C");
+            banner.push(line);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    let text = banner.join("\n");
+    assert!(read.is_ok(), "keel up --demo printed its banner: {text}");
+    assert!(text.contains("Keel is up.") && text.contains("Demo tenant `demo`") && text.contains("seeded"), "{text}");
+    let roles = banner.iter().filter(|l| l.trim_start().starts_with("auditor ")).count();
+    assert_eq!(roles, 1, "{text}");
+    // The seed went through the server's store: the demo owner exists.
+    assert!(keel::demo::owner_user(&db.store).await.unwrap().is_some());
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
