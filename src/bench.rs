@@ -185,7 +185,13 @@ where
 }
 
 fn meta() -> EventMetadata {
-    EventMetadata { actor: "user:bench".into(), correlation_id: Uuid::now_v7(), causation_id: None, request_id: None }
+    EventMetadata {
+        actor: "user:bench".into(),
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        request_id: None,
+        demo: false,
+    }
 }
 
 async fn provision(store: &Store, slug: &str) -> anyhow::Result<TenantId> {

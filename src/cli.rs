@@ -127,7 +127,12 @@ pub struct Settings {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything in one process: (embedded) database, migrations, REST, GraphQL, projections.
-    Up,
+    Up {
+        /// Seed the demo tenant (slug `demo`) once the server is up, unless it was seeded before,
+        /// and print a token per role (see `keel demo seed`).
+        #[arg(long)]
+        demo: bool,
+    },
     /// Run one part of Keel against DATABASE_URL (which must be migrated).
     Serve {
         /// Which service this process runs (`--role` is accepted too).
@@ -159,6 +164,11 @@ pub enum Command {
     Analyst {
         #[command(subcommand)]
         command: AnalystCmd,
+    },
+    /// Demo data for development and demonstrations.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCmd,
     },
     /// Inspect and rebuild the asynchronous projections.
     Projections {
@@ -198,6 +208,21 @@ pub enum ProjectionsCmd {
     Rebuild {
         /// projects, tasks, members, throughput, usage or tenants.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCmd {
+    /// Create the demo tenant (slug `demo`, team plan: members of every role, projects, tasks
+    /// over the last eight weeks, usage) in DATABASE_URL or the embedded cluster, through the
+    /// command path; a tenant seeded before is left as it is. Prints a token per role.
+    Seed {
+        /// Lifetime of the printed tokens, e.g. 30m, 12h, 7d.
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// The base URL the printed curl line uses (default: from KEEL_LISTEN).
+        #[arg(long)]
+        base_url: Option<String>,
     },
 }
 

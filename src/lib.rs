@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod database_url;
+pub mod demo;
 pub mod embedded;
 pub mod secrets;
 pub mod subscribe;

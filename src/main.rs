@@ -3,7 +3,8 @@
 use anyhow::{Context, bail};
 use clap::Parser;
 use keel::cli::{
-    AnalystCmd, AuditCmd, BenchArgs, Cli, Command, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs, TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, Cli, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
+    TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
@@ -19,7 +20,7 @@ async fn main() {
     let cli = Cli::parse();
     telemetry::init(&cli.settings.log, cli.settings.log_format);
     let result = match cli.command {
-        Command::Up => up(&cli.settings).await,
+        Command::Up { demo } => up(&cli.settings, demo).await,
         Command::Serve { service } => serve(&cli.settings, service).await,
         Command::Migrate => migrate(&cli.settings).await,
         Command::Token(args) => token(&cli.settings, &args),
@@ -30,6 +31,7 @@ async fn main() {
         Command::Keys { command } => keys(&cli.settings, command).await,
         Command::Analyst { command } => analyst(&cli.settings, command).await,
         Command::Subscribe(args) => subscribe(args).await,
+        Command::Demo { command } => demo(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -177,12 +179,12 @@ async fn shutdown_signal() {
     }
 }
 
-async fn up(s: &Settings) -> anyhow::Result<()> {
+async fn up(s: &Settings, demo: bool) -> anyhow::Result<()> {
     let embedded = match &s.database_url {
         Some(_) => None,
         None => Some(start_embedded(s).await?),
     };
-    let result = run_up(s, embedded.as_ref()).await;
+    let result = run_up(s, embedded.as_ref(), demo).await;
     if let Some(pg) = &embedded {
         eprintln!("keel: stopping the embedded PostgreSQL");
         pg.stop()?;
@@ -190,7 +192,7 @@ async fn up(s: &Settings) -> anyhow::Result<()> {
     result
 }
 
-async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<()> {
+async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyhow::Result<()> {
     let url = match (&s.database_url, embedded) {
         (Some(u), _) => u.clone(),
         (None, Some(pg)) => DatabaseUrl::from(pg.database_url()),
@@ -216,6 +218,11 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
         None => println!("  Database  DATABASE_URL"),
     }
     println!("  Platform token (12 h, development):\n    {token}");
+    if demo {
+        let report = keel::demo::seed(app.store(), chrono::Utc::now()).await.context("demo seed failed")?;
+        let tokens = keel::demo::tokens(&app.authenticator(), Duration::from_secs(12 * 3600));
+        print!("{}", keel::demo::banner(&report, &tokens, &base));
+    }
     println!("Press Ctrl-C to stop.");
     app.run(shutdown_signal()).await
 }
@@ -488,4 +495,26 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         r = keel::subscribe::run(&sub, &mut out) => r.map(|_| ()),
         _ = stop => Ok(()),
     }
+}
+
+async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
+    let DemoCmd::Seed { ttl, base_url } = command;
+    // Invitations seal the members' personal data: the key must be the one the server uses.
+    let key = required_cli_master_key(s)?;
+    let auth = Authenticator::hs256(jwt(s, true)?);
+    let base = base_url.unwrap_or_else(|| {
+        let port = s.listen.rsplit_once(':').map_or("8080", |(_, p)| p);
+        format!("http://localhost:{port}")
+    });
+    with_database(s, async |url: &str| {
+        let store = keel_store::Store::connect(url, PoolSizes { writer: 12, reader: 2, projector: 1 }, Some(key))
+            .await
+            .context("cannot connect (is the database migrated? run keel migrate)")?;
+        let report = keel::demo::seed(&store, chrono::Utc::now()).await;
+        store.close().await;
+        let report = report?;
+        print!("{}", keel::demo::banner(&report, &keel::demo::tokens(&auth, ttl), &base));
+        Ok(())
+    })
+    .await
 }

@@ -112,6 +112,44 @@ pub(crate) fn tenant_of(meta: &WriteMeta) -> Result<TenantId, Problem> {
     p.tenant_id.map(TenantId).ok_or_else(|| Problem::forbidden("the token carries no tenant_id"))
 }
 
+/// Where a command's time comes from. Every REST request reads the system clock: no header or
+/// field of a request can name another time. Only the demo seeder's in-process entry point
+/// (`crate::demo::execute_at`, which acts in the demo tenant alone) passes one, and its events
+/// are marked as demo data in their metadata.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Clock {
+    System,
+    Demo(DateTime<Utc>),
+}
+
+impl Clock {
+    fn now(self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Demo(at) => at,
+        }
+    }
+
+    fn is_demo(self) -> bool {
+        matches!(self, Clock::Demo(_))
+    }
+}
+
+/// What a command answered: written (or unchanged), or the stored answer to its idempotency key.
+pub(crate) enum Done {
+    Written { status: StatusCode, id: Uuid, version: i64, position: LogPosition },
+    Replayed { status: u16, response: serde_json::Value },
+}
+
+impl Done {
+    fn into_response(self) -> Response {
+        match self {
+            Done::Written { status, id, version, position } => crate::respond::written(status, id, version, position),
+            Done::Replayed { status, response } => crate::respond::replay(status, response),
+        }
+    }
+}
+
 /// Runs `cmd` in `tenant` and answers `created` (201) or 200.
 pub(crate) async fn execute(
     state: &CommandState,
@@ -120,13 +158,26 @@ pub(crate) async fn execute(
     cmd: Cmd,
     created: bool,
 ) -> Result<Response, Problem> {
+    execute_with(state, meta, tenant, cmd, created, Clock::System).await.map(Done::into_response)
+}
+
+/// `execute` at the time `clock` gives (see `Clock`).
+pub(crate) async fn execute_with(
+    state: &CommandState,
+    meta: &WriteMeta,
+    tenant: TenantId,
+    cmd: Cmd,
+    created: bool,
+    clock: Clock,
+) -> Result<Done, Problem> {
     if cmd.is_platform() && !meta.principal.platform {
         return Err(Problem::forbidden("this command needs the platform:admin scope"));
     }
+    let md = metadata(meta, clock.is_demo());
     let mut attempt = 0;
     loop {
         let mut tx = state.store.begin_write(tenant).await.map_err(errors::store)?;
-        let now = Utc::now();
+        let now = clock.now();
         let (role, row) = if cmd.is_platform() {
             (None, None)
         } else {
@@ -146,7 +197,7 @@ pub(crate) async fn execute(
                 Reservation::Fresh => {}
                 Reservation::Replay { status, response } => {
                     tx.rollback().await.map_err(errors::store)?;
-                    return Ok(crate::respond::replay(status, response));
+                    return Ok(Done::Replayed { status, response });
                 }
                 Reservation::Mismatch => return Err(errors::idempotency_key_reused()),
             }
@@ -155,7 +206,7 @@ pub(crate) async fn execute(
         // new without asking; were it not, the append's unique version would say so and the
         // retry loads it.
         let fresh = attempt == 0 && cmd.creates_new_stream();
-        match run(&mut tx, role, row, fresh, &cmd, meta, now).await {
+        match run(&mut tx, role, row, fresh, &cmd, meta, &md, now).await {
             Ok(o) => {
                 let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
                 let body = written_body(o.id, o.version, o.position);
@@ -170,7 +221,7 @@ pub(crate) async fn execute(
                         state.store.events_appended();
                     }
                 }
-                return Ok(crate::respond::written(status, o.id, o.version, o.position));
+                return Ok(Done::Written { status, id: o.id, version: o.version, position: o.position });
             }
             Err(Failure::Store(e)) if lost_race(&e) && !pins_version(meta) && attempt < RETRIES => {
                 tracing::info!(attempt, error = %e, "lost a race; retrying against fresh state");
@@ -202,13 +253,14 @@ fn lost_race(e: &StoreError) -> bool {
     }
 }
 
-fn metadata(meta: &WriteMeta) -> EventMetadata {
+fn metadata(meta: &WriteMeta, demo: bool) -> EventMetadata {
     let correlation_id = meta.request_id.as_deref().and_then(|r| Uuid::parse_str(r).ok()).unwrap_or_else(Uuid::now_v7);
     EventMetadata {
         actor: meta.principal.actor(),
         correlation_id,
         causation_id: None,
         request_id: meta.request_id.clone(),
+        demo,
     }
 }
 
@@ -324,7 +376,7 @@ async fn append_events(
     stream: Uuid,
     head: &Head,
     events: &[Event],
-    meta: &WriteMeta,
+    md: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<(Outcome, Option<log::Appended>), Failure> {
     if events.is_empty() {
@@ -332,7 +384,7 @@ async fn append_events(
     }
     let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
     let known = if head.version == 0 { &known[..0] } else { &known[..] };
-    let appended = log::append_at(tx, known, events, &metadata(meta), now).await?;
+    let appended = log::append_at(tx, known, events, md, now).await?;
     let version = appended.version_of(stream).unwrap_or(head.version);
     Ok((Outcome { id: stream, version, position: appended.last, unchanged: false }, Some(appended)))
 }
@@ -346,10 +398,10 @@ async fn append<A: Aggregate>(
     state: &A,
     head: Head,
     events: Vec<Event>,
-    meta: &WriteMeta,
+    md: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
-    let (outcome, appended) = append_events(tx, stream, &head, &events, meta, now).await?;
+    let (outcome, appended) = append_events(tx, stream, &head, &events, md, now).await?;
     if let Some(appended) = appended
         && outcome.version - head.snapshot >= snapshot::EVERY
         && let Some(hash) = appended.heads.iter().find(|h| h.stream_id == stream).and_then(|h| h.hash.as_ref())
@@ -394,16 +446,17 @@ async fn decide_and_append<A: Decide>(
     tx: &mut TenantTx,
     loaded: Loaded<A>,
     cmd: A::Command,
-    meta: &WriteMeta,
+    md: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
     let Loaded { stream, state, head, pre, ctx } = loaded;
     // Input that cannot be right is 422 before any state, precondition or rule is consulted.
     A::check_input(&cmd).map_err(Failure::Domain)?;
     let events = after_precondition(pre, state.decide(cmd, &ctx, now))?;
-    append(tx, stream, &state, head, events, meta, now).await
+    append(tx, stream, &state, head, events, md, now).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     tx: &mut TenantTx,
     role: Option<Role>,
@@ -411,29 +464,30 @@ async fn run(
     fresh: bool,
     cmd: &Cmd,
     meta: &WriteMeta,
+    md: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
     match cmd.clone() {
         Cmd::Tenant(c) => {
             let loaded = load_tenant(tx, read, &c, meta).await?;
-            decide_and_append(tx, loaded, c, meta, now).await
+            decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Member(id, c) => {
             let actor = role.expect("tenant commands have a role");
             let loaded = load_member(tx, read, actor, fresh, id, &c, meta).await?;
-            decide_and_append(tx, loaded, c, meta, now).await
+            decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Project(id, c) => {
             let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta).await?;
-            decide_and_append(tx, loaded, c, meta, now).await
+            decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Task(id, c) => {
             let loaded = load_task(tx, read, fresh, id, &c, meta).await?;
-            decide_and_append(tx, loaded, c, meta, now).await
+            decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Usage(c) => {
             let loaded = load_usage(tx, read, &c).await?;
-            decide_and_append(tx, loaded, c, meta, now).await
+            decide_and_append(tx, loaded, c, md, now).await
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The REST command API (`/api/v1`): authorize from the membership, load the aggregate, decide,
 //! append, answer with the new version and a consistency token.
 
+pub mod demo;
 mod errors;
 mod exec;
 mod openapi;

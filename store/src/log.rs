@@ -46,6 +46,11 @@ pub struct EventMetadata {
     pub causation_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Demo data written by the seeder (`keel demo seed`), whose times may lie in the past.
+    /// Stored only when true, so every other event's metadata (and hash) is as before; the hash
+    /// covers it like any other field, so `keel audit verify` recomputes it from the row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub demo: bool,
 }
 
 /// One row of the log as stored.

@@ -141,7 +141,13 @@ impl Drop for TestDb {
 }
 
 pub fn meta() -> EventMetadata {
-    EventMetadata { actor: "user:test".into(), correlation_id: Uuid::now_v7(), causation_id: None, request_id: None }
+    EventMetadata {
+        actor: "user:test".into(),
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        request_id: None,
+        demo: false,
+    }
 }
 
 pub struct Options {
