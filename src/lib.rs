@@ -10,6 +10,7 @@ pub mod database_url;
 pub mod embedded;
 pub mod secrets;
 pub mod telemetry;
+pub mod tenant_arg;
 
 pub use app::{App, AppConfig, EdgeLimits, Services};
 pub use database_url::DatabaseUrl;

@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// One JSON object a line, with the list of spans.
     Json,
+    /// Human-readable lines (coloured only when stderr is a terminal).
     Pretty,
 }
 
