@@ -260,3 +260,18 @@ async fn tenants_are_named_by_id_or_slug_and_a_missing_one_is_an_error() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pretty log lines written to a file or a pipe carry no colour codes.
+#[tokio::test]
+async fn pretty_logs_into_a_pipe_have_no_colour_codes() {
+    let db = TestDb::new().await;
+    db.provision("ops-pretty", "ada").await;
+    let dir = scratch_dir("pretty");
+    let mut c = keel(&db, &dir, None);
+    c.env("KEEL_LOG_FORMAT", "pretty").env("KEEL_LOG", "debug");
+    let (out, _, stderr) = run(c, &["audit", "verify"]).await;
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("DEBUG") || stderr.contains("INFO"), "something was logged: {stderr}");
+    assert!(!stderr.contains('\x1b'), "no ANSI escape codes: {stderr:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -136,3 +136,31 @@ fn the_sql_check_sees_each_form() {
     assert!(sql_lines("x.rs", "// sqlx::query is only in store").is_empty());
     assert!(sql_lines("x.rs", "let r = schema.execute(request).await;").is_empty());
 }
+
+/// Every `keel_*` series recorded anywhere in the workspace is described at start-up
+/// (`src/telemetry.rs`), so `/metrics` has a `# HELP` for it even before it first shows.
+#[test]
+fn every_recorded_metric_is_described() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let described = std::fs::read_to_string(root.join("src/telemetry.rs")).unwrap();
+    let mut files = Vec::new();
+    for dir in ["gateway", "command", "query", "runner", "projections", "store", "domain", "src"] {
+        rust_files(&root.join(dir), root, &mut files);
+    }
+    let mut missing = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            if !["counter!(", "gauge!(", "histogram!("].iter().any(|m| line.contains(m)) || line.contains("describe_") {
+                continue;
+            }
+            let Some(start) = line.find("\"keel_") else { continue };
+            let name = &line[start..];
+            let name = &name[..name[1..].find('"').map_or(name.len(), |e| e + 2)];
+            if !described.contains(name) {
+                missing.push(format!("{}:{}: {name}", file.strip_prefix(root).unwrap().display(), i + 1));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "recorded but never described in src/telemetry.rs: {missing:#?}");
+}
