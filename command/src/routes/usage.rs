@@ -24,6 +24,8 @@ pub(crate) struct UsageRecordBody {
     /// Any JSON number without a fraction is an integer (`5.0`, `5e3`).
     #[serde(deserialize_with = "integer")]
     quantity: i64,
+    /// When the units were used, RFC 3339 (e.g. `2025-03-31T12:00:00Z`).
+    #[serde(deserialize_with = "super::date_time")]
     occurred_at: DateTime<Utc>,
 }
 
