@@ -1,4 +1,4 @@
-//! The GraphQL schema (SPEC §6b): the root fields, the dashboard, the platform view.
+//! The GraphQL schema (`docs/api.md`, "GraphQL"): the root fields, the dashboard, the platform view.
 
 use crate::context::{bad_input, forbidden, internal, listing, text_arg};
 use crate::cursor;

@@ -362,7 +362,7 @@ async fn schema_graphql_is_current() {
     assert!(described("platform:").starts_with("The platform view"), "{}", described("platform:"));
 }
 
-/// Every field, every role: what each may read (SPEC §3), and that another tenant's data never shows.
+/// Every field, every role: what each may read (`docs/domain.md`, "Members and roles"), and that another tenant's data never shows.
 #[tokio::test]
 async fn every_field_for_every_role_and_across_tenants() {
     let app = spawn_app().await;
