@@ -473,8 +473,7 @@ async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
                 AuditCmd::Export { tenant, from, to } => {
                     let info = keel::tenant_arg::find_at(url, &tenant).await?;
                     let out = std::io::stdout().lock();
-                    let n =
-                        keel::audit::export(&store, keel_domain::TenantId(info.tenant_id), from, to, out).await?;
+                    let n = keel::audit::export(&store, keel_domain::TenantId(info.tenant_id), from, to, out).await?;
                     eprintln!("keel: exported {n} events of tenant {} ({})", info.tenant_id, info.slug);
                     Ok(())
                 }

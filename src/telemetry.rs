@@ -63,10 +63,19 @@ fn describe() {
     describe_counter!("keel_projection_events_total", "Events a projection has applied (committed batches).");
     describe_gauge!("keel_projection_checkpoint", "Log position up to which a projection has applied the log.");
     describe_histogram!("keel_projection_batch_seconds", "Time to apply and commit one projection batch, in seconds.");
-    describe_counter!("keel_projection_dead_letters_total", "Events a projection parked as dead letters (this process).");
+    describe_counter!(
+        "keel_projection_dead_letters_total",
+        "Events a projection parked as dead letters (this process)."
+    );
     describe_gauge!("keel_projection_lag_events", "Committed events a projection has not applied yet.");
-    describe_gauge!("keel_projection_lag_seconds", "Age of the oldest event a projection has not applied yet, in seconds.");
+    describe_gauge!(
+        "keel_projection_lag_seconds",
+        "Age of the oldest event a projection has not applied yet, in seconds."
+    );
     describe_gauge!("keel_projection_dead_letters", "Dead letters a projection has parked (all processes).");
     describe_gauge!("keel_db_pool_connections", "Open connections of a database pool (writer, reader, projector).");
-    describe_gauge!("keel_db_pool_idle_connections", "Idle connections of a database pool (writer, reader, projector).");
+    describe_gauge!(
+        "keel_db_pool_idle_connections",
+        "Idle connections of a database pool (writer, reader, projector)."
+    );
 }

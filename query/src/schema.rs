@@ -313,13 +313,7 @@ impl QueryRoot {
     }
 
     /// Units per day and metric between `from` and `to` (inclusive, at most 366 days).
-    async fn usage(
-        &self,
-        ctx: &Context<'_>,
-        metric: Option<String>,
-        from: Date,
-        to: Date,
-    ) -> Result<Vec<UsageDay>> {
+    async fn usage(&self, ctx: &Context<'_>, metric: Option<String>, from: Date, to: Date) -> Result<Vec<UsageDay>> {
         let (from, to) = (from.0, to.0);
         let r = req(ctx);
         r.require(|role| role.can_read_data() || role == DomainRole::Auditor).await?;
@@ -441,7 +435,11 @@ impl Dashboard {
         let units = usage::month(&mut tx, month).await.map_err(internal)?;
         let plan = access::tenant_row(&mut tx, false).await.map_err(internal)?.map(|t| t.plan);
         tx.commit().await.map_err(internal)?;
-        Ok(UsageQuota { month: Date(month), units, quota: plan.and_then(DomainPlan::monthly_usage_limit).map(|q| q as i64) })
+        Ok(UsageQuota {
+            month: Date(month),
+            units,
+            quota: plan.and_then(DomainPlan::monthly_usage_limit).map(|q| q as i64),
+        })
     }
 }
 

@@ -4,7 +4,10 @@ use crate::context::{RequestCtx, internal};
 use crate::cursor;
 use crate::loaders::{MemberLoader, ProjectLoader, ProjectTaskCountLoader, ProjectTasksKey, ProjectTasksLoader};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{ComplexObject, Context, Enum, ID, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType, SimpleObject, Value};
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
+    SimpleObject, Value,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use keel_store::read::members::MemberRow;
 use keel_store::read::projects::ProjectRow;

@@ -211,7 +211,11 @@ async fn tools_outside_a_data_directory_refuse_to_invent_secrets() {
                 .output()
                 .await
                 .unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         }
     };
     let (code, stdout, stderr) = run(&["token", "--platform"]).await;

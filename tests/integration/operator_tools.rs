@@ -228,7 +228,8 @@ async fn tenants_are_named_by_id_or_slug_and_a_missing_one_is_an_error() {
     }
     let dir = scratch_dir("slug");
 
-    let (out, by_slug, stderr) = run(keel(db, &dir, Some(MASTER_KEY)), &["audit", "export", "--tenant", "ops-slug"]).await;
+    let (out, by_slug, stderr) =
+        run(keel(db, &dir, Some(MASTER_KEY)), &["audit", "export", "--tenant", "ops-slug"]).await;
     assert!(out.status.success(), "{stderr}");
     assert!(by_slug.lines().count() >= 2 && by_slug.contains(&tenant.0.to_string()), "{by_slug}");
     let (_, by_id, _) =

@@ -112,7 +112,11 @@ async fn a_bad_date_is_refused_naming_the_format() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body["detail"].as_str().unwrap_or_default().contains("YYYY-MM-DD"), "{}", r.body);
     let r = app
-        .post("/api/v1/usage", &owner, json!({"records": [{"id": "1", "metric": "api.calls", "quantity": 1, "occurred_at": "yesterday"}]}))
+        .post(
+            "/api/v1/usage",
+            &owner,
+            json!({"records": [{"id": "1", "metric": "api.calls", "quantity": 1, "occurred_at": "yesterday"}]}),
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body["detail"].as_str().unwrap_or_default().contains("RFC 3339"), "{}", r.body);

@@ -178,9 +178,7 @@ fn no_citation_of_a_specification_outside_the_repository() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let needle = concat!("SPEC", " §");
     let files: Vec<PathBuf> = match std::process::Command::new("git").arg("ls-files").current_dir(root).output() {
-        Ok(out) if out.status.success() => {
-            String::from_utf8_lossy(&out.stdout).lines().map(|l| root.join(l)).collect()
-        }
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().map(|l| root.join(l)).collect(),
         // Not a git checkout: every file but builds and local data.
         _ => {
             fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

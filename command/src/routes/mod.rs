@@ -25,9 +25,9 @@ where
     use serde::de::Error;
     match <Option<serde_json::Value> as serde::Deserialize>::deserialize(d)? {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-            .map(Some)
-            .map_err(|_| D::Error::custom(DATE_FORMAT)),
+        Some(serde_json::Value::String(s)) => {
+            chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").map(Some).map_err(|_| D::Error::custom(DATE_FORMAT))
+        }
         Some(_) => Err(D::Error::custom(DATE_FORMAT)),
     }
 }
