@@ -27,9 +27,9 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct Settings {
-    /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`
-    /// and `migrate` start a private cluster under KEEL_DATA_DIR, and the other tools use the one
-    /// found there (never a new one).
+    /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`,
+    /// `migrate` and `bench` start a private cluster under KEEL_DATA_DIR, and the other tools use
+    /// the one found there (never a new one).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
 
