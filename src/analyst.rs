@@ -2,7 +2,7 @@
 
 use crate::cli::AnalystCmd;
 use anyhow::{Context, bail};
-use keel_store::analyst::{self, LoginName, TenantInfo};
+use keel_store::analyst::{self, LoginName};
 use rand::Rng;
 use sqlx::{Connection, PgConnection};
 
@@ -41,7 +41,7 @@ pub async fn run(database_url: &str, command: AnalystCmd) -> anyhow::Result<()> 
 }
 
 async fn create(conn: &mut PgConnection, database_url: &str, tenant: &str, login: Option<&str>) -> anyhow::Result<()> {
-    let info = find_tenant(conn, tenant).await?;
+    let info = crate::tenant_arg::find(conn, tenant).await?;
     if info.status == keel_domain::tenant::TenantStatus::Erased {
         bail!("tenant {} ({}) is erased: it has nothing to report", info.tenant_id, info.slug);
     }
@@ -61,19 +61,6 @@ async fn create(conn: &mut PgConnection, database_url: &str, tenant: &str, login
     );
     println!("{url}");
     Ok(())
-}
-
-/// The tenant named by id or, failing that, by slug.
-async fn find_tenant(conn: &mut PgConnection, tenant: &str) -> anyhow::Result<TenantInfo> {
-    match tenant.parse::<uuid::Uuid>() {
-        Ok(id) => analyst::tenant_by_id(conn, id).await?.with_context(|| format!("there is no tenant {id}")),
-        Err(_) => analyst::tenant_by_slug(conn, tenant).await?.with_context(|| {
-            format!(
-                "there is no tenant with id or slug {tenant:?} (a tenant provisioned a moment ago may not be in the \
-                 platform view yet: use its id)"
-            )
-        }),
-    }
 }
 
 async fn list(conn: &mut PgConnection) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! `keel audit export|verify` and `keel keys rotate`: the command line's side of SPEC §8.
+//! `keel audit export|verify` and `keel keys rotate`: the command line's side of
+//! `docs/guarantees.md` ("Audit", "Erasure").
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};

@@ -6,7 +6,6 @@ use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use std::path::PathBuf;
-use uuid::Uuid;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,11 +22,14 @@ pub struct Cli {
 }
 
 /// `Debug` never shows a secret: the JWT secret and the master key print as redacted, the
-/// database URL without its password.
+/// database URL without its password. They apply to every subcommand, and a subcommand's help
+/// lists them after its own options, under "Global options".
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Settings {
-    /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`
-    /// and `migrate` start a private cluster under KEEL_DATA_DIR.
+    /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`,
+    /// `migrate` and `bench` start a private cluster under KEEL_DATA_DIR, and the other tools use
+    /// the one found there (never a new one).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
 
@@ -39,8 +41,8 @@ pub struct Settings {
     #[arg(long, env = "KEEL_DATA_DIR", global = true, default_value = "./.keel")]
     pub data_dir: PathBuf,
 
-    /// HS256 secret for bearer tokens (at least 32 bytes). Unset: `up` and `token` use a
-    /// development secret generated under KEEL_DATA_DIR.
+    /// HS256 secret for bearer tokens (at least 32 bytes). Unset: `up` generates a development
+    /// secret under KEEL_DATA_DIR (once), and `token` signs with that one (never a new one).
     #[arg(long, env = "KEEL_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
 
@@ -147,6 +149,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the GraphQL schema (SDL), or write it to --out (the repository keeps it in schema.graphql).
     GraphqlSchema {
+        /// Write the schema to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -232,7 +235,7 @@ pub enum AnalystCmd {
     /// prints its connection string.
     Create {
         /// The tenant's id, or its slug.
-        #[arg(long)]
+        #[arg(long, value_name = "ID|SLUG")]
         tenant: String,
         /// The login's name (default: keel_analyst_ and 12 random letters and digits).
         #[arg(long)]
@@ -241,7 +244,10 @@ pub enum AnalystCmd {
     /// Every analyst login of this database with its tenant.
     List,
     /// Drop an analyst login: its tenant mapping, its sessions and the role.
-    Revoke { login: String },
+    Revoke {
+        /// The login to drop (as `keel analyst list` shows it).
+        login: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,8 +255,9 @@ pub enum AuditCmd {
     /// Write a tenant's events to stdout as NDJSON, one event a line, in log order; personal data
     /// of erased members reads "[erased]".
     Export {
-        #[arg(long)]
-        tenant: Uuid,
+        /// The tenant whose events to export: its id, or its slug.
+        #[arg(long, value_name = "ID|SLUG")]
+        tenant: String,
         /// Only events recorded at or after this time (RFC 3339).
         #[arg(long)]
         from: Option<chrono::DateTime<chrono::Utc>>,
@@ -260,8 +267,9 @@ pub enum AuditCmd {
     },
     /// Recompute every hash chain (of one tenant, or all); exit 1 at the first broken link.
     Verify {
-        #[arg(long)]
-        tenant: Option<Uuid>,
+        /// Only this tenant's streams (its id, or its slug); unset, every tenant's.
+        #[arg(long, value_name = "ID|SLUG")]
+        tenant: Option<String>,
     },
 }
 
@@ -278,9 +286,13 @@ pub enum KeysCmd {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Service {
+    /// REST, GraphQL and the projection workers.
     All,
+    /// REST commands only.
     Command,
+    /// GraphQL only.
     Query,
+    /// The projection workers only (HTTP serves health, readiness and metrics).
     Projector,
 }
 
@@ -290,9 +302,9 @@ pub struct TokenArgs {
     /// A platform operator token (scope platform:admin, no tenant).
     #[arg(long)]
     pub platform: bool,
-    /// The tenant the token acts in.
-    #[arg(long, requires = "user")]
-    pub tenant: Option<Uuid>,
+    /// The tenant the token acts in: its id, or its slug (a slug is looked up in the database).
+    #[arg(long, requires = "user", value_name = "ID|SLUG")]
+    pub tenant: Option<String>,
     /// The user id (`sub`); for --platform it defaults to `operator`.
     #[arg(long)]
     pub user: Option<String>,
@@ -346,6 +358,37 @@ mod tests {
         for secret in [JWT_SECRET, MASTER_KEY, DB_PASSWORD] {
             assert!(!shown.contains(secret), "{what} prints a secret: {shown}");
         }
+    }
+
+    /// Every option, argument and subcommand says what it is for.
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+                // A flag's true/false are not values anyone types.
+                let values = if arg.get_action().takes_values() { arg.get_possible_values() } else { Vec::new() };
+                for value in values {
+                    if !value.is_hide_set() && value.get_help().is_none() {
+                        missing.push(format!("{path} {}={}", arg.get_id(), value.get_name()));
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "keel", &mut missing);
+        assert!(missing.is_empty(), "without a description: {missing:#?}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod secrets;
 pub mod subscribe;
 pub mod telemetry;
+pub mod tenant_arg;
 
 pub use app::{App, AppConfig, EdgeLimits, Services};
 pub use database_url::DatabaseUrl;

@@ -23,7 +23,7 @@ async fn main() {
         Command::Up { demo } => up(&cli.settings, demo).await,
         Command::Serve { service } => serve(&cli.settings, service).await,
         Command::Migrate => migrate(&cli.settings).await,
-        Command::Token(args) => token(&cli.settings, &args),
+        Command::Token(args) => token(&cli.settings, &args).await,
         Command::Projections { command } => projections(&cli.settings, command).await,
         Command::GraphqlSchema { out } => graphql_schema(out),
         Command::Bench(args) => bench(&cli.settings, args).await,
@@ -42,26 +42,69 @@ async fn main() {
     std::process::exit(0);
 }
 
-/// The JWT settings; without KEEL_JWT_SECRET, `dev` allows a generated development secret.
-fn jwt(s: &Settings, dev: bool) -> anyhow::Result<JwtConfig> {
+/// Where a development secret may come from when KEEL_JWT_SECRET is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DevSecret {
+    /// `keel up`: the one under KEEL_DATA_DIR, generated there the first time.
+    Create,
+    /// A command-line tool (`keel token`): the one `keel up` wrote under KEEL_DATA_DIR, never a
+    /// new one (a secret invented here would sign tokens the server refuses).
+    Existing,
+    /// `keel serve`: none; KEEL_JWT_SECRET is required.
+    Refuse,
+}
+
+/// The JWT settings: KEEL_JWT_SECRET, or a development secret as `dev` allows.
+fn jwt(s: &Settings, dev: DevSecret) -> anyhow::Result<JwtConfig> {
     let secret = match &s.jwt_secret {
         Some(v) if v.expose_secret().len() >= 32 => v.expose_secret().to_owned(),
         Some(_) => bail!("KEEL_JWT_SECRET must be at least 32 bytes"),
-        None if dev => {
+        None => {
             let path = s.data_dir.join("jwt-secret");
-            let (secret, created) = secrets::load_or_create(&path)?;
-            if created {
-                eprintln!("keel: KEEL_JWT_SECRET is unset; generated a development secret in {}", path.display());
+            match dev {
+                DevSecret::Create => {
+                    let (secret, created) = secrets::load_or_create(&path)?;
+                    if created {
+                        eprintln!(
+                            "keel: KEEL_JWT_SECRET is unset; generated a development secret in {}",
+                            path.display()
+                        );
+                    }
+                    secret
+                }
+                DevSecret::Existing => existing_dev_secret(s, &path)?,
+                DevSecret::Refuse => bail!("KEEL_JWT_SECRET is required"),
             }
-            secret
         }
-        None => bail!("KEEL_JWT_SECRET is required"),
     };
     Ok(JwtConfig {
         secret: Secret::new(secret.into_bytes()),
         issuer: s.jwt_issuer.clone(),
         audience: s.jwt_audience.clone(),
     })
+}
+
+/// The development secret `keel up` wrote in `path`; when there is none, an error that says
+/// where it looked and what to do instead of generating one.
+fn existing_dev_secret(s: &Settings, path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => bail!("{} is empty: it is not a development secret written by `keel up`", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "KEEL_JWT_SECRET is unset and there is no development secret at {} ({} is not a Keel data directory: \
+             only `keel up` creates one). A secret made up here would sign tokens the server refuses. Run this \
+             in the directory where `keel up` runs, pass --data-dir (KEEL_DATA_DIR) with its data directory, or \
+             set KEEL_JWT_SECRET to the server's secret.",
+            absolute(path).display(),
+            absolute(&s.data_dir).display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// `path` made absolute against the working directory, for messages that say where Keel looked.
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// The master key: KEEL_MASTER_KEY, KEEL_MASTER_KEY_FILE, or (with `dev`) a development key
@@ -107,9 +150,11 @@ fn cli_master_key(s: &Settings) -> anyhow::Result<Option<keel_store::MasterKey>>
 fn required_cli_master_key(s: &Settings) -> anyhow::Result<keel_store::MasterKey> {
     cli_master_key(s)?.with_context(|| {
         format!(
-            "no master key: set KEEL_MASTER_KEY (64 hex digits or base64) or KEEL_MASTER_KEY_FILE (a file holding \
-             it), or KEEL_DATA_DIR to the directory where `keel up` wrote its development key ({} does not exist)",
-            dev_key_path(s).display()
+            "no master key: KEEL_MASTER_KEY and KEEL_MASTER_KEY_FILE are unset and there is no development key at {} \
+             (only `keel up` creates one; a key made up here would open nothing). Run this in the directory where \
+             `keel up` runs, pass --data-dir (KEEL_DATA_DIR) with its data directory, or set KEEL_MASTER_KEY (64 hex \
+             digits or base64) or KEEL_MASTER_KEY_FILE (a file holding it).",
+            absolute(&dev_key_path(s)).display()
         )
     })
 }
@@ -199,7 +244,7 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyh
         (None, None) => unreachable!("up starts the embedded cluster when DATABASE_URL is unset"),
     };
     keel_store::migrate(url.expose_secret()).await.context("migrations failed")?;
-    let jwt = jwt(s, true)?;
+    let jwt = jwt(s, DevSecret::Create)?;
     let token = Authenticator::hs256(jwt.clone()).issue("operator", None, true, Duration::from_secs(12 * 3600));
     let app = App::build(app_config(s, url, jwt, Services::ALL, master_key(s, true)?)).await?;
     let addr = app.local_addr();
@@ -236,7 +281,7 @@ async fn serve(s: &Settings, service: Service) -> anyhow::Result<()> {
         Service::Query => Services { command: false, query: true, projector: false },
         Service::Projector => Services { command: false, query: false, projector: true },
     };
-    let app = App::build(app_config(s, url, jwt(s, false)?, services, master_key(s, false)?)).await?;
+    let app = App::build(app_config(s, url, jwt(s, DevSecret::Refuse)?, services, master_key(s, false)?)).await?;
     tracing::info!(addr = %app.local_addr(), ?service, "serving");
     app.run(shutdown_signal()).await
 }
@@ -255,13 +300,22 @@ async fn migrate(s: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(s: &Settings, args: &TokenArgs) -> anyhow::Result<()> {
-    let auth = Authenticator::hs256(jwt(s, true)?);
+async fn token(s: &Settings, args: &TokenArgs) -> anyhow::Result<()> {
+    let auth = Authenticator::hs256(jwt(s, DevSecret::Existing)?);
     let t = if args.platform {
         auth.issue(args.user.as_deref().unwrap_or("operator"), None, true, args.ttl)
     } else {
         let user = args.user.as_deref().context("--user is required with --tenant")?;
-        auth.issue(user, args.tenant, false, args.ttl)
+        let tenant = args.tenant.as_deref().context("--tenant or --platform is required")?;
+        // An id signs without the database; a slug is looked up there.
+        let id = match tenant.trim().parse::<uuid::Uuid>() {
+            Ok(id) => id,
+            Err(_) => {
+                with_keel_database(s, async |url: &str| Ok(keel::tenant_arg::find_at(url, tenant).await?.tenant_id))
+                    .await?
+            }
+        };
+        auth.issue(user, Some(id), false, args.ttl)
     };
     println!("{t}");
     Ok(())
@@ -281,13 +335,32 @@ async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Res
     }
 }
 
+/// `with_database` for a tool that reads what Keel wrote (audit, keys, analyst, projections):
+/// without DATABASE_URL it uses the embedded cluster `keel up` made under KEEL_DATA_DIR, and
+/// refuses to make a new, empty one.
+async fn with_keel_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    if s.database_url.is_none() {
+        let cluster = s.data_dir.join("pg").join("data").join("PG_VERSION");
+        if !cluster.is_file() {
+            bail!(
+                "DATABASE_URL is unset and {} holds no embedded database ({} is not a Keel data directory: only \
+                 `keel up` creates one). Run this in the directory where `keel up` runs, pass --data-dir \
+                 (KEEL_DATA_DIR) with its data directory, or set DATABASE_URL.",
+                absolute(&s.data_dir.join("pg")).display(),
+                absolute(&s.data_dir).display()
+            );
+        }
+    }
+    with_database(s, f).await
+}
+
 async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()> {
     // A rebuild opens every member's personal data: without the key it could only fail.
     let key = match command {
         ProjectionsCmd::Status => cli_master_key(s)?,
         ProjectionsCmd::Rebuild { .. } => Some(required_cli_master_key(s)?),
     };
-    with_database(s, async |url: &str| {
+    with_keel_database(s, async |url: &str| {
         let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, key)
             .await
             .context("cannot connect (is the database migrated? run keel migrate)")?;
@@ -401,19 +474,29 @@ async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
         AuditCmd::Export { .. } => Some(required_cli_master_key(s)?),
         AuditCmd::Verify { .. } => cli_master_key(s)?,
     };
-    with_database(s, async |url: &str| {
+    with_keel_database(s, async |url: &str| {
         let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, key)
             .await
             .context("cannot connect (is the database migrated? run keel migrate)")?;
-        let result = match command {
-            AuditCmd::Export { tenant, from, to } => {
-                let out = std::io::stdout().lock();
-                let n = keel::audit::export(&store, keel_domain::TenantId(tenant), from, to, out).await?;
-                eprintln!("keel: exported {n} events of tenant {tenant}");
-                Ok(())
+        let result = async {
+            match command {
+                AuditCmd::Export { tenant, from, to } => {
+                    let info = keel::tenant_arg::find_at(url, &tenant).await?;
+                    let out = std::io::stdout().lock();
+                    let n = keel::audit::export(&store, keel_domain::TenantId(info.tenant_id), from, to, out).await?;
+                    eprintln!("keel: exported {n} events of tenant {} ({})", info.tenant_id, info.slug);
+                    Ok(())
+                }
+                AuditCmd::Verify { tenant } => {
+                    let tenant = match tenant {
+                        Some(t) => Some(keel::tenant_arg::find_at(url, &t).await?.tenant_id),
+                        None => None,
+                    };
+                    keel::audit::verify(&store, tenant).await
+                }
             }
-            AuditCmd::Verify { tenant } => keel::audit::verify(&store, tenant).await,
-        };
+        }
+        .await;
         store.close().await;
         result
     })
@@ -449,7 +532,7 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
         secrets::write_new(&pending, &new.to_hex())?;
         std::fs::File::open(&pending)?.sync_all()?;
     }
-    let n = with_database(s, async |url: &str| keel::audit::rotate_keys(url, &old, &new).await).await?;
+    let n = with_keel_database(s, async |url: &str| keel::audit::rotate_keys(url, &old, &new).await).await?;
     match new_path {
         Some(path) => println!(
             "re-sealed {n} data keys under master key {}; from now on run Keel with KEEL_MASTER_KEY_FILE={}",
@@ -472,7 +555,7 @@ async fn keys(s: &Settings, command: KeysCmd) -> anyhow::Result<()> {
 }
 
 async fn analyst(s: &Settings, command: AnalystCmd) -> anyhow::Result<()> {
-    with_database(s, async |url: &str| keel::analyst::run(url, command).await).await
+    with_keel_database(s, async |url: &str| keel::analyst::run(url, command).await).await
 }
 
 /// `keel subscribe`: one JSON line per result on stdout.
@@ -501,7 +584,7 @@ async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
     let DemoCmd::Seed { ttl, base_url } = command;
     // Invitations seal the members' personal data: the key must be the one the server uses.
     let key = required_cli_master_key(s)?;
-    let auth = Authenticator::hs256(jwt(s, true)?);
+    let auth = Authenticator::hs256(jwt(s, DevSecret::Existing)?);
     let base = base_url.unwrap_or_else(|| {
         let port = s.listen.rsplit_once(':').map_or("8080", |(_, p)| p);
         format!("http://localhost:{port}")

@@ -3,12 +3,15 @@
 
 use clap::ValueEnum;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// One JSON object a line, with the list of spans.
     Json,
+    /// Human-readable lines (coloured only when stderr is a terminal).
     Pretty,
 }
 
@@ -17,7 +20,11 @@ pub fn init(filter: &str, format: LogFormat) {
         eprintln!("KEEL_LOG={filter:?} is not a valid filter ({e}); using info");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Lines go to stderr; colour codes only when a terminal reads them (never in a file or a pipe).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -39,7 +46,36 @@ pub fn metrics() -> PrometheusHandle {
             let handle = recorder.handle();
             // A second install (several apps in one test process) keeps the first recorder.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// The `# HELP` line of every Keel series, told to the recorder once at start-up. A series
+/// recorded anywhere in the workspace is described here (a test reads `/metrics` and fails on a
+/// `keel_*` series without help).
+fn describe() {
+    use keel_gateway::metrics::{DURATION, REQUESTS};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS, "HTTP requests answered, by method, route template and status.");
+    describe_histogram!(DURATION, "Time to answer an HTTP request in seconds, by method, route template and status.");
+    describe_counter!("keel_projection_events_total", "Events a projection has applied (committed batches).");
+    describe_gauge!("keel_projection_checkpoint", "Log position up to which a projection has applied the log.");
+    describe_histogram!("keel_projection_batch_seconds", "Time to apply and commit one projection batch, in seconds.");
+    describe_counter!(
+        "keel_projection_dead_letters_total",
+        "Events a projection parked as dead letters (this process)."
+    );
+    describe_gauge!("keel_projection_lag_events", "Committed events a projection has not applied yet.");
+    describe_gauge!(
+        "keel_projection_lag_seconds",
+        "Age of the oldest event a projection has not applied yet, in seconds."
+    );
+    describe_gauge!("keel_projection_dead_letters", "Dead letters a projection has parked (all processes).");
+    describe_gauge!("keel_db_pool_connections", "Open connections of a database pool (writer, reader, projector).");
+    describe_gauge!(
+        "keel_db_pool_idle_connections",
+        "Idle connections of a database pool (writer, reader, projector)."
+    );
 }

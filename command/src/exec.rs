@@ -487,7 +487,19 @@ async fn run(
         }
         Cmd::Usage(c) => {
             let loaded = load_usage(tx, read, &c).await?;
-            decide_and_append(tx, loaded, c, md, now).await
+            let ids: Vec<String> = c.records.iter().map(|r| r.id.clone()).collect();
+            let outcome = decide_and_append(tx, loaded, c, md, now).await?;
+            if !outcome.unchanged {
+                return Ok(outcome);
+            }
+            // Every record was recorded before: the batch's own stream stays empty, so the answer
+            // is the batch that recorded them (its id, version and position), whose position
+            // reads the records back with `Keel-Consistency`.
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Ok(match keel_store::usage::recording_head(tx, &ids).await? {
+                Some((id, version, position)) => Outcome { id, version, position, unchanged: true },
+                None => outcome,
+            })
         }
     }
 }

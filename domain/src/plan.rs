@@ -1,4 +1,4 @@
-//! Plans and their limits (SPEC §3).
+//! Plans and their limits (`docs/domain.md`, "Tenants and plans").
 
 use serde::{Deserialize, Serialize};
 

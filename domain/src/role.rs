@@ -1,4 +1,4 @@
-//! Roles within a tenant and what each may do (SPEC §3). The role always comes from the
+//! Roles within a tenant and what each may do (`docs/domain.md`, "Members and roles"). The role always comes from the
 //! membership, never from a token.
 
 use serde::{Deserialize, Serialize};

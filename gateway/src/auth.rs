@@ -79,6 +79,14 @@ pub enum AuthError {
     Malformed,
     #[error("the token is expired")]
     Expired,
+    /// The token is well formed but its HS256 signature does not verify: it was signed with
+    /// another secret (often a development secret of another data directory). The message names
+    /// no secret, only what to check.
+    #[error(
+        "the token's signature does not verify: it was signed with a different secret or key than this server's \
+         (a token from `keel token` must be made with the server's KEEL_JWT_SECRET or its data directory)"
+    )]
+    BadSignature,
     #[error("the token is invalid: {0}")]
     Invalid(String),
 }
@@ -135,6 +143,7 @@ impl Authenticator {
     pub fn verify_until(&self, token: &str) -> Result<(Principal, SystemTime), AuthError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature,
             other => AuthError::Invalid(format!("{other:?}")),
         })?;
         let c = data.claims;
@@ -235,7 +244,7 @@ mod tests {
             audience: None,
         });
         let token = other.issue("u1", None, false, Duration::from_secs(60));
-        assert!(matches!(auth().verify(&token), Err(AuthError::Invalid(_))));
+        assert_eq!(auth().verify(&token), Err(AuthError::BadSignature));
         assert!(auth().verify("not.a.jwt").is_err());
     }
 

@@ -37,7 +37,8 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     async move {
         let mut res = next.run(req).await;
         let status = res.status().as_u16();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Milliseconds to the microsecond: `0.036`, not `0.036174000000000005`.
+        let ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
         if status >= 500 {
             tracing::error!(status, ms, "request failed");
         } else {

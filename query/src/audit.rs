@@ -1,4 +1,4 @@
-//! The audit fields (SPEC §8): the log filtered and paged, and any stream's state as of a
+//! The audit fields (`docs/guarantees.md`, "Audit"): the log filtered and paged, and any stream's state as of a
 //! version or a time, with the state after each of its events. Owners, admins and auditors only.
 
 use crate::context::{RequestCtx, bad_input, internal, text_arg};

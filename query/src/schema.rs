@@ -1,4 +1,4 @@
-//! The GraphQL schema (SPEC §6b): the root fields, the dashboard, the platform view.
+//! The GraphQL schema (`docs/api.md`, "GraphQL"): the root fields, the dashboard, the platform view.
 
 use crate::context::{bad_input, forbidden, internal, listing, text_arg};
 use crate::cursor;
@@ -114,8 +114,8 @@ pub struct TaskFilter {
     status: Option<TaskStatus>,
     priority: Option<Priority>,
     assignee_id: Option<ID>,
-    due_before: Option<NaiveDate>,
-    due_after: Option<NaiveDate>,
+    due_before: Option<Date>,
+    due_after: Option<Date>,
     /// Not done and due before today.
     overdue: Option<bool>,
 }
@@ -264,8 +264,8 @@ impl QueryRoot {
             status: filter.status.map(|s| s.as_str().to_owned()),
             priority: filter.priority.map(|p| p.as_str().to_owned()),
             assignee: filter.assignee_id.as_ref().map(|a| uuid_of(a).ok_or_else(bad_id)).transpose()?,
-            due_before: filter.due_before,
-            due_after: filter.due_after,
+            due_before: filter.due_before.map(|d| d.0),
+            due_after: filter.due_after.map(|d| d.0),
             overdue: filter.overdue.filter(|o| *o).map(|_| Utc::now().date_naive()),
         };
         let (field, dir) =
@@ -313,13 +313,8 @@ impl QueryRoot {
     }
 
     /// Units per day and metric between `from` and `to` (inclusive, at most 366 days).
-    async fn usage(
-        &self,
-        ctx: &Context<'_>,
-        metric: Option<String>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<UsageDay>> {
+    async fn usage(&self, ctx: &Context<'_>, metric: Option<String>, from: Date, to: Date) -> Result<Vec<UsageDay>> {
+        let (from, to) = (from.0, to.0);
         let r = req(ctx);
         r.require(|role| role.can_read_data() || role == DomainRole::Auditor).await?;
         let metric = text_arg("metric", metric)?;
@@ -330,10 +325,9 @@ impl QueryRoot {
         let mut tx = r.read_tx().await?;
         let rows = usage::daily(&mut tx, metric.as_deref(), from, to).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(rows.into_iter().map(|(date, metric, units)| UsageDay { date, metric, units }).collect())
+        Ok(rows.into_iter().map(|(date, metric, units)| UsageDay { date: Date(date), metric, units }).collect())
     }
 
-    /// The platform view; platform operators only (`null` with an error for anyone else).
     /// The tenant's event log, oldest first, filtered (owner, admin, auditor).
     #[graphql(complexity = "crate::schema::connection_cost(first, child_complexity)")]
     async fn events(
@@ -363,6 +357,7 @@ impl QueryRoot {
         crate::audit::history(req(ctx), stream_id).await
     }
 
+    /// The platform view; platform operators only (`null` with an error for anyone else).
     async fn platform(&self, ctx: &Context<'_>) -> Result<Option<Platform>> {
         if !req(ctx).principal.platform {
             return Err(forbidden("only platform operators read the platform view"));
@@ -399,7 +394,7 @@ impl Dashboard {
         let mut tx = r.read_tx().await?;
         let rows = throughput::completed_per_day(&mut tx, Utc::now().date_naive(), days).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(rows.into_iter().map(|(date, count)| DayCount { date, count }).collect())
+        Ok(rows.into_iter().map(|(date, count)| DayCount { date: Date(date), count }).collect())
     }
 
     /// Tasks not done and due before today.
@@ -440,7 +435,11 @@ impl Dashboard {
         let units = usage::month(&mut tx, month).await.map_err(internal)?;
         let plan = access::tenant_row(&mut tx, false).await.map_err(internal)?.map(|t| t.plan);
         tx.commit().await.map_err(internal)?;
-        Ok(UsageQuota { month, units, quota: plan.and_then(DomainPlan::monthly_usage_limit).map(|q| q as i64) })
+        Ok(UsageQuota {
+            month: Date(month),
+            units,
+            quota: plan.and_then(DomainPlan::monthly_usage_limit).map(|q| q as i64),
+        })
     }
 }
 

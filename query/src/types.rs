@@ -4,7 +4,10 @@ use crate::context::{RequestCtx, internal};
 use crate::cursor;
 use crate::loaders::{MemberLoader, ProjectLoader, ProjectTaskCountLoader, ProjectTasksKey, ProjectTasksLoader};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
+    SimpleObject, Value,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use keel_store::read::members::MemberRow;
 use keel_store::read::projects::ProjectRow;
@@ -12,6 +15,33 @@ use keel_store::read::tasks::TaskRow;
 use keel_store::read::tenants::PlatformTenantRow;
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// A calendar date: Keel's own `NaiveDate` scalar (the name clients know), whose input errors
+/// say the format instead of the parser's reason ("input contains invalid characters").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date(pub NaiveDate);
+
+/// A calendar date, written `YYYY-MM-DD` (ISO 8601), e.g. `2025-03-31`.
+#[Scalar(name = "NaiveDate")]
+impl ScalarType for Date {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        let wrong = || InputValueError::custom("a date is written YYYY-MM-DD, e.g. \"2025-03-31\"");
+        match &value {
+            Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map(Date).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.format("%Y-%m-%d").to_string())
+    }
+}
+
+impl From<NaiveDate> for Date {
+    fn from(d: NaiveDate) -> Date {
+        Date(d)
+    }
+}
 
 pub(crate) fn req<'a>(ctx: &'a Context<'_>) -> &'a Arc<RequestCtx> {
     ctx.data_unchecked::<Arc<RequestCtx>>()
@@ -194,7 +224,7 @@ pub struct Task {
     pub(crate) description: Option<String>,
     pub(crate) status: TaskStatus,
     pub(crate) priority: Priority,
-    pub(crate) due_date: Option<NaiveDate>,
+    pub(crate) due_date: Option<Date>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) completed_at: Option<DateTime<Utc>>,
@@ -213,7 +243,7 @@ impl From<TaskRow> for Task {
             description: r.description,
             status: r.status.into(),
             priority: r.priority.into(),
-            due_date: r.due_date,
+            due_date: r.due_date.map(Date),
             created_at: r.created_at,
             updated_at: r.updated_at,
             completed_at: r.completed_at,
@@ -434,13 +464,13 @@ impl From<PlatformTenantRow> for PlatformTenant {
 
 #[derive(SimpleObject)]
 pub struct DayCount {
-    pub(crate) date: NaiveDate,
+    pub(crate) date: Date,
     pub(crate) count: i64,
 }
 
 #[derive(SimpleObject)]
 pub struct UsageDay {
-    pub(crate) date: NaiveDate,
+    pub(crate) date: Date,
     pub(crate) metric: String,
     pub(crate) units: i64,
 }
@@ -448,7 +478,7 @@ pub struct UsageDay {
 #[derive(SimpleObject)]
 pub struct UsageQuota {
     /// First day of the calendar month (UTC).
-    pub(crate) month: NaiveDate,
+    pub(crate) month: Date,
     pub(crate) units: i64,
     /// `null` means unlimited.
     pub(crate) quota: Option<i64>,

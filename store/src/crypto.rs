@@ -1,4 +1,4 @@
-//! Envelope encryption of personal data (SPEC §8). Each member has a data key of its own; the
+//! Envelope encryption of personal data (`docs/guarantees.md`, "Erasure"). Each member has a data key of its own; the
 //! personal fields of its events (email, name) are sealed with it, and the data key is stored in
 //! `member_keys` sealed by the master key. Erasing a member deletes its data key: the events
 //! stay, their hashes still verify (they cover the sealed text), and nothing can open the

@@ -51,6 +51,41 @@ pub async fn recorded(tx: &mut TenantTx, ids: &[&str]) -> Result<HashSet<String>
     Ok(found.into_iter().collect())
 }
 
+/// Where the records `ids` were recorded: of the batches that recorded any of them, the one
+/// whose last event comes last in the log, as (batch id, its version, that event's position).
+/// `None` when none of them was recorded. A call that repeats recorded usage answers with it, so
+/// its consistency token covers the records.
+pub async fn recording_head(
+    tx: &mut TenantTx,
+    ids: &[&str],
+) -> Result<Option<(uuid::Uuid, i64, crate::LogPosition)>, StoreError> {
+    let tenant = tx.tenant().0;
+    let ids: Vec<&str> = ids.iter().copied().filter(|id| !id.contains('\0')).collect();
+    let row = sqlx::query(
+        "SELECT e.stream_id, e.stream_version, e.transaction_id::text AS xid, e.position
+           FROM events e
+          WHERE e.tenant_id = $1
+            AND e.stream_id IN (SELECT r.batch_id FROM usage_records r
+                                 WHERE r.tenant_id = $1 AND r.record_id = ANY($2))
+          ORDER BY e.transaction_id DESC, e.position DESC
+          LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .fetch_optional(tx.conn())
+    .await?;
+    row.map(|r| {
+        let xid: String = r.try_get("xid")?;
+        let xid = xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?;
+        Ok((
+            r.try_get("stream_id")?,
+            r.try_get("stream_version")?,
+            crate::LogPosition { xid, position: r.try_get("position")? },
+        ))
+    })
+    .transpose()
+}
+
 /// Adds `quantity` to the units under `key`, as the `bigint` they are stored as; a sum that does
 /// not fit is an error, never a wrapped number. (The domain's bounds keep every sum far below.)
 pub(crate) fn add_units<K: Ord>(sums: &mut BTreeMap<K, i64>, key: K, quantity: u64) -> Result<(), StoreError> {

@@ -1,4 +1,4 @@
-//! Audit (SPEC §8, §4): the GraphQL audit fields, upcasting of old event versions, snapshots,
+//! Audit (`docs/guarantees.md`: "Audit", "The event log"): the GraphQL audit fields, upcasting of old event versions, snapshots,
 //! and `keel audit export|verify` as a user runs them.
 
 use crate::helpers::{MASTER_KEY, SECRET, TestApp, meta, spawn_app};

@@ -117,3 +117,32 @@ async fn platform_and_tenant_scopes_do_not_mix() {
     let me = app.graphql(&platform, "{ me { userId platform role tenantId } }", None).await;
     assert_eq!(me.body["data"]["me"], json!({"userId": "operator", "platform": true, "role": null, "tenantId": null}));
 }
+
+/// A token signed with another secret (a development secret of another data directory) says so
+/// in its 401, on REST and GraphQL alike, and names no secret.
+#[tokio::test]
+async fn a_token_signed_with_another_secret_answers_401_with_a_hint() {
+    let app = spawn_app().await;
+    let (tenant, _) = app.provision("other-secret").await;
+    let other = b"a-development-secret-of-another-data-dir";
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "owner-other-secret", "tenant_id": tenant.0, "exp": now() + 600}),
+        &EncodingKey::from_secret(other),
+    )
+    .unwrap();
+    let hint = "signed with a different secret or key";
+    let r = app.post("/api/v1/projects", &token, json!({"name": "X"})).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(hint), "{}", r.body);
+    let g = app.graphql(&token, "{ me { userId } }", None).await;
+    assert_eq!(g.status, 401, "{}", g.body);
+    assert!(g.body.to_string().contains(hint), "{}", g.body);
+    for body in [r.body.to_string(), g.body.to_string()] {
+        for secret in [&other[..], SECRET] {
+            assert!(!body.contains(std::str::from_utf8(secret).unwrap()), "{body}");
+        }
+    }
+}

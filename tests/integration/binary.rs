@@ -121,6 +121,9 @@ async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
     assert_eq!(line["span"]["tenant_id"], tenant.as_str());
     assert!(line["span"]["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(line["span"]["actor"], "user:ada");
+    // Its duration is in milliseconds to the microsecond, not a float's every digit.
+    let ms = line["fields"]["ms"].to_string();
+    assert!(ms.split('.').nth(1).is_none_or(|d| d.len() <= 3), "ms={ms}");
     assert!(
         log.contains(&format!("generated a development master key in {}", data.join("master-key").display())),
         "up says it generated a development master key:\n{log}"
@@ -186,5 +189,71 @@ async fn help_documents_every_subcommand_and_variable() {
     for sub in ["up", "serve", "migrate", "token"] {
         let out = Command::new(KEEL).args([sub, "--help"]).output().await.unwrap();
         assert!(out.status.success(), "keel {sub} --help");
+    }
+}
+
+/// Outside a Keel data directory the tools make up no secret, key or database: they say where
+/// they looked and what to do, and exit 1.
+#[tokio::test]
+async fn tools_outside_a_data_directory_refuse_to_invent_secrets() {
+    let dir = scratch_dir("elsewhere");
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            let out = Command::new(KEEL)
+                .env_remove("DATABASE_URL")
+                .env_remove("KEEL_JWT_SECRET")
+                .env_remove("KEEL_MASTER_KEY")
+                .env_remove("KEEL_MASTER_KEY_FILE")
+                .env_remove("KEEL_DATA_DIR")
+                .current_dir(&dir)
+                .args(args)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, stdout, stderr) = run(&["token", "--platform"]).await;
+    assert_eq!(code, Some(1), "keel token outside a data directory fails: {stdout} {stderr}");
+    assert!(stdout.is_empty(), "no token is printed: {stdout}");
+    for words in ["jwt-secret", "not a Keel data directory", "keel up", "--data-dir", "KEEL_JWT_SECRET"] {
+        assert!(stderr.contains(words), "the message says {words:?}: {stderr}");
+    }
+    assert!(stderr.contains(&dir.join(".keel").display().to_string()), "it names where it looked: {stderr}");
+    let (code, _, stderr) = run(&["token", "--tenant", "acme", "--user", "ada"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a Keel data directory"), "{stderr}");
+    let (code, _, stderr) = run(&["audit", "export", "--tenant", "acme"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("master key") && stderr.contains("--data-dir"), "{stderr}");
+    let (code, _, stderr) = run(&["audit", "verify"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a Keel data directory") && stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!dir.join(".keel").exists(), "nothing was created in {}", dir.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A subcommand's help shows its own options first, then the settings every subcommand shares
+/// under their own heading.
+#[tokio::test]
+async fn subcommand_help_puts_its_own_options_before_the_global_ones() {
+    for (sub, own) in [
+        (&["token"][..], "--tenant <ID|SLUG>"),
+        (&["audit", "export"][..], "--tenant <ID|SLUG>"),
+        (&["serve"][..], "--service"),
+    ] {
+        let out = Command::new(KEEL).args(sub).arg("--help").output().await.unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        let (mine, global) = (help.find(own), help.find("Global options:"));
+        assert!(mine.is_some() && global.is_some(), "{sub:?}:\n{help}");
+        assert!(mine < global, "{sub:?}: its own options come first:\n{help}");
+        assert!(help[global.unwrap()..].contains("--database-url"), "{sub:?}:\n{help}");
+        assert!(!help[..global.unwrap()].contains("--database-url"), "{sub:?}:\n{help}");
     }
 }

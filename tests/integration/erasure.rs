@@ -1,4 +1,4 @@
-//! GDPR erasure and the master key (SPEC §8): personal data sealed per member, erased members and
+//! GDPR erasure and the master key (`docs/guarantees.md`, "Erasure"): personal data sealed per member, erased members and
 //! tenants unreadable everywhere while the log stays and verifies, and key rotation.
 
 use crate::helpers::{MASTER_KEY, SECRET, TestApp, TestDb, master_key, spawn_app};

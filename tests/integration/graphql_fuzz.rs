@@ -415,7 +415,8 @@ async fn random_documents_never_break_the_graphql_contract() {
         let took = started.elapsed();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        let short = &doc[..doc.len().min(400)];
+        // The first 400 characters (a byte index could fall inside a multi-byte character).
+        let short = doc.char_indices().nth(400).map_or(&doc[..], |(i, _)| &doc[..i]);
         assert!(status < 500, "case {case} (seed {seed}): {status} {text}\n{short}");
         assert!(took < deadline, "case {case} (seed {seed}): {took:?}\n{short}");
         let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("case {case}: not JSON: {text}"));

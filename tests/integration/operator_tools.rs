@@ -2,7 +2,7 @@
 //! fail fast with a message naming what to set, leave no half-made rebuild behind, and use the
 //! development master key `keel up` wrote under KEEL_DATA_DIR (never a new one).
 
-use crate::helpers::{MASTER_KEY, TestDb};
+use crate::helpers::{MASTER_KEY, SECRET, TestDb, spawn_app};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -204,5 +204,75 @@ async fn the_tools_use_the_development_key_keel_up_wrote() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("ada@ops-devkey.test"), "the new development key opens it: {stdout}");
     assert!(!stderr.contains("generated"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every tool that names a tenant takes its id or its slug; a tenant that does not exist is an
+/// error naming it (exit 1), never an empty export.
+#[tokio::test]
+async fn tenants_are_named_by_id_or_slug_and_a_missing_one_is_an_error() {
+    let app = spawn_app().await;
+    let (tenant, _) = app.provision("ops-slug").await;
+    let db = &app.db;
+    let mut su = db.superuser().await;
+    for _ in 0..400 {
+        let seen: Option<String> = sqlx::query_scalar("SELECT slug FROM rm_tenants WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .fetch_optional(&mut su)
+            .await
+            .unwrap();
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = scratch_dir("slug");
+
+    let (out, by_slug, stderr) =
+        run(keel(db, &dir, Some(MASTER_KEY)), &["audit", "export", "--tenant", "ops-slug"]).await;
+    assert!(out.status.success(), "{stderr}");
+    assert!(by_slug.lines().count() >= 2 && by_slug.contains(&tenant.0.to_string()), "{by_slug}");
+    let (_, by_id, _) =
+        run(keel(db, &dir, Some(MASTER_KEY)), &["audit", "export", "--tenant", &tenant.0.to_string()]).await;
+    assert_eq!(by_slug, by_id, "the slug names the same tenant as the id");
+    let (out, stdout, stderr) = run(keel(db, &dir, None), &["audit", "verify", "--tenant", "ops-slug"]).await;
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("of 1 tenants"), "{stdout}");
+
+    // A token for a tenant named by its slug acts in that tenant.
+    let mut token = keel(db, &dir, None);
+    token.env("KEEL_JWT_SECRET", std::str::from_utf8(SECRET).unwrap());
+    let (out, stdout, stderr) = run(token, &["token", "--tenant", "ops-slug", "--user", "owner-ops-slug"]).await;
+    assert!(out.status.success(), "{stderr}");
+    let me = app.graphql(stdout.trim(), "{ me { tenantId } }", None).await;
+    assert_eq!(me.body["data"]["me"]["tenantId"], tenant.0.to_string(), "{}", me.body);
+
+    let missing = uuid::Uuid::now_v7().to_string();
+    for args in [
+        vec!["audit", "export", "--tenant", "no-such-tenant"],
+        vec!["audit", "export", "--tenant", &missing],
+        vec!["audit", "verify", "--tenant", "no-such-tenant"],
+        vec!["audit", "verify", "--tenant", &missing],
+    ] {
+        let (out, stdout, stderr) = run(keel(db, &dir, Some(MASTER_KEY)), &args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains(args[3]) && stderr.contains("no tenant"), "{args:?} names the tenant: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pretty log lines written to a file or a pipe carry no colour codes.
+#[tokio::test]
+async fn pretty_logs_into_a_pipe_have_no_colour_codes() {
+    let db = TestDb::new().await;
+    db.provision("ops-pretty", "ada").await;
+    let dir = scratch_dir("pretty");
+    let mut c = keel(&db, &dir, None);
+    c.env("KEEL_LOG_FORMAT", "pretty").env("KEEL_LOG", "debug");
+    let (out, _, stderr) = run(c, &["audit", "verify"]).await;
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("DEBUG") || stderr.contains("INFO"), "something was logged: {stderr}");
+    assert!(!stderr.contains('\x1b'), "no ANSI escape codes: {stderr:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,3 +37,29 @@ async fn readiness_fails_when_migrations_are_not_current() {
     let r = app.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, 503, "{}", r.body);
 }
+
+/// Every Keel series on `/metrics` has a `# HELP` line.
+#[tokio::test]
+async fn every_keel_series_on_metrics_is_described() {
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("metrics-help").await;
+    app.create_project(&owner, "Described").await;
+    let mut m = String::new();
+    // The projection lag gauges are refreshed about once a second.
+    for _ in 0..100 {
+        m = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+        if m.contains("# TYPE keel_projection_lag_events") && m.contains("# TYPE keel_projection_batch_seconds") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let typed: Vec<&str> =
+        m.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    for name in ["keel_http_requests_total", "keel_projection_lag_events", "keel_db_pool_connections"] {
+        assert!(typed.contains(&name), "{name} is on /metrics:\n{m}");
+    }
+    for name in typed.iter().filter(|n| n.starts_with("keel_")) {
+        let help = m.lines().find_map(|l| l.strip_prefix(&format!("# HELP {name} ")));
+        assert!(help.is_some_and(|h| !h.trim().is_empty()), "{name} has a # HELP line:\n{m}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Every role over every route, against SPEC §3's table.
+//! Every role over every route, against the table in `docs/domain.md` ("Members and roles").
 
 use crate::helpers::{TestApp, spawn_app};
 use chrono::Utc;

@@ -90,3 +90,45 @@ async fn another_tenants_task_and_project_answer_404_or_name_the_field() {
     assert_eq!(foreign.status, 404);
     assert_eq!(foreign.body, absent.body);
 }
+
+/// A date that is not `YYYY-MM-DD` is refused with the format, on REST and GraphQL alike.
+#[tokio::test]
+async fn a_bad_date_is_refused_naming_the_format() {
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("bad-dates").await;
+    let project = app.create_project(&owner, "Dates").await.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/projects/{project}/tasks");
+    for bad in [json!("31/03/2025"), json!("2025-02-30"), json!("soon"), json!(20250331)] {
+        let r = app.post(&path, &owner, json!({"title": "T", "due_date": bad})).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        let detail = r.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with("due_date:") && detail.contains("YYYY-MM-DD"), "{bad}: {}", r.body);
+        assert!(!detail.contains("invalid characters"), "{}", r.body);
+    }
+    let r = app.post(&path, &owner, json!({"title": "T", "due_date": "2025-03-31"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let task = r.body["id"].as_str().unwrap().to_owned();
+    let r = app.patch(&format!("/api/v1/tasks/{task}"), &owner, json!({"due_date": "next week"})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body["detail"].as_str().unwrap_or_default().contains("YYYY-MM-DD"), "{}", r.body);
+    let r = app
+        .post(
+            "/api/v1/usage",
+            &owner,
+            json!({"records": [{"id": "1", "metric": "api.calls", "quantity": 1, "occurred_at": "yesterday"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body["detail"].as_str().unwrap_or_default().contains("RFC 3339"), "{}", r.body);
+
+    for query in [
+        r#"{ usage(from: "2025-13-01", to: "2025-12-31") { date } }"#,
+        r#"{ tasks(filter: {dueBefore: "tomorrow"}) { totalCount } }"#,
+    ] {
+        let g = app.graphql(&owner, query, None).await;
+        let message = g.body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("YYYY-MM-DD"), "{query}: {}", g.body);
+    }
+    let g = app.graphql(&owner, r#"{ usage(from: "2025-03-01", to: "2025-03-31") { date } }"#, None).await;
+    assert!(g.body["errors"].is_null(), "{}", g.body);
+}

@@ -136,3 +136,82 @@ fn the_sql_check_sees_each_form() {
     assert!(sql_lines("x.rs", "// sqlx::query is only in store").is_empty());
     assert!(sql_lines("x.rs", "let r = schema.execute(request).await;").is_empty());
 }
+
+/// Every `keel_*` series recorded anywhere in the workspace is described at start-up
+/// (`src/telemetry.rs`), so `/metrics` has a `# HELP` for it even before it first shows.
+#[test]
+fn every_recorded_metric_is_described() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let described = std::fs::read_to_string(root.join("src/telemetry.rs")).unwrap();
+    let mut files = Vec::new();
+    for dir in ["gateway", "command", "query", "runner", "projections", "store", "domain", "src"] {
+        rust_files(&root.join(dir), root, &mut files);
+    }
+    let mut missing = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            if !["counter!(", "gauge!(", "histogram!("].iter().any(|m| line.contains(m)) || line.contains("describe_") {
+                continue;
+            }
+            let Some(start) = line.find("\"keel_") else { continue };
+            let name = &line[start..];
+            let name = &name[..name[1..].find('"').map_or(name.len(), |e| e + 2)];
+            if !described.contains(name) {
+                missing.push(format!("{}:{}: {name}", file.strip_prefix(root).unwrap().display(), i + 1));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "recorded but never described in src/telemetry.rs: {missing:#?}");
+}
+
+/// Applied migrations are checksummed by sqlx (their whole text, comments included): editing one
+/// breaks every database it was applied to, so their first lines keep the section numbers of the
+/// former product specification, which `docs/decisions.md` maps to the documents that replaced it.
+const CITATIONS_ALLOWED_UNDER: &[&str] = &["migrations/"];
+
+/// The repository cites nothing a reader cannot open: the product specification it used to cite
+/// by section lives outside it, and its content is carried into `docs/` (domain, api,
+/// guarantees). Fails on a citation of it in any tracked text file.
+#[test]
+fn no_citation_of_a_specification_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let needle = concat!("SPEC", " §");
+    let files: Vec<PathBuf> = match std::process::Command::new("git").arg("ls-files").current_dir(root).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().map(|l| root.join(l)).collect(),
+        // Not a git checkout: every file but builds and local data.
+        _ => {
+            fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+                for e in std::fs::read_dir(dir).unwrap().flatten() {
+                    let p = e.path();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if p.is_dir() {
+                        if !matches!(name.as_str(), "target" | ".git" | ".keel") {
+                            walk(&p, out);
+                        }
+                    } else {
+                        out.push(p);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(root, &mut out);
+            out
+        }
+    };
+    assert!(files.len() > 50, "the repository's files are listed ({} found)", files.len());
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if CITATIONS_ALLOWED_UNDER.iter().any(|d| rel.starts_with(d)) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for (i, line) in text.lines().enumerate() {
+            if line.contains(needle) {
+                found.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "cite the documents in docs/ instead: {found:#?}");
+}

@@ -13,13 +13,18 @@ fn records(ids: &[&str], qty: i64) -> Value {
 async fn records_are_idempotent_by_id_and_a_month_stays_within_quota() {
     let app = spawn_app().await;
     let (_, owner) = app.provision("usage").await;
-    let r = app.post("/api/v1/usage", &owner, records(&["a", "b"], 4000)).await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    let first = app.post("/api/v1/usage", &owner, records(&["a", "b"], 4000)).await;
+    assert_eq!(first.status, 201, "{}", first.body);
     let before = app.event_count().await;
-    // The same records again: nothing new is appended or counted.
+    // The same records again: nothing new is appended or counted, and the answer is the batch
+    // that recorded them, with its real version and position (never "0.0").
     let r = app.post("/api/v1/usage", &owner, records(&["a", "b"], 4000)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(app.event_count().await, before);
+    assert_eq!(r.body, first.body, "the repeat answers with the recording batch");
+    assert_ne!(r.body["position"], "0.0");
+    assert!(r.body["version"].as_i64() > Some(0), "{}", r.body);
+    assert_eq!(r.header("keel-position"), first.header("keel-position"));
     // 8,000 used: 2,001 more would pass the free plan's 10,000.
     let r = app.post("/api/v1/usage", &owner, records(&["c"], 2001)).await;
     assert_eq!((r.status, r.body["errors"][0]["field"].as_str()), (422, Some("usage_units")), "{}", r.body);

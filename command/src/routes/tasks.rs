@@ -25,7 +25,8 @@ pub(crate) struct CreateTaskBody {
     /// An active member's id.
     #[serde(default)]
     assignee: Option<Uuid>,
-    #[serde(default)]
+    /// A calendar date, `YYYY-MM-DD`.
+    #[serde(default, deserialize_with = "super::date")]
     due_date: Option<NaiveDate>,
     /// `low`, `medium` (default), `high` or `urgent`.
     #[serde(default)]
@@ -67,8 +68,8 @@ pub(crate) struct UpdateTaskBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
-    /// `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    /// A calendar date, `YYYY-MM-DD`; `null` clears it.
+    #[serde(default, deserialize_with = "super::present_date")]
     #[schema(value_type = Option<NaiveDate>)]
     due_date: Option<Option<NaiveDate>>,
     #[serde(default, deserialize_with = "not_null")]

@@ -24,6 +24,8 @@ pub(crate) struct UsageRecordBody {
     /// Any JSON number without a fraction is an integer (`5.0`, `5e3`).
     #[serde(deserialize_with = "integer")]
     quantity: i64,
+    /// When the units were used, RFC 3339 (e.g. `2025-03-31T12:00:00Z`).
+    #[serde(deserialize_with = "super::date_time")]
     occurred_at: DateTime<Utc>,
 }
 
@@ -54,7 +56,7 @@ pub(crate) struct RecordUsageBody {
 #[utoipa::path(post, path = "/api/v1/usage", operation_id = "recordUsage", summary = "Record metered usage", tag = "usage", request_body = RecordUsageBody,
     responses(
         (status = 201, description = "New records recorded", body = Written),
-        (status = 200, description = "Every record was recorded before; nothing appended", body = Written)))]
+        (status = 200, description = "Every record was recorded before; nothing appended. The answer is the batch that recorded them: its id, version and position (send it as `Keel-Consistency` to read them)", body = Written)))]
 pub(crate) async fn record(State(state): State<CommandState>, w: Write<RecordUsageBody>) -> Result<Response, Problem> {
     let tenant = tenant_of(&w.meta)?;
     let batch = UsageBatchId::new_v7();

@@ -38,7 +38,7 @@ pub async fn by_status_due(tx: &mut TenantTx, status: &str, limit: i64) -> Resul
     Ok(sqlx::query_as(BY_STATUS_DUE).bind(tenant).bind(status).bind(limit).fetch_all(tx.conn()).await?)
 }
 
-/// Filters of the task lists (SPEC §6b); `None` means no filter.
+/// Filters of the task lists (`docs/api.md`, "GraphQL"); `None` means no filter.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     pub project_id: Option<Uuid>,
