@@ -119,6 +119,7 @@ fn app_config(
     jwt: JwtConfig,
     services: Services,
     master_key: keel_store::MasterKey,
+    console: keel_console::ConsoleConfig,
 ) -> AppConfig {
     AppConfig {
         database_url,
@@ -142,6 +143,7 @@ fn app_config(
                 timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
             },
         },
+        console,
     }
 }
 
@@ -196,14 +198,24 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
     keel_store::migrate(url.expose_secret()).await.context("migrations failed")?;
     let jwt = jwt(s, true)?;
     let token = Authenticator::hs256(jwt.clone()).issue("operator", None, true, Duration::from_secs(12 * 3600));
-    let app = App::build(app_config(s, url, jwt, Services::ALL, master_key(s, true)?)).await?;
+    let database = match embedded {
+        Some(_) => "embedded PostgreSQL",
+        None => "PostgreSQL (DATABASE_URL)",
+    };
+    // The pages of the console carry the development token; `keel serve` never sets one.
+    let console = keel_console::ConsoleConfig { dev_token: Some(token.clone()), database: Some(database.to_owned()) };
+    let app = App::build(app_config(s, url, jwt, Services::ALL, master_key(s, true)?, console)).await?;
     let addr = app.local_addr();
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
-    println!("Keel is up.");
+    println!("Keel {} is up.", env!("CARGO_PKG_VERSION"));
+    println!("  Console   {base}/");
     println!("  REST      {base}/api/v1");
-    println!("  GraphQL   {base}/graphql");
-    println!("  Health    {base}/healthz  {base}/readyz  {base}/metrics");
+    for link in keel_console::links(keel_console::Surfaces { rest: true, graphql: true }) {
+        println!("  {:<16}  {base}{}", link.label, link.path);
+    }
+    println!("  Liveness          {base}/healthz");
+    println!("  Docs              README.md, ARCHITECTURE.md and docs/ in the repository");
     match embedded {
         Some(pg) => println!(
             "  Database  embedded PostgreSQL on 127.0.0.1:{} (data in {})",
@@ -212,7 +224,7 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
         ),
         None => println!("  Database  DATABASE_URL"),
     }
-    println!("  Platform token (12 h, development):\n    {token}");
+    println!("  Platform token (12 h, development; already in GraphiQL's and the explorer's headers):\n    {token}");
     println!("Press Ctrl-C to stop.");
     app.run(shutdown_signal()).await
 }
@@ -226,7 +238,8 @@ async fn serve(s: &Settings, service: Service) -> anyhow::Result<()> {
         Service::Query => Services { command: false, query: true, projector: false },
         Service::Projector => Services { command: false, query: false, projector: true },
     };
-    let app = App::build(app_config(s, url, jwt(s, false)?, services, master_key(s, false)?)).await?;
+    let console = keel_console::ConsoleConfig { dev_token: None, database: Some("PostgreSQL".to_owned()) };
+    let app = App::build(app_config(s, url, jwt(s, false)?, services, master_key(s, false)?, console)).await?;
     tracing::info!(addr = %app.local_addr(), ?service, "serving");
     app.run(shutdown_signal()).await
 }

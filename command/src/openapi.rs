@@ -1,10 +1,9 @@
 //! The OpenAPI description, generated from the handlers' annotations, with the problem
-//! responses every command shares added in one place, and a self-contained page that renders it.
+//! responses every command shares added in one place. The console renders it at `/api/v1/docs`.
 
 use crate::respond::Written;
 use crate::routes::{members, projects, tasks, tenants, usage};
 use axum::Json;
-use axum::response::Html;
 use keel_gateway::codes::{Code, Surface};
 use serde::Serialize;
 use utoipa::openapi::content::Content;
@@ -387,56 +386,6 @@ pub fn openapi_json() -> serde_json::Value {
 pub(crate) async fn serve_json() -> Json<serde_json::Value> {
     Json(openapi_json())
 }
-
-pub(crate) async fn serve_docs() -> Html<&'static str> {
-    Html(DOCS_PAGE)
-}
-
-/// Renders /api/v1/openapi.json in the browser with no external asset.
-const DOCS_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Keel command API</title>
-<style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-.op{border:1px solid #ddd;border-radius:6px;margin:1em 0;padding:.6em 1em}
-.m{display:inline-block;min-width:4.5em;font-weight:bold;text-transform:uppercase}
-.post{color:#2a7}.put{color:#a72}.patch{color:#77a}.delete{color:#c33}
-code,pre{background:#f5f5f5;border-radius:4px;padding:.1em .3em}pre{padding:.6em;overflow:auto}
-table{border-collapse:collapse}td{padding:.1em .8em .1em 0;vertical-align:top}
-</style></head><body><h1>Keel command API</h1><p id="intro"></p><div id="api">Loading…</div>
-<script>
-const esc = s => String(s ?? "").replace(/[&<>]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;"}[c]));
-function schema(spec, s, depth) {
-  if (!s) return "";
-  if (s.$ref) { const n = s.$ref.split("/").pop(); return depth > 3 ? n : schema(spec, spec.components.schemas[n], depth + 1); }
-  if (s.type === "object" || s.properties) {
-    const req = new Set(s.required || []);
-    return "{<table>" + Object.entries(s.properties || {}).map(([k, v]) =>
-      `<tr><td><code>${esc(k)}</code>${req.has(k) ? "" : "?"}</td><td>${schema(spec, v, depth + 1)}</td><td>${esc(v.description)}</td></tr>`).join("") + "</table>}";
-  }
-  if (s.type === "array") return "[" + schema(spec, s.items, depth + 1) + "]";
-  const t = Array.isArray(s.type) ? s.type.join(" | ") : (s.type || (s.oneOf ? "one of" : ""));
-  return esc(t + (s.format ? " (" + s.format + ")" : ""));
-}
-fetch("/api/v1/openapi.json").then(r => r.json()).then(spec => {
-  document.getElementById("intro").textContent = spec.info.description || "";
-  const byTag = {};
-  for (const [path, item] of Object.entries(spec.paths))
-    for (const [method, op] of Object.entries(item))
-      (byTag[(op.tags || ["other"])[0]] ||= []).push([path, method, op]);
-  let html = "";
-  for (const [tag, ops] of Object.entries(byTag)) {
-    html += `<h2>${esc(tag)}</h2>`;
-    for (const [path, method, op] of ops) {
-      const body = op.requestBody?.content?.["application/json"]?.schema;
-      const responses = Object.entries(op.responses).map(([code, r]) => `<tr><td>${code}</td><td>${esc(r.description)}</td></tr>`).join("");
-      html += `<div class="op"><span class="m ${method}">${method}</span> <code>${esc(path)}</code>` +
-        (body ? `<p>Body: ${schema(spec, body, 0)}</p>` : "") + `<table>${responses}</table></div>`;
-    }
-  }
-  document.getElementById("api").innerHTML = html;
-});
-</script></body></html>"#;
 
 #[cfg(test)]
 mod tests {
