@@ -209,8 +209,8 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
     println!("Keel {} is up.", env!("CARGO_PKG_VERSION"));
-    println!("  Console   {base}/");
-    println!("  REST      {base}/api/v1");
+    println!("  Console           {base}/");
+    println!("  REST              {base}/api/v1");
     for link in keel_console::links(keel_console::Surfaces { rest: true, graphql: true }) {
         println!("  {:<16}  {base}{}", link.label, link.path);
     }
@@ -218,11 +218,11 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>) -> anyhow::Result<(
     println!("  Docs              README.md, ARCHITECTURE.md and docs/ in the repository");
     match embedded {
         Some(pg) => println!(
-            "  Database  embedded PostgreSQL on 127.0.0.1:{} (data in {})",
+            "  Database          embedded PostgreSQL on 127.0.0.1:{} (data in {})",
             pg.port(),
             s.data_dir.join("pg").display()
         ),
-        None => println!("  Database  DATABASE_URL"),
+        None => println!("  Database          DATABASE_URL"),
     }
     println!("  Platform token (12 h, development; already in GraphiQL's and the explorer's headers):\n    {token}");
     println!("Press Ctrl-C to stop.");

@@ -239,11 +239,11 @@ fn add_shared(op: &mut Operation, spec: &OpSpec) {
         "Up to 128 printable ASCII characters; echoed back and in every log line",
         None,
     ));
-    let who = spec.roles.join(", ");
+    let who = spec.roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ");
     let caller = if spec.roles == PLATFORM {
-        "Who may call: platform operators (a token with the platform:admin scope).".to_owned()
+        "**Who may call:** platform operators (a token with the `platform:admin` scope).".to_owned()
     } else {
-        format!("Who may call: a tenant token whose active membership has the role {who}.")
+        format!("**Who may call:** a tenant token whose active membership has the role {who}.")
     };
     op.description = Some(match op.description.take() {
         Some(d) if !d.is_empty() => format!("{d}\n\n{caller}"),
