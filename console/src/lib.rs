@@ -72,7 +72,11 @@ pub fn links(surfaces: Surfaces) -> Vec<Link> {
         links.push(Link { label: "GraphQL schema", path: paths::GRAPHQL_SCHEMA, what: "the schema as SDL" });
     }
     if surfaces.rest {
-        links.push(Link { label: "API explorer", path: paths::REST_EXPLORER, what: "the REST command API: read it, try it out" });
+        links.push(Link {
+            label: "API explorer",
+            path: paths::REST_EXPLORER,
+            what: "the REST command API: read it, try it out",
+        });
         links.push(Link { label: "OpenAPI", path: paths::OPENAPI, what: "the command API's OpenAPI document" });
     }
     links.push(Link { label: "Metrics", path: paths::METRICS, what: "Prometheus metrics" });

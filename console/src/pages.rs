@@ -55,9 +55,11 @@ pub(crate) fn landing(config: &ConsoleConfig, surfaces: Surfaces, version: &str)
             what = l.what
         ));
     }
-    s.push_str("</ul>\n<h2>Documentation</h2>\n<p>In the repository: <code>README.md</code> (getting started), \
+    s.push_str(
+        "</ul>\n<h2>Documentation</h2>\n<p>In the repository: <code>README.md</code> (getting started), \
         <code>ARCHITECTURE.md</code> (how Keel is built) and the <code>docs/</code> folder \
-        (<code>docs/decisions.md</code>, <code>docs/reporting.md</code>, <code>docs/performance.md</code>).</p>\n");
+        (<code>docs/decisions.md</code>, <code>docs/reporting.md</code>, <code>docs/performance.md</code>).</p>\n",
+    );
     s.push_str("</main></body></html>\n");
     s
 }

@@ -108,6 +108,22 @@ async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    // The console: the landing page, and GraphiQL and the explorer with the development token.
+    let base = first.rest.trim_end_matches("/api/v1");
+    let landing = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert!(landing.contains("href=\"/graphql\"") && landing.contains("embedded PostgreSQL"), "{landing}");
+    for page in ["/graphql", "/api/v1/docs"] {
+        let html = client
+            .get(format!("{base}{page}"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains(&first.token), "{page} carries the development token of `keel up`");
+    }
     interrupt(first).await;
     assert!(!data.join("pg/data/postmaster.pid").exists(), "the cluster was stopped with Keel");
 

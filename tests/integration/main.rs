@@ -10,6 +10,7 @@ mod bench;
 mod binary;
 mod commands;
 mod conditional;
+mod console;
 mod erasure;
 mod graphql;
 mod graphql_api;
