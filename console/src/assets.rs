@@ -2,7 +2,7 @@
 //! served by exact path only, so nothing but this table can ever be answered.
 
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 /// Where the assets are served.
@@ -76,8 +76,7 @@ fn content_type(path: &str) -> &'static str {
 
 pub(crate) async fn serve(Path(path): Path<String>) -> Response {
     let Some(asset) = find(&path) else {
-        return (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "no such asset\n")
-            .into_response();
+        return keel_gateway::Problem::not_found("route").into_response();
     };
     let cache = if asset.immutable { "public, max-age=31536000, immutable" } else { "no-cache" };
     let mut r = asset.body.into_response();

@@ -215,6 +215,7 @@ async fn the_asset_route_refuses_path_traversal() {
     ] {
         let (status, text) = raw_status(&app.base, target).await;
         assert_eq!(status, 404, "{target}: {text}");
+        assert!(text.contains("application/problem+json"), "{target}: the same 404 as any unknown route");
         for leak in ["[package]", "root:", "workspace"] {
             assert!(!text.contains(leak), "{target} shows {leak}");
         }
