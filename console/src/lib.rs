@@ -117,7 +117,7 @@ async fn page(html: Arc<str>) -> Response {
 }
 
 /// An HTML page with the console's headers.
-pub fn html_response(html: String) -> Response {
+fn html_response(html: String) -> Response {
     let mut r = axum::response::Html(html).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
