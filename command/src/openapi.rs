@@ -339,6 +339,32 @@ fn field_constraints() -> Vec<(&'static str, &'static str, serde_json::Value)> {
     ]
 }
 
+/// An example for each free-form field, so the explorer's "try it out" starts from a body that
+/// is accepted (without one, Swagger UI makes a random string from the field's pattern).
+fn field_examples() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("ProvisionTenantBody", "name", "Acme"),
+        ("ProvisionTenantBody", "slug", "acme"),
+        ("OwnerBody", "user_id", "ada"),
+        ("OwnerBody", "email", "ada@acme.test"),
+        ("OwnerBody", "name", "Ada Lovelace"),
+        ("SuspendBody", "reason", "Unpaid invoice"),
+        ("InviteBody", "user_id", "grace"),
+        ("InviteBody", "email", "grace@acme.test"),
+        ("InviteBody", "name", "Grace Hopper"),
+        ("CreateProjectBody", "name", "Website relaunch"),
+        ("CreateProjectBody", "description", "Everything for the new site"),
+        ("UpdateProjectBody", "name", "Website relaunch"),
+        ("UpdateProjectBody", "description", "Everything for the new site"),
+        ("CreateTaskBody", "title", "Draft the home page"),
+        ("CreateTaskBody", "description", "Copy and layout"),
+        ("UpdateTaskBody", "title", "Draft the home page"),
+        ("UpdateTaskBody", "description", "Copy and layout"),
+        ("UsageRecordBody", "id", "rec-0001"),
+        ("UsageRecordBody", "metric", "api.calls"),
+    ]
+}
+
 /// Constraints on whole schemas: an update must change at least one field.
 fn schema_constraints() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
@@ -362,6 +388,11 @@ pub fn openapi_json() -> serde_json::Value {
     }
     for (schema, patch) in schema_constraints() {
         merge(&mut schemas[schema], patch);
+    }
+    for (schema, field, example) in field_examples() {
+        let target = &mut schemas[schema]["properties"][field];
+        assert!(target.is_object(), "{schema}.{field} is a documented field");
+        target["example"] = example.into();
     }
     // The codes a problem can carry, and the whole table (GraphQL's codes too) at the root.
     let rest: Vec<&str> = Code::ALL.iter().filter(|c| c.surface() != Surface::Graphql).map(|c| c.as_str()).collect();
@@ -440,6 +471,19 @@ mod tests {
             let schema_ok = re.is_match(&s) && n >= min && n <= max_len;
             assert_eq!(schema_ok, domain(&s), "{schema}.{field} on {s:?} ({n} characters)");
         }
+    }
+
+    #[test]
+    fn every_example_is_accepted_by_its_fields_rules() {
+        let all = field_constraints();
+        for (schema, field, example) in field_examples() {
+            let (_, _, c) = all.iter().find(|(s, f, _)| *s == schema && *f == field).expect("a constrained field");
+            if let Some(pattern) = c["pattern"].as_str() {
+                let re = RegexBuilder::new(pattern).size_limit(1 << 30).build().expect("the pattern compiles");
+                assert!(re.is_match(example), "{schema}.{field}: {example:?}");
+            }
+        }
+        assert!(Slug::parse("slug", "acme").is_ok() && ProjectName::parse("name", "Website relaunch").is_ok());
     }
 
     #[test]
