@@ -1,6 +1,9 @@
-// Part of .ci/browser: a subscription run from GraphiQL's own editor in the headless Chromium
-// at CDP_PORT, with a tenant owner's token typed into the headers editor, must show the
-// dashboard that a command then changes. Usage: node browser-subscription.mjs BASE OWNER_TOKEN PROJECT_ID
+// Part of .ci/browser, driving the headless Chromium at CDP_PORT over the DevTools protocol:
+// 1. the REST explorer's "try it out" runs a command with the development token that `keel up`
+//    put in its Authorize box (201 for a new tenant);
+// 2. a subscription run from GraphiQL's own editor, with a tenant owner's token typed into the
+//    headers editor, shows the dashboard that a command then changes.
+// Usage: node browser-interact.mjs BASE OWNER_TOKEN PROJECT_ID
 const [base, owner, project] = process.argv.slice(2);
 const cdpPort = process.env.CDP_PORT;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -26,6 +29,17 @@ const until = async (expression, what) => {
   }
   fail(what);
 };
+
+await cdp("Page.navigate", { url: `${base}/api/v1/docs#/tenants/provisionTenant` });
+await until(`!!document.querySelector('#operations-tenants-provisionTenant .execute')`, "the explorer has no Execute button");
+// The example body provisions `acme`: a fresh `keel up` has no such tenant.
+await evaluate(`document.querySelector('#operations-tenants-provisionTenant .execute').click()`);
+const answered = `document.querySelector('#operations-tenants-provisionTenant .responses-wrapper')?.innerText ?? ''`;
+await until(
+  `/Server response\\s+Code\\s+Details\\s+201/.test(${answered})`,
+  "the explorer's try-it-out did not provision a tenant",
+);
+console.log("browser: the explorer's try-it-out ran a command with the development token (201)");
 
 await cdp("Page.navigate", { url: `${base}/graphql` });
 await until(`!!document.querySelector('.graphiql-query-editor .CodeMirror')`, "GraphiQL's editor did not appear");
