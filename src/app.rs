@@ -47,6 +47,8 @@ pub struct AppConfig {
     /// Seals and opens personal data.
     pub master_key: keel_store::MasterKey,
     pub limits: EdgeLimits,
+    /// The web console's settings (the development token only under `keel up`).
+    pub console: keel_console::ConsoleConfig,
 }
 
 /// Deadlines and GraphQL document limits at the edge (each a `KEEL_*` setting).
@@ -105,7 +107,8 @@ impl App {
 
         let (stop, stopping) = watch::channel(false);
         let mut api = Router::new();
-        let mut open = Router::new();
+        let surfaces = keel_console::Surfaces { rest: config.services.command, graphql: config.services.query };
+        let mut open = keel_console::router(&config.console, surfaces, env!("CARGO_PKG_VERSION"));
         if config.services.command {
             api = api.merge(keel_command::router(store.clone()).layer(axum::middleware::from_fn_with_state(
                 config.limits.request_timeout,
@@ -117,8 +120,10 @@ impl App {
             let graphql = keel_query::GraphqlLimits { timeout: config.limits.request_timeout, ..config.limits.graphql };
             api = api.merge(keel_query::router(
                 keel_query::QueryState::new(store.clone(), config.consistency_wait, auth.clone(), graphql)
-                    .stopping(stopping.clone()),
+                    .stopping(stopping.clone())
+                    .graphiql(keel_console::graphiql_page(&config.console)),
             ));
+            open = open.merge(keel_query::schema_router());
         }
         let router = api
             .layer(axum::middleware::from_fn_with_state(auth.clone(), keel_gateway::auth::authenticate))

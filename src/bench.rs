@@ -304,6 +304,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),
         limits: crate::EdgeLimits::default(),
+        console: keel_console::ConsoleConfig::default(),
     })
     .await?;
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -431,6 +431,10 @@ mod tests {
             pools: keel_store::PoolSizes::default(),
             master_key: keel_store::MasterKey::parse(s.master_key.as_ref().unwrap().expose_secret()).unwrap(),
             limits: EdgeLimits::default(),
+            console: keel_console::ConsoleConfig {
+                dev_token: Some(JWT_SECRET.to_owned()),
+                database: Some("PostgreSQL".to_owned()),
+            },
         };
         assert_no_secret("AppConfig", &format!("{config:?}"));
         assert_no_secret("AppConfig (pretty)", &format!("{config:#?}"));

@@ -169,6 +169,7 @@ fn app_config(
     jwt: JwtConfig,
     services: Services,
     master_key: keel_store::MasterKey,
+    console: keel_console::ConsoleConfig,
 ) -> AppConfig {
     AppConfig {
         database_url,
@@ -192,6 +193,7 @@ fn app_config(
                 timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
             },
         },
+        console,
     }
 }
 
@@ -245,28 +247,59 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyh
     };
     keel_store::migrate(url.expose_secret()).await.context("migrations failed")?;
     let jwt = jwt(s, DevSecret::Create)?;
-    let token = Authenticator::hs256(jwt.clone()).issue("operator", None, true, Duration::from_secs(12 * 3600));
-    let app = App::build(app_config(s, url, jwt, Services::ALL, master_key(s, true)?)).await?;
+    let auth = Authenticator::hs256(jwt.clone());
+    let ttl = Duration::from_secs(12 * 3600);
+    let token = auth.issue("operator", None, true, ttl);
+    let master = master_key(s, true)?;
+    // The demo tenant, seeded now when asked for; its owner is who the console's pages act as
+    // when it exists (a platform token cannot read a tenant's data).
+    let store = keel_store::Store::connect(
+        url.expose_secret(),
+        PoolSizes { writer: 12, reader: 2, projector: 1 },
+        Some(master.clone()),
+    )
+    .await?;
+    let seeded =
+        if demo { Some(keel::demo::seed(&store, chrono::Utc::now()).await.context("demo seed failed")) } else { None };
+    let owner = keel::demo::owner_user(&store).await;
+    store.close().await;
+    let seeded = seeded.transpose()?;
+    let (page_token, page_who) = match owner? {
+        Some((tenant, user)) => {
+            (auth.issue(&user, Some(tenant.0), false, ttl), format!("{user}, owner of the demo tenant"))
+        }
+        None => (token.clone(), "the platform operator".to_owned()),
+    };
+    let database = match embedded {
+        Some(_) => "embedded PostgreSQL",
+        None => "PostgreSQL (DATABASE_URL)",
+    };
+    // The pages of the console carry the development token; `keel serve` never sets one.
+    let console = keel_console::ConsoleConfig { dev_token: Some(page_token), database: Some(database.to_owned()) };
+    let app = App::build(app_config(s, url, jwt, Services::ALL, master, console)).await?;
     let addr = app.local_addr();
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
     let base = format!("http://{host}:{}", addr.port());
-    println!("Keel is up.");
-    println!("  REST      {base}/api/v1");
-    println!("  GraphQL   {base}/graphql");
-    println!("  Health    {base}/healthz  {base}/readyz  {base}/metrics");
+    println!("Keel {} is up.", env!("CARGO_PKG_VERSION"));
+    println!("  Console           {base}/");
+    println!("  REST              {base}/api/v1");
+    for link in keel_console::links(keel_console::Surfaces { rest: true, graphql: true }) {
+        println!("  {:<16}  {base}{}", link.label, link.path);
+    }
+    println!("  Liveness          {base}/healthz");
+    println!("  Docs              README.md, ARCHITECTURE.md and docs/ in the repository");
     match embedded {
         Some(pg) => println!(
-            "  Database  embedded PostgreSQL on 127.0.0.1:{} (data in {})",
+            "  Database          embedded PostgreSQL on 127.0.0.1:{} (data in {})",
             pg.port(),
             s.data_dir.join("pg").display()
         ),
-        None => println!("  Database  DATABASE_URL"),
+        None => println!("  Database          DATABASE_URL"),
     }
+    println!("  GraphiQL and the explorer act as {page_who} (development token in their headers).");
     println!("  Platform token (12 h, development):\n    {token}");
-    if demo {
-        let report = keel::demo::seed(app.store(), chrono::Utc::now()).await.context("demo seed failed")?;
-        let tokens = keel::demo::tokens(&app.authenticator(), Duration::from_secs(12 * 3600));
-        print!("{}", keel::demo::banner(&report, &tokens, &base));
+    if let Some(report) = seeded {
+        print!("{}", keel::demo::banner(&report, &keel::demo::tokens(&auth, ttl), &base));
     }
     println!("Press Ctrl-C to stop.");
     app.run(shutdown_signal()).await
@@ -281,7 +314,9 @@ async fn serve(s: &Settings, service: Service) -> anyhow::Result<()> {
         Service::Query => Services { command: false, query: true, projector: false },
         Service::Projector => Services { command: false, query: false, projector: true },
     };
-    let app = App::build(app_config(s, url, jwt(s, DevSecret::Refuse)?, services, master_key(s, false)?)).await?;
+    let console = keel_console::ConsoleConfig { dev_token: None, database: Some("PostgreSQL".to_owned()) };
+    let app =
+        App::build(app_config(s, url, jwt(s, DevSecret::Refuse)?, services, master_key(s, false)?, console)).await?;
     tracing::info!(addr = %app.local_addr(), ?service, "serving");
     app.run(shutdown_signal()).await
 }

@@ -45,10 +45,9 @@ pub fn router(store: Store) -> Router {
         .with_state(CommandState { store })
 }
 
-/// `/api/v1/openapi.json` and the human-readable `/api/v1/docs`; no authentication.
+/// `/api/v1/openapi.json`; no authentication (the console's explorer at `/api/v1/docs` renders it).
 pub fn docs_router() -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi::serve_json))
-        .route("/api/v1/docs", get(openapi::serve_docs))
         .layer(axum::middleware::map_response(keel_gateway::not_allowed::as_problem))
 }

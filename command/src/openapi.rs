@@ -1,10 +1,9 @@
 //! The OpenAPI description, generated from the handlers' annotations, with the problem
-//! responses every command shares added in one place, and a self-contained page that renders it.
+//! responses every command shares added in one place. The console renders it at `/api/v1/docs`.
 
 use crate::respond::Written;
 use crate::routes::{members, projects, tasks, tenants, usage};
 use axum::Json;
-use axum::response::Html;
 use keel_gateway::codes::{Code, Surface};
 use serde::Serialize;
 use utoipa::openapi::content::Content;
@@ -240,11 +239,11 @@ fn add_shared(op: &mut Operation, spec: &OpSpec) {
         "Up to 128 printable ASCII characters; echoed back and in every log line",
         None,
     ));
-    let who = spec.roles.join(", ");
+    let who = spec.roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ");
     let caller = if spec.roles == PLATFORM {
-        "Who may call: platform operators (a token with the platform:admin scope).".to_owned()
+        "**Who may call:** platform operators (a token with the `platform:admin` scope).".to_owned()
     } else {
-        format!("Who may call: a tenant token whose active membership has the role {who}.")
+        format!("**Who may call:** a tenant token whose active membership has the role {who}.")
     };
     op.description = Some(match op.description.take() {
         Some(d) if !d.is_empty() => format!("{d}\n\n{caller}"),
@@ -340,6 +339,32 @@ fn field_constraints() -> Vec<(&'static str, &'static str, serde_json::Value)> {
     ]
 }
 
+/// An example for each free-form field, so the explorer's "try it out" starts from a body that
+/// is accepted (without one, Swagger UI makes a random string from the field's pattern).
+fn field_examples() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("ProvisionTenantBody", "name", "Acme"),
+        ("ProvisionTenantBody", "slug", "acme"),
+        ("OwnerBody", "user_id", "ada"),
+        ("OwnerBody", "email", "ada@acme.test"),
+        ("OwnerBody", "name", "Ada Lovelace"),
+        ("SuspendBody", "reason", "Unpaid invoice"),
+        ("InviteBody", "user_id", "grace"),
+        ("InviteBody", "email", "grace@acme.test"),
+        ("InviteBody", "name", "Grace Hopper"),
+        ("CreateProjectBody", "name", "Website relaunch"),
+        ("CreateProjectBody", "description", "Everything for the new site"),
+        ("UpdateProjectBody", "name", "Website relaunch"),
+        ("UpdateProjectBody", "description", "Everything for the new site"),
+        ("CreateTaskBody", "title", "Draft the home page"),
+        ("CreateTaskBody", "description", "Copy and layout"),
+        ("UpdateTaskBody", "title", "Draft the home page"),
+        ("UpdateTaskBody", "description", "Copy and layout"),
+        ("UsageRecordBody", "id", "rec-0001"),
+        ("UsageRecordBody", "metric", "api.calls"),
+    ]
+}
+
 /// Constraints on whole schemas: an update must change at least one field.
 fn schema_constraints() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
@@ -364,6 +389,11 @@ pub fn openapi_json() -> serde_json::Value {
     for (schema, patch) in schema_constraints() {
         merge(&mut schemas[schema], patch);
     }
+    for (schema, field, example) in field_examples() {
+        let target = &mut schemas[schema]["properties"][field];
+        assert!(target.is_object(), "{schema}.{field} is a documented field");
+        target["example"] = example.into();
+    }
     // The codes a problem can carry, and the whole table (GraphQL's codes too) at the root.
     let rest: Vec<&str> = Code::ALL.iter().filter(|c| c.surface() != Surface::Graphql).map(|c| c.as_str()).collect();
     schemas["Problem"]["properties"]["code"]["enum"] = rest.into();
@@ -387,56 +417,6 @@ pub fn openapi_json() -> serde_json::Value {
 pub(crate) async fn serve_json() -> Json<serde_json::Value> {
     Json(openapi_json())
 }
-
-pub(crate) async fn serve_docs() -> Html<&'static str> {
-    Html(DOCS_PAGE)
-}
-
-/// Renders /api/v1/openapi.json in the browser with no external asset.
-const DOCS_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Keel command API</title>
-<style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-.op{border:1px solid #ddd;border-radius:6px;margin:1em 0;padding:.6em 1em}
-.m{display:inline-block;min-width:4.5em;font-weight:bold;text-transform:uppercase}
-.post{color:#2a7}.put{color:#a72}.patch{color:#77a}.delete{color:#c33}
-code,pre{background:#f5f5f5;border-radius:4px;padding:.1em .3em}pre{padding:.6em;overflow:auto}
-table{border-collapse:collapse}td{padding:.1em .8em .1em 0;vertical-align:top}
-</style></head><body><h1>Keel command API</h1><p id="intro"></p><div id="api">Loading…</div>
-<script>
-const esc = s => String(s ?? "").replace(/[&<>]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;"}[c]));
-function schema(spec, s, depth) {
-  if (!s) return "";
-  if (s.$ref) { const n = s.$ref.split("/").pop(); return depth > 3 ? n : schema(spec, spec.components.schemas[n], depth + 1); }
-  if (s.type === "object" || s.properties) {
-    const req = new Set(s.required || []);
-    return "{<table>" + Object.entries(s.properties || {}).map(([k, v]) =>
-      `<tr><td><code>${esc(k)}</code>${req.has(k) ? "" : "?"}</td><td>${schema(spec, v, depth + 1)}</td><td>${esc(v.description)}</td></tr>`).join("") + "</table>}";
-  }
-  if (s.type === "array") return "[" + schema(spec, s.items, depth + 1) + "]";
-  const t = Array.isArray(s.type) ? s.type.join(" | ") : (s.type || (s.oneOf ? "one of" : ""));
-  return esc(t + (s.format ? " (" + s.format + ")" : ""));
-}
-fetch("/api/v1/openapi.json").then(r => r.json()).then(spec => {
-  document.getElementById("intro").textContent = spec.info.description || "";
-  const byTag = {};
-  for (const [path, item] of Object.entries(spec.paths))
-    for (const [method, op] of Object.entries(item))
-      (byTag[(op.tags || ["other"])[0]] ||= []).push([path, method, op]);
-  let html = "";
-  for (const [tag, ops] of Object.entries(byTag)) {
-    html += `<h2>${esc(tag)}</h2>`;
-    for (const [path, method, op] of ops) {
-      const body = op.requestBody?.content?.["application/json"]?.schema;
-      const responses = Object.entries(op.responses).map(([code, r]) => `<tr><td>${code}</td><td>${esc(r.description)}</td></tr>`).join("");
-      html += `<div class="op"><span class="m ${method}">${method}</span> <code>${esc(path)}</code>` +
-        (body ? `<p>Body: ${schema(spec, body, 0)}</p>` : "") + `<table>${responses}</table></div>`;
-    }
-  }
-  document.getElementById("api").innerHTML = html;
-});
-</script></body></html>"#;
 
 #[cfg(test)]
 mod tests {
@@ -491,6 +471,19 @@ mod tests {
             let schema_ok = re.is_match(&s) && n >= min && n <= max_len;
             assert_eq!(schema_ok, domain(&s), "{schema}.{field} on {s:?} ({n} characters)");
         }
+    }
+
+    #[test]
+    fn every_example_is_accepted_by_its_fields_rules() {
+        let all = field_constraints();
+        for (schema, field, example) in field_examples() {
+            let (_, _, c) = all.iter().find(|(s, f, _)| *s == schema && *f == field).expect("a constrained field");
+            if let Some(pattern) = c["pattern"].as_str() {
+                let re = RegexBuilder::new(pattern).size_limit(1 << 30).build().expect("the pattern compiles");
+                assert!(re.is_match(example), "{schema}.{field}: {example:?}");
+            }
+        }
+        assert!(Slug::parse("slug", "acme").is_ok() && ProjectName::parse("name", "Website relaunch").is_ok());
     }
 
     #[test]

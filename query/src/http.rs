@@ -8,7 +8,7 @@ use crate::limits::{self, GraphqlLimits};
 use crate::loaders::{MemberLoader, ProjectLoader, ProjectTaskCountLoader, ProjectTasksLoader};
 use crate::schema::{KeelSchema, build_introspection_schema, build_schema_with};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Data, Request, Variables};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -46,6 +46,9 @@ pub struct QueryState {
     pub limits: GraphqlLimits,
     /// Turns true when the server begins to shut down: subscription sockets close with 1001.
     pub stopping: watch::Receiver<bool>,
+    /// The page a browser gets for `GET /graphql` (the console's GraphiQL); the composition
+    /// root hands it over, so this crate knows no page. Without one, browsers get 404.
+    pub graphiql: Option<Arc<str>>,
 }
 
 impl QueryState {
@@ -65,7 +68,13 @@ impl QueryState {
             changes,
             limits,
             stopping: watch::channel(false).1,
+            graphiql: None,
         }
+    }
+
+    /// Serves `page` to browsers at `GET /graphql`.
+    pub fn graphiql(self, page: impl Into<Arc<str>>) -> QueryState {
+        QueryState { graphiql: Some(page.into()), ..self }
     }
 
     /// Closes subscription sockets when `stopping` turns true.
@@ -94,15 +103,35 @@ pub fn router(state: QueryState) -> Router {
         .with_state(state)
 }
 
-fn graphiql() -> Response {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Keel GraphQL")
-            .finish(),
+/// `/graphql/schema.graphql`: the schema as SDL (as `keel graphql-schema` prints it); no
+/// authentication, like the OpenAPI document.
+pub fn schema_router() -> Router {
+    let sdl: Arc<str> = crate::schema::build_schema().sdl().into();
+    Router::new().route(
+        "/graphql/schema.graphql",
+        get(move || {
+            let sdl = sdl.clone();
+            async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sdl.to_string()) }
+        }),
     )
-    .into_response()
+}
+
+fn graphiql(state: &QueryState) -> Response {
+    let Some(page) = &state.graphiql else {
+        return Problem::not_found("route").into_response();
+    };
+    let mut r = Html(page.to_string()).into_response();
+    // The page may carry the development token of `keel up`.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A browser's navigation: `text/html` accepted and no JSON type named (browsers send
+/// `text/html,...,*/*;q=0.8`; API clients name `application/json` or send no `Accept`).
+fn prefers_html(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return false };
+    let accept = accept.to_ascii_lowercase();
+    accept.contains("text/html") && !accept.contains("json")
 }
 
 /// The media type of the answer (GraphQL over HTTP): `application/graphql-response+json` when
@@ -231,7 +260,8 @@ struct GetParams {
     variables: Option<String>,
 }
 
-/// `GET /graphql`: GraphiQL for a browser; with `?query=` a query (never a mutation: 405).
+/// `GET /graphql`: GraphiQL for a browser (also with `?query=`, its URL state); with `?query=`
+/// and a JSON `Accept`, a query (never a mutation: 405).
 async fn graphql_get(
     State(state): State<QueryState>,
     principal: Result<Principal, Response>,
@@ -244,8 +274,10 @@ async fn graphql_get(
         .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"));
     let params = params.ok().map(|Query(p)| p);
     let query = params.as_ref().and_then(|p| p.query.clone());
-    if query.is_none() && wants_html {
-        return graphiql();
+    // `?query=` is also GraphiQL's URL state: a browser opening such a link gets GraphiQL with
+    // the query in its editor; a client that asks for JSON gets the query run.
+    if wants_html && (query.is_none() || prefers_html(&headers)) {
+        return graphiql(&state);
     }
     let Some(media) = Media::negotiate(&headers) else { return not_acceptable() };
     let Some(params) = params else {

@@ -12,6 +12,6 @@ pub mod schema;
 pub mod subscription;
 pub mod types;
 
-pub use http::{QueryState, router};
+pub use http::{QueryState, router, schema_router};
 pub use limits::GraphqlLimits;
 pub use schema::{KeelSchema, build_introspection_schema, build_schema, build_schema_with};

@@ -108,6 +108,22 @@ async fn up_runs_on_a_private_cluster_keeps_its_data_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    // The console: the landing page, and GraphiQL and the explorer with the development token.
+    let base = first.rest.trim_end_matches("/api/v1");
+    let landing = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert!(landing.contains("href=\"/graphql\"") && landing.contains("embedded PostgreSQL"), "{landing}");
+    for page in ["/graphql", "/api/v1/docs"] {
+        let html = client
+            .get(format!("{base}{page}"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains(&first.token), "{page} carries the development token of `keel up`");
+    }
     interrupt(first).await;
     assert!(!data.join("pg/data/postmaster.pid").exists(), "the cluster was stopped with Keel");
 
@@ -256,4 +272,51 @@ async fn subcommand_help_puts_its_own_options_before_the_global_ones() {
         assert!(help[global.unwrap()..].contains("--database-url"), "{sub:?}:\n{help}");
         assert!(!help[..global.unwrap()].contains("--database-url"), "{sub:?}:\n{help}");
     }
+}
+
+#[tokio::test]
+async fn serve_never_puts_a_token_in_a_page() {
+    let db = crate::helpers::TestDb::new().await;
+    let dir = scratch_dir("serve-console");
+    let log = dir.join("serve.log");
+    let mut child = keel(&dir)
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("KEEL_JWT_SECRET", "serve-console-secret-0123456789abcdef")
+        .env("KEEL_MASTER_KEY", crate::helpers::MASTER_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    // `serve` logs where it listens.
+    let mut addr = None;
+    for _ in 0..240 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        addr = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "serving")
+            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned));
+        if addr.is_some() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let addr =
+        addr.unwrap_or_else(|| panic!("keel serve logs its address:\n{}", std::fs::read_to_string(&log).unwrap()));
+    let client = reqwest::Client::new();
+    for page in ["/", "/graphql", "/api/v1/docs"] {
+        let r = client.get(format!("http://{addr}{page}")).header("accept", "text/html").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{page}");
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("Bearer") && !html.contains("eyJ"), "{page} holds no token under keel serve");
+        if page != "/" {
+            assert!(html.contains("\"token\":null"), "{page}");
+        }
+    }
+    let pid = child.id().unwrap();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("keel stops").unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

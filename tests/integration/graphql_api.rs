@@ -339,6 +339,7 @@ async fn limits_refuse_deep_queries_before_they_run_and_errors_leak_nothing() {
         .await
         .unwrap();
     assert!(page.to_lowercase().contains("graphiql"));
+    assert!(page.contains("/console/assets/graphiql@") && !page.contains("://"), "GraphiQL from Keel itself, no CDN");
 }
 
 #[tokio::test]

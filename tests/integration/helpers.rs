@@ -157,6 +157,8 @@ pub struct Options {
     pub consistency_wait: Duration,
     pub lease_ttl: Duration,
     pub limits: keel::EdgeLimits,
+    /// The console's settings: by default `keel serve`'s (no development token).
+    pub console: keel_console::ConsoleConfig,
 }
 
 impl Default for Options {
@@ -168,6 +170,7 @@ impl Default for Options {
             consistency_wait: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(5),
             limits: keel::EdgeLimits::default(),
+            console: keel_console::ConsoleConfig::default(),
         }
     }
 }
@@ -211,6 +214,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
         pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
         master_key: master_key(),
         limits: o.limits,
+        console: o.console,
     };
     let app = App::build(config).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());

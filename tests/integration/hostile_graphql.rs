@@ -308,6 +308,10 @@ async fn every_route_answers_an_unknown_method_with_problem_json_and_allow() {
         (reqwest::Method::POST, "/healthz"),
         (reqwest::Method::DELETE, "/readyz"),
         (reqwest::Method::POST, "/metrics"),
+        (reqwest::Method::POST, "/"),
+        (reqwest::Method::DELETE, "/api/v1/docs"),
+        (reqwest::Method::POST, "/graphql/schema.graphql"),
+        (reqwest::Method::PUT, "/console/assets/keel/console.css"),
     ] {
         let r = app.send(method.clone(), path, None, None).await;
         assert_eq!(r.status, 405, "{method} {path}");

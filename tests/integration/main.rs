@@ -10,6 +10,7 @@ mod bench;
 mod binary;
 mod commands;
 mod conditional;
+mod console;
 mod demo;
 mod erasure;
 mod graphql;

@@ -54,5 +54,6 @@ async fn openapi_describes_every_route_with_schemas_and_problems() {
     let page = app.client.get(format!("{}/api/v1/docs", app.base)).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("/api/v1/openapi.json") && !html.contains("https://"), "a page with no external asset");
+    assert!(html.contains("/api/v1/openapi.json") && !html.contains("://"), "a page with no external asset");
+    assert!(html.contains("/console/assets/swagger-ui-dist@"), "Swagger UI, embedded in Keel");
 }
