@@ -60,6 +60,9 @@ async fn the_readme_walkthrough_runs_as_written() {
     let mut up = up
         .arg("up")
         .env("KEEL_LISTEN", base.trim_start_matches("http://"))
+        // The suite runs beside this on two cores: a read-your-writes query may wait longer than
+        // the default 2 s before the read models catch up (it would answer "stale" then).
+        .env("KEEL_CONSISTENCY_WAIT_MS", "30000")
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .kill_on_drop(true)
