@@ -1,6 +1,6 @@
 // Part of .ci/browser, driving the headless Chromium at CDP_PORT over the DevTools protocol:
 // 1. the REST explorer's "try it out" runs a command with the development token that `keel up`
-//    put in its Authorize box (201 for a new tenant);
+//    put in its Authorize box (201 for a new project of the demo tenant, whose owner it acts as);
 // 2. a subscription run from GraphiQL's own editor, with a tenant owner's token typed into the
 //    headers editor, shows the dashboard that a command then changes.
 // Usage: node browser-interact.mjs BASE OWNER_TOKEN PROJECT_ID
@@ -30,14 +30,14 @@ const until = async (expression, what) => {
   fail(what);
 };
 
-await cdp("Page.navigate", { url: `${base}/api/v1/docs#/tenants/provisionTenant` });
-await until(`!!document.querySelector('#operations-tenants-provisionTenant .execute')`, "the explorer has no Execute button");
-// The example body provisions `acme`: a fresh `keel up` has no such tenant.
-await evaluate(`document.querySelector('#operations-tenants-provisionTenant .execute').click()`);
-const answered = `document.querySelector('#operations-tenants-provisionTenant .responses-wrapper')?.innerText ?? ''`;
+await cdp("Page.navigate", { url: `${base}/api/v1/docs#/projects/createProject` });
+await until(`!!document.querySelector('#operations-projects-createProject .execute')`, "the explorer has no Execute button");
+// The example body creates a project in the tenant the development token acts in.
+await evaluate(`document.querySelector('#operations-projects-createProject .execute').click()`);
+const answered = `document.querySelector('#operations-projects-createProject .responses-wrapper')?.innerText ?? ''`;
 await until(
   `/Server response\\s+Code\\s+Details\\s+201/.test(${answered})`,
-  "the explorer's try-it-out did not provision a tenant",
+  "the explorer's try-it-out did not create a project: " + JSON.stringify(await evaluate(answered)),
 );
 console.log("browser: the explorer's try-it-out ran a command with the development token (201)");
 

@@ -58,7 +58,10 @@ pub(crate) fn landing(config: &ConsoleConfig, surfaces: Surfaces, version: &str)
     s.push_str(
         "</ul>\n<h2>Documentation</h2>\n<p>In the repository: <code>README.md</code> (getting started), \
         <code>ARCHITECTURE.md</code> (how Keel is built) and the <code>docs/</code> folder \
-        (<code>docs/decisions.md</code>, <code>docs/reporting.md</code>, <code>docs/performance.md</code>).</p>\n",
+        (<code>domain.md</code> the domain and plans, <code>api.md</code> the API contract, \
+        <code>guarantees.md</code> what the log and read models promise, <code>operations.md</code> \
+        runbooks, <code>reporting.md</code> SQL for analysts, <code>performance.md</code>, \
+        <code>decisions.md</code>).</p>\n",
     );
     s.push_str("</main></body></html>\n");
     s
