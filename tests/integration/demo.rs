@@ -351,7 +351,11 @@ async fn keel_up_demo_seeds_after_migrating_and_prints_the_demo_banner() {
     .await;
     let text = banner.join("\n");
     assert!(read.is_ok(), "keel up --demo printed its banner: {text}");
-    assert!(text.contains("Keel is up.") && text.contains("Demo tenant `demo`") && text.contains("seeded"), "{text}");
+    assert!(text.contains(" is up.") && text.contains("Demo tenant `demo`") && text.contains("seeded"), "{text}");
+    assert!(
+        text.contains("act as demo-owner, owner of the demo tenant"),
+        "the console's pages act as the demo owner: {text}"
+    );
     let roles = banner.iter().filter(|l| l.trim_start().starts_with("auditor ")).count();
     assert_eq!(roles, 1, "{text}");
     // The seed went through the server's store: the demo owner exists.
