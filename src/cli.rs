@@ -27,6 +27,11 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct Settings {
+    /// A TOML file of settings: each environment variable's name in snake case without `KEEL_`
+    /// (`listen`, `database_url`, `jwt_secret`, ...); the environment and flags override it.
+    #[arg(long, env = "KEEL_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`,
     /// `migrate` and `bench` start a private cluster under KEEL_DATA_DIR, and the other tools use
     /// the one found there (never a new one).
@@ -180,6 +185,114 @@ pub enum Command {
     },
     /// Run a GraphQL subscription and print each result as one JSON line.
     Subscribe(SubscribeArgs),
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+    /// The control plane: provision tenants, list and show them, change their plan, suspend,
+    /// reactivate and erase them, through the same commands as the REST platform routes.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check FILE (every key a setting, every value valid) and print the effective settings
+    /// (file, environment and flags), secrets redacted; exit 1 naming the key and line at fault.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Provision a tenant with its owner (as `POST /api/v1/tenants`); prints its id.
+    Create {
+        /// The tenant's name.
+        #[arg(long)]
+        name: String,
+        /// `^[a-z0-9][a-z0-9-]{1,62}$`, unique on the platform.
+        #[arg(long)]
+        slug: String,
+        /// free, team or enterprise.
+        #[arg(long, default_value = "free")]
+        plan: String,
+        /// The owner's user id (the `sub` of their tokens).
+        #[arg(long)]
+        owner_user: String,
+        /// The owner's email.
+        #[arg(long)]
+        owner_email: String,
+        /// The owner's name (default: the owner's user id).
+        #[arg(long)]
+        owner_name: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every tenant, from the platform view (`rm_tenants`, which follows a write by a moment).
+    List {
+        /// Only tenants on this plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One tenant as the control plane has it now (its id, or its slug).
+    Show {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a tenant's plan (as `PUT /api/v1/tenants/{id}/plan`); a downgrade must fit.
+    Plan {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// free, team or enterprise.
+        plan: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a tenant: reads work, writes answer 423.
+    Suspend {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Why, up to 500 characters.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reactivate a suspended tenant.
+    Reactivate {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a tenant's personal data and close it (irreversible).
+    Erase {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

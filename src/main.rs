@@ -1,10 +1,9 @@
 //! `keel`: parses the command line and runs it.
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use keel::cli::{
-    AnalystCmd, AuditCmd, BenchArgs, Cli, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
-    TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
+    TenantCmd, TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
@@ -17,7 +16,16 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    // The command line over the environment over the configuration file (`--config`).
+    let parsed = match keel::config::parse_from(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("keel: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let effective = matches!(parsed.cli.command, Command::Config { .. }).then(|| keel::config::effective(&parsed));
+    let cli = parsed.cli;
     telemetry::init(&cli.settings.log, cli.settings.log_format);
     let result = match cli.command {
         Command::Up { demo } => up(&cli.settings, demo).await,
@@ -32,6 +40,8 @@ async fn main() {
         Command::Analyst { command } => analyst(&cli.settings, command).await,
         Command::Subscribe(args) => subscribe(args).await,
         Command::Demo { command } => demo(&cli.settings, command).await,
+        Command::Config { .. } => config_check(&cli.settings, effective.unwrap_or_default()),
+        Command::Tenant { command } => tenant(&cli.settings, command).await,
     };
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
@@ -635,4 +645,28 @@ async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+/// `keel config check FILE`: the file was read and every value parsed on the way here; the
+/// checks start-up makes of the secrets follow, then the effective settings.
+fn config_check(s: &Settings, effective: String) -> anyhow::Result<()> {
+    if let Some(v) = &s.jwt_secret
+        && v.expose_secret().len() < 32
+    {
+        bail!("jwt_secret (KEEL_JWT_SECRET) must be at least 32 bytes");
+    }
+    if s.master_key.is_some() || s.master_key_file.is_some() {
+        master_key(s, false)?;
+    }
+    print!("{effective}");
+    Ok(())
+}
+
+async fn tenant(s: &Settings, command: TenantCmd) -> anyhow::Result<()> {
+    // A new tenant's owner has personal data, sealed under the key the server uses.
+    let key = match command {
+        TenantCmd::Create { .. } => Some(required_cli_master_key(s)?),
+        _ => cli_master_key(s)?,
+    };
+    with_keel_database(s, async |url: &str| keel::tenant_cmd::run(url, key, command).await).await
 }
