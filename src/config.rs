@@ -335,9 +335,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = check(&Cli::command(), "k.toml", "listen = \"x:1\"\nkeel_listen = \"y\"\nlisten_port = 1\nconfig = \"a\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = check(
+            &Cli::command(),
+            "k.toml",
+            "listen = \"x:1\"\nkeel_listen = \"y\"\nlisten_port = 1\nconfig = \"a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("keel_listen (line 2)") && e.contains("listen_port (line 3)"), "{e}");
         assert!(e.contains("config (line 4)"), "{e}");
     }

@@ -100,7 +100,11 @@ async fn run_on(store: &Store, url: &str, command: TenantCmd) -> anyhow::Result<
     };
     match command {
         TenantCmd::Create { name, slug, plan, owner_user, owner_email, owner_name, json } => {
-            let owner = OwnerInput { name: owner_name.unwrap_or_else(|| owner_user.clone()), user_id: owner_user, email: owner_email };
+            let owner = OwnerInput {
+                name: owner_name.unwrap_or_else(|| owner_user.clone()),
+                user_id: owner_user,
+                email: owner_email,
+            };
             write(PlatformCommand::Provision { name, slug, plan, owner }, json).await
         }
         TenantCmd::Plan { tenant, plan, json } => {
@@ -197,7 +201,8 @@ async fn list(store: &Store, plan: Option<&str>, json: bool) -> anyhow::Result<S
             .collect();
         return Ok(format!("{}\n", serde_json::to_string_pretty(&v)?));
     }
-    let mut out = format!("{:<36}  {:<24}  {:<10}  {:<9}  {:>5}  {:>8}\n", "ID", "SLUG", "PLAN", "STATUS", "SEATS", "PROJECTS");
+    let mut out =
+        format!("{:<36}  {:<24}  {:<10}  {:<9}  {:>5}  {:>8}\n", "ID", "SLUG", "PLAN", "STATUS", "SEATS", "PROJECTS");
     for r in &rows {
         out.push_str(&format!(
             "{:<36}  {:<24}  {:<10}  {:<9}  {:>5}  {:>8}\n",
