@@ -7,11 +7,40 @@ use crate::cli::TenantCmd;
 use anyhow::Context;
 use keel_command::platform::{self, PlatformCommand, PlatformOutcome};
 use keel_domain::TenantId;
+use keel_domain::names::Named;
 use keel_domain::tenant::OwnerInput;
 use keel_gateway::Problem;
-use keel_store::analyst::TenantDetail;
 use keel_store::{PoolSizes, Store};
-use sqlx::{Connection, PgConnection};
+use serde::Serialize;
+
+/// A tenant's control-plane row (`store::access::TenantRow`, current at once) as printed.
+#[derive(Debug, Serialize)]
+pub struct TenantDetail {
+    pub tenant_id: uuid::Uuid,
+    pub name: String,
+    pub slug: String,
+    pub plan: &'static str,
+    pub status: &'static str,
+    pub seats_used: u64,
+    pub active_projects: u64,
+}
+
+/// The control-plane row of `id` (read in a write transaction of the tenant, rolled back: the
+/// row is the writer's).
+async fn detail(store: &Store, id: TenantId) -> anyhow::Result<Option<TenantDetail>> {
+    let mut tx = store.begin_write(id).await?;
+    let row = keel_store::access::tenant_row(&mut tx, false).await;
+    tx.rollback().await?;
+    Ok(row?.map(|r| TenantDetail {
+        tenant_id: id.0,
+        name: r.name,
+        slug: r.slug,
+        plan: r.plan.as_str(),
+        status: r.status.name(),
+        seats_used: r.seats_used,
+        active_projects: r.active_projects,
+    }))
+}
 
 /// The operator the CLI acts as: `cli:<os user>` (events record `platform:cli:<os user>`).
 pub fn operator() -> String {
@@ -93,10 +122,7 @@ async fn run_on(store: &Store, url: &str, command: TenantCmd) -> anyhow::Result<
     let actor = operator();
     let write = async |cmd: PlatformCommand, json: bool| -> anyhow::Result<String> {
         let done = platform::execute(store, &actor, cmd).await.map_err(ProblemError)?;
-        let mut conn = PgConnection::connect(url).await.context("cannot connect to the database")?;
-        let detail = keel_store::analyst::tenant_detail(&mut conn, done.id).await;
-        let _ = conn.close().await;
-        Ok(written(&done, detail?.as_ref(), json))
+        Ok(written(&done, detail(store, TenantId(done.id)).await?.as_ref(), json))
     };
     match command {
         TenantCmd::Create { name, slug, plan, owner_user, owner_email, owner_name, json } => {
@@ -125,10 +151,7 @@ async fn run_on(store: &Store, url: &str, command: TenantCmd) -> anyhow::Result<
         }
         TenantCmd::Show { tenant, json } => {
             let id = find(url, &tenant).await?;
-            let mut conn = PgConnection::connect(url).await.context("cannot connect to the database")?;
-            let detail = keel_store::analyst::tenant_detail(&mut conn, id.0).await;
-            let _ = conn.close().await;
-            let detail = detail?.with_context(|| format!("there is no tenant {}", id.0))?;
+            let detail = detail(store, id).await?.with_context(|| format!("there is no tenant {}", id.0))?;
             Ok(if json { format!("{}\n", serde_json::to_string_pretty(&detail)?) } else { text(&detail) })
         }
         TenantCmd::List { plan, json } => list(store, plan.as_deref(), json).await,
@@ -156,15 +179,8 @@ fn written(done: &PlatformOutcome, detail: Option<&TenantDetail>, json: bool) ->
 
 fn text(d: &TenantDetail) -> String {
     format!(
-        "id               {}\nname             {}\nslug             {}\nplan             {}\nstatus           {}\nseats used       {}\nactive projects  {}\ncreated          {}\n",
-        d.tenant_id,
-        d.name,
-        d.slug,
-        d.plan,
-        d.status,
-        d.seats_used,
-        d.active_projects,
-        d.created_at.to_rfc3339()
+        "id               {}\nname             {}\nslug             {}\nplan             {}\nstatus           {}\nseats used       {}\nactive projects  {}\n",
+        d.tenant_id, d.name, d.slug, d.plan, d.status, d.seats_used, d.active_projects
     )
 }
 
@@ -192,7 +208,7 @@ async fn list(store: &Store, plan: Option<&str>, json: bool) -> anyhow::Result<S
                     "name": r.name,
                     "slug": r.slug,
                     "plan": r.plan.as_str(),
-                    "status": keel_domain::names::Named::name(r.status),
+                    "status": r.status.name(),
                     "seats_used": r.seats_used,
                     "active_projects": r.active_projects,
                     "created_at": r.created_at,
@@ -209,7 +225,7 @@ async fn list(store: &Store, plan: Option<&str>, json: bool) -> anyhow::Result<S
             r.tenant_id,
             r.slug,
             r.plan.as_str(),
-            keel_domain::names::Named::name(r.status),
+            r.status.name(),
             r.seats_used,
             r.active_projects
         ));

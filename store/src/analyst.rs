@@ -77,43 +77,6 @@ async fn tenant_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantInf
     .transpose()
 }
 
-/// A tenant's control-plane row (the inline `tenants` table, written with its events).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TenantDetail {
-    pub tenant_id: Uuid,
-    pub name: String,
-    pub slug: String,
-    pub plan: String,
-    /// active, suspended or erased.
-    pub status: String,
-    pub seats_used: i32,
-    pub active_projects: i32,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// The control-plane row of the tenant with this id, read with the tenant set.
-pub async fn tenant_detail(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantDetail>, StoreError> {
-    let mut tx = conn.begin().await?;
-    sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(id.to_string()).execute(&mut *tx).await?;
-    let row: Option<(String, String, String, String, i32, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT name, slug, plan, status, seats_used, active_projects, created_at FROM tenants WHERE tenant_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.rollback().await?;
-    Ok(row.map(|(name, slug, plan, status, seats_used, active_projects, created_at)| TenantDetail {
-        tenant_id: id,
-        name,
-        slug,
-        plan,
-        status,
-        seats_used,
-        active_projects,
-        created_at,
-    }))
-}
-
 /// The tenant with this slug. Slugs are found on the platform view (`rm_tenants`, as the
 /// reader), which follows provisioning by a moment; the tenant row itself is then read.
 pub async fn tenant_by_slug(conn: &mut PgConnection, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
