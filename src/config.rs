@@ -188,7 +188,7 @@ pub struct Parsed {
 /// `keel config check FILE`) under them. A command-line error exits as clap does; a file that
 /// cannot be read or holds a bad value is an error.
 pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Parsed> {
-    let first = Cli::parse_from(args.clone());
+    let first = Cli::try_parse_from(args.clone()).unwrap_or_else(|e| exit_naming_the_variable(e));
     let path = match &first.command {
         Sub::Config { command: ConfigCmd::Check { file } } => Some(file.clone()),
         _ => first.settings.config.clone(),
@@ -201,6 +201,37 @@ pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Parsed> {
     let matches = apply(Cli::command(), &values).get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Parsed { cli, matches, file: Some((path, values)) })
+}
+
+/// Exits as clap does on a command-line error; when the bad value came from an environment
+/// variable, the message names the variable first (clap's own names only the flag). A secret's
+/// value is not repeated.
+fn exit_naming_the_variable(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation)
+        && let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) =
+            (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+    {
+        let cmd = Cli::command();
+        let from_env = env_args(&cmd).into_iter().find_map(|(_, a)| {
+            let long = a.get_long()?;
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            let set = std::env::var(&env).ok()?;
+            (flag.starts_with(&format!("--{long} ")) && set == *value).then_some((env, a.is_hide_env_values_set()))
+        });
+        if let Some((env, secret)) = from_env {
+            let why = e.to_string();
+            let why = why.lines().next().unwrap_or("").trim();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
+            if secret {
+                eprintln!("keel: the environment variable {env} holds an invalid value");
+            } else {
+                eprintln!("keel: the environment variable {env}: {why}");
+            }
+            std::process::exit(1);
+        }
+    }
+    e.exit()
 }
 
 /// The effective global settings, one `key = value  # source` line each, secrets redacted
@@ -262,7 +293,10 @@ mod tests {
     fn sample(arg: &Arg) -> String {
         let mut candidates: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into()).collect();
         candidates.extend(arg.get_possible_values().iter().map(|p| p.get_name().to_owned()));
-        candidates.extend(["7", "true", "x", "postgres://u@h/db", "0.0.0.0:1", "7s"].map(String::from));
+        candidates.extend(
+            ["7", "true", "x", "postgres://u@h/db", "https://127.0.0.1/x", "0.0.0.0:1", "7s", "10/s", "10:20"]
+                .map(String::from),
+        );
         candidates
             .into_iter()
             .find(|c| parses(arg, c).is_ok())

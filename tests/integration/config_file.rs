@@ -105,6 +105,11 @@ fn a_bad_value_stops_start_up_naming_the_key_its_variable_and_the_line() {
         );
         assert!(!err.contains("migrations applied"), "{err}");
     }
+    // A bad value in the environment names its variable.
+    let out = run(keel(&d).env("KEEL_BODY_LIMIT", "plenty").arg("migrate"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("KEEL_BODY_LIMIT") && err.contains("plenty"), "{err}");
     // An unknown key is an error naming it (a prefixed name is not a key).
     std::fs::write(&file, "listen = \"127.0.0.1:0\"\nkeel_body_limit = 5\n").unwrap();
     let out = run(keel(&d).args(["--config"]).arg(&file).arg("migrate"));
