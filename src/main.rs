@@ -69,7 +69,9 @@ fn provider_keys(s: &Settings) -> anyhow::Result<Option<KeySource>> {
         bail!("{} are exclusive: set one source of token keys", set.join(" and "));
     }
     if let (Some(name), Some(_)) = (set.first(), &s.jwt_secret) {
-        bail!("{name} and KEEL_JWT_SECRET are exclusive: tokens are verified by the identity provider's keys or by the secret, not both");
+        bail!(
+            "{name} and KEEL_JWT_SECRET are exclusive: tokens are verified by the identity provider's keys or by the secret, not both"
+        );
     }
     let read = |path: &std::path::Path, name: &str| {
         std::fs::read(path).with_context(|| format!("{name}: cannot read {}", path.display()))

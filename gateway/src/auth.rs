@@ -4,13 +4,13 @@
 //! up per request.
 
 use crate::codes::Code;
+use crate::jwks::{KeySet, RemoteJwks, RemoteJwksConfig, VerifyKey};
 use crate::problem::Problem;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use crate::jwks::{KeySet, RemoteJwks, RemoteJwksConfig, VerifyKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
@@ -186,7 +186,15 @@ impl Signer {
         header.kid = kid;
         let signer = Signer { key, header, issuer, audience };
         // An EC key on another curve than P-256 fails here rather than on the first token.
-        signer.sign(&Claims { sub: "check".into(), tenant_id: None, scope: None, exp: 0, iat: None, iss: None, aud: None })?;
+        signer.sign(&Claims {
+            sub: "check".into(),
+            tenant_id: None,
+            scope: None,
+            exp: 0,
+            iat: None,
+            iss: None,
+            aud: None,
+        })?;
         Ok(signer)
     }
 
@@ -234,9 +242,10 @@ impl Authenticator {
     /// bad key stops start-up.
     pub async fn new(config: JwtConfig) -> Result<Authenticator, String> {
         let verifier = match &config.keys {
-            KeySource::Secret(s) => {
-                Verifier::Secret(VerifyKey { key: DecodingKey::from_secret(s.0.expose_secret()), alg: Algorithm::HS256 })
-            }
+            KeySource::Secret(s) => Verifier::Secret(VerifyKey {
+                key: DecodingKey::from_secret(s.0.expose_secret()),
+                alg: Algorithm::HS256,
+            }),
             KeySource::PublicKeyPem(pem) => Verifier::Single(VerifyKey::from_pem(pem)?),
             KeySource::JwksDocument(json) => Verifier::Set(KeySet::from_jwks(json)?),
             KeySource::JwksUrl(remote) => Verifier::Remote(RemoteJwks::start(remote.clone()).await?),

@@ -57,10 +57,14 @@ impl VerifyKey {
             (AlgorithmParameters::RSA(_), Some(KeyAlgorithm::PS256)) => Algorithm::PS256,
             (AlgorithmParameters::RSA(_), Some(KeyAlgorithm::PS384)) => Algorithm::PS384,
             (AlgorithmParameters::RSA(_), Some(KeyAlgorithm::PS512)) => Algorithm::PS512,
-            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256)) if p.curve == EllipticCurve::P256 => {
+            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                if p.curve == EllipticCurve::P256 =>
+            {
                 Algorithm::ES256
             }
-            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES384)) if p.curve == EllipticCurve::P384 => {
+            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES384))
+                if p.curve == EllipticCurve::P384 =>
+            {
                 Algorithm::ES384
             }
             (AlgorithmParameters::OctetKey(_), _) => return Err("symmetric keys are not accepted from a JWKS".into()),
@@ -97,7 +101,10 @@ impl KeySet {
             }
         }
         if keys.is_empty() {
-            return Err(format!("the JWKS has no usable key (of {}; RSA and EC P-256/P-384 keys with a `kid`)", set.keys.len()));
+            return Err(format!(
+                "the JWKS has no usable key (of {}; RSA and EC P-256/P-384 keys with a `kid`)",
+                set.keys.len()
+            ));
         }
         Ok(KeySet { keys })
     }

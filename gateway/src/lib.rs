@@ -12,7 +12,7 @@ pub mod not_allowed;
 pub mod problem;
 
 pub use auth::{AuthError, Authenticator, Claims, JwtConfig, KeySource, Principal, Signer};
-pub use jwks::RemoteJwksConfig;
 pub use codes::Code;
 pub use json::JsonBody;
+pub use jwks::RemoteJwksConfig;
 pub use problem::{FieldError, Problem};

@@ -332,7 +332,8 @@ async fn a_pem_public_key_or_a_jwks_file_verifies_by_key_type() {
     assert!(Authenticator::new(jwt(KeySource::JwksDocument(br#"{"keys": []}"#.to_vec()))).await.is_err());
     // `keel token --key-file` signs with the private half: RS256 or ES256 by the key's type.
     for (pair, alg) in [(rsa, Algorithm::RS256), (&ec, Algorithm::ES256)] {
-        let signer = keel_gateway::Signer::private_pem(pair.private_pem.as_bytes(), Some("r".into()), None, None).unwrap();
+        let signer =
+            keel_gateway::Signer::private_pem(pair.private_pem.as_bytes(), Some("r".into()), None, None).unwrap();
         assert_eq!(signer.algorithm(), alg);
         let token = signer.issue("dev", None, true, Duration::from_secs(60));
         let verifier = if alg == Algorithm::RS256 { &by_rsa } else { &by_ec };
@@ -347,7 +348,8 @@ async fn a_key_rotation_under_load_fails_no_request() {
     let app = Arc::new(app_with(remote(&idp, Duration::from_millis(500), Duration::from_secs(3))).await);
     let tenant = app.db.provision("rotation", "owner-rot").await;
     let token = Arc::new(Mutex::new(rsa.sign(Some("old"), &claims("owner-rot", Some(tenant)))));
-    let (status, body) = create(&app, &token.lock().unwrap().clone(), "Rotation").await;
+    let first = token.lock().unwrap().clone();
+    let (status, body) = create(&app, &first, "Rotation").await;
     assert_eq!(status, 201, "{body}");
     let project = Arc::new(body["id"].as_str().unwrap().to_owned());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -363,7 +365,8 @@ async fn a_key_rotation_under_load_fails_no_request() {
                 let r = if n % 2 == 0 {
                     app.graphql(&t, "{ projects(first: 1) { totalCount } }", None).await
                 } else {
-                    app.post(&format!("/api/v1/projects/{project}/tasks"), &t, json!({"title": format!("W{w}-{n}")})).await
+                    app.post(&format!("/api/v1/projects/{project}/tasks"), &t, json!({"title": format!("W{w}-{n}")}))
+                        .await
                 };
                 if (r.status == 200 && r.body.get("errors").is_none()) || r.status == 201 {
                     ok += 1;
@@ -388,7 +391,13 @@ async fn a_key_rotation_under_load_fails_no_request() {
         ok += o;
         failed.extend(f);
     }
-    assert!(failed.is_empty(), "{} of {} requests failed during the rotation: {:?}", failed.len(), ok + failed.len(), &failed[..failed.len().min(3)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
     assert!(ok >= 40, "the load ran ({ok} requests)");
     // One fetch at start-up, one for the new kid: the concurrent first uses of `new` shared it.
     assert_eq!(idp.fetches(), 2, "fetches of the JWKS");
