@@ -150,13 +150,12 @@ impl Provider {
 }
 
 fn remote(p: &Provider, cooldown: Duration, timeout: Duration) -> JwtConfig {
+    remote_refreshed(p, Duration::from_secs(300), cooldown, timeout)
+}
+
+fn remote_refreshed(p: &Provider, refresh: Duration, cooldown: Duration, timeout: Duration) -> JwtConfig {
     JwtConfig {
-        keys: KeySource::JwksUrl(RemoteJwksConfig {
-            url: p.url.clone(),
-            refresh: Duration::from_secs(300),
-            cooldown,
-            timeout,
-        }),
+        keys: KeySource::JwksUrl(RemoteJwksConfig { url: p.url.clone(), refresh, cooldown, timeout }),
         issuer: Some(ISSUER.into()),
         audience: Some(AUDIENCE.into()),
     }
@@ -473,4 +472,84 @@ async fn unknown_kid_storms_fetch_once_per_cooldown_and_a_provider_down_leaves_t
     assert_eq!(status, 201, "cached keys verify while the provider is down: {body}");
     let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"keel_jwks_fetches_total{outcome="error"}"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_key_the_provider_removed_stops_verifying_after_the_refresh_interval() {
+    let (rsa, ec) = (rsa_pair(), ec_pair());
+    let idp = provider(vec![rsa.jwk("rsa-1"), ec.jwk("ec-1")]).await;
+    let refresh = Duration::from_secs(1);
+    let app = app_with(remote_refreshed(&idp, refresh, Duration::from_millis(500), Duration::from_secs(3))).await;
+    let tenant = app.db.provision("refresh", "owner-f").await;
+    let (rs, es) = (
+        rsa.sign(Some("rsa-1"), &claims("owner-f", Some(tenant))),
+        ec.sign(Some("ec-1"), &claims("owner-f", Some(tenant))),
+    );
+    let (status, body) = create(&app, &es, "Before").await;
+    assert_eq!(status, 201, "{body}");
+    let project = body["id"].as_str().unwrap().to_owned();
+    idp.set_keys(vec![rsa.jwk("rsa-1")]);
+    tokio::time::sleep(refresh + Duration::from_millis(200)).await;
+    // The set is older than the interval: this request is answered from it and starts a refresh.
+    let (status, body) = task(&app, &rs, &project, "Starts the refresh").await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while idp.fetches() < 2 {
+        assert!(Instant::now() < deadline, "the background refresh fetched the set");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    refused(&app, &es, "\"ec-1\", which is not in").await;
+    let (status, body) = task(&app, &rs, &project, "After").await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// `keel token --key-file` signs for a server verifying with the public half; a secret beside a
+/// provider's keys stops start-up naming both.
+#[tokio::test]
+async fn keel_token_signs_with_a_private_key_file_and_key_sources_are_exclusive() {
+    const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+    let (rsa, ec) = (rsa_pair(), ec_pair());
+    let dir = std::env::temp_dir().join(format!("keel-idp-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (pair, name) in [(rsa, "rsa"), (&ec, "ec")] {
+        let key = dir.join(format!("{name}.pem"));
+        std::fs::write(&key, &pair.private_pem).unwrap();
+        let out = tokio::process::Command::new(KEEL)
+            .args(["token", "--platform", "--key-file"])
+            .arg(&key)
+            .args(["--kid", "dev-1"])
+            .env_remove("KEEL_JWT_SECRET")
+            .env("KEEL_DATA_DIR", &dir)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!((header.alg, header.kid.as_deref()), (pair.alg, Some("dev-1")));
+        let server = Authenticator::new(JwtConfig {
+            keys: KeySource::PublicKeyPem(pair.public_pem.clone().into_bytes()),
+            issuer: None,
+            audience: None,
+        })
+        .await
+        .unwrap();
+        assert!(server.verify(&token).await.unwrap().platform);
+    }
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [rsa.jwk("rsa-1")]}).to_string()).unwrap();
+    let out = tokio::process::Command::new(KEEL)
+        .args(["serve"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("KEEL_JWT_SECRET", "a-development-secret-of-32-bytes-or-more")
+        .env("KEEL_JWT_JWKS_FILE", &jwks)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("KEEL_JWT_JWKS_FILE and KEEL_JWT_SECRET are exclusive"), "{err}");
+    assert!(!err.contains("a-development-secret"), "the secret is printed: {err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
