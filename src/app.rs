@@ -102,7 +102,11 @@ impl App {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", config.listen))?;
-        let auth = Arc::new(Authenticator::hs256(config.jwt.clone()));
+        let auth = Arc::new(
+            Authenticator::new(config.jwt.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("the token keys (KEEL_JWT_*): {e}"))?,
+        );
         let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
 
         let (stop, stopping) = watch::channel(false);

@@ -61,6 +61,33 @@ pub struct Settings {
     #[arg(long, env = "KEEL_MASTER_KEY_FILE", global = true)]
     pub master_key_file: Option<PathBuf>,
 
+    /// A JWKS document (JSON file) of the identity provider's public keys, read at start-up:
+    /// RS256/ES256 tokens naming one of its keys by `kid` are accepted (instead of KEEL_JWT_SECRET).
+    #[arg(long, env = "KEEL_JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// The identity provider's JWKS URL (its `jwks_uri`), fetched at start-up and cached; an
+    /// unknown `kid` fetches it again (instead of KEEL_JWT_SECRET).
+    #[arg(long, env = "KEEL_JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Age in seconds after which the cached JWKS is fetched again in the background (requests
+    /// never wait for it; a key removed from the set stops verifying within this).
+    #[arg(long, env = "KEEL_JWT_JWKS_REFRESH_SECS", global = true, default_value_t = 300)]
+    pub jwt_jwks_refresh_secs: u64,
+
+    /// Least seconds between two JWKS fetches: tokens with unknown `kid`s fetch at most once per this.
+    #[arg(long, env = "KEEL_JWT_JWKS_COOLDOWN_SECS", global = true, default_value_t = 30)]
+    pub jwt_jwks_cooldown_secs: u64,
+
+    /// Deadline of one JWKS fetch, in ms; a failed fetch keeps the cached keys.
+    #[arg(long, env = "KEEL_JWT_JWKS_TIMEOUT_MS", global = true, default_value_t = 3000)]
+    pub jwt_jwks_timeout_ms: u64,
+
+    /// A PEM public key (RSA: RS256; EC P-256: ES256) that verifies tokens (instead of KEEL_JWT_SECRET).
+    #[arg(long, env = "KEEL_JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+
     /// Required `iss` of tokens, when set.
     #[arg(long, env = "KEEL_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
@@ -424,6 +451,13 @@ pub struct TokenArgs {
     /// Lifetime, e.g. 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+    /// Sign with this private key (PEM; RSA: RS256, EC P-256: ES256) instead of the HS256
+    /// secret, for a server whose KEEL_JWT_PUBLIC_KEY_FILE or JWKS holds its public half (development).
+    #[arg(long, value_name = "PEM")]
+    pub key_file: Option<PathBuf>,
+    /// The `kid` of tokens signed with --key-file (the key's id in the server's JWKS).
+    #[arg(long, requires = "key_file", value_name = "ID")]
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -532,11 +566,7 @@ mod tests {
         let config = AppConfig {
             database_url: s.database_url.clone().unwrap(),
             listen: s.listen.clone(),
-            jwt: JwtConfig {
-                secret: Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec()),
-                issuer: None,
-                audience: None,
-            },
+            jwt: JwtConfig::hs256(Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec())),
             consistency_wait: std::time::Duration::from_millis(s.consistency_wait_ms),
             body_limit: s.body_limit,
             services: Services::ALL,

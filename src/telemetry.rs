@@ -61,6 +61,10 @@ fn describe() {
     describe_counter!(REQUESTS, "HTTP requests answered, by method, route template and status.");
     describe_histogram!(DURATION, "Time to answer an HTTP request in seconds, by method, route template and status.");
     describe_counter!("keel_projection_events_total", "Events a projection has applied (committed batches).");
+    describe_counter!(
+        "keel_jwks_fetches_total",
+        "Fetches of the identity provider's JWKS URL, by outcome (ok, error)."
+    );
     describe_gauge!("keel_projection_checkpoint", "Log position up to which a projection has applied the log.");
     describe_histogram!("keel_projection_batch_seconds", "Time to apply and commit one projection batch, in seconds.");
     describe_counter!(

@@ -81,12 +81,9 @@ fn the_file_is_under_the_environment_which_is_under_the_flags() {
     let out = run(keel(&d).env("KEEL_CONFIG", &file).args(["token", "--platform"]));
     assert!(out.status.success(), "token signs with the file's secret: {}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
-    let auth = Authenticator::hs256(JwtConfig {
-        secret: Secret::new(FILE_SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    });
-    assert!(auth.verify(&token).is_ok(), "the token is signed with the file's secret");
+    let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(FILE_SECRET.as_bytes().to_vec())));
+    let verified = tokio::runtime::Runtime::new().unwrap().block_on(auth.verify(&token));
+    assert!(verified.is_ok(), "the token is signed with the file's secret");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -160,21 +157,13 @@ async fn a_server_runs_from_the_file_and_accepts_tokens_signed_with_its_secret()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let auth = Authenticator::hs256(JwtConfig {
-        secret: Secret::new(FILE_SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    });
+    let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(FILE_SECRET.as_bytes().to_vec())));
     let body = json!({"name": "From file", "slug": "from-file", "plan": "free",
                       "owner": {"user_id": "o", "email": "o@f.test", "name": "O"}});
     let good = auth.issue("operator", None, true, Duration::from_secs(60));
     let r = client.post(format!("{base}/api/v1/tenants")).bearer_auth(&good).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201, "a token signed with the file's secret is accepted");
-    let other = Authenticator::hs256(JwtConfig {
-        secret: Secret::new(b"some-other-secret-0123456789abcdef".to_vec()),
-        issuer: None,
-        audience: None,
-    });
+    let other = Authenticator::hs256(JwtConfig::hs256(Secret::new(b"some-other-secret-0123456789abcdef".to_vec())));
     let bad = other.issue("operator", None, true, Duration::from_secs(60));
     let r = client.post(format!("{base}/api/v1/tenants")).bearer_auth(&bad).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 401, "another secret's token is not");

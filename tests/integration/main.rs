@@ -20,6 +20,7 @@ mod graphql_fuzz;
 mod hostile_graphql;
 mod hostile_values;
 mod idempotency;
+mod idp;
 mod limits;
 mod log;
 mod members;
