@@ -8,6 +8,7 @@ mod cursor;
 pub mod http;
 pub mod limits;
 mod loaders;
+mod spans;
 pub mod schema;
 pub mod subscription;
 pub mod types;

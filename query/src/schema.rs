@@ -26,6 +26,7 @@ pub fn build_schema() -> KeelSchema {
 pub fn build_schema_with(limits: GraphqlLimits) -> KeelSchema {
     Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
         .extension(Guard(limits))
+        .extension(crate::spans::ResolverSpans)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

@@ -18,7 +18,7 @@ pub mod snapshot;
 pub mod usage;
 
 pub use crypto::MasterKey;
-pub use db::{MIGRATOR, Pool, PoolSizes, Store, TenantTx, migrate, migrations_current};
+pub use db::{ACQUIRE_SECONDS, MIGRATOR, Pool, PoolSizes, PoolTimeouts, Store, TenantTx, migrate, migrations_current};
 pub use error::StoreError;
 pub use log::{Appended, EventMetadata, LogPosition, RecordedEvent};
 

@@ -1,0 +1,302 @@
+//! Issue #15, points 5 and 6 against a real `keel serve` process: an incoming `traceparent` is
+//! continued and the request's spans reach a real OTLP/HTTP receiver with their tenant; log lines
+//! carry the trace and span ids; the per-tenant series of `/metrics` stay within N + 1 labels.
+
+use crate::helpers::{MASTER_KEY, TestDb};
+use axum::body::Bytes;
+use axum::routing::post;
+use keel_gateway::auth::Secret;
+use keel_gateway::{Authenticator, JwtConfig};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+const SECRET: &str = "observability-secret-0123456789abcdef";
+
+/// An OTLP/HTTP (protobuf) receiver on a loopback port: every span it is sent, kept.
+async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let kept = kept.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+                let mut k = kept.lock().unwrap();
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        k.extend(ss.spans);
+                    }
+                }
+                ([("content-type", "application/x-protobuf")], ExportTraceServiceResponse::default().encode_to_vec())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), spans)
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    })
+}
+
+/// `keel serve` on a fresh port with `env`; returns the child and its address once it serves.
+async fn serve(db: &TestDb, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(KEEL);
+    cmd.arg("serve")
+        .env_remove("KEEL_MASTER_KEY_FILE")
+        .env("DATABASE_URL", &db.url)
+        .env("KEEL_JWT_SECRET", SECRET)
+        .env("KEEL_MASTER_KEY", MASTER_KEY)
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    for _ in 0..240 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "serving")
+            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned));
+        if let Some(a) = addr {
+            return (child, a);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "keel serve exited:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("keel serve logs its address:\n{}", std::fs::read_to_string(log).unwrap());
+}
+
+fn token(tenant: uuid::Uuid, user: &str) -> String {
+    let auth = Authenticator::hs256(JwtConfig {
+        secret: Secret::new(SECRET.as_bytes().to_vec()),
+        issuer: None,
+        audience: None,
+    });
+    auth.issue(user, Some(tenant), false, Duration::from_secs(600))
+}
+
+#[tokio::test]
+async fn a_request_is_traced_end_to_end_and_its_log_lines_carry_the_trace() {
+    let db = TestDb::new().await;
+    let tenant = db.provision("traced", "olive").await;
+    let (otlp, spans) = receiver().await;
+    let dir = std::env::temp_dir().join(format!("keel-otlp-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("serve.log");
+    // The endpoint without a path: Keel sends to its standard `/v1/traces`.
+    let (mut child, addr) = serve(
+        &db,
+        &log,
+        &[("KEEL_LOG_FORMAT", "json"), ("KEEL_OTLP_ENDPOINT", &otlp), ("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let token = token(tenant.0, "olive");
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = client
+        .post(format!("http://{addr}/api/v1/projects"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .header("x-request-id", "traced-request-1")
+        .json(&json!({"name": "Traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let answered = r.headers()["traceresponse"].to_str().unwrap().to_owned();
+    let parts: Vec<&str> = answered.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[1], parts[3]), (4, "00", trace, "01"), "{answered}");
+    let request_span = parts[2].to_owned();
+    assert_eq!(request_span.len(), 16);
+    assert_ne!(request_span, parent, "the server's span is a child of the caller's");
+
+    // Without a traceparent a new trace starts.
+    let g = client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&token)
+        .header("keel-consistency", "strong")
+        .json(&json!({"query": "{ projects(first: 5) { edges { node { name } } } }"}))
+        .send()
+        .await
+        .unwrap();
+    let fresh = g.headers()["traceresponse"].to_str().unwrap().to_owned();
+    assert!(fresh.starts_with("00-") && !fresh.contains(trace), "{fresh}");
+    let fresh_trace = fresh.split('-').nth(1).unwrap().to_owned();
+
+    // The spans arrive at the receiver.
+    let want_trace = hex::decode(trace).unwrap();
+    let want_fresh = hex::decode(&fresh_trace).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = spans.lock().unwrap().clone();
+        let names: HashSet<&str> =
+            seen.iter().filter(|s| s.trace_id == want_trace).map(|s| s.name.as_str()).collect();
+        let resolvers = seen.iter().any(|s| s.trace_id == want_fresh && s.name == "resolver");
+        let batches = seen.iter().any(|s| s.name == "projection_batch");
+        if ["request", "load", "decide", "append"].iter().all(|n| names.contains(n)) && resolvers && batches {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let in_trace: Vec<&Span> = seen.iter().filter(|s| s.trace_id == want_trace).collect();
+    let names: HashSet<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
+    for n in ["request", "load", "decide", "append"] {
+        assert!(names.contains(n), "span {n} in the continued trace: {names:?}");
+    }
+    let request = in_trace.iter().find(|s| s.name == "request").unwrap();
+    assert_eq!(hex::encode(&request.parent_span_id), parent, "the request span continues the caller's span");
+    assert_eq!(hex::encode(&request.span_id), request_span, "traceresponse names the request span");
+    assert_eq!(attr(request, "tenant_id").as_deref(), Some(tenant.0.to_string().as_str()), "{request:?}");
+    assert_eq!(attr(request, "request_id").as_deref(), Some("traced-request-1"));
+    let append = in_trace.iter().find(|s| s.name == "append").unwrap();
+    let load = in_trace.iter().find(|s| s.name == "load").unwrap();
+    assert!(append.parent_span_id == request.span_id || in_trace.iter().any(|s| s.span_id == append.parent_span_id));
+    assert!(load.start_time_unix_nano <= append.start_time_unix_nano);
+    let resolver = seen.iter().find(|s| s.trace_id == want_fresh && s.name == "resolver");
+    let resolver = resolver.unwrap_or_else(|| panic!("a resolver span in the GraphQL trace: {seen:?}"));
+    assert_eq!(attr(resolver, "graphql.field").as_deref(), Some("QueryRoot.projects"));
+    assert!(seen.iter().any(|s| s.name == "projection_batch"), "a projection batch span");
+
+    // Every line logged inside the request carries its request id beside the trace and span ids.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["span"]["request_id"] == "traced-request-1")
+        .collect();
+    assert!(!lines.is_empty(), "the request logged lines:\n{text}");
+    for l in &lines {
+        assert_eq!(l["span"]["trace_id"], trace, "{l}");
+        assert_eq!(l["span"]["span_id"], request_span.as_str(), "{l}");
+        assert_eq!(l["span"]["tenant_id"], tenant.0.to_string(), "{l}");
+    }
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn pretty_log_lines_carry_the_trace_too() {
+    let db = TestDb::new().await;
+    let tenant = db.provision("pretty", "pia").await;
+    let dir = std::env::temp_dir().join(format!("keel-pretty-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pretty = dir.join("pretty.log");
+    let mut cmd = Command::new(KEEL);
+    cmd.arg("serve")
+        .env_remove("KEEL_MASTER_KEY_FILE")
+        .env("DATABASE_URL", &db.url)
+        .env("KEEL_JWT_SECRET", SECRET)
+        .env("KEEL_MASTER_KEY", MASTER_KEY)
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_LOG", "info")
+        .env("KEEL_LOG_FORMAT", "pretty")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&pretty).unwrap()))
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut addr = None;
+    for _ in 0..240 {
+        let text = std::fs::read_to_string(&pretty).unwrap_or_default();
+        addr = text.lines().find(|l| l.contains("serving")).and_then(|l| {
+            let at = l.find("addr=")? + 5;
+            Some(l[at..].split_whitespace().next()?.to_owned())
+        });
+        if addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let addr = addr.unwrap_or_else(|| panic!("{}", std::fs::read_to_string(&pretty).unwrap()));
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/projects/{}", uuid::Uuid::new_v4()))
+        .bearer_auth(token(tenant.0, "pia"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .header("x-request-id", "pretty-request-1")
+        .send()
+        .await
+        .unwrap();
+    let span = r.headers()["traceresponse"].to_str().unwrap().split('-').nth(2).unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&pretty).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("request_id=pretty-request-1")).collect();
+    assert!(!lines.is_empty(), "{text}");
+    for l in lines {
+        assert!(l.contains(&format!("trace_id={trace}")) && l.contains(&format!("span_id={span}")), "{l}");
+    }
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn per_tenant_series_stay_within_n_plus_one_labels() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("keel-tenants-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("serve.log");
+    const N: usize = 3;
+    let (mut child, addr) =
+        serve(&db, &log, &[("KEEL_LOG_FORMAT", "json"), ("KEEL_METRICS_TENANTS", &N.to_string())]).await;
+    let client = reqwest::Client::new();
+    let mut tenants = Vec::new();
+    for i in 0..N + 5 {
+        let t = db.provision(&format!("busy-{i}"), &format!("user{i}")).await;
+        tenants.push(t);
+        let token = token(t.0, &format!("user{i}"));
+        for _ in 0..2 {
+            let r = client
+                .post(format!("http://{addr}/graphql"))
+                .bearer_auth(&token)
+                .json(&json!({"query": "{ projects(first: 1) { edges { node { name } } } }"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    }
+    let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let labels: HashSet<String> = metrics
+        .lines()
+        .filter(|l| l.starts_with("keel_tenant_requests_total{"))
+        .filter_map(|l| l.split("tenant=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned))
+        .collect();
+    assert_eq!(labels.len(), N + 1, "{N} tenants and `other`: {labels:?}");
+    assert!(labels.contains("other"));
+    for t in &tenants[..N] {
+        assert!(labels.contains(&t.0.to_string()), "the first {N} tenants have their own series");
+    }
+    // `other` counted the 5 tenants after them: 2 requests each.
+    let other = metrics
+        .lines()
+        .find(|l| l.starts_with("keel_tenant_requests_total{") && l.contains("tenant=\"other\""))
+        .unwrap();
+    assert!(other.ends_with(" 10"), "{other}");
+    assert!(metrics.contains("# HELP keel_tenant_requests_total"));
+    assert!(metrics.contains("keel_db_acquire_seconds_bucket{pool=\"reader\""), "acquire waits are measured");
+    assert!(metrics.contains("keel_db_pool_in_use_connections{pool=\"writer\"}"));
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
