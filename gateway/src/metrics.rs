@@ -63,6 +63,30 @@ pub fn tenant_label(tenant: Uuid) -> &'static str {
     label
 }
 
+/// Tenants whose requests this process counts for `tenant_requests` (a bound on the map; past it
+/// a new tenant's requests are not counted, and `tenant_requests` says 0 for it).
+pub const MAX_COUNTED_TENANTS: usize = 100_000;
+
+fn counts() -> &'static std::sync::Mutex<HashMap<Uuid, u64>> {
+    static COUNTS: OnceLock<std::sync::Mutex<HashMap<Uuid, u64>>> = OnceLock::new();
+    COUNTS.get_or_init(Default::default)
+}
+
+fn count_request(tenant: Uuid) {
+    let mut c = counts().lock().expect("not poisoned");
+    if let Some(n) = c.get_mut(&tenant) {
+        *n += 1;
+    } else if c.len() < MAX_COUNTED_TENANTS {
+        c.insert(tenant, 1);
+    }
+}
+
+/// Requests this process has answered for `tenant` since it started (the platform view's
+/// per-tenant usage; every tenant, not only the labelled ones).
+pub fn tenant_requests(tenant: Uuid) -> u64 {
+    counts().lock().expect("not poisoned").get(&tenant).copied().unwrap_or(0)
+}
+
 /// Counts a request answered with a timeout (`cause`: `deadline`, `statement_timeout`,
 /// `pool_acquire`).
 pub fn timed_out(cause: &'static str) {
@@ -82,6 +106,7 @@ pub async fn record(req: Request, next: Next) -> Response {
     metrics::counter!(REQUESTS, &labels).increment(1);
     metrics::histogram!(DURATION, &labels).record(elapsed);
     if let Some(RequestTenant(t)) = res.extensions().get::<RequestTenant>() {
+        count_request(*t);
         let tenant = tenant_label(*t);
         let class = match status {
             100..=199 => "1xx",

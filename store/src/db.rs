@@ -89,6 +89,8 @@ pub struct Store {
     appended: std::sync::Arc<tokio::sync::Notify>,
     /// Seals and opens personal data (`crypto`); without it, personal data cannot be written.
     master: Option<std::sync::Arc<MasterKey>>,
+    /// Each tenant's storage footprint, measured at most once a minute (`tenant_footprints`).
+    footprints: std::sync::Arc<crate::footprint::Cache>,
 }
 
 async fn role_pool(
@@ -161,6 +163,7 @@ impl Store {
             projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement).await?,
             appended,
             master: master.map(std::sync::Arc::new),
+            footprints: std::sync::Arc::default(),
         })
     }
 
@@ -170,6 +173,15 @@ impl Store {
     /// projection until its next poll.
     pub fn events_appended(&self) {
         self.appended.notify_one();
+    }
+
+    /// Every tenant's events and storage bytes (largest first), measured at most `max_age` ago;
+    /// with the measurement's age. For platform operators only: it reads every tenant.
+    pub async fn tenant_footprints(
+        &self,
+        max_age: Duration,
+    ) -> Result<(std::sync::Arc<Vec<crate::footprint::TenantFootprint>>, Duration), StoreError> {
+        self.footprints.get(&self.projector, max_age).await
     }
 
     /// The command side: appends and inline tables.

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod crypto;
 mod db;
 mod error;
+pub mod footprint;
 pub mod hash;
 pub mod idempotency;
 pub mod inline;

@@ -311,3 +311,47 @@ async fn per_tenant_series_stay_within_n_plus_one_labels() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_platform_view_gives_each_tenants_usage_to_operators_only() {
+    let app = crate::helpers::spawn_app().await;
+    let (big, big_owner) = app.provision("heavy").await;
+    let (small, small_owner) = app.provision("light").await;
+    for i in 0..3 {
+        app.create_project(&big_owner, &format!("Heavy project with a longer name, number {i}")).await;
+    }
+    app.create_project(&small_owner, "Light").await;
+    let q = "{ platform { tenantUsage(first: 10) { tenantId requests eventsAppended storageBytes measuredSecondsAgo } } }";
+    let r = app.graphql(&app.platform_token(), q, None).await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    let rows = r.body["data"]["platform"]["tenantUsage"].as_array().unwrap().clone();
+    let row = |t: keel_domain::TenantId| rows.iter().find(|x| x["tenantId"] == t.0.to_string()).cloned().unwrap();
+    let (b, s) = (row(big), row(small));
+    // Provision (tenant + owner events) and 3 projects against 1.
+    assert!(b["eventsAppended"].as_i64().unwrap() >= s["eventsAppended"].as_i64().unwrap() + 2, "{b} {s}");
+    assert!(b["storageBytes"].as_i64().unwrap() > s["storageBytes"].as_i64().unwrap(), "{b} {s}");
+    assert!(s["storageBytes"].as_i64().unwrap() > 0);
+    assert!(b["requests"].as_i64().unwrap() >= 3 && s["requests"].as_i64().unwrap() >= 1, "{b} {s}");
+    // Largest storage first.
+    assert_eq!(rows[0]["tenantId"], big.0.to_string(), "{rows:?}");
+
+    // A tenant's token — even an owner's — reads no other tenant's usage, nor its own through here.
+    let r = app.graphql(&small_owner, q, None).await;
+    assert_eq!(r.body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{}", r.body);
+    assert!(r.body["data"].is_null() || r.body["data"]["platform"].is_null(), "{}", r.body);
+    assert!(!r.body.to_string().contains(&big.0.to_string()), "{}", r.body);
+
+    // Hostile values of `first` are refused, naming the argument.
+    for first in ["0", "-1", "101", "2147483647", "-2147483648"] {
+        let q = format!("{{ platform {{ tenantUsage(first: {first}) {{ tenantId }} }} }}");
+        let r = app.graphql(&app.platform_token(), &q, None).await;
+        assert_eq!(r.body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{first}: {}", r.body);
+        assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("first"), "{}", r.body);
+    }
+    for first in ["\"10\"", "1.5", "99999999999", "null"] {
+        let q = format!("{{ platform {{ tenantUsage(first: {first}) {{ tenantId }} }} }}");
+        let r = app.graphql(&app.platform_token(), &q, None).await;
+        assert!(!r.body["errors"].is_null(), "{first}: {}", r.body);
+        assert!(!r.body.to_string().contains("internal"), "{first}: {}", r.body);
+    }
+}
