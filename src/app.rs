@@ -108,8 +108,8 @@ impl App {
             config.limits.db,
             Some(config.master_key.clone()),
         )
-            .await
-            .context("cannot connect to the database (DATABASE_URL)")?;
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", config.listen))?;
@@ -260,7 +260,8 @@ async fn metrics(State(ops): State<OpsState>) -> Response {
         metrics::gauge!("keel_db_pool_idle_connections", "pool" => name).set(pool.num_idle() as f64);
         let in_use = (pool.size() as usize).saturating_sub(pool.num_idle());
         metrics::gauge!("keel_db_pool_in_use_connections", "pool" => name).set(in_use as f64);
-        metrics::gauge!("keel_db_pool_max_connections", "pool" => name).set(pool.options().get_max_connections() as f64);
+        metrics::gauge!("keel_db_pool_max_connections", "pool" => name)
+            .set(pool.options().get_max_connections() as f64);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render()).into_response()
 }

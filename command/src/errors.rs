@@ -70,7 +70,10 @@ pub(crate) fn store(e: StoreError) -> Problem {
         other if other.is_statement_timeout() => {
             tracing::warn!(error = %other, "command cancelled at the writer's statement_timeout");
             keel_gateway::metrics::timed_out("statement_timeout");
-            Problem::new(Code::DependencyTimeout, "the database did not answer within the writer's statement timeout; retry with the same Idempotency-Key")
+            Problem::new(
+                Code::DependencyTimeout,
+                "the database did not answer within the writer's statement timeout; retry with the same Idempotency-Key",
+            )
         }
         other if other.is_pool_timeout() => {
             tracing::warn!("no writer connection came free within the pool's acquire timeout");

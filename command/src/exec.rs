@@ -484,11 +484,14 @@ async fn run(
         }
         Cmd::Member(id, c) => {
             let actor = role.expect("tenant commands have a role");
-            let loaded = load_member(tx, read, actor, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
+            let loaded =
+                load_member(tx, read, actor, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Project(id, c) => {
-            let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
+            let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta)
+                .instrument(tracing::info_span!("load"))
+                .await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Task(id, c) => {

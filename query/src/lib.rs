@@ -8,8 +8,8 @@ mod cursor;
 pub mod http;
 pub mod limits;
 mod loaders;
-mod spans;
 pub mod schema;
+mod spans;
 pub mod subscription;
 pub mod types;
 

@@ -474,7 +474,11 @@ impl Platform {
 
     /// Each tenant's use of the platform — requests, events, storage bytes — largest storage
     /// first, at most `first` tenants (1 to 100). Storage is measured at most once a minute.
-    async fn tenant_usage(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<TenantPlatformUsage>> {
+    async fn tenant_usage(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> Result<Vec<TenantPlatformUsage>> {
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(bad_input(&format!("first must be between 1 and {MAX_PAGE}")));
         }

@@ -5,7 +5,6 @@
 //! first consumers; webhook deliverers and publishers plug in the same way (see
 //! `ARCHITECTURE.md`, "Consumers of the log").
 
-use tracing::Instrument;
 use keel_domain::Event;
 use keel_store::{LogPosition, Pool, RecordedEvent, Store, StoreError, checkpoint, log};
 use sqlx::postgres::PgListener;
@@ -15,6 +14,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// What to do with an event that still fails after its retries (it is parked either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,8 @@ impl<C: Consumer> Runner<C> {
             return Ok(0);
         };
         // One span per batch that has events (empty polls make none), for traces.
-        let span = tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
+        let span =
+            tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
         async move {
             match self.apply_all(&mut tx, &batch).await {
                 Ok(()) => {
@@ -226,7 +227,8 @@ impl<C: Consumer> Runner<C> {
                     checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
                     tx.commit().await?;
                     self.attempts.lock().expect("not poisoned").clear();
-                    metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
+                    metrics::counter!("keel_projection_events_total", "projection" => name)
+                        .increment(batch.len() as u64);
                     metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
                     metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
                         .record(started.elapsed().as_secs_f64());

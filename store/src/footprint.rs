@@ -72,7 +72,12 @@ impl Cache {
         max_age: Duration,
     ) -> Result<(Arc<Vec<TenantFootprint>>, Duration), StoreError> {
         let fresh = |c: &Self| {
-            c.last.lock().expect("not poisoned").as_ref().filter(|(at, _)| at.elapsed() <= max_age).map(|(at, v)| (v.clone(), at.elapsed()))
+            c.last
+                .lock()
+                .expect("not poisoned")
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() <= max_age)
+                .map(|(at, v)| (v.clone(), at.elapsed()))
         };
         if let Some(hit) = fresh(self) {
             return Ok(hit);

@@ -152,8 +152,7 @@ async fn a_request_is_traced_end_to_end_and_its_log_lines_carry_the_trace() {
     let mut seen = Vec::new();
     for _ in 0..100 {
         seen = spans.lock().unwrap().clone();
-        let names: HashSet<&str> =
-            seen.iter().filter(|s| s.trace_id == want_trace).map(|s| s.name.as_str()).collect();
+        let names: HashSet<&str> = seen.iter().filter(|s| s.trace_id == want_trace).map(|s| s.name.as_str()).collect();
         let resolvers = seen.iter().any(|s| s.trace_id == want_fresh && s.name == "resolver");
         let batches = seen.iter().any(|s| s.name == "projection_batch");
         if ["request", "load", "decide", "append"].iter().all(|n| names.contains(n)) && resolvers && batches {
@@ -182,7 +181,9 @@ async fn a_request_is_traced_end_to_end_and_its_log_lines_carry_the_trace() {
         .collect();
     assert!(!resolvers.iter().any(|f| f.starts_with("ProjectConnection")), "no span for edges: {resolvers:?}");
     let resolver = seen.iter().find(|s| {
-        s.trace_id == want_fresh && s.name == "resolver" && attr(s, "graphql.field").as_deref() == Some("Query.projects")
+        s.trace_id == want_fresh
+            && s.name == "resolver"
+            && attr(s, "graphql.field").as_deref() == Some("Query.projects")
     });
     let resolver = resolver.unwrap_or_else(|| {
         let all: Vec<(String, &str)> = seen.iter().map(|s| (hex::encode(&s.trace_id), s.name.as_str())).collect();
@@ -321,7 +322,8 @@ async fn the_platform_view_gives_each_tenants_usage_to_operators_only() {
         app.create_project(&big_owner, &format!("Heavy project with a longer name, number {i}")).await;
     }
     app.create_project(&small_owner, "Light").await;
-    let q = "{ platform { tenantUsage(first: 10) { tenantId requests eventsAppended storageBytes measuredSecondsAgo } } }";
+    let q =
+        "{ platform { tenantUsage(first: 10) { tenantId requests eventsAppended storageBytes measuredSecondsAgo } } }";
     let r = app.graphql(&app.platform_token(), q, None).await;
     assert!(r.body["errors"].is_null(), "{}", r.body);
     let rows = r.body["data"]["platform"]["tenantUsage"].as_array().unwrap().clone();
