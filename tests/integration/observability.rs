@@ -20,6 +20,11 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+
+/// The request span of a JSON log line: the `spans` list holds it whatever span is current.
+fn request_fields(line: &Value) -> Value {
+    line["spans"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "request")).cloned().unwrap_or(Value::Null)
+}
 const SECRET: &str = "observability-secret-0123456789abcdef";
 
 /// An OTLP/HTTP (protobuf) receiver on a loopback port: every span it is sent, kept.
@@ -197,13 +202,15 @@ async fn a_request_is_traced_end_to_end_and_its_log_lines_carry_the_trace() {
     let lines: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["span"]["request_id"] == "traced-request-1")
+        .filter(|v| request_fields(v)["request_id"] == "traced-request-1")
         .collect();
     assert!(!lines.is_empty(), "the request logged lines:\n{text}");
     for l in &lines {
-        assert_eq!(l["span"]["trace_id"], trace, "{l}");
-        assert_eq!(l["span"]["span_id"], request_span.as_str(), "{l}");
-        assert_eq!(l["span"]["tenant_id"], tenant.0.to_string(), "{l}");
+        let r = request_fields(l);
+        assert_eq!(r["trace_id"], trace, "{l}");
+        assert_eq!(r["span_id"], request_span.as_str(), "{l}");
+        assert_eq!(r["tenant_id"], tenant.0.to_string(), "{l}");
+        assert_eq!(r["actor"], "user:olive", "{l}");
     }
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -356,4 +363,46 @@ async fn the_platform_view_gives_each_tenants_usage_to_operators_only() {
         assert!(!r.body["errors"].is_null(), "{first}: {}", r.body);
         assert!(!r.body.to_string().contains("internal"), "{first}: {}", r.body);
     }
+}
+
+#[tokio::test]
+async fn a_statement_timeout_is_logged_with_the_request_id_and_counted() {
+    let db = TestDb::new().await;
+    let tenant = db.provision("timeouts", "tia").await;
+    let dir = std::env::temp_dir().join(format!("keel-timeouts-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("serve.log");
+    let (mut child, addr) =
+        serve(&db, &log, &[("KEEL_LOG_FORMAT", "json"), ("KEEL_DB_READER_STATEMENT_TIMEOUT_MS", "300")]).await;
+    let mut blocker = db.superuser().await;
+    sqlx::Executor::execute(&mut blocker, "BEGIN; LOCK TABLE rm_projects IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(token(tenant.0, "tia"))
+        .header("x-request-id", "slow-query-1")
+        .json(&json!({"query": "{ projects(first: 1) { edges { node { name } } } }"}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    sqlx::Executor::execute(&mut blocker, "ROLLBACK").await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "DEPENDENCY_TIMEOUT", "{body}");
+    let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "keel_requests_timed_out_total{cause=\"statement_timeout\"} 1"), "{metrics}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"].as_str().is_some_and(|m| m.contains("statement_timeout")))
+        .unwrap_or_else(|| panic!("the timeout is logged:\n{text}"));
+    assert_eq!(line["level"], "WARN", "{line}");
+    let r = request_fields(&line);
+    assert_eq!(r["request_id"], "slow-query-1", "{line}");
+    assert_eq!(r["tenant_id"], tenant.0.to_string(), "{line}");
+    assert!(r["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{line}");
+    assert!(r["span_id"].as_str().is_some_and(|t| t.len() == 16), "{line}");
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
