@@ -197,6 +197,10 @@ async fn a_request_is_traced_end_to_end_and_its_log_lines_carry_the_trace() {
     assert_eq!(attr(resolver, "graphql.field").as_deref(), Some("Query.projects"));
     assert!(seen.iter().any(|s| s.name == "projection_batch"), "a projection batch span");
 
+    // The append's latency is measured.
+    let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("keel_append_duration_seconds_count ")), "{metrics}");
+
     // Every line logged inside the request carries its request id beside the trace and span ids.
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Value> = text
