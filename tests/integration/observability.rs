@@ -262,6 +262,7 @@ async fn pretty_log_lines_carry_the_trace_too() {
         .send()
         .await
         .unwrap();
+    let baseline = r.status().as_u16();
     let span = r.headers()["traceresponse"].to_str().unwrap().split('-').nth(2).unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = std::fs::read_to_string(&pretty).unwrap();
@@ -269,6 +270,29 @@ async fn pretty_log_lines_carry_the_trace_too() {
     assert!(!lines.is_empty(), "{text}");
     for l in lines {
         assert!(l.contains(&format!("trace_id={trace}")) && l.contains(&format!("span_id={span}")), "{l}");
+    }
+    // A malformed or invalid traceparent is not continued: a new trace starts, the request is
+    // answered as any other.
+    let long = format!("00-{}-b7ad6b7169203331-01", "a".repeat(4000));
+    for bad in [
+        "garbage",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        long.as_str(),
+    ] {
+        let r = reqwest::Client::new()
+            .get(format!("http://{addr}/api/v1/projects/{}", uuid::Uuid::new_v4()))
+            .bearer_auth(token(tenant.0, "pia"))
+            .header("traceparent", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), baseline, "{bad}");
+        let answered = r.headers()["traceresponse"].to_str().unwrap().to_owned();
+        let t = answered.split('-').nth(1).unwrap();
+        assert!(t.len() == 32 && t != "0".repeat(32) && !bad.to_lowercase().contains(t), "{bad}: {answered}");
     }
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
