@@ -108,6 +108,33 @@ pub struct Settings {
     #[arg(long, env = "KEEL_REQUEST_TIMEOUT_MS", global = true, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// How long a request may wait for a connection from a database pool, in ms (503 past it).
+    #[arg(long, env = "KEEL_DB_ACQUIRE_TIMEOUT_MS", global = true, default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// `statement_timeout` of the writer role's connections (commands), in ms; 0 disables it.
+    #[arg(long, env = "KEEL_DB_WRITER_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 5_000)]
+    pub db_writer_statement_timeout_ms: u64,
+
+    /// `statement_timeout` of the reader role's connections (GraphQL queries), in ms; 0 disables it.
+    #[arg(long, env = "KEEL_DB_READER_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 5_000)]
+    pub db_reader_statement_timeout_ms: u64,
+
+    /// `statement_timeout` of the projector role's connections (projection batches, rebuilds), in
+    /// ms; 0 disables it.
+    #[arg(long, env = "KEEL_DB_PROJECTOR_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 60_000)]
+    pub db_projector_statement_timeout_ms: u64,
+
+    /// OTLP/HTTP endpoint spans are exported to (e.g. `http://collector:4318/v1/traces`); unset,
+    /// nothing is exported (log lines still carry trace and span ids).
+    #[arg(long, env = "KEEL_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// How many tenants get their own `tenant` label on `/metrics` (the first to send traffic);
+    /// every other tenant is counted under `other`.
+    #[arg(long, env = "KEEL_METRICS_TENANTS", global = true, default_value_t = 20)]
+    pub metrics_tenants: usize,
+
     /// After SIGTERM or Ctrl-C, how long in-flight work may finish before it is cancelled, in ms.
     #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", global = true, default_value_t = 15_000)]
     pub shutdown_timeout_ms: u64,

@@ -26,7 +26,7 @@ async fn main() {
     };
     let effective = matches!(parsed.cli.command, Command::Config { .. }).then(|| keel::config::effective(&parsed));
     let cli = parsed.cli;
-    telemetry::init(&cli.settings.log, cli.settings.log_format);
+    telemetry::init(&cli.settings.log, cli.settings.log_format, cli.settings.otlp_endpoint.as_deref());
     let result = match cli.command {
         Command::Up { demo } => up(&cli.settings, demo).await,
         Command::Serve { service } => serve(&cli.settings, service).await,
@@ -43,6 +43,8 @@ async fn main() {
         Command::Config { .. } => config_check(&cli.settings, effective.unwrap_or_default()),
         Command::Tenant { command } => tenant(&cli.settings, command).await,
     };
+    // The last spans leave before the process does (a few seconds at most, off the runtime).
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
         std::process::exit(1);
@@ -254,6 +256,13 @@ fn app_config(
                 body_limit: s.graphql_body_limit,
                 timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
             },
+            db: keel_store::PoolTimeouts {
+                acquire: Duration::from_millis(s.db_acquire_timeout_ms.max(1)),
+                writer_statement: Duration::from_millis(s.db_writer_statement_timeout_ms),
+                reader_statement: Duration::from_millis(s.db_reader_statement_timeout_ms),
+                projector_statement: Duration::from_millis(s.db_projector_statement_timeout_ms),
+            },
+            metrics_tenants: s.metrics_tenants,
         },
         console,
     }

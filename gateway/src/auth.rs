@@ -395,8 +395,13 @@ pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut req: Reque
             if let Some(t) = p.tenant_id {
                 span.record("tenant_id", t.to_string());
             }
+            let tenant = p.tenant_id;
             req.extensions_mut().insert(p);
-            next.run(req).await
+            let mut res = next.run(req).await;
+            if let Some(t) = tenant {
+                res.extensions_mut().insert(crate::metrics::RequestTenant(t));
+            }
+            res
         }
         Err(e) => {
             tracing::info!(error = %e, "authentication failed");
