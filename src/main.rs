@@ -192,6 +192,7 @@ fn app_config(
                 body_limit: s.graphql_body_limit,
                 timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
             },
+            traffic: s.traffic(),
         },
         console,
     }

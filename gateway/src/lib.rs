@@ -6,6 +6,7 @@ pub mod codes;
 pub mod context;
 pub mod deadline;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod not_allowed;
 pub mod problem;
