@@ -159,11 +159,11 @@ async fn a_flooding_tenant_is_limited_and_its_neighbour_is_not() {
 async fn graphql_refusal_has_the_graphql_shape_and_the_fields() {
     let app = spawn_app_with(limited("1/m", None)).await;
     let (_, a) = app.provision("slow").await;
-    let (status, headers, body) = graphql_at(&app, &app.base, &a, "{ me { subject } }").await;
+    let (status, headers, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "ratelimit-limit"), "1");
     assert_eq!(header(&headers, "ratelimit-remaining"), "0");
-    let (status, headers, body) = graphql_at(&app, &app.base, &a, "{ me { subject } }").await;
+    let (status, headers, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("retry after"), "{body}");
@@ -185,9 +185,9 @@ async fn the_plan_scales_the_budget() {
     let app = spawn_app_with(limited("2/s,burst=3", None)).await;
     let (_, free) = app.provision_on("freeplan", "free").await;
     let (_, team) = app.provision_on("teamplan", "team").await;
-    let (_, h, _) = graphql_at(&app, &app.base, &free, "{ me { subject } }").await;
+    let (_, h, _) = graphql_at(&app, &app.base, &free, "{ me { userId } }").await;
     assert_eq!(header(&h, "ratelimit-limit"), "3");
-    let (_, h, _) = graphql_at(&app, &app.base, &team, "{ me { subject } }").await;
+    let (_, h, _) = graphql_at(&app, &app.base, &team, "{ me { userId } }").await;
     assert_eq!(header(&h, "ratelimit-limit"), "12");
     assert_eq!(header(&h, "ratelimit-remaining"), "11");
 }
@@ -256,7 +256,7 @@ async fn two_processes_share_a_tenants_budget_through_redis() {
     let mut refused = [0, 0];
     for i in 0..30 {
         let base = if i % 2 == 0 { &app.base } else { &base2 };
-        let (status, headers, body) = graphql_at(&app, base, &a, "{ me { subject } }").await;
+        let (status, headers, body) = graphql_at(&app, base, &a, "{ me { userId } }").await;
         match status {
             200 => ok[i % 2] += 1,
             429 => {
@@ -272,7 +272,7 @@ async fn two_processes_share_a_tenants_budget_through_redis() {
     assert!(refused[0] > 0 && refused[1] > 0, "both processes refuse: {refused:?}");
     // The budget is the tenant's: B, through either process, is served.
     for base in [&app.base, &base2] {
-        let (status, _, body) = graphql_at(&app, base, &b, "{ me { subject } }").await;
+        let (status, _, body) = graphql_at(&app, base, &b, "{ me { userId } }").await;
         assert_eq!(status, 200, "{body}");
     }
     println!("two processes on one Redis: served {ok:?}, refused {refused:?}");
@@ -299,7 +299,7 @@ async fn an_unreachable_redis_falls_back_to_the_local_limiter() {
     let mut times = Vec::new();
     for _ in 0..8 {
         let t = Instant::now();
-        let (status, _, body) = graphql_at(&app, &app.base, &a, "{ me { subject } }").await;
+        let (status, _, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
         times.push(t.elapsed());
         assert!(status == 200 || status == 429, "{status}: {body}");
         statuses.push(status);

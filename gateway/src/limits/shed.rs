@@ -59,8 +59,13 @@ impl Bulkhead {
 pub async fn shed(State(bulkhead): State<Bulkhead>, mut req: Request, next: Next) -> Response {
     match bulkhead.slots.clone().try_acquire_owned() {
         Ok(permit) => {
-            req.extensions_mut().insert(Slot(Arc::new(permit)));
-            next.run(req).await
+            // Held here until the response, since a handler may drop the request's extensions
+            // early (a body extractor consumes the request).
+            let slot = Slot(Arc::new(permit));
+            req.extensions_mut().insert(slot.clone());
+            let r = next.run(req).await;
+            drop(slot);
+            r
         }
         Err(_) => {
             metrics::counter!(SHED, "service" => bulkhead.service, "reason" => "in_flight").increment(1);
