@@ -457,11 +457,13 @@ async fn websocket(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
-        // The subscriptions' bulkhead slot is held until the socket ends.
-        let _slot = slot;
-        serve_socket(state, protocol, socket).await
-    })
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            // The subscriptions' bulkhead slot is held until the socket ends.
+            let _slot = slot;
+            serve_socket(state, protocol, socket).await
+        })
         .into_response()
 }
 

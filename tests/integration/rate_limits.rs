@@ -6,9 +6,9 @@
 
 use crate::helpers::{Options, SECRET, TestApp, master_key, spawn_app_with};
 use keel::{App, AppConfig, EdgeLimits, Services};
+use keel_gateway::JwtConfig;
 use keel_gateway::auth::Secret;
 use keel_gateway::limits::{Rate, RateConfig, RedisConfig, TrafficConfig};
-use keel_gateway::JwtConfig;
 use keel_projections::RunnerConfig;
 use keel_store::PoolSizes;
 use serde_json::{Value, json};
@@ -36,7 +36,14 @@ fn redis_at(url: &str) -> RedisConfig {
 }
 
 async fn graphql_at(app: &TestApp, base: &str, token: &str, query: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = app.client.post(format!("{base}/graphql")).bearer_auth(token).json(&json!({"query": query})).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r.json::<Value>().await.unwrap_or(Value::Null);
@@ -86,7 +93,9 @@ async fn a_flooding_tenant_is_limited_and_its_neighbour_is_not() {
                     let (c, base, a) = (app_client.clone(), base.clone(), a.clone());
                     set.spawn(async move {
                         let r = if (round + i) % 2 == 0 {
-                            c.post(format!("{base}/graphql")).bearer_auth(&a).json(&json!({"query": "{ tenant { name } }"}))
+                            c.post(format!("{base}/graphql"))
+                                .bearer_auth(&a)
+                                .json(&json!({"query": "{ tenant { name } }"}))
                         } else {
                             c.post(format!("{base}/api/v1/projects")).bearer_auth(&a).json(&json!({"name": ""}))
                         };
@@ -313,7 +322,9 @@ async fn an_unreachable_redis_falls_back_to_the_local_limiter() {
 /// Bad rate and shedding settings stop `keel serve` before it starts, naming the setting.
 #[tokio::test]
 async fn hostile_rate_settings_stop_start_up_naming_the_variable() {
-    for bad in ["fast", "0/s", "10/d", "10/s,burst=0", "10/s,burst=-1", "10/s,bursts=3", "99999999999/s", "10/s,burst=1e3"] {
+    for bad in
+        ["fast", "0/s", "10/d", "10/s,burst=0", "10/s,burst=-1", "10/s,bursts=3", "99999999999/s", "10/s,burst=1e3"]
+    {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
             .arg("serve")
             .env("KEEL_RATE_LIMIT", bad)

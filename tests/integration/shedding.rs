@@ -51,7 +51,8 @@ async fn until_waiting(app: &TestApp, n: i64) {
 }
 
 fn spawn_create(app: &TestApp, token: &str, name: &str) -> tokio::task::JoinHandle<(u16, Value)> {
-    let (c, url, token, name) = (app.client.clone(), format!("{}/api/v1/projects", app.base), token.to_owned(), name.to_owned());
+    let (c, url, token, name) =
+        (app.client.clone(), format!("{}/api/v1/projects", app.base), token.to_owned(), name.to_owned());
     tokio::spawn(async move {
         let r = c.post(url).bearer_auth(token).json(&json!({"name": name})).send().await.unwrap();
         let status = r.status().as_u16();
@@ -61,9 +62,13 @@ fn spawn_create(app: &TestApp, token: &str, name: &str) -> tokio::task::JoinHand
 
 async fn shed_count(app: &TestApp, service: &str, reason: &str) -> f64 {
     let m = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    let want = format!("keel_shed_total{{");
+    let want = "keel_shed_total{";
     m.lines()
-        .filter(|l| l.starts_with(&want) && l.contains(&format!("service=\"{service}\"")) && l.contains(&format!("reason=\"{reason}\"")))
+        .filter(|l| {
+            l.starts_with(want)
+                && l.contains(&format!("service=\"{service}\""))
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -121,7 +126,8 @@ async fn past_the_query_bound_graphql_is_shed_at_once() {
     let position = app.create_project(&a, "p").await.body["position"].as_str().unwrap().to_owned();
     let waiting: Vec<_> = (0..2)
         .map(|_| {
-            let (c, url, a, position) = (app.client.clone(), format!("{}/graphql", app.base), a.clone(), position.clone());
+            let (c, url, a, position) =
+                (app.client.clone(), format!("{}/graphql", app.base), a.clone(), position.clone());
             tokio::spawn(async move {
                 let r = c
                     .post(url)
@@ -185,8 +191,12 @@ async fn past_the_subscription_bound_sockets_are_refused() {
 /// the waiting one succeed when the tenant is fast again.
 #[tokio::test]
 async fn a_slow_tenant_holds_only_its_share() {
-    let shed =
-        ShedConfig { tenant_commands: 2, tenant_queue: 1, tenant_wait: Duration::from_secs(8), ..ShedConfig::default() };
+    let shed = ShedConfig {
+        tenant_commands: 2,
+        tenant_queue: 1,
+        tenant_wait: Duration::from_secs(8),
+        ..ShedConfig::default()
+    };
     let app = spawn_app_with(shedding(shed)).await;
     let (a_id, a) = app.provision("hog").await;
     let (_, b) = app.provision("fair").await;

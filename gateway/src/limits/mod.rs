@@ -188,9 +188,26 @@ mod tests {
     #[test]
     fn refuses_hostile_rates() {
         for bad in [
-            "", "50", "/s", "0/s", "-1/s", "1.5/s", "50/d", "50/s,burst=0", "50/s,burst=", "50/s,burst=1,burst=2",
-            "50/s,limit=3", "99999999999999999999/s", "1000001/s", "50/s,burst=1000001", "５/s", "50/s\u{0}",
-            "NaN/s", "+5/s", "5/s,", &"9".repeat(100),
+            "",
+            "50",
+            "/s",
+            "0/s",
+            "-1/s",
+            "1.5/s",
+            "50/d",
+            "50/s,burst=0",
+            "50/s,burst=",
+            "50/s,burst=1,burst=2",
+            "50/s,limit=3",
+            "99999999999999999999/s",
+            "1000001/s",
+            "50/s,burst=1000001",
+            "５/s",
+            "50/s\u{0}",
+            "NaN/s",
+            "+5/s",
+            "5/s,",
+            &"9".repeat(100),
         ] {
             let e = Rate::parse_setting("KEEL_RATE_LIMIT", bad).expect_err(bad);
             assert!(e.starts_with("KEEL_RATE_LIMIT: "), "{e}");
