@@ -483,9 +483,11 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             rounds: args.rounds.max(1),
             events: args.events.max(1),
             async_commit: false,
+            traffic: Default::default(),
         }
     };
     opts.async_commit = args.async_commit;
+    opts.traffic = s.traffic();
     let out = args.out.clone();
     with_database(s, async |url: &str| {
         let spinner = indicatif::ProgressBar::new_spinner();
