@@ -62,7 +62,7 @@ fn describe() {
     describe_histogram!(DURATION, "Time to answer an HTTP request in seconds, by method, route template and status.");
     describe_counter!(
         keel_gateway::limits::rate::RATE_LIMITED,
-        "Requests refused with 429 by the rate limit, by principal (tenant, platform)."
+        "Requests refused with 429 by the rate limit, by principal (tenant, platform, user)."
     );
     describe_counter!(
         keel_gateway::limits::rate::FALLBACK,

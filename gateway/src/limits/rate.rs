@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Counter: requests refused with 429, by `principal` (`tenant` or `platform`).
+/// Counter: requests refused with 429, by `principal` (`tenant`, `platform` or `user`).
 pub const RATE_LIMITED: &str = "keel_rate_limited_total";
 /// Counter: requests decided by the local limiter because Redis failed or timed out.
 pub const FALLBACK: &str = "keel_rate_limit_fallback_total";
@@ -130,7 +130,9 @@ impl RateLimiter {
     pub async fn check(&self, principal: &Principal) -> Decision {
         let (key, factor) = match principal.tenant_id {
             Some(t) if !principal.platform => (format!("tenant:{t}"), self.factor(t).await),
-            _ => (format!("operator:{}", principal.subject), self.platform_factor),
+            _ if principal.platform => (format!("operator:{}", principal.subject), self.platform_factor),
+            // A user token without a tenant can do little; it gets the base rate on its own.
+            _ => (format!("user:{}", principal.subject), 1),
         };
         let rate = self.base.scaled(factor);
         if let Some(redis) = &self.redis {
@@ -267,8 +269,8 @@ impl Redis {
         Ok(c)
     }
 
-    async fn forget(&self, failed: &redis::aio::MultiplexedConnection) {
-        let _ = failed;
+    /// Drops the shared connection after a failure; the next request reconnects.
+    async fn forget(&self) {
         if let Ok(mut guard) = tokio::time::timeout(self.timeout, self.conn.lock()).await {
             guard.0 = None;
         }
@@ -284,12 +286,12 @@ impl Redis {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
-                    self.forget(&conn).await;
+                    self.forget().await;
                 }
                 return Err(e.into());
             }
             Err(_) => {
-                self.forget(&conn).await;
+                self.forget().await;
                 return Err(RedisFailure::Timeout(self.timeout));
             }
         };
@@ -324,9 +326,14 @@ pub async fn limit(State(limiter): State<Arc<RateLimiter>>, req: Request, next: 
     let graphql = req.uri().path().starts_with("/graphql");
     let decision = limiter.check(&principal).await;
     if !decision.allowed {
-        let who = if principal.platform { "platform" } else { "tenant" };
+        let who = match (principal.platform, principal.tenant_id) {
+            (true, _) => "platform",
+            (false, Some(_)) => "tenant",
+            (false, None) => "user",
+        };
         metrics::counter!(RATE_LIMITED, "principal" => who).increment(1);
-        tracing::info!(retry_after_ms = decision.retry_after.as_millis() as u64, "rate limited");
+        // Debug only: a flood must not become a flood of log lines (the request's own line says 429).
+        tracing::debug!(retry_after_ms = decision.retry_after.as_millis() as u64, "rate limited");
         let detail = format!(
             "too many requests for this {}: at most {} at once, refilled over {} s; retry after {} s",
             if principal.platform { "operator" } else { "tenant" },

@@ -69,7 +69,8 @@ pub async fn shed(State(bulkhead): State<Bulkhead>, mut req: Request, next: Next
         }
         Err(_) => {
             metrics::counter!(SHED, "service" => bulkhead.service, "reason" => "in_flight").increment(1);
-            tracing::warn!(service = bulkhead.service, "shed: too much work in flight");
+            // Debug only: overload must not add a log line per refusal (the request's line says 503).
+            tracing::debug!(service = bulkhead.service, "shed: too much work in flight");
             let graphql = req.uri().path().starts_with("/graphql");
             refuse(graphql, Code::Overloaded, "too many requests are in flight; retry shortly", Duration::from_secs(1))
         }
@@ -133,7 +134,7 @@ pub async fn tenant_share(State(bulkhead): State<TenantBulkhead>, req: Request, 
         Err(_) => {
             let shed = |why: &str| {
                 metrics::counter!(SHED, "service" => "commands", "reason" => "tenant").increment(1);
-                tracing::warn!(reason = why, "shed: the tenant's share of the command path is taken");
+                tracing::debug!(reason = why, "shed: the tenant's share of the command path is taken");
                 refuse(
                     false,
                     Code::Overloaded,
