@@ -14,7 +14,10 @@ use keel_store::PoolSizes;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+/// The Redis of the shared-limit tests (`.ci/run` starts one there).
+fn redis_url() -> String {
+    std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
 
 fn limited(rate: &str, redis: Option<RedisConfig>) -> Options {
     let tenant = Rate::parse(rate).unwrap();
@@ -254,7 +257,7 @@ async fn second_process(first: &TestApp, limits: EdgeLimits) -> (String, tokio::
 /// tenant gets its burst once, not once per process.
 #[tokio::test]
 async fn two_processes_share_a_tenants_budget_through_redis() {
-    let redis = redis_at(REDIS);
+    let redis = redis_at(&redis_url());
     let options = limited("10/m,burst=10", Some(redis.clone()));
     let limits = options.limits.clone();
     let app = spawn_app_with(options).await;
@@ -365,7 +368,7 @@ async fn a_bad_redis_url_stops_start_up() {
     let mut limits = EdgeLimits::default();
     limits.traffic.rate = RateConfig {
         tenant: Rate::parse("10/s").unwrap(),
-        redis: Some(RedisConfig { url: "http://user:hunter2@x".into(), ..redis_at(REDIS) }),
+        redis: Some(RedisConfig { url: "http://user:hunter2@x".into(), ..redis_at(&redis_url()) }),
     };
     let config = AppConfig {
         database_url: db.url.clone().into(),
