@@ -388,3 +388,70 @@ async fn a_bad_redis_url_stops_start_up() {
     assert!(e.contains("KEEL_REDIS_URL"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// A private Redis on `port`, ended when dropped.
+fn start_redis(port: u16) -> tokio::process::Child {
+    tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server runs")
+}
+
+async fn until_redis(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "Redis on {port} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn redis_keys(port: u16) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--scan"])
+        .output()
+        .await
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Redis stopping mid-run fails no request (the local limiter decides), and once it is back the
+/// process uses it again (its key reappears in the new, empty Redis).
+#[tokio::test]
+async fn redis_stopping_and_coming_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut redis = start_redis(port);
+    until_redis(port).await;
+    // A slow refill, so the budget's key lives (a GCRA key expires when the budget is full again).
+    let app = spawn_app_with(limited("10/m,burst=12", Some(redis_at(&format!("redis://127.0.0.1:{port}"))))).await;
+    let (tenant, a) = app.provision("flaky").await;
+    let key = format!("tenant:{}", tenant.0);
+    let (status, _, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(redis_keys(port).await.contains(&key), "the shared limit is in Redis");
+
+    redis.kill().await.unwrap();
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, _, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
+        times.push(t.elapsed());
+        assert_eq!(status, 200, "no request fails while Redis is down: {body}");
+    }
+
+    let _redis = start_redis(port);
+    until_redis(port).await;
+    assert!(!redis_keys(port).await.contains(&key), "a new, empty Redis");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
+        assert!(status == 200 || status == 429, "{status}: {body}");
+        if redis_keys(port).await.contains(&key) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the process went back to Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("while Redis was down: p50 {:?} max {:?}", percentile(times.clone(), 0.5), percentile(times, 1.0));
+}
