@@ -106,6 +106,12 @@ pub struct Settings {
           value_parser = |v: &str| keel_gateway::limits::Rate::parse_setting("KEEL_RATE_LIMIT", v).map(RateSetting))]
     pub rate_limit: RateSetting,
 
+    /// With it, REST requests (commands) have a budget of their own per tenant at this rate,
+    /// same syntax and plan factors, and `KEEL_RATE_LIMIT` counts GraphQL only.
+    #[arg(long, env = "KEEL_RATE_LIMIT_WRITES", global = true, default_value = "off",
+          value_parser = |v: &str| keel_gateway::limits::Rate::parse_setting("KEEL_RATE_LIMIT_WRITES", v).map(RateSetting))]
+    pub rate_limit_writes: RateSetting,
+
     /// Redis shared by every Keel process for the rate limit (`redis://host:port/db`, no TLS);
     /// without it, the limit is per process.
     #[arg(long, env = "KEEL_REDIS_URL", global = true)]
@@ -503,6 +509,7 @@ impl Settings {
         TrafficConfig {
             rate: RateConfig {
                 tenant: self.rate_limit.0,
+                writes: self.rate_limit_writes.0,
                 redis: self.redis_url.as_ref().map(|url| RedisConfig {
                     url: url.expose_secret().to_owned(),
                     prefix: self.redis_key_prefix.clone(),

@@ -23,7 +23,7 @@ fn limited(rate: &str, redis: Option<RedisConfig>) -> Options {
     let tenant = Rate::parse(rate).unwrap();
     Options {
         limits: EdgeLimits {
-            traffic: TrafficConfig { rate: RateConfig { tenant, redis }, ..TrafficConfig::default() },
+            traffic: TrafficConfig { rate: RateConfig { tenant, redis, writes: None }, ..TrafficConfig::default() },
             ..EdgeLimits::default()
         },
         ..Options::default()
@@ -342,6 +342,15 @@ async fn hostile_rate_settings_stop_start_up_naming_the_variable() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("KEEL_RATE_LIMIT:"), "{bad}: {err}");
     }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("serve")
+        .env("KEEL_RATE_LIMIT_WRITES", "5/fortnight")
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEEL_RATE_LIMIT_WRITES:"));
     for (name, value) in [
         ("KEEL_REDIS_TIMEOUT_MS", "0"),
         ("KEEL_MAX_INFLIGHT_COMMANDS", "0"),
@@ -368,6 +377,7 @@ async fn a_bad_redis_url_stops_start_up() {
     let mut limits = EdgeLimits::default();
     limits.traffic.rate = RateConfig {
         tenant: Rate::parse("10/s").unwrap(),
+        writes: None,
         redis: Some(RedisConfig { url: "http://user:hunter2@x".into(), ..redis_at(&redis_url()) }),
     };
     let config = AppConfig {
@@ -454,4 +464,27 @@ async fn redis_stopping_and_coming_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("while Redis was down: p50 {:?} max {:?}", percentile(times.clone(), 0.5), percentile(times, 1.0));
+}
+
+/// With `KEEL_RATE_LIMIT_WRITES`, commands (REST) and reads (GraphQL) have separate budgets: a
+/// tenant that spent its reads can still write, and the other way round.
+#[tokio::test]
+async fn writes_can_have_a_budget_of_their_own() {
+    let mut options = limited("1/m,burst=2", None);
+    options.limits.traffic.rate.writes = Rate::parse("1/m,burst=3").unwrap();
+    let app = spawn_app_with(options).await;
+    let (_, a) = app.provision("split").await;
+    for expected in [200, 200, 429] {
+        let (status, _, body) = graphql_at(&app, &app.base, &a, "{ me { userId } }").await;
+        assert_eq!(status, expected, "{body}");
+    }
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = app.post("/api/v1/projects", &a, json!({"name": format!("w{i}")})).await;
+        if r.status != 429 {
+            assert_eq!(r.header("ratelimit-limit"), Some("3"), "the writes' budget");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [201, 201, 201, 429], "reads spent, writes still served up to their own budget");
 }

@@ -158,6 +158,9 @@ pub struct RateConfig {
     /// The free plan's rate per tenant (`KEEL_RATE_LIMIT`); other plans multiply it
     /// (`PlanFactor`). `None`: no rate limit.
     pub tenant: Option<Rate>,
+    /// With it, REST requests (the commands: writes) have a budget of their own at this rate
+    /// (`KEEL_RATE_LIMIT_WRITES`), and `tenant` counts GraphQL (reads) only.
+    pub writes: Option<Rate>,
     /// With it, the limit is shared by every process on that Redis.
     pub redis: Option<RedisConfig>,
 }

@@ -76,11 +76,13 @@ pub struct RateView {
 }
 
 pub struct RateLimiter {
-    base: Rate,
+    base: Option<Rate>,
+    writes: Option<Rate>,
     plan: PlanFactor,
     platform_factor: u32,
     plans: Mutex<HashMap<Uuid, (u32, Instant)>>,
-    local: Mutex<HashMap<u32, Arc<Keyed>>>,
+    /// One keyed limiter per (plan factor, writes budget), since each has its own quota.
+    local: Mutex<HashMap<(u32, bool), Arc<Keyed>>>,
     redis: Option<Redis>,
     clock: DefaultClock,
     checks: std::sync::atomic::AtomicU64,
@@ -96,10 +98,13 @@ impl RateLimiter {
     /// `None` when no rate is configured. A Redis URL that cannot be parsed is an error here
     /// (start-up); a Redis that cannot be reached is not (requests fall back).
     pub fn new(config: &RateConfig, plan: PlanFactor, platform_factor: u32) -> Result<Option<RateLimiter>, String> {
-        let Some(base) = config.tenant else { return Ok(None) };
+        if config.tenant.is_none() && config.writes.is_none() {
+            return Ok(None);
+        }
         let redis = config.redis.as_ref().map(Redis::new).transpose()?;
         Ok(Some(RateLimiter {
-            base,
+            base: config.tenant,
+            writes: config.writes,
             plan,
             platform_factor,
             plans: Mutex::new(HashMap::new()),
@@ -126,32 +131,38 @@ impl RateLimiter {
         f
     }
 
-    /// Decides one request of `principal`.
-    pub async fn check(&self, principal: &Principal) -> Decision {
+    /// Decides one request of `principal`; `write` for a REST request (a command). `None`: no
+    /// limit applies to it.
+    pub async fn check(&self, principal: &Principal, write: bool) -> Option<Decision> {
+        let (base, writes) = match (write, self.writes) {
+            (true, Some(w)) => (w, true),
+            _ => (self.base?, false),
+        };
         let (key, factor) = match principal.tenant_id {
             Some(t) if !principal.platform => (format!("tenant:{t}"), self.factor(t).await),
             _ if principal.platform => (format!("operator:{}", principal.subject), self.platform_factor),
             // A user token without a tenant can do little; it gets the base rate on its own.
             _ => (format!("user:{}", principal.subject), 1),
         };
-        let rate = self.base.scaled(factor);
+        let key = if writes { format!("{key}:writes") } else { key };
+        let rate = base.scaled(factor);
         if let Some(redis) = &self.redis {
             match redis.check(&key, &rate).await {
-                Ok(d) => return d,
+                Ok(d) => return Some(d),
                 Err(e) => {
                     metrics::counter!(FALLBACK).increment(1);
                     redis.warn(&e);
                 }
             }
         }
-        self.check_local(&key, &rate, factor)
+        Some(self.check_local(&key, &rate, (factor, writes)))
     }
 
-    fn check_local(&self, key: &str, rate: &Rate, factor: u32) -> Decision {
+    fn check_local(&self, key: &str, rate: &Rate, budget: (u32, bool)) -> Decision {
         let limiter = {
             let mut local = self.local.lock().expect("local limiters");
             local
-                .entry(factor)
+                .entry(budget)
                 .or_insert_with(|| {
                     let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
                     let quota = Quota::with_period(rate.emission().max(Duration::from_nanos(1)))
@@ -324,7 +335,9 @@ pub async fn limit(State(limiter): State<Arc<RateLimiter>>, req: Request, next: 
         return next.run(req).await;
     };
     let graphql = req.uri().path().starts_with("/graphql");
-    let decision = limiter.check(&principal).await;
+    let Some(decision) = limiter.check(&principal, !graphql).await else {
+        return next.run(req).await;
+    };
     if !decision.allowed {
         let who = match (principal.platform, principal.tenant_id) {
             (true, _) => "platform",
