@@ -63,6 +63,10 @@ pub struct EdgeLimits {
     pub graphql: keel_query::GraphqlLimits,
     /// Per-tenant rate limits and load shedding (`keel_gateway::limits`).
     pub traffic: keel_gateway::limits::TrafficConfig,
+    /// Pool acquire and per-role `statement_timeout`s.
+    pub db: keel_store::PoolTimeouts,
+    /// Tenants with their own `tenant` label on `/metrics` (the rest are `other`).
+    pub metrics_tenants: usize,
 }
 
 impl Default for EdgeLimits {
@@ -72,6 +76,8 @@ impl Default for EdgeLimits {
             shutdown_timeout: Duration::from_secs(15),
             graphql: keel_query::GraphqlLimits::default(),
             traffic: keel_gateway::limits::TrafficConfig::default(),
+            db: keel_store::PoolTimeouts::default(),
+            metrics_tenants: 20,
         }
     }
 }
@@ -99,13 +105,23 @@ struct OpsState {
 impl App {
     /// Connects the service roles (the database must be migrated) and binds the listener.
     pub async fn build(config: AppConfig) -> anyhow::Result<App> {
-        let store = Store::connect(config.database_url.expose_secret(), config.pools, Some(config.master_key.clone()))
-            .await
-            .context("cannot connect to the database (DATABASE_URL)")?;
+        let store = Store::connect_with(
+            config.database_url.expose_secret(),
+            config.pools,
+            config.limits.db,
+            Some(config.master_key.clone()),
+        )
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", config.listen))?;
-        let auth = Arc::new(Authenticator::hs256(config.jwt.clone()));
+        let auth = Arc::new(
+            Authenticator::new(config.jwt.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("the token keys (KEEL_JWT_*): {e}"))?,
+        );
+        keel_gateway::metrics::set_tenant_series(config.limits.metrics_tenants);
         let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
 
         let (stop, stopping) = watch::channel(false);
@@ -283,6 +299,10 @@ async fn metrics(State(ops): State<OpsState>) -> Response {
     for (name, pool) in pools {
         metrics::gauge!("keel_db_pool_connections", "pool" => name).set(pool.size() as f64);
         metrics::gauge!("keel_db_pool_idle_connections", "pool" => name).set(pool.num_idle() as f64);
+        let in_use = (pool.size() as usize).saturating_sub(pool.num_idle());
+        metrics::gauge!("keel_db_pool_in_use_connections", "pool" => name).set(in_use as f64);
+        metrics::gauge!("keel_db_pool_max_connections", "pool" => name)
+            .set(pool.options().get_max_connections() as f64);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render()).into_response()
 }

@@ -300,7 +300,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     owner.execute(PLAIN_SQL).await?;
     let plain = PgPoolOptions::new().max_connections(opts.clients as u32 + 2).connect(url).await?;
     let secret = Uuid::new_v4().simple().to_string().repeat(2);
-    let jwt = JwtConfig { secret: Secret::new(secret.into_bytes()), issuer: None, audience: None };
+    let jwt = JwtConfig::hs256(Secret::new(secret.into_bytes()));
     let sizes = PoolSizes { writer: opts.clients as u32 + 2, reader: 16, projector: 8 };
     let app = App::build(AppConfig {
         database_url: url.into(),

@@ -27,6 +27,11 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct Settings {
+    /// A TOML file of settings: each environment variable's name in snake case without `KEEL_`
+    /// (`listen`, `database_url`, `jwt_secret`, ...); the environment and flags override it.
+    #[arg(long, env = "KEEL_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// PostgreSQL URL of Keel's database (a role that owns it and can create roles). Unset: `up`,
     /// `migrate` and `bench` start a private cluster under KEEL_DATA_DIR, and the other tools use
     /// the one found there (never a new one).
@@ -56,6 +61,33 @@ pub struct Settings {
     #[arg(long, env = "KEEL_MASTER_KEY_FILE", global = true)]
     pub master_key_file: Option<PathBuf>,
 
+    /// A JWKS document (JSON file) of the identity provider's public keys, read at start-up:
+    /// RS256/ES256 tokens naming one of its keys by `kid` are accepted (instead of KEEL_JWT_SECRET).
+    #[arg(long, env = "KEEL_JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// The identity provider's JWKS URL (its `jwks_uri`), fetched at start-up and cached; an
+    /// unknown `kid` fetches it again (instead of KEEL_JWT_SECRET).
+    #[arg(long, env = "KEEL_JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Age in seconds after which the cached JWKS is fetched again in the background (requests
+    /// never wait for it; a key removed from the set stops verifying within this).
+    #[arg(long, env = "KEEL_JWT_JWKS_REFRESH_SECS", global = true, default_value_t = 300)]
+    pub jwt_jwks_refresh_secs: u64,
+
+    /// Least seconds between two JWKS fetches: tokens with unknown `kid`s fetch at most once per this.
+    #[arg(long, env = "KEEL_JWT_JWKS_COOLDOWN_SECS", global = true, default_value_t = 30)]
+    pub jwt_jwks_cooldown_secs: u64,
+
+    /// Deadline of one JWKS fetch, in ms; a failed fetch keeps the cached keys.
+    #[arg(long, env = "KEEL_JWT_JWKS_TIMEOUT_MS", global = true, default_value_t = 3000)]
+    pub jwt_jwks_timeout_ms: u64,
+
+    /// A PEM public key (RSA: RS256; EC P-256: ES256) that verifies tokens (instead of KEEL_JWT_SECRET).
+    #[arg(long, env = "KEEL_JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+
     /// Required `iss` of tokens, when set.
     #[arg(long, env = "KEEL_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
@@ -75,6 +107,33 @@ pub struct Settings {
     /// Deadline of every REST and GraphQL request, in ms; past it the request is cancelled (503).
     #[arg(long, env = "KEEL_REQUEST_TIMEOUT_MS", global = true, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    /// How long a request may wait for a connection from a database pool, in ms (503 past it).
+    #[arg(long, env = "KEEL_DB_ACQUIRE_TIMEOUT_MS", global = true, default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// `statement_timeout` of the writer role's connections (commands), in ms; 0 disables it.
+    #[arg(long, env = "KEEL_DB_WRITER_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 5_000)]
+    pub db_writer_statement_timeout_ms: u64,
+
+    /// `statement_timeout` of the reader role's connections (GraphQL queries), in ms; 0 disables it.
+    #[arg(long, env = "KEEL_DB_READER_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 5_000)]
+    pub db_reader_statement_timeout_ms: u64,
+
+    /// `statement_timeout` of the projector role's connections (projection batches, rebuilds), in
+    /// ms; 0 disables it.
+    #[arg(long, env = "KEEL_DB_PROJECTOR_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 60_000)]
+    pub db_projector_statement_timeout_ms: u64,
+
+    /// OTLP/HTTP endpoint spans are exported to (e.g. `http://collector:4318/v1/traces`); unset,
+    /// nothing is exported (log lines still carry trace and span ids).
+    #[arg(long, env = "KEEL_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// How many tenants get their own `tenant` label on `/metrics` (the first to send traffic);
+    /// every other tenant is counted under `other`.
+    #[arg(long, env = "KEEL_METRICS_TENANTS", global = true, default_value_t = 20)]
+    pub metrics_tenants: usize,
 
     /// After SIGTERM or Ctrl-C, how long in-flight work may finish before it is cancelled, in ms.
     #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", global = true, default_value_t = 15_000)]
@@ -114,7 +173,7 @@ pub struct Settings {
 
     /// Redis shared by every Keel process for the rate limit (`redis://host:port/db`, no TLS);
     /// without it, the limit is per process.
-    #[arg(long, env = "KEEL_REDIS_URL", global = true)]
+    #[arg(long, env = "KEEL_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<SecretString>,
 
     /// Prefix of the rate limit's Redis keys.
@@ -236,6 +295,114 @@ pub enum Command {
     },
     /// Run a GraphQL subscription and print each result as one JSON line.
     Subscribe(SubscribeArgs),
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+    /// The control plane: provision tenants, list and show them, change their plan, suspend,
+    /// reactivate and erase them, through the same commands as the REST platform routes.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check FILE (every key a setting, every value valid) and print the effective settings
+    /// (file, environment and flags), secrets redacted; exit 1 naming the key and line at fault.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Provision a tenant with its owner (as `POST /api/v1/tenants`); prints its id.
+    Create {
+        /// The tenant's name.
+        #[arg(long)]
+        name: String,
+        /// `^[a-z0-9][a-z0-9-]{1,62}$`, unique on the platform.
+        #[arg(long)]
+        slug: String,
+        /// free, team or enterprise.
+        #[arg(long, default_value = "free")]
+        plan: String,
+        /// The owner's user id (the `sub` of their tokens).
+        #[arg(long)]
+        owner_user: String,
+        /// The owner's email.
+        #[arg(long)]
+        owner_email: String,
+        /// The owner's name (default: the owner's user id).
+        #[arg(long)]
+        owner_name: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every tenant, from the platform view (`rm_tenants`, which follows a write by a moment).
+    List {
+        /// Only tenants on this plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One tenant as the control plane has it now (its id, or its slug).
+    Show {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a tenant's plan (as `PUT /api/v1/tenants/{id}/plan`); a downgrade must fit.
+    Plan {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// free, team or enterprise.
+        plan: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a tenant: reads work, writes answer 423.
+    Suspend {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Why, up to 500 characters.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reactivate a suspended tenant.
+    Reactivate {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a tenant's personal data and close it (irreversible).
+    Erase {
+        /// The tenant: its id, or its slug.
+        #[arg(value_name = "ID|SLUG")]
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -367,6 +534,13 @@ pub struct TokenArgs {
     /// Lifetime, e.g. 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+    /// Sign with this private key (PEM; RSA: RS256, EC P-256: ES256) instead of the HS256
+    /// secret, for a server whose KEEL_JWT_PUBLIC_KEY_FILE or JWKS holds its public half (development).
+    #[arg(long, value_name = "PEM")]
+    pub key_file: Option<PathBuf>,
+    /// The `kid` of tokens signed with --key-file (the key's id in the server's JWKS).
+    #[arg(long, requires = "key_file", value_name = "ID")]
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -475,11 +649,7 @@ mod tests {
         let config = AppConfig {
             database_url: s.database_url.clone().unwrap(),
             listen: s.listen.clone(),
-            jwt: JwtConfig {
-                secret: Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec()),
-                issuer: None,
-                audience: None,
-            },
+            jwt: JwtConfig::hs256(Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec())),
             consistency_wait: std::time::Duration::from_millis(s.consistency_wait_ms),
             body_limit: s.body_limit,
             services: Services::ALL,

@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod database_url;
 pub mod demo;
 pub mod embedded;
@@ -13,6 +14,7 @@ pub mod secrets;
 pub mod subscribe;
 pub mod telemetry;
 pub mod tenant_arg;
+pub mod tenant_cmd;
 
 pub use app::{App, AppConfig, EdgeLimits, Services};
 pub use database_url::DatabaseUrl;

@@ -1,15 +1,14 @@
 //! `keel`: parses the command line and runs it.
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use keel::cli::{
-    AnalystCmd, AuditCmd, BenchArgs, Cli, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
-    TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
+    TenantCmd, TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
 use keel_gateway::auth::Secret;
-use keel_gateway::{Authenticator, JwtConfig};
+use keel_gateway::{Authenticator, JwtConfig, KeySource, Signer};
 use keel_projections::RunnerConfig;
 use keel_store::PoolSizes;
 use secrecy::ExposeSecret;
@@ -17,8 +16,17 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
-    telemetry::init(&cli.settings.log, cli.settings.log_format);
+    // The command line over the environment over the configuration file (`--config`).
+    let parsed = match keel::config::parse_from(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("keel: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let effective = matches!(parsed.cli.command, Command::Config { .. }).then(|| keel::config::effective(&parsed));
+    let cli = parsed.cli;
+    telemetry::init(&cli.settings.log, cli.settings.log_format, cli.settings.otlp_endpoint.as_deref());
     let result = match cli.command {
         Command::Up { demo } => up(&cli.settings, demo).await,
         Command::Serve { service } => serve(&cli.settings, service).await,
@@ -32,7 +40,11 @@ async fn main() {
         Command::Analyst { command } => analyst(&cli.settings, command).await,
         Command::Subscribe(args) => subscribe(args).await,
         Command::Demo { command } => demo(&cli.settings, command).await,
+        Command::Config { .. } => config_check(&cli.settings, effective.unwrap_or_default()),
+        Command::Tenant { command } => tenant(&cli.settings, command).await,
     };
+    // The last spans leave before the process does (a few seconds at most, off the runtime).
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
     if let Err(e) = result {
         eprintln!("keel: {e:#}");
         std::process::exit(1);
@@ -54,8 +66,54 @@ enum DevSecret {
     Refuse,
 }
 
-/// The JWT settings: KEEL_JWT_SECRET, or a development secret as `dev` allows.
+/// The identity provider's keys when one of KEEL_JWT_JWKS_FILE, KEEL_JWT_JWKS_URL or
+/// KEEL_JWT_PUBLIC_KEY_FILE is set (at most one, and not with KEEL_JWT_SECRET).
+fn provider_keys(s: &Settings) -> anyhow::Result<Option<KeySource>> {
+    let set: Vec<&str> = [
+        (s.jwt_jwks_file.is_some(), "KEEL_JWT_JWKS_FILE"),
+        (s.jwt_jwks_url.is_some(), "KEEL_JWT_JWKS_URL"),
+        (s.jwt_public_key_file.is_some(), "KEEL_JWT_PUBLIC_KEY_FILE"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if set.len() > 1 {
+        bail!("{} are exclusive: set one source of token keys", set.join(" and "));
+    }
+    if let (Some(name), Some(_)) = (set.first(), &s.jwt_secret) {
+        bail!(
+            "{name} and KEEL_JWT_SECRET are exclusive: tokens are verified by the identity provider's keys or by the secret, not both"
+        );
+    }
+    let read = |path: &std::path::Path, name: &str| {
+        std::fs::read(path).with_context(|| format!("{name}: cannot read {}", path.display()))
+    };
+    Ok(if let Some(path) = &s.jwt_jwks_file {
+        Some(KeySource::JwksDocument(read(path, "KEEL_JWT_JWKS_FILE")?))
+    } else if let Some(path) = &s.jwt_public_key_file {
+        Some(KeySource::PublicKeyPem(read(path, "KEEL_JWT_PUBLIC_KEY_FILE")?))
+    } else if let Some(url) = &s.jwt_jwks_url {
+        let parsed = url::Url::parse(url).context("KEEL_JWT_JWKS_URL is not a URL")?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("KEEL_JWT_JWKS_URL must be an http(s) URL");
+        }
+        Some(KeySource::JwksUrl(keel_gateway::RemoteJwksConfig {
+            url: url.clone(),
+            refresh: Duration::from_secs(s.jwt_jwks_refresh_secs.max(1)),
+            cooldown: Duration::from_secs(s.jwt_jwks_cooldown_secs),
+            timeout: Duration::from_millis(s.jwt_jwks_timeout_ms.max(1)),
+        }))
+    } else {
+        None
+    })
+}
+
+/// The JWT settings: the identity provider's keys, KEEL_JWT_SECRET, or a development secret as
+/// `dev` allows.
 fn jwt(s: &Settings, dev: DevSecret) -> anyhow::Result<JwtConfig> {
+    if let Some(keys) = provider_keys(s)? {
+        return Ok(JwtConfig { keys, issuer: s.jwt_issuer.clone(), audience: s.jwt_audience.clone() });
+    }
     let secret = match &s.jwt_secret {
         Some(v) if v.expose_secret().len() >= 32 => v.expose_secret().to_owned(),
         Some(_) => bail!("KEEL_JWT_SECRET must be at least 32 bytes"),
@@ -78,10 +136,16 @@ fn jwt(s: &Settings, dev: DevSecret) -> anyhow::Result<JwtConfig> {
         }
     };
     Ok(JwtConfig {
-        secret: Secret::new(secret.into_bytes()),
+        keys: KeySource::Secret(Secret::new(secret.into_bytes())),
         issuer: s.jwt_issuer.clone(),
         audience: s.jwt_audience.clone(),
     })
+}
+
+/// An authenticator that signs with the shared secret; none when the keys are an identity
+/// provider's (its tokens come from there, or from `keel token --key-file`).
+fn secret_signer(jwt: &JwtConfig) -> Option<Authenticator> {
+    matches!(jwt.keys, KeySource::Secret(_)).then(|| Authenticator::hs256(jwt.clone()))
 }
 
 /// The development secret `keel up` wrote in `path`; when there is none, an error that says
@@ -193,6 +257,13 @@ fn app_config(
                 timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
             },
             traffic: s.traffic(),
+            db: keel_store::PoolTimeouts {
+                acquire: Duration::from_millis(s.db_acquire_timeout_ms.max(1)),
+                writer_statement: Duration::from_millis(s.db_writer_statement_timeout_ms),
+                reader_statement: Duration::from_millis(s.db_reader_statement_timeout_ms),
+                projector_statement: Duration::from_millis(s.db_projector_statement_timeout_ms),
+            },
+            metrics_tenants: s.metrics_tenants,
         },
         console,
     }
@@ -248,9 +319,9 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyh
     };
     keel_store::migrate(url.expose_secret()).await.context("migrations failed")?;
     let jwt = jwt(s, DevSecret::Create)?;
-    let auth = Authenticator::hs256(jwt.clone());
+    let auth = secret_signer(&jwt);
     let ttl = Duration::from_secs(12 * 3600);
-    let token = auth.issue("operator", None, true, ttl);
+    let token = auth.as_ref().map(|a| a.issue("operator", None, true, ttl));
     let master = master_key(s, true)?;
     // The demo tenant, seeded now when asked for; its owner is who the console's pages act as
     // when it exists (a platform token cannot read a tenant's data).
@@ -265,18 +336,19 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyh
     let owner = keel::demo::owner_user(&store).await;
     store.close().await;
     let seeded = seeded.transpose()?;
-    let (page_token, page_who) = match owner? {
-        Some((tenant, user)) => {
-            (auth.issue(&user, Some(tenant.0), false, ttl), format!("{user}, owner of the demo tenant"))
+    let (page_token, page_who) = match (owner?, &auth) {
+        (_, None) => (None, "nobody (tokens come from the identity provider)".to_owned()),
+        (Some((tenant, user)), Some(auth)) => {
+            (Some(auth.issue(&user, Some(tenant.0), false, ttl)), format!("{user}, owner of the demo tenant"))
         }
-        None => (token.clone(), "the platform operator".to_owned()),
+        (None, Some(_)) => (token.clone(), "the platform operator".to_owned()),
     };
     let database = match embedded {
         Some(_) => "embedded PostgreSQL",
         None => "PostgreSQL (DATABASE_URL)",
     };
     // The pages of the console carry the development token; `keel serve` never sets one.
-    let console = keel_console::ConsoleConfig { dev_token: Some(page_token), database: Some(database.to_owned()) };
+    let console = keel_console::ConsoleConfig { dev_token: page_token, database: Some(database.to_owned()) };
     let app = App::build(app_config(s, url, jwt, Services::ALL, master, console)).await?;
     let addr = app.local_addr();
     let host = if addr.ip().is_unspecified() { "localhost".to_owned() } else { addr.ip().to_string() };
@@ -298,9 +370,12 @@ async fn run_up(s: &Settings, embedded: Option<&EmbeddedPg>, demo: bool) -> anyh
         None => println!("  Database          DATABASE_URL"),
     }
     println!("  GraphiQL and the explorer act as {page_who} (development token in their headers).");
-    println!("  Platform token (12 h, development):\n    {token}");
+    if let Some(token) = &token {
+        println!("  Platform token (12 h, development):\n    {token}");
+    }
     if let Some(report) = seeded {
-        print!("{}", keel::demo::banner(&report, &keel::demo::tokens(&auth, ttl), &base));
+        let tokens = auth.as_ref().map(|a| keel::demo::tokens(a, ttl)).unwrap_or_default();
+        print!("{}", keel::demo::banner(&report, &tokens, &base));
     }
     println!("Press Ctrl-C to stop.");
     app.run(shutdown_signal()).await
@@ -337,7 +412,24 @@ async fn migrate(s: &Settings) -> anyhow::Result<()> {
 }
 
 async fn token(s: &Settings, args: &TokenArgs) -> anyhow::Result<()> {
-    let auth = Authenticator::hs256(jwt(s, DevSecret::Existing)?);
+    let signer = match &args.key_file {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("--key-file: cannot read {}", path.display()))?;
+            Signer::private_pem(&pem, args.kid.clone(), s.jwt_issuer.clone(), s.jwt_audience.clone())
+                .map_err(|e| anyhow::anyhow!("--key-file {}: {e}", path.display()))?
+        }
+        None => {
+            let jwt = jwt(s, DevSecret::Existing)?;
+            let KeySource::Secret(secret) = &jwt.keys else {
+                bail!(
+                    "the server's tokens are verified by an identity provider's keys (KEEL_JWT_JWKS_*, \
+                     KEEL_JWT_PUBLIC_KEY_FILE): sign with --key-file and --kid, or get a token from the provider"
+                );
+            };
+            Signer::hs256(secret, jwt.issuer.clone(), jwt.audience.clone())
+        }
+    };
+    let auth = &signer;
     let t = if args.platform {
         auth.issue(args.user.as_deref().unwrap_or("operator"), None, true, args.ttl)
     } else {
@@ -622,7 +714,7 @@ async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
     let DemoCmd::Seed { ttl, base_url } = command;
     // Invitations seal the members' personal data: the key must be the one the server uses.
     let key = required_cli_master_key(s)?;
-    let auth = Authenticator::hs256(jwt(s, DevSecret::Existing)?);
+    let auth = secret_signer(&jwt(s, DevSecret::Existing)?);
     let base = base_url.unwrap_or_else(|| {
         let port = s.listen.rsplit_once(':').map_or("8080", |(_, p)| p);
         format!("http://localhost:{port}")
@@ -634,8 +726,33 @@ async fn demo(s: &Settings, command: DemoCmd) -> anyhow::Result<()> {
         let report = keel::demo::seed(&store, chrono::Utc::now()).await;
         store.close().await;
         let report = report?;
-        print!("{}", keel::demo::banner(&report, &keel::demo::tokens(&auth, ttl), &base));
+        let tokens = auth.as_ref().map(|a| keel::demo::tokens(a, ttl)).unwrap_or_default();
+        print!("{}", keel::demo::banner(&report, &tokens, &base));
         Ok(())
     })
     .await
+}
+
+/// `keel config check FILE`: the file was read and every value parsed on the way here; the
+/// checks start-up makes of the secrets follow, then the effective settings.
+fn config_check(s: &Settings, effective: String) -> anyhow::Result<()> {
+    if let Some(v) = &s.jwt_secret
+        && v.expose_secret().len() < 32
+    {
+        bail!("jwt_secret (KEEL_JWT_SECRET) must be at least 32 bytes");
+    }
+    if s.master_key.is_some() || s.master_key_file.is_some() {
+        master_key(s, false)?;
+    }
+    print!("{effective}");
+    Ok(())
+}
+
+async fn tenant(s: &Settings, command: TenantCmd) -> anyhow::Result<()> {
+    // A new tenant's owner has personal data, sealed under the key the server uses.
+    let key = match command {
+        TenantCmd::Create { .. } => Some(required_cli_master_key(s)?),
+        _ => cli_master_key(s)?,
+    };
+    with_keel_database(s, async |url: &str| keel::tenant_cmd::run(url, key, command).await).await
 }

@@ -1,11 +1,19 @@
-//! Logging set-up: `KEEL_LOG` filters, `KEEL_LOG_FORMAT` picks JSON or pretty lines. Every line
-//! logged inside a request carries the request span (request id, tenant id, actor).
+//! Logging and tracing set-up: `KEEL_LOG` filters, `KEEL_LOG_FORMAT` picks JSON or pretty lines.
+//! Every line logged inside a request carries the request span (request id, trace id, span id,
+//! tenant id, actor). Spans are OpenTelemetry spans too; with `KEEL_OTLP_ENDPOINT` they are
+//! exported over OTLP/HTTP (protobuf) in batches, from the SDK's own thread.
 
 use clap::ValueEnum;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -15,20 +23,56 @@ pub enum LogFormat {
     Pretty,
 }
 
-pub fn init(filter: &str, format: LogFormat) {
+/// The tracer provider, kept to flush the last spans at exit (`shutdown`).
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+pub fn init(filter: &str, format: LogFormat, otlp_endpoint: Option<&str>) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("KEEL_LOG={filter:?} is not a valid filter ({e}); using info");
         EnvFilter::new("info")
     });
+    let provider = tracer_provider(otlp_endpoint);
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("keel"));
+    let _ = PROVIDER.set(provider);
     // Lines go to stderr; colour codes only when a terminal reads them (never in a file or a pipe).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json().with_current_span(true).with_span_list(true)).try_init(),
+        LogFormat::Pretty => registry.with(fmt).try_init(),
     };
+}
+
+/// Spans always get W3C ids (for log lines and `traceresponse`); they leave the process only
+/// when an endpoint is set. A bad endpoint is reported and tracing stays local: logs still work.
+fn tracer_provider(endpoint: Option<&str>) -> SdkTracerProvider {
+    let builder = SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name("keel").build());
+    let Some(endpoint) = endpoint.filter(|e| !e.is_empty()) else { return builder.build() };
+    // `http://collector:4318` means the standard traces path; a URL with a path is used as given.
+    let endpoint = match url::Url::parse(endpoint) {
+        Ok(u) if u.path() == "/" || u.path().is_empty() => format!("{}v1/traces", u.as_str()),
+        _ => endpoint.to_owned(),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(&endpoint)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build();
+    match exporter {
+        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
+        Err(e) => {
+            eprintln!("KEEL_OTLP_ENDPOINT={endpoint:?} cannot be used ({e}); spans are not exported");
+            builder.build()
+        }
+    }
+}
+
+/// Exports the spans still queued (at most a few seconds), at exit.
+pub fn shutdown() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.shutdown();
+    }
 }
 
 /// The process-wide Prometheus recorder (metrics are global; so is this).
@@ -73,6 +117,10 @@ fn describe() {
         "Requests shed with 503, by service (commands, queries, subscriptions) and reason (in_flight, tenant)."
     );
     describe_counter!("keel_projection_events_total", "Events a projection has applied (committed batches).");
+    describe_counter!(
+        "keel_jwks_fetches_total",
+        "Fetches of the identity provider's JWKS URL, by outcome (ok, error)."
+    );
     describe_gauge!("keel_projection_checkpoint", "Log position up to which a projection has applied the log.");
     describe_histogram!("keel_projection_batch_seconds", "Time to apply and commit one projection batch, in seconds.");
     describe_counter!(
@@ -85,6 +133,28 @@ fn describe() {
         "Age of the oldest event a projection has not applied yet, in seconds."
     );
     describe_gauge!("keel_projection_dead_letters", "Dead letters a projection has parked (all processes).");
+    describe_histogram!(
+        "keel_append_duration_seconds",
+        "Time to append a command's events with its inline tables and snapshot, in seconds."
+    );
+    describe_gauge!("keel_db_pool_in_use_connections", "Connections of a database pool lent out now.");
+    describe_gauge!("keel_db_pool_max_connections", "Largest size of a database pool.");
+    describe_histogram!(
+        keel_store::ACQUIRE_SECONDS,
+        "Time a request waited for a pool connection and its BEGIN, in seconds (writer, reader)."
+    );
+    describe_counter!(
+        keel_gateway::metrics::TIMED_OUT,
+        "Requests answered with a timeout, by cause: deadline, statement_timeout, pool_acquire."
+    );
+    describe_counter!(
+        keel_gateway::metrics::TENANT_REQUESTS,
+        "HTTP requests of a tenant, by tenant (the first KEEL_METRICS_TENANTS tenants; the rest `other`) and status class."
+    );
+    describe_histogram!(
+        keel_gateway::metrics::TENANT_DURATION,
+        "Time to answer a tenant's HTTP request in seconds, by tenant (bounded as keel_tenant_requests_total)."
+    );
     describe_gauge!("keel_db_pool_connections", "Open connections of a database pool (writer, reader, projector).");
     describe_gauge!(
         "keel_db_pool_idle_connections",

@@ -67,6 +67,19 @@ pub(crate) fn store(e: StoreError) -> Problem {
         StoreError::Unique(c) if c == "tenants_slug_key" => taken("slug", "is already taken"),
         StoreError::Unique(c) if c == "memberships_user_key" => taken("user_id", "is already a member of this tenant"),
         StoreError::Unique(c) if c == "memberships_email_key" => taken("email", "is already a member of this tenant"),
+        other if other.is_statement_timeout() => {
+            tracing::warn!(error = %other, "command cancelled at the writer's statement_timeout");
+            keel_gateway::metrics::timed_out("statement_timeout");
+            Problem::new(
+                Code::DependencyTimeout,
+                "the database did not answer within the writer's statement timeout; retry with the same Idempotency-Key",
+            )
+        }
+        other if other.is_pool_timeout() => {
+            tracing::warn!("no writer connection came free within the pool's acquire timeout");
+            keel_gateway::metrics::timed_out("pool_acquire");
+            Problem::new(Code::Timeout, "no database connection came free in time; retry with the same Idempotency-Key")
+        }
         other => {
             tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "command failed");
             Problem::internal()

@@ -19,6 +19,7 @@ use keel_gateway::Problem;
 use keel_store::access::{self, TenantRow};
 use keel_store::idempotency::{self, Reservation};
 use keel_store::{EventMetadata, LogPosition, StoreError, TenantTx, log, snapshot};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How many times a command that lost a race is tried again against fresh state.
@@ -452,9 +453,18 @@ async fn decide_and_append<A: Decide>(
     let Loaded { stream, state, head, pre, ctx } = loaded;
     // Input that cannot be right is 422 before any state, precondition or rule is consulted.
     A::check_input(&cmd).map_err(Failure::Domain)?;
-    let events = after_precondition(pre, state.decide(cmd, &ctx, now))?;
-    append(tx, stream, &state, head, events, md, now).await
+    let events = {
+        let _decide = tracing::info_span!("decide").entered();
+        after_precondition(pre, state.decide(cmd, &ctx, now))?
+    };
+    let started = std::time::Instant::now();
+    let outcome = append(tx, stream, &state, head, events, md, now).instrument(tracing::info_span!("append")).await;
+    metrics::histogram!(APPEND_DURATION).record(started.elapsed().as_secs_f64());
+    outcome
 }
+
+/// Time to append a command's events (with inline tables and snapshot), in seconds.
+pub(crate) const APPEND_DURATION: &str = "keel_append_duration_seconds";
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
@@ -469,24 +479,27 @@ async fn run(
 ) -> Result<Outcome, Failure> {
     match cmd.clone() {
         Cmd::Tenant(c) => {
-            let loaded = load_tenant(tx, read, &c, meta).await?;
+            let loaded = load_tenant(tx, read, &c, meta).instrument(tracing::info_span!("load")).await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Member(id, c) => {
             let actor = role.expect("tenant commands have a role");
-            let loaded = load_member(tx, read, actor, fresh, id, &c, meta).await?;
+            let loaded =
+                load_member(tx, read, actor, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Project(id, c) => {
-            let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta).await?;
+            let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta)
+                .instrument(tracing::info_span!("load"))
+                .await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Task(id, c) => {
-            let loaded = load_task(tx, read, fresh, id, &c, meta).await?;
+            let loaded = load_task(tx, read, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
         Cmd::Usage(c) => {
-            let loaded = load_usage(tx, read, &c).await?;
+            let loaded = load_usage(tx, read, &c).instrument(tracing::info_span!("load")).await?;
             let ids: Vec<String> = c.records.iter().map(|r| r.id.clone()).collect();
             let outcome = decide_and_append(tx, loaded, c, md, now).await?;
             if !outcome.unchanged {

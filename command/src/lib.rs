@@ -5,6 +5,7 @@ pub mod demo;
 mod errors;
 mod exec;
 mod openapi;
+pub mod platform;
 mod request;
 mod respond;
 mod routes;

@@ -106,6 +106,8 @@ codes! {
     // The server's side.
     Internal = INTERNAL_SERVER_ERROR, "internal", "Internal error", "INTERNAL", Both;
     Timeout = SERVICE_UNAVAILABLE, "timeout", "Deadline exceeded", "TIMEOUT", Both;
+    /// The database cancelled a statement at its role's `statement_timeout`.
+    DependencyTimeout = GATEWAY_TIMEOUT, "dependency-timeout", "Dependency timed out", "DEPENDENCY_TIMEOUT", Both;
     ShuttingDown = SERVICE_UNAVAILABLE, "shutting-down", "Shutting down", "SHUTTING_DOWN", Rest;
     /// Shed: too much work in flight (for the service, or for the tenant on the command path).
     Overloaded = SERVICE_UNAVAILABLE, "overloaded", "Overloaded", "UNAVAILABLE", Both;

@@ -1,5 +1,8 @@
 //! Every REST request has a deadline (`KEEL_REQUEST_TIMEOUT_MS`): past it the handler is
 //! cancelled (its transaction rolls back when it had not committed) and the client gets a 503.
+//! A statement the database cancelled at its role's `statement_timeout` is a 504
+//! `dependency-timeout`; a pool that lends no connection within its acquire timeout a 503
+//! `timeout` (both mapped where store errors become answers, and logged with the request id).
 
 use crate::codes::Code;
 use crate::problem::Problem;
@@ -15,6 +18,7 @@ pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(timeout_ms = limit.as_millis() as u64, "request cancelled at its deadline");
+            crate::metrics::timed_out("deadline");
             let mut r = Problem::new(
                 Code::Timeout,
                 format!(

@@ -45,6 +45,18 @@ pub(crate) fn text_arg(field: &str, value: Option<String>) -> Result<Option<Stri
 
 /// Store failures are logged and answered without their text: no SQL reaches a client.
 pub(crate) fn internal(e: StoreError) -> Error {
+    if e.is_statement_timeout() {
+        tracing::warn!(error = %e, "query cancelled at the reader's statement_timeout");
+        keel_gateway::metrics::timed_out("statement_timeout");
+        return Error::new("the database did not answer within the reader's statement timeout")
+            .extend_with(|_, e| e.set("code", Code::DependencyTimeout.graphql()));
+    }
+    if e.is_pool_timeout() {
+        tracing::warn!("no reader connection came free within the pool's acquire timeout");
+        keel_gateway::metrics::timed_out("pool_acquire");
+        return Error::new("no database connection came free in time")
+            .extend_with(|_, e| e.set("code", Code::Timeout.graphql()));
+    }
     tracing::error!(error = %e, "query failed");
     Error::new("internal error").extend_with(|_, e| e.set("code", Code::Internal.graphql()))
 }

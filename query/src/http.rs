@@ -510,7 +510,7 @@ async fn serve_socket(state: QueryState, protocol: GraphQLProtocol, socket: WebS
                 async_graphql::Error::new("refused")
             };
             let token = token_of(&payload).ok_or_else(|| refuse(Ending::Forbidden))?;
-            let (principal, expires) = state.auth.verify_until(token).map_err(|e| {
+            let (principal, expires) = state.auth.verify_until(token).await.map_err(|e| {
                 tracing::info!(error = %e, "subscription token refused");
                 refuse(Ending::Forbidden)
             })?;

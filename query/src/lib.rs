@@ -9,6 +9,7 @@ pub mod http;
 pub mod limits;
 mod loaders;
 pub mod schema;
+mod spans;
 pub mod subscription;
 pub mod types;
 

@@ -26,6 +26,7 @@ pub fn build_schema() -> KeelSchema {
 pub fn build_schema_with(limits: GraphqlLimits) -> KeelSchema {
     Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
         .extension(Guard(limits))
+        .extension(crate::spans::ResolverSpans)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()
@@ -469,6 +470,34 @@ impl Platform {
         Ok(TenantConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |t| {
             cursor::encode(ordering, Some(t.created_at.timestamp_micros().to_string()), t.tenant_id)
         }))
+    }
+
+    /// Each tenant's use of the platform — requests, events, storage bytes — largest storage
+    /// first, at most `first` tenants (1 to 100). Storage is measured at most once a minute.
+    async fn tenant_usage(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> Result<Vec<TenantPlatformUsage>> {
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(bad_input(&format!("first must be between 1 and {MAX_PAGE}")));
+        }
+        let r = req(ctx);
+        if !r.principal.platform {
+            return Err(forbidden("only platform operators read the platform view"));
+        }
+        let (rows, age) = r.store.tenant_footprints(std::time::Duration::from_secs(60)).await.map_err(internal)?;
+        Ok(rows
+            .iter()
+            .take(first as usize)
+            .map(|f| TenantPlatformUsage {
+                tenant_id: ID(f.tenant_id.to_string()),
+                requests: keel_gateway::metrics::tenant_requests(f.tenant_id).min(i64::MAX as u64) as i64,
+                events_appended: f.events,
+                storage_bytes: f.storage_bytes,
+                measured_seconds_ago: age.as_secs() as i64,
+            })
+            .collect())
     }
 
     async fn tenants_by_plan(&self, ctx: &Context<'_>) -> Result<Vec<PlanCount>> {

@@ -484,6 +484,21 @@ pub struct UsageQuota {
     pub(crate) quota: Option<i64>,
 }
 
+/// What one tenant costs the platform (the platform view's `tenantUsage`), for cost allocation.
+#[derive(SimpleObject)]
+pub struct TenantPlatformUsage {
+    pub(crate) tenant_id: ID,
+    /// Requests this Keel process has answered for the tenant since it started (each process
+    /// counts its own: add them up over the instances).
+    pub(crate) requests: i64,
+    /// Events the tenant has in the log (everything its commands appended).
+    pub(crate) events_appended: i64,
+    /// Bytes of the tenant's rows in the event log and the read tables (`pg_column_size`).
+    pub(crate) storage_bytes: i64,
+    /// Age of the storage measurement, in seconds (it is taken at most once a minute).
+    pub(crate) measured_seconds_ago: i64,
+}
+
 #[derive(SimpleObject)]
 pub struct PlanCount {
     pub(crate) plan: Plan,

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// What to do with an event that still fails after its retries (it is parked either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,27 +213,35 @@ impl<C: Consumer> Runner<C> {
             tx.rollback().await?;
             return Ok(0);
         };
-        match self.apply_all(&mut tx, &batch).await {
-            Ok(()) => {
-                if !self.rebuild {
-                    self.consumer.before_commit(&mut tx, &batch).await?;
+        // One span per batch that has events (empty polls make none), for traces.
+        let span =
+            tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
+        async move {
+            match self.apply_all(&mut tx, &batch).await {
+                Ok(()) => {
+                    if !self.rebuild {
+                        self.consumer.before_commit(&mut tx, &batch).await?;
+                    }
+                    let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
+                    let state = if self.rebuild { "rebuilding" } else { state };
+                    checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
+                    tx.commit().await?;
+                    self.attempts.lock().expect("not poisoned").clear();
+                    metrics::counter!("keel_projection_events_total", "projection" => name)
+                        .increment(batch.len() as u64);
+                    metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
+                    metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
+                        .record(started.elapsed().as_secs_f64());
+                    Ok(batch.len())
                 }
-                let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
-                let state = if self.rebuild { "rebuilding" } else { state };
-                checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
-                tx.commit().await?;
-                self.attempts.lock().expect("not poisoned").clear();
-                metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
-                metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
-                metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
-                    .record(started.elapsed().as_secs_f64());
-                Ok(batch.len())
-            }
-            Err(Failed::At(i, e)) => {
-                tx.rollback().await?;
-                self.failed(holder, from, &batch, i, e).await
+                Err(Failed::At(i, e)) => {
+                    tx.rollback().await?;
+                    self.failed(holder, from, &batch, i, e).await
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     async fn apply_all(&self, conn: &mut PgConnection, batch: &[RecordedEvent]) -> Result<(), Failed> {

@@ -40,6 +40,33 @@ impl Default for PoolSizes {
     }
 }
 
+/// How long each service role may wait: for a connection from its pool (`acquire`), and for one
+/// statement (`statement_timeout`, set on every connection after `SET ROLE`; zero disables it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolTimeouts {
+    pub acquire: Duration,
+    /// Commands: appends, inline tables, usage rows.
+    pub writer_statement: Duration,
+    /// Queries: GraphQL resolvers, memberships, checkpoints.
+    pub reader_statement: Duration,
+    /// Projection batches, rebuilds and erasure, which touch many rows at once.
+    pub projector_statement: Duration,
+}
+
+impl Default for PoolTimeouts {
+    fn default() -> Self {
+        PoolTimeouts {
+            acquire: Duration::from_secs(5),
+            writer_statement: Duration::from_secs(5),
+            reader_statement: Duration::from_secs(5),
+            projector_statement: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Time a request waited for a connection of its pool and its `BEGIN`, in seconds (`pool` label).
+pub const ACQUIRE_SECONDS: &str = "keel_db_acquire_seconds";
+
 /// One of the service roles' pools (`Store::pool`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
@@ -62,9 +89,17 @@ pub struct Store {
     appended: std::sync::Arc<tokio::sync::Notify>,
     /// Seals and opens personal data (`crypto`); without it, personal data cannot be written.
     master: Option<std::sync::Arc<MasterKey>>,
+    /// Each tenant's storage footprint, measured at most once a minute (`tenant_footprints`).
+    footprints: std::sync::Arc<crate::footprint::Cache>,
 }
 
-async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) -> Result<PgPool, StoreError> {
+async fn role_pool(
+    options: &PgConnectOptions,
+    role: &'static str,
+    size: u32,
+    acquire: Duration,
+    statement: Duration,
+) -> Result<PgPool, StoreError> {
     let set_role: &'static str = match role {
         "keel_writer" => "SET ROLE keel_writer",
         "keel_reader" => "SET ROLE keel_reader",
@@ -73,10 +108,13 @@ async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) ->
     let pool = PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute(set_role).await?;
+                // A number of milliseconds, formatted here: no caller text reaches this statement.
+                let timeout = format!("SET statement_timeout = {}", statement.as_millis());
+                conn.execute(sqlx::AssertSqlSafe(timeout)).await?;
                 Ok(())
             })
         })
@@ -102,18 +140,30 @@ async fn role_pool(options: &PgConnectOptions, role: &'static str, size: u32) ->
 
 impl Store {
     pub async fn connect(database_url: &str, sizes: PoolSizes, master: Option<MasterKey>) -> Result<Store, StoreError> {
+        Store::connect_with(database_url, sizes, PoolTimeouts::default(), master).await
+    }
+
+    /// `connect` with the pools' acquire and statement timeouts.
+    pub async fn connect_with(
+        database_url: &str,
+        sizes: PoolSizes,
+        timeouts: PoolTimeouts,
+        master: Option<MasterKey>,
+    ) -> Result<Store, StoreError> {
+        let t = timeouts;
         let options = PgConnectOptions::from_str(database_url)
             .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
-        let writer = role_pool(&options, "keel_writer", sizes.writer).await?;
+        let writer = role_pool(&options, "keel_writer", sizes.writer, t.acquire, t.writer_statement).await?;
         let appended = std::sync::Arc::new(tokio::sync::Notify::new());
         tokio::spawn(notify_appends(writer.clone(), appended.clone()));
         Ok(Store {
             writer,
-            reader: role_pool(&options, "keel_reader", sizes.reader).await?,
-            projector: role_pool(&options, "keel_projector", sizes.projector).await?,
+            reader: role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement).await?,
+            projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement).await?,
             appended,
             master: master.map(std::sync::Arc::new),
+            footprints: std::sync::Arc::default(),
         })
     }
 
@@ -123,6 +173,15 @@ impl Store {
     /// projection until its next poll.
     pub fn events_appended(&self) {
         self.appended.notify_one();
+    }
+
+    /// Every tenant's events and storage bytes (largest first), measured at most `max_age` ago;
+    /// with the measurement's age. For platform operators only: it reads every tenant.
+    pub async fn tenant_footprints(
+        &self,
+        max_age: Duration,
+    ) -> Result<(std::sync::Arc<Vec<crate::footprint::TenantFootprint>>, Duration), StoreError> {
+        self.footprints.get(&self.projector, max_age).await
     }
 
     /// The command side: appends and inline tables.
@@ -150,11 +209,17 @@ impl Store {
     }
 
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
-        Ok(TenantTx { master: self.master.clone(), ..TenantTx::begin(&self.writer, tenant).await? })
+        let started = std::time::Instant::now();
+        let tx = TenantTx::begin(&self.writer, tenant).await;
+        metrics::histogram!(ACQUIRE_SECONDS, "pool" => "writer").record(started.elapsed().as_secs_f64());
+        Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
 
     pub async fn begin_read(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
-        Ok(TenantTx { master: self.master.clone(), ..TenantTx::begin(&self.reader, tenant).await? })
+        let started = std::time::Instant::now();
+        let tx = TenantTx::begin(&self.reader, tenant).await;
+        metrics::histogram!(ACQUIRE_SECONDS, "pool" => "reader").record(started.elapsed().as_secs_f64());
+        Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
 
     /// A read-only transaction that sees one snapshot throughout (an export of many pages).

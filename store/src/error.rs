@@ -73,6 +73,18 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// PostgreSQL cancelled a statement at its role's `statement_timeout` (SQLSTATE 57014).
+    pub fn is_statement_timeout(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"))
+    }
+
+    /// No connection came free in the pool within its acquire timeout.
+    pub fn is_pool_timeout(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let Some(db) = e.as_database_error()

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod crypto;
 mod db;
 mod error;
+pub mod footprint;
 pub mod hash;
 pub mod idempotency;
 pub mod inline;
@@ -18,7 +19,7 @@ pub mod snapshot;
 pub mod usage;
 
 pub use crypto::MasterKey;
-pub use db::{MIGRATOR, Pool, PoolSizes, Store, TenantTx, migrate, migrations_current};
+pub use db::{ACQUIRE_SECONDS, MIGRATOR, Pool, PoolSizes, PoolTimeouts, Store, TenantTx, migrate, migrations_current};
 pub use error::StoreError;
 pub use log::{Appended, EventMetadata, LogPosition, RecordedEvent};
 

@@ -105,7 +105,7 @@ async fn an_erased_member_is_unreadable_in_tables_graphql_history_replays_export
     std::fs::create_dir_all(&dir).unwrap();
     let mut server = serve(&db, &dir).await;
     let base = server.base.clone();
-    let auth = Authenticator::hs256(JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None });
+    let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(SECRET.to_vec())));
     let platform = auth.issue("operator", None, true, Duration::from_secs(600));
     let post = reqwest::Method::POST;
 

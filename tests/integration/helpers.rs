@@ -159,6 +159,8 @@ pub struct Options {
     pub limits: keel::EdgeLimits,
     /// The console's settings: by default `keel serve`'s (no development token).
     pub console: keel_console::ConsoleConfig,
+    /// The token keys; by default HS256 with `SECRET`.
+    pub jwt: Option<JwtConfig>,
 }
 
 impl Default for Options {
@@ -171,6 +173,7 @@ impl Default for Options {
             lease_ttl: Duration::from_secs(5),
             limits: keel::EdgeLimits::default(),
             console: keel_console::ConsoleConfig::default(),
+            jwt: None,
         }
     }
 }
@@ -200,7 +203,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
     let config = AppConfig {
         database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".into(),
-        jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
+        jwt: o.jwt.unwrap_or_else(|| JwtConfig::hs256(Secret::new(SECRET.to_vec()))),
         consistency_wait: o.consistency_wait,
         body_limit: 1024 * 1024,
         services: Services { command: true, query: true, projector: o.projector },

@@ -234,7 +234,7 @@ async fn second_process(first: &TestApp, limits: EdgeLimits) -> (String, tokio::
     let config = AppConfig {
         database_url: first.db.url.clone().into(),
         listen: "127.0.0.1:0".into(),
-        jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
+        jwt: JwtConfig::hs256(Secret::new(SECRET.to_vec())),
         consistency_wait: Duration::from_secs(2),
         body_limit: 1024 * 1024,
         services: Services { command: true, query: true, projector: false },
@@ -383,7 +383,7 @@ async fn a_bad_redis_url_stops_start_up() {
     let config = AppConfig {
         database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".into(),
-        jwt: JwtConfig { secret: Secret::new(SECRET.to_vec()), issuer: None, audience: None },
+        jwt: JwtConfig::hs256(Secret::new(SECRET.to_vec())),
         consistency_wait: Duration::from_secs(2),
         body_limit: 1024,
         services: Services::ALL,
