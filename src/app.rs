@@ -52,7 +52,7 @@ pub struct AppConfig {
 }
 
 /// Deadlines and GraphQL document limits at the edge (each a `KEEL_*` setting).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeLimits {
     /// Every REST and GraphQL request is cancelled past this (503 `timeout`).
     pub request_timeout: Duration,
@@ -61,6 +61,8 @@ pub struct EdgeLimits {
     pub shutdown_timeout: Duration,
     /// Nesting, expanded fields, depth, complexity and body size of a GraphQL document.
     pub graphql: keel_query::GraphqlLimits,
+    /// Per-tenant rate limits and load shedding (`keel_gateway::limits`).
+    pub traffic: keel_gateway::limits::TrafficConfig,
     /// Pool acquire and per-role `statement_timeout`s.
     pub db: keel_store::PoolTimeouts,
     /// Tenants with their own `tenant` label on `/metrics` (the rest are `other`).
@@ -73,6 +75,7 @@ impl Default for EdgeLimits {
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(15),
             graphql: keel_query::GraphqlLimits::default(),
+            traffic: keel_gateway::limits::TrafficConfig::default(),
             db: keel_store::PoolTimeouts::default(),
             metrics_tenants: 20,
         }
@@ -125,21 +128,42 @@ impl App {
         let mut api = Router::new();
         let surfaces = keel_console::Surfaces { rest: config.services.command, graphql: config.services.query };
         let mut open = keel_console::router(&config.console, surfaces, env!("CARGO_PKG_VERSION"));
+        let shed = config.limits.traffic.shed;
         if config.services.command {
-            api = api.merge(keel_command::router(store.clone()).layer(axum::middleware::from_fn_with_state(
-                config.limits.request_timeout,
-                keel_gateway::deadline::deadline,
-            )));
+            use keel_gateway::limits::{Bulkhead, TenantBulkhead, shed};
+            let tenants = TenantBulkhead::new(shed.tenant_commands, shed.tenant_queue, shed.tenant_wait);
+            api = api.merge(
+                keel_command::router(store.clone())
+                    .layer(axum::middleware::from_fn_with_state(Bulkhead::new("commands", shed.commands), shed::shed))
+                    .layer(axum::middleware::from_fn_with_state(tenants, shed::tenant_share))
+                    .layer(axum::middleware::from_fn_with_state(
+                        config.limits.request_timeout,
+                        keel_gateway::deadline::deadline,
+                    )),
+            );
             open = open.merge(keel_command::docs_router());
         }
         if config.services.query {
             let graphql = keel_query::GraphqlLimits { timeout: config.limits.request_timeout, ..config.limits.graphql };
-            api = api.merge(keel_query::router(
-                keel_query::QueryState::new(store.clone(), config.consistency_wait, auth.clone(), graphql)
-                    .stopping(stopping.clone())
-                    .graphiql(keel_console::graphiql_page(&config.console)),
-            ));
+            let bulkheads = keel_gateway::limits::shed::QueryBulkheads::new(shed.queries, shed.subscriptions);
+            api = api.merge(
+                keel_query::router(
+                    keel_query::QueryState::new(store.clone(), config.consistency_wait, auth.clone(), graphql)
+                        .stopping(stopping.clone())
+                        .graphiql(keel_console::graphiql_page(&config.console)),
+                )
+                .layer(axum::middleware::from_fn_with_state(bulkheads, keel_gateway::limits::shed::shed_queries)),
+            );
             open = open.merge(keel_query::schema_router());
+        }
+        let limiter = keel_gateway::limits::RateLimiter::new(
+            &config.limits.traffic.rate,
+            plan_factor(store.clone()),
+            keel_domain::Plan::Enterprise.rate_factor(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        if let Some(limiter) = limiter {
+            api = api.layer(axum::middleware::from_fn_with_state(Arc::new(limiter), keel_gateway::limits::rate::limit));
         }
         let router = api
             .layer(axum::middleware::from_fn_with_state(auth.clone(), keel_gateway::auth::authenticate))
@@ -238,6 +262,19 @@ impl App {
         }
         served.context("server failed")
     }
+}
+
+/// The rate limiter's view of plans: a tenant's plan factor, read from its control-plane row
+/// (the limiter caches it per tenant, so this runs once per tenant per `PLAN_TTL`).
+fn plan_factor(store: Store) -> keel_gateway::limits::PlanFactor {
+    Arc::new(move |tenant| {
+        let store = store.clone();
+        Box::pin(async move {
+            let mut tx = store.begin_read(keel_domain::TenantId(tenant)).await.ok()?;
+            let row = keel_store::access::tenant_row(&mut tx, false).await.ok()??;
+            Some(row.plan.rate_factor())
+        })
+    })
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -34,11 +34,20 @@ pub struct BenchOptions {
     pub events: usize,
     /// `synchronous_commit = off` for the benchmark database: a CPU-bound ratio.
     pub async_commit: bool,
+    /// Rate limits and shedding of the Keel under test (`KEEL_RATE_LIMIT`, `KEEL_REDIS_URL`, ...).
+    pub traffic: keel_gateway::limits::TrafficConfig,
 }
 
 impl BenchOptions {
     pub fn quick() -> BenchOptions {
-        BenchOptions { clients: 4, round: Duration::from_millis(1200), rounds: 2, events: 3_000, async_commit: false }
+        BenchOptions {
+            clients: 4,
+            round: Duration::from_millis(1200),
+            rounds: 2,
+            events: 3_000,
+            async_commit: false,
+            traffic: Default::default(),
+        }
     }
 }
 
@@ -303,7 +312,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         runner: RunnerConfig::default(),
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),
-        limits: crate::EdgeLimits::default(),
+        limits: crate::EdgeLimits { traffic: opts.traffic.clone(), ..crate::EdgeLimits::default() },
         console: keel_console::ConsoleConfig::default(),
     })
     .await?;

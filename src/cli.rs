@@ -159,6 +159,62 @@ pub struct Settings {
     #[arg(long, env = "KEEL_GRAPHQL_BODY_LIMIT", global = true, default_value_t = 256 * 1024)]
     pub graphql_body_limit: usize,
 
+    /// Requests per tenant (the free plan's; team ×4, enterprise and platform operators ×16):
+    /// `off`, or `N/s`, `N/m`, `N/h` with an optional burst, e.g. `50/s,burst=100`.
+    #[arg(long, env = "KEEL_RATE_LIMIT", global = true, default_value = "off",
+          value_parser = |v: &str| keel_gateway::limits::Rate::parse_setting("KEEL_RATE_LIMIT", v).map(RateSetting))]
+    pub rate_limit: RateSetting,
+
+    /// With it, REST requests (commands) have a budget of their own per tenant at this rate,
+    /// same syntax and plan factors, and `KEEL_RATE_LIMIT` counts GraphQL only.
+    #[arg(long, env = "KEEL_RATE_LIMIT_WRITES", global = true, default_value = "off",
+          value_parser = |v: &str| keel_gateway::limits::Rate::parse_setting("KEEL_RATE_LIMIT_WRITES", v).map(RateSetting))]
+    pub rate_limit_writes: RateSetting,
+
+    /// Redis shared by every Keel process for the rate limit (`redis://host:port/db`, no TLS);
+    /// without it, the limit is per process.
+    #[arg(long, env = "KEEL_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of the rate limit's Redis keys.
+    #[arg(long, env = "KEEL_REDIS_KEY_PREFIX", global = true, default_value = "keel:rl")]
+    pub redis_key_prefix: String,
+
+    /// Timeout of every Redis call, in ms; past it the request is limited per process instead.
+    #[arg(long, env = "KEEL_REDIS_TIMEOUT_MS", global = true, default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
+
+    /// REST requests in flight before new ones are shed (503).
+    #[arg(long, env = "KEEL_MAX_INFLIGHT_COMMANDS", global = true, default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_inflight_commands: u64,
+
+    /// GraphQL requests in flight before new ones are shed (503).
+    #[arg(long, env = "KEEL_MAX_INFLIGHT_QUERIES", global = true, default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_inflight_queries: u64,
+
+    /// Open subscription sockets before new ones are refused (503).
+    #[arg(long, env = "KEEL_MAX_SUBSCRIPTIONS", global = true, default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_subscriptions: u64,
+
+    /// REST requests of one tenant running at once (its share of the writer pool).
+    #[arg(long, env = "KEEL_TENANT_MAX_INFLIGHT", global = true, default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tenant_max_inflight: u64,
+
+    /// REST requests of one tenant waiting for its share; past this they are shed (503).
+    #[arg(long, env = "KEEL_TENANT_QUEUE", global = true, default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub tenant_queue: u64,
+
+    /// How long a REST request waits for its tenant's share before it is shed, in ms.
+    #[arg(long, env = "KEEL_TENANT_WAIT_MS", global = true, default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub tenant_wait_ms: u64,
+
     /// Events a projection applies per transaction.
     #[arg(long, env = "KEEL_PROJECTION_BATCH", global = true, default_value_t = 500)]
     pub projection_batch: i64,
@@ -608,5 +664,36 @@ mod tests {
         };
         assert_no_secret("AppConfig", &format!("{config:?}"));
         assert_no_secret("AppConfig (pretty)", &format!("{config:#?}"));
+    }
+}
+
+/// `KEEL_RATE_LIMIT`'s value: a rate, or `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSetting(pub Option<keel_gateway::limits::Rate>);
+
+impl Settings {
+    /// The rate limit and shedding settings.
+    pub fn traffic(&self) -> keel_gateway::limits::TrafficConfig {
+        use keel_gateway::limits::{RateConfig, RedisConfig, ShedConfig, TrafficConfig};
+        use secrecy::ExposeSecret;
+        TrafficConfig {
+            rate: RateConfig {
+                tenant: self.rate_limit.0,
+                writes: self.rate_limit_writes.0,
+                redis: self.redis_url.as_ref().map(|url| RedisConfig {
+                    url: url.expose_secret().to_owned(),
+                    prefix: self.redis_key_prefix.clone(),
+                    timeout: std::time::Duration::from_millis(self.redis_timeout_ms),
+                }),
+            },
+            shed: ShedConfig {
+                commands: self.max_inflight_commands as usize,
+                queries: self.max_inflight_queries as usize,
+                subscriptions: self.max_subscriptions as usize,
+                tenant_commands: self.tenant_max_inflight as usize,
+                tenant_queue: self.tenant_queue as usize,
+                tenant_wait: std::time::Duration::from_millis(self.tenant_wait_ms),
+            },
+        }
     }
 }

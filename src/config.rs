@@ -389,7 +389,8 @@ mod tests {
             &file,
             "database_url = \"postgres://keel:pw-never-shown@db:5432/keel?sslpassword=q-never-shown\"\n\
              jwt_secret = \"jwt-never-shown-0123456789abcdef0123\"\n\
-             master_key = \"postgres://master-never-shown\"\nbody_limit = 77\n",
+             master_key = \"postgres://master-never-shown\"\nbody_limit = 77\n\
+             redis_url = \"redis://:redis-never-shown@127.0.0.1:6379\"\n",
         )
         .unwrap();
         let parsed = parse_from(
@@ -397,7 +398,8 @@ mod tests {
         )
         .unwrap();
         let shown = effective(&parsed);
-        for secret in ["pw-never-shown", "q-never-shown", "jwt-never-shown", "master-never-shown"] {
+        for secret in ["pw-never-shown", "q-never-shown", "jwt-never-shown", "master-never-shown", "redis-never-shown"]
+        {
             assert!(!shown.contains(secret), "{shown}");
         }
         if std::env::var_os("DATABASE_URL").is_none() {

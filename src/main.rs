@@ -256,6 +256,7 @@ fn app_config(
                 body_limit: s.graphql_body_limit,
                 timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
             },
+            traffic: s.traffic(),
             db: keel_store::PoolTimeouts {
                 acquire: Duration::from_millis(s.db_acquire_timeout_ms.max(1)),
                 writer_statement: Duration::from_millis(s.db_writer_statement_timeout_ms),
@@ -574,9 +575,11 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             rounds: args.rounds.max(1),
             events: args.events.max(1),
             async_commit: false,
+            traffic: Default::default(),
         }
     };
     opts.async_commit = args.async_commit;
+    opts.traffic = s.traffic();
     let out = args.out.clone();
     with_database(s, async |url: &str| {
         let spinner = indicatif::ProgressBar::new_spinner();

@@ -104,6 +104,18 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REQUESTS, "HTTP requests answered, by method, route template and status.");
     describe_histogram!(DURATION, "Time to answer an HTTP request in seconds, by method, route template and status.");
+    describe_counter!(
+        keel_gateway::limits::rate::RATE_LIMITED,
+        "Requests refused with 429 by the rate limit, by principal (tenant, platform, user)."
+    );
+    describe_counter!(
+        keel_gateway::limits::rate::FALLBACK,
+        "Requests the local limiter decided because the shared limit's Redis failed or timed out."
+    );
+    describe_counter!(
+        keel_gateway::limits::shed::SHED,
+        "Requests shed with 503, by service (commands, queries, subscriptions) and reason (in_flight, tenant)."
+    );
     describe_counter!("keel_projection_events_total", "Events a projection has applied (committed batches).");
     describe_counter!(
         "keel_jwks_fetches_total",

@@ -53,4 +53,14 @@ impl Plan {
             Plan::Enterprise => None,
         }
     }
+
+    /// This plan's multiple of the base request rate (`KEEL_RATE_LIMIT` is the free plan's);
+    /// platform operators get the enterprise factor.
+    pub fn rate_factor(self) -> u32 {
+        match self {
+            Plan::Free => 1,
+            Plan::Team => 4,
+            Plan::Enterprise => 16,
+        }
+    }
 }

@@ -100,6 +100,8 @@ codes! {
     Conflict = CONFLICT, "conflict", "Conflict", "CONFLICT", Rest;
     IdempotencyKeyReused = CONFLICT, "idempotency-key-reused", "Idempotency-Key reused", "IDEMPOTENCY_KEY_REUSED", Rest;
     PreconditionFailed = PRECONDITION_FAILED, "precondition-failed", "Precondition failed", "PRECONDITION_FAILED", Rest;
+    /// Too many requests for this tenant (or platform operator) in the rate limit's window.
+    RateLimited = TOO_MANY_REQUESTS, "rate-limited", "Rate limited", "RATE_LIMITED", Both;
     TenantSuspended = LOCKED, "tenant-suspended", "Tenant suspended", "TENANT_SUSPENDED", Rest;
     // The server's side.
     Internal = INTERNAL_SERVER_ERROR, "internal", "Internal error", "INTERNAL", Both;
@@ -107,6 +109,8 @@ codes! {
     /// The database cancelled a statement at its role's `statement_timeout`.
     DependencyTimeout = GATEWAY_TIMEOUT, "dependency-timeout", "Dependency timed out", "DEPENDENCY_TIMEOUT", Both;
     ShuttingDown = SERVICE_UNAVAILABLE, "shutting-down", "Shutting down", "SHUTTING_DOWN", Rest;
+    /// Shed: too much work in flight (for the service, or for the tenant on the command path).
+    Overloaded = SERVICE_UNAVAILABLE, "overloaded", "Overloaded", "UNAVAILABLE", Both;
     NotReady = SERVICE_UNAVAILABLE, "not-ready", "Not ready", "NOT_READY", Rest;
 }
 

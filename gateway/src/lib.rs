@@ -7,6 +7,7 @@ pub mod context;
 pub mod deadline;
 pub mod json;
 pub mod jwks;
+pub mod limits;
 pub mod metrics;
 pub mod not_allowed;
 pub mod problem;

@@ -451,10 +451,19 @@ fn token_of(payload: &serde_json::Value) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
 }
 
-async fn websocket(State(state): State<QueryState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<QueryState>,
+    slot: Option<axum::Extension<keel_gateway::limits::shed::Slot>>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve_socket(state, protocol, socket))
+        .on_upgrade(move |socket| async move {
+            // The subscriptions' bulkhead slot is held until the socket ends.
+            let _slot = slot;
+            serve_socket(state, protocol, socket).await
+        })
         .into_response()
 }
 

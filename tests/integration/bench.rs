@@ -6,8 +6,14 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn every_bench_case_produces_numbers() {
-    let opts =
-        BenchOptions { clients: 2, round: Duration::from_millis(250), rounds: 1, events: 300, async_commit: false };
+    let opts = BenchOptions {
+        clients: 2,
+        round: Duration::from_millis(250),
+        rounds: 1,
+        events: 300,
+        async_commit: false,
+        traffic: Default::default(),
+    };
     let report = run(&server_url(), &opts, &|_| {}).await.expect("the bench runs");
     let names: Vec<&str> = report.cases.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
