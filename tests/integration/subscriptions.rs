@@ -122,5 +122,7 @@ async fn keel_subscribe_prints_pushes_and_fails_on_a_refused_token() {
     let line = String::from_utf8_lossy(&out.stdout);
     let pushed: Value = serde_json::from_str(line.trim()).expect("one JSON line");
     let n = pushed["data"]["dashboardChanged"]["activeProjects"].as_i64().expect("the dashboard");
-    assert!((1..=made).contains(&n) && line.trim().lines().count() == 1, "{line}");
+    // The first push may still be the provisioning's (its member projected after the watcher
+    // subscribed, under load), before any project: 0 is a true dashboard too.
+    assert!((0..=made).contains(&n) && line.trim().lines().count() == 1, "{line}");
 }
