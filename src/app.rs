@@ -65,8 +65,10 @@ pub struct EdgeLimits {
     pub traffic: keel_gateway::limits::TrafficConfig,
     /// Pool acquire and per-role `statement_timeout`s.
     pub db: keel_store::PoolTimeouts,
-    /// Tenants with their own `tenant` label on `/metrics` (the rest are `other`).
+    /// Tenants with their own `tenant` label on `/metrics` (the busiest; the rest are `other`).
     pub metrics_tenants: usize,
+    /// How often those tenants are re-ranked.
+    pub metrics_rank: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -78,6 +80,7 @@ impl Default for EdgeLimits {
             traffic: keel_gateway::limits::TrafficConfig::default(),
             db: keel_store::PoolTimeouts::default(),
             metrics_tenants: 20,
+            metrics_rank: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +125,7 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("the token keys (KEEL_JWT_*): {e}"))?,
         );
         keel_gateway::metrics::set_tenant_series(config.limits.metrics_tenants);
+        keel_gateway::metrics::set_rank_period(config.limits.metrics_rank);
         let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
 
         let (stop, stopping) = watch::channel(false);

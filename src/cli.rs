@@ -130,10 +130,16 @@ pub struct Settings {
     #[arg(long, env = "KEEL_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
 
-    /// How many tenants get their own `tenant` label on `/metrics` (the first to send traffic);
-    /// every other tenant is counted under `other`.
+    /// How many tenants get their own `tenant` label on `/metrics`: the busiest of the last
+    /// ranking window; every other tenant is counted under `other`.
     #[arg(long, env = "KEEL_METRICS_TENANTS", global = true, default_value_t = 20)]
     pub metrics_tenants: usize,
+
+    /// How often the busiest tenants are re-ranked for their `/metrics` labels, in seconds (a
+    /// series idle for two windows is dropped).
+    #[arg(long, env = "KEEL_METRICS_RANK_SECS", global = true, default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub metrics_rank_secs: u64,
 
     /// After SIGTERM or Ctrl-C, how long in-flight work may finish before it is cancelled, in ms.
     #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", global = true, default_value_t = 15_000)]

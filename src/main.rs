@@ -264,6 +264,7 @@ fn app_config(
                 projector_statement: Duration::from_millis(s.db_projector_statement_timeout_ms),
             },
             metrics_tenants: s.metrics_tenants,
+            metrics_rank: Duration::from_secs(s.metrics_rank_secs),
         },
         console,
     }

@@ -6,7 +6,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -30,37 +30,86 @@ pub struct RequestTenant(pub Uuid);
 /// How many tenants may get their own label (a process-wide setting, as the recorder is).
 static CAPACITY: AtomicUsize = AtomicUsize::new(20);
 
-fn labels() -> &'static RwLock<HashMap<Uuid, &'static str>> {
-    static LABELS: OnceLock<RwLock<HashMap<Uuid, &'static str>>> = OnceLock::new();
-    LABELS.get_or_init(|| RwLock::new(HashMap::new()))
+/// How often the labelled tenants are re-ranked, in milliseconds.
+static PERIOD_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60_000);
+
+/// Tenants counted in one ranking window (a bound on its memory; past it a new tenant is not
+/// counted until the next window, and cannot be among that window's busiest).
+const WINDOW_TENANTS: usize = 10_000;
+
+/// Which tenants have their own label: the busiest of the last window.
+struct Ranking {
+    /// Requests per tenant since the window started.
+    window: HashMap<Uuid, u64>,
+    started: Instant,
+    labels: HashMap<Uuid, &'static str>,
 }
 
-/// Sets how many tenants get their own `tenant` label (`KEEL_METRICS_TENANTS`). Tenants already
-/// labelled keep their label; the bound only ever applies to tenants seen after.
+fn ranking() -> &'static Mutex<Ranking> {
+    static RANKING: OnceLock<Mutex<Ranking>> = OnceLock::new();
+    RANKING
+        .get_or_init(|| Mutex::new(Ranking { window: HashMap::new(), started: Instant::now(), labels: HashMap::new() }))
+}
+
+/// The label strings handed out, one per tenant ever labelled: `metrics` keeps label values as
+/// `&'static str` cheaply, and a tenant demoted and promoted again reuses its string.
+fn interned(tenant: Uuid) -> &'static str {
+    static NAMES: OnceLock<RwLock<HashMap<Uuid, &'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    if let Some(n) = names.read().expect("not poisoned").get(&tenant) {
+        return n;
+    }
+    let mut w = names.write().expect("not poisoned");
+    w.entry(tenant).or_insert_with(|| Box::leak(tenant.hyphenated().to_string().into_boxed_str()))
+}
+
+/// Sets how many tenants get their own `tenant` label (`KEEL_METRICS_TENANTS`).
 pub fn set_tenant_series(n: usize) {
     CAPACITY.store(n, Ordering::Relaxed);
 }
 
-/// The `tenant` label of a tenant's series: its id for the first N tenants that send traffic to
-/// this process (N = `KEEL_METRICS_TENANTS`), `other` for every tenant after. A label once given
-/// is kept for the life of the process (a Prometheus series cannot be withdrawn), so the set of
-/// values is at most N + 1, whatever the traffic. Any per-tenant series in Keel takes its label
-/// from here.
+/// Sets how often the labelled tenants are re-ranked (`KEEL_METRICS_RANK_SECS`); the recorder
+/// forgets a series not updated for twice this long, so a demoted tenant's series go away.
+pub fn set_rank_period(period: std::time::Duration) {
+    PERIOD_MS.store(period.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+/// How often the labelled tenants are re-ranked.
+pub fn rank_period() -> std::time::Duration {
+    std::time::Duration::from_millis(PERIOD_MS.load(Ordering::Relaxed))
+}
+
+/// The `tenant` label of a request's series, counting the request: the tenant's id while it is
+/// among the N busiest tenants of the last ranking window (N = `KEEL_METRICS_TENANTS`; while
+/// fewer than N are labelled, a new tenant takes a free place at once), `other` otherwise. Every
+/// window (`KEEL_METRICS_RANK_SECS`) the N tenants with the most requests in it become the
+/// labelled ones. The recorder drops series idle for two windows, so the label values alive at
+/// any moment are this ranking's, the two before it's and `other`: at most 3N + 1, whatever the
+/// traffic. Any per-tenant series in Keel takes its label from here.
 pub fn tenant_label(tenant: Uuid) -> &'static str {
-    if let Some(l) = labels().read().expect("not poisoned").get(&tenant) {
+    let capacity = CAPACITY.load(Ordering::Relaxed);
+    let mut r = ranking().lock().expect("not poisoned");
+    if r.started.elapsed() >= rank_period() {
+        let mut busiest: Vec<(Uuid, u64)> = r.window.drain().collect();
+        busiest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        busiest.truncate(capacity);
+        r.labels = busiest.into_iter().map(|(t, _)| (t, interned(t))).collect();
+        r.started = Instant::now();
+    }
+    if let Some(n) = r.window.get_mut(&tenant) {
+        *n += 1;
+    } else if r.window.len() < WINDOW_TENANTS {
+        r.window.insert(tenant, 1);
+    }
+    if let Some(l) = r.labels.get(&tenant) {
         return l;
     }
-    let mut map = labels().write().expect("not poisoned");
-    if let Some(l) = map.get(&tenant) {
+    if r.labels.len() < capacity {
+        let l = interned(tenant);
+        r.labels.insert(tenant, l);
         return l;
     }
-    if map.len() >= CAPACITY.load(Ordering::Relaxed) {
-        return OTHER;
-    }
-    // At most N strings are ever leaked: the map holds them for the life of the process anyway.
-    let label: &'static str = Box::leak(tenant.hyphenated().to_string().into_boxed_str());
-    map.insert(tenant, label);
-    label
+    OTHER
 }
 
 /// Tenants whose requests this process counts for `tenant_requests` (a bound on the map; past it
@@ -126,16 +175,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_label_set_is_bounded_by_the_setting() {
+    fn the_busiest_tenants_of_the_last_window_have_labels_and_the_set_is_bounded() {
         set_tenant_series(3);
+        set_rank_period(std::time::Duration::from_millis(200));
         let tenants: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        // The first window: free places go to the first tenants seen; the rest are `other`.
         let first: Vec<&str> = tenants.iter().map(|t| tenant_label(*t)).collect();
-        // Asked again, every tenant keeps the label it was given.
-        let again: Vec<&str> = tenants.iter().map(|t| tenant_label(*t)).collect();
-        assert_eq!(first, again);
-        let distinct: std::collections::HashSet<&str> = first.iter().copied().collect();
-        assert_eq!(distinct.len(), 4, "three tenants and other: {first:?}");
-        assert_eq!(first[0], tenants[0].hyphenated().to_string());
-        assert!(first[3..].iter().all(|l| *l == OTHER));
+        assert!(first[..3].iter().all(|l| *l != OTHER) && first[3..].iter().all(|l| *l == OTHER), "{first:?}");
+        // The last three tenants become the busiest; after the window they are the labelled ones.
+        for _ in 0..20 {
+            for t in &tenants[5..] {
+                tenant_label(*t);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let next: Vec<&str> = tenants.iter().map(|t| tenant_label(*t)).collect();
+        assert!(next[..5].iter().all(|l| *l == OTHER), "{next:?}");
+        for (t, l) in tenants[5..].iter().zip(&next[5..]) {
+            assert_eq!(*l, t.hyphenated().to_string());
+        }
+        let distinct: std::collections::HashSet<&str> = next.iter().copied().collect();
+        assert_eq!(distinct.len(), 4, "three tenants and other: {next:?}");
     }
 }

@@ -430,3 +430,73 @@ async fn a_statement_timeout_is_logged_with_the_request_id_and_counted() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The labelled tenants are the busiest of the last window, not the first seen: tenants that
+/// start quietly and then carry the traffic take the labels at the next ranking, and the series of
+/// the tenants they displaced are dropped once idle for two windows, so the label values stay
+/// bounded while following the load.
+#[tokio::test]
+async fn per_tenant_labels_follow_the_busiest_tenants() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("keel-busiest-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("serve.log");
+    let env = [("KEEL_LOG_FORMAT", "json"), ("KEEL_METRICS_TENANTS", "2"), ("KEEL_METRICS_RANK_SECS", "1")];
+    let (mut child, addr) = serve(&db, &log, &env).await;
+    let client = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let t = db.provision(&format!("rank-{i}"), &format!("user{i}")).await;
+        tokens.push((t, token(t.0, &format!("user{i}"))));
+    }
+    let hit = |i: usize| {
+        let (client, token, url) = (client.clone(), tokens[i].1.clone(), format!("http://{addr}/graphql"));
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(&token)
+                .json(&json!({"query": "{ projects(first: 1) { totalCount } }"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    };
+    let labels = || async {
+        let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("keel_tenant_requests_total{"))
+            .filter_map(|l| l.split("tenant=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned))
+            .collect::<HashSet<String>>()
+    };
+    let id = |i: usize| tokens[i].0.0.to_string();
+    // The first window: the two free places go to the first two tenants seen.
+    for i in 0..4 {
+        hit(i).await;
+    }
+    let first = labels().await;
+    assert!(first.contains(&id(0)) && first.contains(&id(1)) && first.contains("other"), "{first:?}");
+    // Tenants 2 and 3 carry the traffic of this window; at the next ranking they are the busiest.
+    for _ in 0..5 {
+        hit(2).await;
+        hit(3).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Only they send traffic from now on, for longer than two windows.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(3500);
+    while std::time::Instant::now() < until {
+        hit(2).await;
+        hit(3).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let now = labels().await;
+    assert!(now.contains(&id(2)) && now.contains(&id(3)), "the busiest tenants have their own series: {now:?}");
+    assert!(
+        !now.contains(&id(0)) && !now.contains(&id(1)),
+        "the displaced tenants' series are gone once idle for two windows: {now:?}"
+    );
+    assert!(now.len() <= 2 * 3 + 1, "{now:?}");
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
