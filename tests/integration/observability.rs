@@ -339,6 +339,7 @@ async fn per_tenant_series_stay_within_n_plus_one_labels() {
     assert!(other.ends_with(" 10"), "{other}");
     assert!(metrics.contains("# HELP keel_tenant_requests_total"));
     assert!(metrics.contains("keel_db_acquire_seconds_bucket{pool=\"reader\""), "acquire waits are measured");
+    assert!(metrics.contains("keel_db_acquire_seconds_bucket{pool=\"projector\""), "the projection workers' waits too");
     assert!(metrics.contains("keel_db_pool_in_use_connections{pool=\"writer\"}"));
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
