@@ -41,14 +41,23 @@ const WINDOW_TENANTS: usize = 10_000;
 struct Ranking {
     /// Requests per tenant since the window started.
     window: HashMap<Uuid, u64>,
+    /// Requests per tenant since the process started (`tenant_requests`), at most
+    /// `MAX_COUNTED_TENANTS` tenants.
+    total: HashMap<Uuid, u64>,
     started: Instant,
     labels: HashMap<Uuid, &'static str>,
 }
 
 fn ranking() -> &'static Mutex<Ranking> {
     static RANKING: OnceLock<Mutex<Ranking>> = OnceLock::new();
-    RANKING
-        .get_or_init(|| Mutex::new(Ranking { window: HashMap::new(), started: Instant::now(), labels: HashMap::new() }))
+    RANKING.get_or_init(|| {
+        Mutex::new(Ranking {
+            window: HashMap::new(),
+            total: HashMap::new(),
+            started: Instant::now(),
+            labels: HashMap::new(),
+        })
+    })
 }
 
 /// The label strings handed out, one per tenant ever labelled: `metrics` keeps label values as
@@ -101,6 +110,11 @@ pub fn tenant_label(tenant: Uuid) -> &'static str {
     } else if r.window.len() < WINDOW_TENANTS {
         r.window.insert(tenant, 1);
     }
+    if let Some(n) = r.total.get_mut(&tenant) {
+        *n += 1;
+    } else if r.total.len() < MAX_COUNTED_TENANTS {
+        r.total.insert(tenant, 1);
+    }
     if let Some(l) = r.labels.get(&tenant) {
         return l;
     }
@@ -116,24 +130,10 @@ pub fn tenant_label(tenant: Uuid) -> &'static str {
 /// a new tenant's requests are not counted, and `tenant_requests` says 0 for it).
 pub const MAX_COUNTED_TENANTS: usize = 100_000;
 
-fn counts() -> &'static std::sync::Mutex<HashMap<Uuid, u64>> {
-    static COUNTS: OnceLock<std::sync::Mutex<HashMap<Uuid, u64>>> = OnceLock::new();
-    COUNTS.get_or_init(Default::default)
-}
-
-fn count_request(tenant: Uuid) {
-    let mut c = counts().lock().expect("not poisoned");
-    if let Some(n) = c.get_mut(&tenant) {
-        *n += 1;
-    } else if c.len() < MAX_COUNTED_TENANTS {
-        c.insert(tenant, 1);
-    }
-}
-
 /// Requests this process has answered for `tenant` since it started (the platform view's
 /// per-tenant usage; every tenant, not only the labelled ones).
 pub fn tenant_requests(tenant: Uuid) -> u64 {
-    counts().lock().expect("not poisoned").get(&tenant).copied().unwrap_or(0)
+    ranking().lock().expect("not poisoned").total.get(&tenant).copied().unwrap_or(0)
 }
 
 /// Counts a request answered with a timeout (`cause`: `deadline`, `statement_timeout`,
@@ -155,7 +155,6 @@ pub async fn record(req: Request, next: Next) -> Response {
     metrics::counter!(REQUESTS, &labels).increment(1);
     metrics::histogram!(DURATION, &labels).record(elapsed);
     if let Some(RequestTenant(t)) = res.extensions().get::<RequestTenant>() {
-        count_request(*t);
         let tenant = tenant_label(*t);
         let class = match status {
             100..=199 => "1xx",

@@ -187,14 +187,7 @@ impl<C: Consumer> Runner<C> {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let started = Instant::now();
-        let mut tx = self.pool().begin().await?;
-        let pool = match self.consumer.pool() {
-            Pool::Writer => "writer",
-            Pool::Reader => "reader",
-            Pool::Projector => "projector",
-        };
-        metrics::histogram!(keel_store::ACQUIRE_SECONDS, "pool" => pool).record(started.elapsed().as_secs_f64());
+        let mut tx = self.store.begin(self.consumer.pool()).await?;
         if self.rebuild {
             keel_store::rebuild::use_rebuild_tables(&mut tx).await?;
         }

@@ -78,6 +78,17 @@ pub enum Pool {
     Projector,
 }
 
+impl Pool {
+    /// Its name in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Writer => "writer",
+            Pool::Reader => "reader",
+            Pool::Projector => "projector",
+        }
+    }
+}
+
 /// Connections for each service role. Every connection logs in with `DATABASE_URL` and then
 /// `SET ROLE`s to a role the migrations created, which is neither superuser, nor owner of any
 /// table, nor BYPASSRLS, so Row-Level Security applies to everything it does.
@@ -208,17 +219,26 @@ impl Store {
         }
     }
 
+    /// A transaction on one role's pool, its wait for a connection and `BEGIN` recorded as
+    /// `keel_db_acquire_seconds{pool}` (the runner's batches start here).
+    pub async fn begin(&self, pool: Pool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let started = std::time::Instant::now();
+        let tx = self.pool(pool).begin().await;
+        metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
+        Ok(tx?)
+    }
+
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let started = std::time::Instant::now();
         let tx = TenantTx::begin(&self.writer, tenant).await;
-        metrics::histogram!(ACQUIRE_SECONDS, "pool" => "writer").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(ACQUIRE_SECONDS, "pool" => Pool::Writer.name()).record(started.elapsed().as_secs_f64());
         Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
 
     pub async fn begin_read(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let started = std::time::Instant::now();
         let tx = TenantTx::begin(&self.reader, tenant).await;
-        metrics::histogram!(ACQUIRE_SECONDS, "pool" => "reader").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(ACQUIRE_SECONDS, "pool" => Pool::Reader.name()).record(started.elapsed().as_secs_f64());
         Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
 

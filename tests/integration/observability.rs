@@ -321,11 +321,7 @@ async fn per_tenant_series_stay_within_n_plus_one_labels() {
         }
     }
     let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    let labels: HashSet<String> = metrics
-        .lines()
-        .filter(|l| l.starts_with("keel_tenant_requests_total{"))
-        .filter_map(|l| l.split("tenant=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned))
-        .collect();
+    let labels = tenant_labels(&metrics);
     assert_eq!(labels.len(), N + 1, "{N} tenants and `other`: {labels:?}");
     assert!(labels.contains("other"));
     for t in &tenants[..N] {
@@ -465,11 +461,7 @@ async fn per_tenant_labels_follow_the_busiest_tenants() {
     };
     let labels = || async {
         let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("keel_tenant_requests_total{"))
-            .filter_map(|l| l.split("tenant=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned))
-            .collect::<HashSet<String>>()
+        tenant_labels(&metrics)
     };
     let id = |i: usize| tokens[i].0.0.to_string();
     // The first window: the two free places go to the first two tenants seen.
@@ -500,4 +492,13 @@ async fn per_tenant_labels_follow_the_busiest_tenants() {
     assert!(now.len() <= 2 * 3 + 1, "{now:?}");
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The values of the `tenant` label on `keel_tenant_requests_total` in a `/metrics` page.
+fn tenant_labels(metrics: &str) -> HashSet<String> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("keel_tenant_requests_total{"))
+        .filter_map(|l| l.split("tenant=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned))
+        .collect()
 }
