@@ -154,7 +154,7 @@ fn describe() {
     );
     describe_counter!(
         keel_gateway::metrics::TENANT_REQUESTS,
-        "HTTP requests of a tenant, by tenant (the first KEEL_METRICS_TENANTS tenants; the rest `other`) and status class."
+        "HTTP requests of a tenant, by tenant (the KEEL_METRICS_TENANTS busiest of the last ranking window; the rest `other`) and status class."
     );
     describe_histogram!(
         keel_gateway::metrics::TENANT_DURATION,
