@@ -103,6 +103,8 @@ pub struct App {
 struct OpsState {
     store: Store,
     metrics: PrometheusHandle,
+    /// How long `/readyz` may ask the database (the breaker's probe timeout).
+    ready_timeout: Duration,
 }
 
 impl App {
@@ -126,7 +128,11 @@ impl App {
         );
         keel_gateway::metrics::set_tenant_series(config.limits.metrics_tenants);
         keel_gateway::metrics::set_rank_period(config.limits.metrics_rank);
-        let ops = OpsState { store: store.clone(), metrics: telemetry::metrics() };
+        let ops = OpsState {
+            store: store.clone(),
+            metrics: telemetry::metrics(),
+            ready_timeout: config.limits.db.probe.timeout,
+        };
 
         let (stop, stopping) = watch::channel(false);
         let mut api = Router::new();
@@ -286,8 +292,17 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(ops): State<OpsState>) -> Response {
-    let reachable = keel_store::ops::reachable(ops.store.reader()).await;
-    let current = reachable && keel_store::migrations_current(ops.store.reader()).await.unwrap_or(false);
+    // Known down: answered at once. Otherwise asked, within the probe's own timeout, so a load
+    // balancer's check never waits out a pool's acquire timeout.
+    let asked = async {
+        let reachable = keel_store::ops::reachable(ops.store.reader()).await;
+        (reachable, reachable && keel_store::migrations_current(ops.store.reader()).await.unwrap_or(false))
+    };
+    let (reachable, current) = if ops.store.available() {
+        tokio::time::timeout(ops.ready_timeout, asked).await.unwrap_or((false, false))
+    } else {
+        (false, false)
+    };
     if current {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
