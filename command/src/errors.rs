@@ -69,12 +69,10 @@ pub(crate) fn outcome_unknown() -> Problem {
 
 pub(crate) fn store(e: StoreError) -> Problem {
     match e {
-        StoreError::Unavailable => {
-            Problem::new(
-                Code::DatabaseUnavailable,
-                "the database is unreachable; nothing was written: retry shortly (with the same Idempotency-Key)",
-            )
-        }
+        StoreError::Unavailable => Problem::new(
+            Code::DatabaseUnavailable,
+            "the database is unreachable; nothing was written: retry shortly (with the same Idempotency-Key)",
+        ),
         StoreError::Conflict { .. } => Problem::new(
             Code::Conflict,
             "another write changed this resource at the same time; read it again and retry",

@@ -41,11 +41,16 @@ impl Cmd {
         matches!(self, Cmd::Tenant(_))
     }
 
-    /// Whether the command locks the tenant row: it counts against a plan limit or the owner rule.
+    /// Whether the command locks the tenant row `FOR UPDATE` up front: it counts against a plan
+    /// limit or the owner rule, or its events move the tenant's counters (an archive lowers
+    /// `active_projects`). Every other command share-locks the row; one that share-locked it and
+    /// then updated it in the append would deadlock with a concurrent one doing the same.
     fn locks_tenant(&self) -> bool {
         match self {
             Cmd::Tenant(_) | Cmd::Member(..) => true,
-            Cmd::Project(_, c) => matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore),
+            Cmd::Project(_, c) => {
+                matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore | ProjectCommand::Archive)
+            }
             Cmd::Task(..) | Cmd::Usage(..) => false,
         }
     }

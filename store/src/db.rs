@@ -353,6 +353,10 @@ pub struct TenantTx {
     /// Statements run through this transaction, added to a caller's counter (per request).
     statements: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     master: Option<std::sync::Arc<MasterKey>>,
+    /// The tenant row is locked `FOR UPDATE` in this transaction (`access`): an append that
+    /// moves the tenant's counters must have taken that lock up front, or two such commands
+    /// deadlock upgrading their share locks.
+    pub(crate) tenant_locked: bool,
 }
 
 impl TenantTx {
@@ -365,7 +369,7 @@ impl TenantTx {
         // written into the statement.
         let sql = format!("{begin}; SELECT set_config('keel.tenant_id', '{}', true)", tenant.0.hyphenated());
         let tx = pool.begin_with(sqlx::AssertSqlSafe(sql)).await?;
-        Ok(TenantTx { tx, tenant, statements: None, master: None })
+        Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false })
     }
 
     /// Counts every statement run through this transaction into `counter`.

@@ -58,7 +58,7 @@ impl StoreError {
             StoreError::Conflict { .. } | StoreError::Unavailable => true,
             StoreError::Database(e) => match e {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-                sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+                sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => true,
                 _ => self.is_connection_lost(),
             },
             StoreError::Unique(_)
