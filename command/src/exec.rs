@@ -457,6 +457,14 @@ async fn append_events(
     if events.is_empty() {
         return Ok((Outcome { id: stream, version: head.version, position: head.last, unchanged: true }, None));
     }
+    // Moving the counters updates the tenant row: a command that only share-locked it (every
+    // command does, against a concurrent suspension) and updates it in the append deadlocks with
+    // another doing the same. `Cmd::locks_tenant` must name every such command; every test run
+    // checks it here.
+    debug_assert!(
+        tx.tenant_locked() || !keel_store::inline::moves_counters(events),
+        "an append moves the tenant's counters without the tenant row locked up front (Cmd::locks_tenant)"
+    );
     let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
     let known = if head.version == 0 { &known[..0] } else { &known[..] };
     let appended = log::append_at(tx, known, events, md, now).await?;

@@ -390,6 +390,11 @@ impl TenantTx {
         self.tenant
     }
 
+    /// Whether this transaction locked its tenant's row `FOR UPDATE` (`access`).
+    pub fn tenant_locked(&self) -> bool {
+        self.tenant_locked
+    }
+
     pub fn master_key(&self) -> Option<&MasterKey> {
         self.master.as_deref()
     }

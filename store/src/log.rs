@@ -268,14 +268,7 @@ pub async fn append_at(
     // except when the append creates the tenant's row itself (provisioning).
     let fold = !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_)));
     let (seats, projects) = if fold { inline::counter_deltas(events) } else { (0, 0) };
-    // Moving the counters updates the tenant row: a command that share-locked it (every
-    // command does, against a concurrent suspension) and updates it here would deadlock with
-    // another doing the same. Such a command takes the row FOR UPDATE before anything else.
-    debug_assert!(
-        (seats, projects) == (0, 0) || tx.tenant_locked,
-        "an append moves the tenant's counters {:?} without the tenant row locked up front",
-        (seats, projects)
-    );
+
     let rows = sqlx::query(
         "WITH ins AS (
            INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \
