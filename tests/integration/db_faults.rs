@@ -98,7 +98,19 @@ async fn while_the_database_is_away_every_request_is_a_fast_503_and_recovery_is_
         assert!(back.elapsed() < Duration::from_secs(10), "no 2xx 10 s after the database returned");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    println!("first request {first:?}, known-down answers up to {slowest:?}, recovered in {recovered:?}");
+    // The projections follow: the read model shows the command made after the return.
+    let caught_up = loop {
+        let r = app.graphql(&owner, "{ projects(first: 20) { edges { node { name } } } }", None).await;
+        if r.body.to_string().contains("\"After\"") {
+            break back.elapsed();
+        }
+        assert!(back.elapsed() < Duration::from_secs(20), "projections did not catch up: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "first request {first:?}, known-down answers up to {slowest:?}, first 2xx {recovered:?} and read model \
+         current {caught_up:?} after the database returned"
+    );
     assert!(recovered < Duration::from_secs(3), "recovered in {recovered:?}");
     let r = app.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
