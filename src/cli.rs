@@ -141,7 +141,14 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub metrics_rank_secs: u64,
 
-    /// After SIGTERM or Ctrl-C, how long in-flight work may finish before it is cancelled, in ms.
+    /// After SIGTERM or Ctrl-C, how long Keel goes on serving before it stops accepting, in ms:
+    /// /readyz answers 503 (a load balancer stops sending) and every response carries
+    /// `Connection: close` (clients leave their keep-alive connections). 0: no drain.
+    #[arg(long, env = "KEEL_DRAIN_MS", global = true, default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_ms: u64,
+
+    /// After the drain, how long in-flight work may finish before it is cancelled, in ms.
     #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", global = true, default_value_t = 15_000)]
     pub shutdown_timeout_ms: u64,
 

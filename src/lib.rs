@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod database_url;
 pub mod demo;
+pub mod drain;
 pub mod embedded;
 pub mod secrets;
 pub mod subscribe;

@@ -247,6 +247,7 @@ fn app_config(
         master_key,
         limits: keel::EdgeLimits {
             request_timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
+            drain: Duration::from_millis(s.drain_ms),
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
             graphql: keel_query::GraphqlLimits {
                 max_depth: s.graphql_max_depth,
