@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod database_url;
+pub mod dead_letters_cmd;
 pub mod demo;
 pub mod drain;
 pub mod embedded;

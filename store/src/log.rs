@@ -426,6 +426,13 @@ pub async fn read_all_after(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
+/// The event at `position` (any tenant's: run it as the projector), not yet revealed.
+pub async fn read_at(conn: &mut PgConnection, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE position = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(position).fetch_optional(conn).await?;
+    row.as_ref().map(RecordedEvent::from_row).transpose()
+}
+
 /// How many events the log holds (every tenant's: run it as the projector).
 pub async fn count_all(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)

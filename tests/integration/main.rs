@@ -14,6 +14,7 @@ mod config_file;
 mod console;
 mod deadlines;
 mod demo;
+mod drain;
 mod erasure;
 mod graphql;
 mod graphql_api;
