@@ -26,6 +26,12 @@ pub enum RetryError {
     Store(#[from] StoreError),
 }
 
+impl From<sqlx::Error> for RetryError {
+    fn from(e: sqlx::Error) -> Self {
+        RetryError::Store(e.into())
+    }
+}
+
 /// Re-applies dead letter `id` through `consumer`, as `actor` (e.g. `cli:<os user>`), in one
 /// transaction that also holds the consumer's checkpoint row: the live worker's batch and a
 /// retry never interleave. A deterministic failure is recorded (the row stays parked, attempts

@@ -12,6 +12,7 @@ mod commands;
 mod conditional;
 mod config_file;
 mod console;
+mod dead_letters;
 mod deadlines;
 mod demo;
 mod drain;
