@@ -96,11 +96,18 @@ pub async fn run(store: &Store, args: DeadLettersArgs) -> anyhow::Result<()> {
 /// Prints how a retry ended; true when it applied.
 fn report(r: Retried) -> bool {
     match r {
-        Retried::Applied(dl) => {
+        Retried::Applied { dead_letter: dl, later_in_stream } => {
             println!(
                 "dead letter {} ({} position {}, {} of tenant {}): applied",
                 dl.id, dl.projection, dl.position, dl.event_type, dl.tenant_id
             );
+            if later_in_stream > 0 {
+                println!(
+                    "  note: {later_in_stream} later event(s) of its stream were applied while it was parked; \
+                     for {} to show them after it, run `keel projections rebuild {}`",
+                    dl.projection, dl.projection
+                );
+            }
             true
         }
         Retried::Failed(dl) => {

@@ -10,7 +10,13 @@ use keel_store::{Store, StoreError, checkpoint, log};
 #[derive(Debug)]
 pub enum Retried {
     /// The consumer took the event (or no longer reads its type): the parked row is gone.
-    Applied(DeadLetter),
+    Applied {
+        dead_letter: DeadLetter,
+        /// Later events of its stream the consumer had read while it was parked: a read model
+        /// that guards by stream version may now hold this event's state over theirs (a rebuild
+        /// puts them in order).
+        later_in_stream: i64,
+    },
     /// It failed again: still parked, with this error and one more attempt.
     Failed(DeadLetter),
 }
@@ -39,7 +45,7 @@ impl From<sqlx::Error> for RetryError {
 pub async fn retry<C: Consumer>(store: &Store, consumer: &C, id: i64, actor: &str) -> Result<Retried, RetryError> {
     let name = consumer.name();
     let mut tx = store.begin(consumer.pool()).await?;
-    checkpoint::lock(&mut tx, name, None).await?;
+    let at = checkpoint::lock(&mut tx, name, None).await?.unwrap_or(keel_store::LogPosition::START);
     let Some(dl) = dead_letter::lock(&mut tx, id).await? else { return Err(RetryError::NotFound(id)) };
     if dl.projection != name {
         return Err(RetryError::OtherConsumer { id, projection: dl.projection, consumer: name });
@@ -50,7 +56,8 @@ pub async fn retry<C: Consumer>(store: &Store, consumer: &C, id: i64, actor: &st
         })?;
     log::reveal(&mut tx, store.master_key(), std::slice::from_mut(&mut event)).await?;
     checkpoint::begin_batch(&mut tx).await?;
-    let applied = if consumer.wants(&event.event_type) {
+    let wanted = consumer.wants(&event.event_type);
+    let applied = if wanted {
         match event.decode() {
             Ok(decoded) => consumer.consume(&mut tx, &event, &decoded).await,
             Err(e) => Err(e),
@@ -60,11 +67,16 @@ pub async fn retry<C: Consumer>(store: &Store, consumer: &C, id: i64, actor: &st
     };
     match applied {
         Ok(()) => {
+            let later_in_stream = if wanted {
+                log::later_in_stream(&mut tx, event.tenant_id, event.stream_id, event.stream_version, at).await?
+            } else {
+                0
+            };
             consumer.before_commit(&mut tx, std::slice::from_ref(&event)).await?;
             dead_letter::resolved(&mut tx, &dl, actor).await?;
             tx.commit().await?;
             tracing::info!(projection = name, dead_letter = id, tenant_id = %dl.tenant_id, position = dl.position, actor, "dead letter re-applied");
-            Ok(Retried::Applied(dl))
+            Ok(Retried::Applied { dead_letter: dl, later_in_stream })
         }
         Err(e) if e.is_retryable() => Err(e.into()),
         Err(e) => {

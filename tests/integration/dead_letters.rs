@@ -5,7 +5,7 @@
 
 use crate::helpers::{MASTER_KEY, SECRET, TestDb, meta};
 use chrono::Utc;
-use keel_domain::event::ProjectCreated;
+use keel_domain::event::{ProjectCreated, ProjectUpdated};
 use keel_domain::values::ProjectName;
 use keel_domain::{Event, ProjectId, TenantId};
 use keel_store::log;
@@ -40,16 +40,25 @@ async fn list_json(db: &TestDb, extra: &[&str]) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-async fn project(db: &TestDb, tenant: TenantId, name: &str) -> uuid::Uuid {
+/// A project created as `name`, and renamed to `renamed` in the same stream when given.
+async fn project(db: &TestDb, tenant: TenantId, name: &str, renamed: Option<&str>) -> uuid::Uuid {
     let id = ProjectId::new_v7();
-    let e = Event::ProjectCreated(ProjectCreated {
+    let mut events = vec![Event::ProjectCreated(ProjectCreated {
         project_id: id,
         name: ProjectName::parse("name", name).unwrap(),
         description: None,
         at: Utc::now(),
-    });
+    })];
+    if let Some(new) = renamed {
+        events.push(Event::ProjectUpdated(ProjectUpdated {
+            project_id: id,
+            name: Some(ProjectName::parse("name", new).unwrap()),
+            description: None,
+            at: Utc::now(),
+        }));
+    }
     let mut tx = db.store.begin_write(tenant).await.unwrap();
-    log::append(&mut tx, &[], &[e], &meta(), Utc::now()).await.unwrap();
+    log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
     tx.commit().await.unwrap();
     id.0
 }
@@ -138,10 +147,11 @@ async fn dead_letters_are_listed_retried_after_a_fix_skipped_and_every_action_re
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
 
-    let fine = project(&db, a, "Alpha").await;
-    let poison_a1 = project(&db, a, "poison-a1").await;
-    let poison_b = project(&db, b, "poison-b").await;
-    let poison_a2 = project(&db, a, "poison-a2").await;
+    let fine = project(&db, a, "Alpha", None).await;
+    // Renamed after its creation: the rename is applied (to no row) while the creation is parked.
+    let poison_a1 = project(&db, a, "poison-a1", Some("Renamed")).await;
+    let poison_b = project(&db, b, "poison-b", None).await;
+    let poison_a2 = project(&db, a, "poison-a2", None).await;
 
     // The worker retries each poisoned event, then parks it and goes on.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -204,6 +214,11 @@ async fn dead_letters_are_listed_retried_after_a_fix_skipped_and_every_action_re
     assert!(ok, "{out}{err}");
     assert!(out.contains("applied"), "{out}");
     assert!(projected(&db, poison_a1).await, "the retried event is in the read table");
+    // Its rename came after it and was read while it was parked: the operator is told so.
+    assert!(
+        out.contains("1 later event(s) of its stream") && out.contains("keel projections rebuild projects"),
+        "{out}"
+    );
     let (ok, _, err) = cli(&db, &["projections", "dead-letters", "retry", &id_a1.to_string()]).await;
     assert!(!ok && err.contains(&format!("no dead letter {id_a1}")), "{err}");
 
