@@ -112,6 +112,8 @@ struct OpsState {
     store: Store,
     metrics: PrometheusHandle,
     draining: watch::Receiver<bool>,
+    /// How long `/readyz` may ask the database (the breaker's probe timeout).
+    ready_timeout: Duration,
 }
 
 impl App {
@@ -136,7 +138,12 @@ impl App {
         keel_gateway::metrics::set_tenant_series(config.limits.metrics_tenants);
         keel_gateway::metrics::set_rank_period(config.limits.metrics_rank);
         let (draining, draining_rx) = watch::channel(false);
-        let ops = OpsState { store: store.clone(), metrics: telemetry::metrics(), draining: draining_rx.clone() };
+        let ops = OpsState {
+            store: store.clone(),
+            metrics: telemetry::metrics(),
+            draining: draining_rx.clone(),
+            ready_timeout: config.limits.db.probe.timeout,
+        };
 
         let (stop, stopping) = watch::channel(false);
         let mut api = Router::new();
@@ -315,8 +322,17 @@ async fn readyz(State(ops): State<OpsState>) -> Response {
     if *ops.draining.borrow() {
         return Problem::new(Code::NotReady, "shutting down: draining connections").into_response();
     }
-    let reachable = keel_store::ops::reachable(ops.store.reader()).await;
-    let current = reachable && keel_store::migrations_current(ops.store.reader()).await.unwrap_or(false);
+    // Known down: answered at once. Otherwise asked, within the probe's own timeout, so a load
+    // balancer's check never waits out a pool's acquire timeout.
+    let asked = async {
+        let reachable = keel_store::ops::reachable(ops.store.reader()).await;
+        (reachable, reachable && keel_store::migrations_current(ops.store.reader()).await.unwrap_or(false))
+    };
+    let (reachable, current) = if ops.store.available() {
+        tokio::time::timeout(ops.ready_timeout, asked).await.unwrap_or((false, false))
+    } else {
+        (false, false)
+    };
     if current {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {

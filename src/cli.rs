@@ -112,6 +112,21 @@ pub struct Settings {
     #[arg(long, env = "KEEL_DB_ACQUIRE_TIMEOUT_MS", global = true, default_value_t = 5_000)]
     pub db_acquire_timeout_ms: u64,
 
+    /// While the database is unreachable, how often it is probed, in ms: requests are answered
+    /// 503 at once meanwhile, and the first answering probe lets them through again.
+    #[arg(long, env = "KEEL_DB_PROBE_INTERVAL_MS", global = true, default_value_t = 200)]
+    pub db_probe_interval_ms: u64,
+
+    /// How long a probe of the database (reconnect and `SELECT 1`) may take before the database
+    /// counts as unreachable, in ms; also the bound of `/readyz`'s check.
+    #[arg(long, env = "KEEL_DB_PROBE_TIMEOUT_MS", global = true, default_value_t = 1_000)]
+    pub db_probe_timeout_ms: u64,
+
+    /// How long a command whose COMMIT lost its connection keeps asking the database whether it
+    /// landed, in ms, before it answers 503 `outcome-unknown`.
+    #[arg(long, env = "KEEL_COMMIT_RESOLVE_MS", global = true, default_value_t = 5_000)]
+    pub commit_resolve_ms: u64,
+
     /// `statement_timeout` of the writer role's connections (commands), in ms; 0 disables it.
     #[arg(long, env = "KEEL_DB_WRITER_STATEMENT_TIMEOUT_MS", global = true, default_value_t = 5_000)]
     pub db_writer_statement_timeout_ms: u64,

@@ -263,6 +263,12 @@ fn app_config(
                 writer_statement: Duration::from_millis(s.db_writer_statement_timeout_ms),
                 reader_statement: Duration::from_millis(s.db_reader_statement_timeout_ms),
                 projector_statement: Duration::from_millis(s.db_projector_statement_timeout_ms),
+                probe: keel_store::breaker::ProbeSettings {
+                    open_interval: Duration::from_millis(s.db_probe_interval_ms.max(10)),
+                    timeout: Duration::from_millis(s.db_probe_timeout_ms.max(10)),
+                    ..keel_store::breaker::ProbeSettings::default()
+                },
+                commit_resolve: Duration::from_millis(s.commit_resolve_ms),
             },
             metrics_tenants: s.metrics_tenants,
             metrics_rank: Duration::from_secs(s.metrics_rank_secs),

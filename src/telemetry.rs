@@ -122,6 +122,10 @@ fn describe() {
         "Requests shed with 503, by service (commands, queries, subscriptions) and reason (in_flight, tenant)."
     );
     describe_counter!("keel_projection_events_total", "Events a projection has applied (committed batches).");
+    describe_gauge!(
+        keel_store::breaker::AVAILABLE,
+        "1 while the database answers this process's probe, 0 while it does not (requests are then answered 503)."
+    );
     describe_counter!(
         "keel_jwks_fetches_total",
         "Fetches of the identity provider's JWKS URL, by outcome (ok, error)."

@@ -58,8 +58,21 @@ pub(crate) fn conflict(detail: &str) -> Problem {
     Problem::new(Code::Conflict, format!("another write changed this resource at the same time, and now: {detail}"))
 }
 
+/// A commit whose answer was lost while the database stayed unreachable.
+pub(crate) fn outcome_unknown() -> Problem {
+    Problem::new(
+        Code::OutcomeUnknown,
+        "the database connection was lost while the command was committing and the database could not be \
+         asked whether it landed; repeating the request with the same Idempotency-Key is safe",
+    )
+}
+
 pub(crate) fn store(e: StoreError) -> Problem {
     match e {
+        StoreError::Unavailable => Problem::new(
+            Code::DatabaseUnavailable,
+            "the database is unreachable; nothing was written: retry shortly (with the same Idempotency-Key)",
+        ),
         StoreError::Conflict { .. } => Problem::new(
             Code::Conflict,
             "another write changed this resource at the same time; read it again and retry",
@@ -73,6 +86,14 @@ pub(crate) fn store(e: StoreError) -> Problem {
             Problem::new(
                 Code::DependencyTimeout,
                 "the database did not answer within the writer's statement timeout; retry with the same Idempotency-Key",
+            )
+        }
+        other if other.is_connection_lost() => {
+            // Still lost after the command's retries: nothing of it was committed.
+            tracing::warn!(error = %other, "the database connection kept failing before the commit");
+            Problem::new(
+                Code::DatabaseUnavailable,
+                "the database connection was lost before the command committed; nothing was written: retry shortly",
             )
         }
         other if other.is_pool_timeout() => {

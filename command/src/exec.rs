@@ -18,7 +18,7 @@ use keel_domain::{Aggregate, Decide, DomainError, Event, MemberId, ProjectId, Ro
 use keel_gateway::Problem;
 use keel_store::access::{self, TenantRow};
 use keel_store::idempotency::{self, Reservation};
-use keel_store::{EventMetadata, LogPosition, StoreError, TenantTx, log, snapshot};
+use keel_store::{CommitOutcome, EventMetadata, LogPosition, StoreError, TenantTx, log, snapshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -41,11 +41,16 @@ impl Cmd {
         matches!(self, Cmd::Tenant(_))
     }
 
-    /// Whether the command locks the tenant row: it counts against a plan limit or the owner rule.
+    /// Whether the command locks the tenant row `FOR UPDATE` up front: it counts against a plan
+    /// limit or the owner rule, or its events move the tenant's counters (an archive lowers
+    /// `active_projects`). Every other command share-locks the row; one that share-locked it and
+    /// then updated it in the append would deadlock with a concurrent one doing the same.
     fn locks_tenant(&self) -> bool {
         match self {
             Cmd::Tenant(_) | Cmd::Member(..) => true,
-            Cmd::Project(_, c) => matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore),
+            Cmd::Project(_, c) => {
+                matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore | ProjectCommand::Archive)
+            }
             Cmd::Task(..) | Cmd::Usage(..) => false,
         }
     }
@@ -162,7 +167,10 @@ pub(crate) async fn execute(
     execute_with(state, meta, tenant, cmd, created, Clock::System).await.map(Done::into_response)
 }
 
-/// `execute` at the time `clock` gives (see `Clock`).
+/// `execute` at the time `clock` gives (see `Clock`). An attempt that fails on a transient
+/// error — a lost race, a serialization failure or deadlock, a connection cut at any step before
+/// the commit — is run again against fresh state, up to `RETRIES` times; a commit whose answer
+/// was lost is resolved by asking the database (`Store::commit_outcome`), never guessed.
 pub(crate) async fn execute_with(
     state: &CommandState,
     meta: &WriteMeta,
@@ -176,80 +184,146 @@ pub(crate) async fn execute_with(
     }
     let md = metadata(meta, clock.is_demo());
     let mut attempt = 0;
+    // Whether an earlier attempt lost a race (not only its connection).
+    let mut raced = false;
     loop {
-        let mut tx = state.store.begin_write(tenant).await.map_err(errors::store)?;
-        let now = clock.now();
-        let (role, row) = if cmd.is_platform() {
-            (None, None)
-        } else {
-            // The caller's membership and the tenant row (locked when the command counts
-            // against a limit) in one statement.
-            let (role, row) = access::member_and_tenant(&mut tx, &meta.principal.subject, cmd.locks_tenant())
-                .await
-                .map_err(errors::store)?;
-            let role = role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
-            if !cmd.role_allows(role) {
-                return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())));
-            }
-            (Some(role), row)
+        let failure = match attempt_once(state, meta, tenant, &cmd, created, clock, &md, attempt).await {
+            Ok(done) => return Ok(done),
+            Err(f) => f,
         };
-        if let Some(key) = &meta.idempotency_key {
-            match idempotency::reserve(&mut tx, key, &meta.request_hash).await.map_err(errors::store)? {
-                Reservation::Fresh => {}
-                Reservation::Replay { status, response } => {
-                    tx.rollback().await.map_err(errors::store)?;
-                    return Ok(Done::Replayed { status, response });
-                }
-                Reservation::Mismatch => return Err(errors::idempotency_key_reused()),
-            }
-        }
-        // A create's id was just made by the server (UUIDv7): on the first attempt its stream is
-        // new without asking; were it not, the append's unique version would say so and the
-        // retry loads it.
-        let fresh = attempt == 0 && cmd.creates_new_stream();
-        match run(&mut tx, role, row, fresh, &cmd, meta, &md, now).await {
-            Ok(o) => {
-                let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
-                let body = written_body(o.id, o.version, o.position);
-                if let Some(key) = &meta.idempotency_key {
-                    idempotency::complete(&mut tx, key, status.as_u16(), &body).await.map_err(errors::store)?;
-                }
-                if o.unchanged && meta.idempotency_key.is_none() {
-                    tx.rollback().await.map_err(errors::store)?;
-                } else {
-                    tx.commit().await.map_err(errors::store)?;
-                    if !o.unchanged {
-                        state.store.events_appended();
-                    }
-                }
-                return Ok(Done::Written { status, id: o.id, version: o.version, position: o.position });
-            }
-            Err(Failure::Store(e)) if lost_race(&e) && !pins_version(meta) && attempt < RETRIES => {
-                tracing::info!(attempt, error = %e, "lost a race; retrying against fresh state");
-                tx.rollback().await.map_err(errors::store)?;
-                attempt += 1;
-            }
-            Err(Failure::Store(StoreError::Conflict { .. })) if pins_version(meta) => {
+        match failure {
+            Failure::Store(StoreError::Conflict { .. }) if pins_version(meta) => {
                 return Err(errors::precondition_failed());
             }
-            Err(Failure::Domain(e))
-                if attempt > 0 && matches!(e, DomainError::RuleViolated(_) | DomainError::AlreadyExists(_)) =>
+            Failure::Store(e) if transient(&e) && attempt < RETRIES => {
+                if e.is_connection_lost() {
+                    state.store.connection_lost();
+                    tracing::warn!(attempt, error = %e, "lost the database connection before the commit; retrying");
+                    // A moment for the pool to replace the connection (or the breaker to open).
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt as u64 + 1))).await;
+                } else {
+                    raced = true;
+                    tracing::info!(attempt, error = %e, "lost a race; retrying against fresh state");
+                }
+                attempt += 1;
+            }
+            Failure::Domain(e)
+                if raced && matches!(e, DomainError::RuleViolated(_) | DomainError::AlreadyExists(_)) =>
             {
                 // The race was lost to a change after which the command no longer holds.
                 return Err(errors::conflict(&e.to_string()));
             }
-            Err(Failure::Domain(e)) => return Err(errors::domain(e)),
-            Err(Failure::Store(e)) => return Err(errors::store(e)),
-            Err(Failure::Problem(p)) => return Err(p),
+            Failure::Domain(e) => return Err(errors::domain(e)),
+            Failure::Store(e) => return Err(errors::store(e)),
+            Failure::Problem(p) => return Err(p),
         }
     }
 }
 
-fn lost_race(e: &StoreError) -> bool {
+/// One attempt of a command, in one transaction, through its commit.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_once(
+    state: &CommandState,
+    meta: &WriteMeta,
+    tenant: TenantId,
+    cmd: &Cmd,
+    created: bool,
+    clock: Clock,
+    md: &EventMetadata,
+    attempt: usize,
+) -> Result<Done, Failure> {
+    let mut tx = state.store.begin_write(tenant).await?;
+    let now = clock.now();
+    let (role, row) = if cmd.is_platform() {
+        (None, None)
+    } else {
+        // The caller's membership and the tenant row (locked when the command counts
+        // against a limit) in one statement.
+        let (role, row) = access::member_and_tenant(&mut tx, &meta.principal.subject, cmd.locks_tenant()).await?;
+        let role = role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
+        if !cmd.role_allows(role) {
+            return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())).into());
+        }
+        (Some(role), row)
+    };
+    // The transaction's id once it has written (a claimed key or appended events): what the
+    // database is asked about when the answer to `COMMIT` is lost.
+    let mut xid = None;
+    if let Some(key) = &meta.idempotency_key {
+        match idempotency::reserve(&mut tx, key, &meta.request_hash).await? {
+            Reservation::Fresh { xid: claimed } => xid = Some(claimed),
+            Reservation::Replay { status, response } => {
+                // The answer is known; the read-only transaction ends either way.
+                let _ = tx.rollback().await;
+                return Ok(Done::Replayed { status, response });
+            }
+            Reservation::Mismatch => return Err(errors::idempotency_key_reused().into()),
+        }
+    }
+    // A create's id was just made by the server (UUIDv7): on the first attempt its stream is
+    // new without asking; were it not, the append's unique version would say so and the
+    // retry loads it.
+    let fresh = attempt == 0 && cmd.creates_new_stream();
+    let o = run(&mut tx, role, row, fresh, cmd, meta, md, now).await?;
+    let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
+    let body = written_body(o.id, o.version, o.position);
+    if let Some(key) = &meta.idempotency_key {
+        idempotency::complete(&mut tx, key, status.as_u16(), &body).await?;
+    }
+    if !o.unchanged {
+        xid = Some(o.position.xid);
+    }
+    match xid {
+        // Nothing was written: nothing to commit.
+        None => {
+            let _ = tx.rollback().await;
+        }
+        Some(xid) => commit(state, tx, xid).await?,
+    }
+    if !o.unchanged {
+        state.store.events_appended();
+    }
+    Ok(Done::Written { status, id: o.id, version: o.version, position: o.position })
+}
+
+/// Commits the attempt. When the connection is lost with the `COMMIT` in flight, the events may
+/// or may not be in the log: the database is asked. Committed is success; aborted is a lost
+/// connection like any other before the commit (the attempt is run again); a database that
+/// cannot be asked within the resolve window is `outcome-unknown`, never a failure.
+async fn commit(state: &CommandState, tx: TenantTx, xid: u64) -> Result<(), Failure> {
+    let e = match tx.commit().await {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_connection_lost() => e,
+        Err(e) => return Err(e.into()),
+    };
+    state.store.connection_lost();
+    tracing::warn!(xid, error = %e, "the connection was lost during COMMIT; asking whether it landed");
+    match state.store.commit_outcome(xid).await {
+        CommitOutcome::Committed => {
+            tracing::info!(xid, "the commit had landed");
+            Ok(())
+        }
+        CommitOutcome::Aborted => {
+            tracing::info!(xid, "the commit had not landed; running the command again");
+            Err(e.into())
+        }
+        CommitOutcome::Unknown => {
+            tracing::error!(xid, "cannot learn whether the commit landed: the database stays unreachable");
+            Err(errors::outcome_unknown().into())
+        }
+    }
+}
+
+/// Worth another attempt against fresh state: a lost race, or a connection lost before the
+/// commit (whatever it had done is rolled back). A pool with no free connection or a database
+/// known to be away is not retried here: it is answered 503 at once.
+fn transient(e: &StoreError) -> bool {
     match e {
         StoreError::Conflict { .. } => true,
         // A usage record id recorded by a concurrent call: on retry it is skipped.
         StoreError::Unique(c) => c == "usage_records_pkey",
+        StoreError::Unavailable => false,
+        other if other.is_pool_timeout() => false,
         other => other.is_retryable(),
     }
 }
@@ -383,6 +457,14 @@ async fn append_events(
     if events.is_empty() {
         return Ok((Outcome { id: stream, version: head.version, position: head.last, unchanged: true }, None));
     }
+    // Moving the counters updates the tenant row: a command that only share-locked it (every
+    // command does, against a concurrent suspension) and updates it in the append deadlocks with
+    // another doing the same. `Cmd::locks_tenant` must name every such command; every test run
+    // checks it here.
+    debug_assert!(
+        tx.tenant_locked() || !keel_store::inline::moves_counters(events),
+        "an append moves the tenant's counters without the tenant row locked up front (Cmd::locks_tenant)"
+    );
     let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
     let known = if head.version == 0 { &known[..0] } else { &known[..] };
     let appended = log::append_at(tx, known, events, md, now).await?;

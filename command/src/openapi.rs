@@ -191,7 +191,7 @@ fn add_shared(op: &mut Operation, spec: &OpSpec) {
     }
     problems.push(("429", "Too many requests; Retry-After says when to try again"));
     problems.push(("500", "Unexpected error; the body says nothing of the cause, which is logged with the request id"));
-    problems.push(("503", "Keel cannot serve the request now (overloaded, database unavailable or the request's deadline passed); Retry-After says when to try again"));
+    problems.push(("503", "Keel cannot serve the request now (overloaded, database unavailable, the request's deadline passed, or the outcome of its commit is unknown: `outcome-unknown`); Retry-After says when to try again, and a repeat with the same Idempotency-Key is always safe"));
     problems.push(("504", "A database statement passed its statement_timeout; retry with the same Idempotency-Key"));
     for (status, description) in problems {
         op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description));

@@ -110,7 +110,12 @@ codes! {
     DependencyTimeout = GATEWAY_TIMEOUT, "dependency-timeout", "Dependency timed out", "DEPENDENCY_TIMEOUT", Both;
     ShuttingDown = SERVICE_UNAVAILABLE, "shutting-down", "Shutting down", "SHUTTING_DOWN", Rest;
     /// Shed: too much work in flight (for the service, or for the tenant on the command path).
-    Overloaded = SERVICE_UNAVAILABLE, "overloaded", "Overloaded", "UNAVAILABLE", Both;
+    Overloaded = SERVICE_UNAVAILABLE, "overloaded", "Overloaded", "OVERLOADED", Both;
+    /// The database cannot be reached (the availability breaker is open): nothing was written.
+    DatabaseUnavailable = SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable", "UNAVAILABLE", Both;
+    /// A command's `COMMIT` lost its connection and the database could not be asked whether it
+    /// landed: a repeat with the same `Idempotency-Key` is safe.
+    OutcomeUnknown = SERVICE_UNAVAILABLE, "outcome-unknown", "Outcome unknown", "OUTCOME_UNKNOWN", Rest;
     NotReady = SERVICE_UNAVAILABLE, "not-ready", "Not ready", "NOT_READY", Rest;
 }
 

@@ -81,6 +81,10 @@ impl IntoResponse for Problem {
         let json = serde_json::to_vec(&body).expect("problem serializes");
         let mut r = (self.status(), json).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        // Every 503 is worth a repeat: say when (a caller with a better figure overwrites it).
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r
     }
 }

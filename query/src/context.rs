@@ -51,6 +51,11 @@ pub(crate) fn internal(e: StoreError) -> Error {
         return Error::new("the database did not answer within the reader's statement timeout")
             .extend_with(|_, e| e.set("code", Code::DependencyTimeout.graphql()));
     }
+    if matches!(e, StoreError::Unavailable) || e.is_connection_lost() {
+        tracing::warn!(error = %e, "query answered 503: the database is unreachable");
+        return Error::new("the database is unreachable; retry shortly")
+            .extend_with(|_, e| e.set("code", Code::DatabaseUnavailable.graphql()));
+    }
     if e.is_pool_timeout() {
         tracing::warn!("no reader connection came free within the pool's acquire timeout");
         keel_gateway::metrics::timed_out("pool_acquire");
@@ -79,6 +84,7 @@ pub(crate) fn listing(e: StoreError) -> Error {
         | StoreError::NoControlPlaneRow(_)
         | StoreError::UsageOverflow(_)
         | StoreError::NoStoredResponse(_)
+        | StoreError::Unavailable
         | StoreError::Database(_) => internal(e),
     }
 }

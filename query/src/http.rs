@@ -414,8 +414,25 @@ async fn execute(
             }
         }
     }
-    let status = if media == Media::GraphqlResponse && never_ran { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    // The database is unreachable: the whole request is a 503, whichever field found out first,
+    // so clients and load balancers see it as they see a REST command's (with `Retry-After`).
+    let unavailable = response.errors.iter().any(|e| {
+        e.extensions.as_ref().and_then(|x| x.get("code"))
+            == Some(&async_graphql::Value::from(Code::DatabaseUnavailable.graphql()))
+    });
+    let status = if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if media == Media::GraphqlResponse && never_ran {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     match serde_json::to_vec(&response) {
+        Ok(body) if unavailable => {
+            let mut r = (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
         Ok(body) => (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise a GraphQL response");

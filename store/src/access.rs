@@ -42,6 +42,7 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
     let Some(r) = sqlx::query(sql).bind(tenant).fetch_optional(tx.conn()).await? else {
         return Ok(None);
     };
+    tx.tenant_locked |= lock;
     tenant_row_of(&r).map(Some)
 }
 
@@ -67,6 +68,7 @@ pub async fn member_and_tenant(
     let Some(r) = sqlx::query(sql).bind(tenant).bind(user_id).fetch_optional(tx.conn()).await? else {
         return Ok((None, None));
     };
+    tx.tenant_locked |= lock;
     let role: Option<String> = r.try_get("role")?;
     let role =
         role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("unknown role {r}")))).transpose()?;

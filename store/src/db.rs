@@ -6,6 +6,7 @@ use keel_domain::TenantId;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -51,6 +52,11 @@ pub struct PoolTimeouts {
     pub reader_statement: Duration,
     /// Projection batches, rebuilds and erasure, which touch many rows at once.
     pub projector_statement: Duration,
+    /// How the availability breaker probes the database (`breaker`).
+    pub probe: crate::breaker::ProbeSettings,
+    /// How long a command whose `COMMIT` lost its connection keeps asking whether it committed
+    /// before it answers that the outcome is unknown (`Store::commit_outcome`).
+    pub commit_resolve: Duration,
 }
 
 impl Default for PoolTimeouts {
@@ -60,6 +66,8 @@ impl Default for PoolTimeouts {
             writer_statement: Duration::from_secs(5),
             reader_statement: Duration::from_secs(5),
             projector_statement: Duration::from_secs(60),
+            probe: crate::breaker::ProbeSettings::default(),
+            commit_resolve: Duration::from_secs(5),
         }
     }
 }
@@ -102,6 +110,19 @@ pub struct Store {
     master: Option<std::sync::Arc<MasterKey>>,
     /// Each tenant's storage footprint, measured at most once a minute (`tenant_footprints`).
     footprints: std::sync::Arc<crate::footprint::Cache>,
+    /// Whether the database is reachable: requests are refused at once while it is not.
+    breaker: std::sync::Arc<crate::breaker::Breaker>,
+    commit_resolve: Duration,
+}
+
+/// What became of a transaction whose `COMMIT` got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// It did not commit and never will: the command can run again.
+    Aborted,
+    /// The database could not be asked within `PoolTimeouts::commit_resolve`.
+    Unknown,
 }
 
 async fn role_pool(
@@ -166,6 +187,7 @@ impl Store {
             .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
         let writer = role_pool(&options, "keel_writer", sizes.writer, t.acquire, t.writer_statement).await?;
+        let breaker = crate::breaker::Breaker::start(options.clone(), t.probe);
         let appended = std::sync::Arc::new(tokio::sync::Notify::new());
         tokio::spawn(notify_appends(writer.clone(), appended.clone()));
         Ok(Store {
@@ -175,7 +197,54 @@ impl Store {
             appended,
             master: master.map(std::sync::Arc::new),
             footprints: std::sync::Arc::default(),
+            breaker,
+            commit_resolve: t.commit_resolve,
         })
+    }
+
+    /// Whether the database answered this process's last probe (`breaker`).
+    pub fn available(&self) -> bool {
+        !self.breaker.is_open()
+    }
+
+    /// Runs `work` unless the database is known to be unreachable (`Unavailable` at once, or the
+    /// moment the breaker opens while `work` waits); a lost connection wakes the probe.
+    pub async fn guarded<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.breaker.guard(work).await
+    }
+
+    /// A request lost its connection mid-statement: the probe looks at once.
+    pub fn connection_lost(&self) {
+        self.breaker.suspect();
+    }
+
+    /// Whether transaction `xid` committed, asked on a new connection until it is known or
+    /// `PoolTimeouts::commit_resolve` has passed. For a `COMMIT` whose answer was lost: the
+    /// server finishes (or aborts) a transaction whose client has gone, and `pg_xact_status`
+    /// then says which; after a crash, a transaction that had not committed reads `aborted`.
+    pub async fn commit_outcome(&self, xid: u64) -> CommitOutcome {
+        let deadline = tokio::time::Instant::now() + self.commit_resolve;
+        loop {
+            let asked = self
+                .guarded(async {
+                    let status: Option<String> = sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)")
+                        .bind(xid.to_string())
+                        .fetch_one(&self.writer)
+                        .await?;
+                    Ok(status)
+                })
+                .await;
+            match asked {
+                Ok(Some(s)) if s == "committed" => return CommitOutcome::Committed,
+                Ok(Some(s)) if s == "aborted" => return CommitOutcome::Aborted,
+                Ok(other) => tracing::debug!(xid, status = ?other, "commit still in progress"),
+                Err(e) => tracing::debug!(xid, error = %e, "cannot ask about a commit yet"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return CommitOutcome::Unknown;
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50))).await;
+        }
     }
 
     /// Tells projection workers, after a commit, that events were appended. Pokes that arrive
@@ -223,28 +292,30 @@ impl Store {
     /// `keel_db_acquire_seconds{pool}` (the runner's batches start here).
     pub async fn begin(&self, pool: Pool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let started = std::time::Instant::now();
-        let tx = self.pool(pool).begin().await;
+        let tx = self.guarded(async { Ok(self.pool(pool).begin().await?) }).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
-        Ok(tx?)
+        tx
     }
 
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let started = std::time::Instant::now();
-        let tx = TenantTx::begin(&self.writer, tenant).await;
+        let tx = self.guarded(TenantTx::begin(&self.writer, tenant)).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => Pool::Writer.name()).record(started.elapsed().as_secs_f64());
         Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
 
     pub async fn begin_read(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let started = std::time::Instant::now();
-        let tx = TenantTx::begin(&self.reader, tenant).await;
+        let tx = self.guarded(TenantTx::begin(&self.reader, tenant)).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => Pool::Reader.name()).record(started.elapsed().as_secs_f64());
         Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
 
     /// A read-only transaction that sees one snapshot throughout (an export of many pages).
     pub async fn begin_read_snapshot(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
-        let tx = TenantTx::begin_as(&self.reader, tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        let tx = self
+            .guarded(TenantTx::begin_as(&self.reader, tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            .await?;
         Ok(TenantTx { master: self.master.clone(), ..tx })
     }
 
@@ -254,6 +325,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.breaker.stop();
         self.writer.close().await;
         self.reader.close().await;
         self.projector.close().await;
@@ -281,6 +353,10 @@ pub struct TenantTx {
     /// Statements run through this transaction, added to a caller's counter (per request).
     statements: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     master: Option<std::sync::Arc<MasterKey>>,
+    /// The tenant row is locked `FOR UPDATE` in this transaction (`access`): an append that
+    /// moves the tenant's counters must have taken that lock up front, or two such commands
+    /// deadlock upgrading their share locks.
+    pub(crate) tenant_locked: bool,
 }
 
 impl TenantTx {
@@ -293,7 +369,7 @@ impl TenantTx {
         // written into the statement.
         let sql = format!("{begin}; SELECT set_config('keel.tenant_id', '{}', true)", tenant.0.hyphenated());
         let tx = pool.begin_with(sqlx::AssertSqlSafe(sql)).await?;
-        Ok(TenantTx { tx, tenant, statements: None, master: None })
+        Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false })
     }
 
     /// Counts every statement run through this transaction into `counter`.
@@ -312,6 +388,11 @@ impl TenantTx {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// Whether this transaction locked its tenant's row `FOR UPDATE` (`access`).
+    pub fn tenant_locked(&self) -> bool {
+        self.tenant_locked
     }
 
     pub fn master_key(&self) -> Option<&MasterKey> {

@@ -41,20 +41,25 @@ pub enum StoreError {
     UsageOverflow(u64),
     #[error("idempotency key {0} has no stored response")]
     NoStoredResponse(String),
+    /// The database is known to be unreachable (the availability breaker is open): nothing was
+    /// tried, nothing was written.
+    #[error("the database is unreachable")]
+    Unavailable,
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
 
 impl StoreError {
     /// Transient failures worth another try: lost races, serialization failures, deadlocks,
-    /// dropped connections. A decode error or a constraint is not transient.
+    /// dropped connections, a pool that had no connection, a database known to be away. A decode
+    /// error or a constraint is not transient.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Conflict { .. } => true,
+            StoreError::Conflict { .. } | StoreError::Unavailable => true,
             StoreError::Database(e) => match e {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-                sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
-                _ => false,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => true,
+                _ => self.is_connection_lost(),
             },
             StoreError::Unique(_)
             | StoreError::Decode { .. }
@@ -74,6 +79,17 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// The connection a statement ran on is gone: cut (reset, EOF), or its backend was ended by
+    /// the server (`pg_terminate_backend`, a shutdown, a crash: SQLSTATE 57P01–57P03, class 08).
+    /// What that statement did is undone unless it was the `COMMIT` itself, whose outcome is then
+    /// unknown until asked (`Store::transaction_status`).
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            StoreError::Database(e) => connection_lost(e),
+            _ => false,
+        }
+    }
+
     /// PostgreSQL cancelled a statement at its role's `statement_timeout` (SQLSTATE 57014).
     pub fn is_statement_timeout(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"))
@@ -82,6 +98,21 @@ impl StoreError {
     /// No connection came free in the pool within its acquire timeout.
     pub fn is_pool_timeout(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
+/// See `StoreError::is_connection_lost`.
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        // sqlx reports a server that closed the socket mid-message as a protocol error.
+        sqlx::Error::Protocol(m) => m.contains("closed") || m.contains("EOF") || m.contains("eof"),
+        _ => false,
     }
 }
 

@@ -10,8 +10,9 @@ pub const RETENTION_HOURS: i32 = 24;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
-    /// This transaction holds the key: run the command, then `complete`.
-    Fresh,
+    /// This transaction holds the key: run the command, then `complete`. `xid` is the
+    /// transaction's id (`pg_current_xact_id`), for asking after a lost `COMMIT` answer.
+    Fresh { xid: u64 },
     /// The key was used for this same request: answer what was answered then.
     Replay { status: u16, response: serde_json::Value },
     /// The key was used for a different request.
@@ -28,7 +29,7 @@ pub async fn reserve(tx: &mut TenantTx, key: &str, request_hash: &[u8]) -> Resul
          ON CONFLICT (tenant_id, key) DO UPDATE
              SET request_hash = EXCLUDED.request_hash, status = NULL, response = NULL, created_at = now()
              WHERE idempotency_keys.created_at < now() - make_interval(hours => $4)
-         RETURNING 1",
+         RETURNING pg_current_xact_id()::text",
     )
     .bind(tenant)
     .bind(key)
@@ -36,8 +37,10 @@ pub async fn reserve(tx: &mut TenantTx, key: &str, request_hash: &[u8]) -> Resul
     .bind(RETENTION_HOURS)
     .fetch_optional(tx.conn())
     .await?;
-    if claimed.is_some() {
-        return Ok(Reservation::Fresh);
+    if let Some(row) = claimed {
+        let xid: String = row.try_get(0)?;
+        let xid = xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?;
+        return Ok(Reservation::Fresh { xid });
     }
     let row =
         sqlx::query("SELECT request_hash, status, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")

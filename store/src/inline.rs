@@ -33,6 +33,12 @@ pub(crate) fn counter_deltas<'a>(events: impl IntoIterator<Item = &'a Event>) ->
     (seats, projects)
 }
 
+/// Whether appending `events` moves the counters of an existing tenant row (an update of it;
+/// provisioning inserts the row, which no one else can hold yet).
+pub fn moves_counters(events: &[Event]) -> bool {
+    !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_))) && counter_deltas(events) != (0, 0)
+}
+
 /// Applies `events` to the inline tables. The counters move by `counter_deltas` at the end,
 /// unless the caller already moved them (the append folds that into its insert).
 pub(crate) async fn apply(

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod analyst;
 pub mod audit;
+pub mod breaker;
 pub mod checkpoint;
 pub mod crypto;
 mod db;
@@ -20,7 +21,10 @@ pub mod snapshot;
 pub mod usage;
 
 pub use crypto::MasterKey;
-pub use db::{ACQUIRE_SECONDS, MIGRATOR, Pool, PoolSizes, PoolTimeouts, Store, TenantTx, migrate, migrations_current};
+pub use db::{
+    ACQUIRE_SECONDS, CommitOutcome, MIGRATOR, Pool, PoolSizes, PoolTimeouts, Store, TenantTx, migrate,
+    migrations_current,
+};
 pub use error::StoreError;
 pub use log::{Appended, EventMetadata, LogPosition, RecordedEvent};
 

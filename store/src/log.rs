@@ -268,6 +268,7 @@ pub async fn append_at(
     // except when the append creates the tenant's row itself (provisioning).
     let fold = !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_)));
     let (seats, projects) = if fold { inline::counter_deltas(events) } else { (0, 0) };
+
     let rows = sqlx::query(
         "WITH ins AS (
            INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \

@@ -124,17 +124,16 @@ async fn a_lost_race_is_retried_when_the_rule_still_holds_and_is_409_when_it_doe
     statuses.sort();
     assert_eq!(statuses, vec![200, 412]);
 
-    // Two archives load version 4 together; the loser, retried, finds the project archived:
-    // the rule no longer holds, so it answers 409.
-    let replies = race(
-        &app,
-        &owner,
-        vec![
-            req(reqwest::Method::POST, &format!("{path}/archive"), None, None),
-            req(reqwest::Method::POST, &format!("{path}/archive"), None, None),
-        ],
-    )
-    .await;
+    // Two archives at once: an archive moves the tenant's counters, so it takes the tenant row
+    // for update before it loads anything (two that raced to the append would deadlock
+    // upgrading their share locks, see `tenant_locks`). The second loads after the first has
+    // committed, finds the project archived, and the rule no longer holds: 409.
+    let archive = format!("{path}/archive");
+    let (a, b) = tokio::join!(
+        app.send(reqwest::Method::POST, &archive, Some(&owner), None),
+        app.send(reqwest::Method::POST, &archive, Some(&owner), None)
+    );
+    let replies = [a, b];
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort();
     assert_eq!(statuses, vec![200, 409], "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());

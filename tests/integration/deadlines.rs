@@ -70,6 +70,7 @@ async fn every_service_role_connection_carries_its_statement_timeout() {
             writer_statement: Duration::from_millis(1234),
             reader_statement: Duration::from_millis(2345),
             projector_statement: Duration::from_millis(3456),
+            ..PoolTimeouts::default()
         },
         None,
     )

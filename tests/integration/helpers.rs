@@ -161,6 +161,9 @@ pub struct Options {
     pub console: keel_console::ConsoleConfig,
     /// The token keys; by default HS256 with `SECRET`.
     pub jwt: Option<JwtConfig>,
+    /// Keel reaches the test database through this URL (a `FaultProxy`'s) instead of directly;
+    /// `TestApp::db` still reaches it directly.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -174,6 +177,7 @@ impl Default for Options {
             limits: keel::EdgeLimits::default(),
             console: keel_console::ConsoleConfig::default(),
             jwt: None,
+            database_url: None,
         }
     }
 }
@@ -199,9 +203,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(o: Options) -> TestApp {
-    let db = TestDb::new().await;
+    spawn_app_on(TestDb::new().await, o).await
+}
+
+/// `spawn_app_with` on a database the caller made (to learn its URL first).
+pub async fn spawn_app_on(db: TestDb, o: Options) -> TestApp {
     let config = AppConfig {
-        database_url: db.url.clone().into(),
+        database_url: o.database_url.unwrap_or_else(|| db.url.clone()).into(),
         listen: "127.0.0.1:0".into(),
         jwt: o.jwt.unwrap_or_else(|| JwtConfig::hs256(Secret::new(SECRET.to_vec()))),
         consistency_wait: o.consistency_wait,

@@ -1,6 +1,7 @@
 //! Black-box tests of Keel against a real PostgreSQL: each test has a database of its own.
 #![allow(unreachable_pub)]
 
+mod fault_proxy;
 mod helpers;
 
 mod analyst;
@@ -12,6 +13,7 @@ mod commands;
 mod conditional;
 mod config_file;
 mod console;
+mod db_faults;
 mod dead_letters;
 mod deadlines;
 mod demo;
@@ -47,6 +49,7 @@ mod subscriptions;
 mod suspension;
 mod tasks;
 mod tenant_cli;
+mod tenant_locks;
 mod tidy;
 mod typed_rows;
 mod usage;

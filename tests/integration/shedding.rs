@@ -146,7 +146,7 @@ async fn past_the_query_bound_graphql_is_shed_at_once() {
     let r = app.graphql(&a, "{ me { userId } }", None).await;
     let shed_in = t.elapsed();
     assert_eq!(r.status, 503, "{}", r.body);
-    assert_eq!(r.body["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{}", r.body);
+    assert_eq!(r.body["errors"][0]["extensions"]["code"], "OVERLOADED", "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("1"));
     // REST is its own bulkhead.
     assert_eq!(app.post("/api/v1/projects", &a, json!({"name": "q"})).await.status, 201);

@@ -1,0 +1,166 @@
+//! The database's availability as this process sees it: a circuit breaker that opens when the
+//! database cannot be reached, so requests are refused at once (`StoreError::Unavailable`, a
+//! 503) instead of each waiting out its pool's acquire timeout, and closes again as soon as a
+//! probe in the background gets an answer.
+//!
+//! One probe task per `Store` keeps one connection of its own (as the `DATABASE_URL` user, no
+//! service role: it only runs `SELECT 1`). It asks every `healthy_interval` while the breaker is
+//! closed, every `open_interval` while it is open, and at once when a request reports a lost
+//! connection or has waited `SLOW_ACQUIRE` for one. A probe that cannot reconnect and answer
+//! within `probe_timeout` opens the breaker; the first that can closes it. Pool acquires that
+//! are waiting when it opens are answered `Unavailable` at that moment.
+
+use crate::error::StoreError;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// How long a request waits for a connection before it asks the probe to look at once.
+const SLOW_ACQUIRE: Duration = Duration::from_millis(100);
+
+/// How the breaker probes (part of `PoolTimeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Between probes while the database answers.
+    pub healthy_interval: Duration,
+    /// Between probes while it does not: the most that recovery lags the database's return.
+    pub open_interval: Duration,
+    /// A probe (reconnect and `SELECT 1`) that takes longer counts as a failure.
+    pub timeout: Duration,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            healthy_interval: Duration::from_secs(1),
+            open_interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Shared by a `Store`'s clones and its probe task.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    /// `true` while the database is known to be unreachable.
+    open: watch::Sender<bool>,
+    /// A request saw a failure: probe now.
+    wake: Notify,
+    /// The store was closed: the probe ends and drops its connection.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Breaker {
+    /// A closed breaker and its probe, which runs until `stop` or until the breaker is dropped.
+    pub(crate) fn start(options: PgConnectOptions, settings: ProbeSettings) -> Arc<Breaker> {
+        let breaker = Arc::new(Breaker {
+            open: watch::Sender::new(false),
+            wake: Notify::new(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(probe(Arc::downgrade(&breaker), options, settings));
+        breaker
+    }
+
+    /// Ends the probe (the store is closing).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
+
+    /// Asks the probe to look now (a request lost its connection).
+    pub(crate) fn suspect(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs `work` (a pool acquire and `BEGIN`) unless the database is known to be away; gives
+    /// up with `Unavailable` the moment the breaker opens while it waits.
+    pub(crate) async fn guard<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let mut open = self.open.subscribe();
+        if *open.borrow_and_update() {
+            return Err(StoreError::Unavailable);
+        }
+        let mut work = std::pin::pin!(work);
+        let mut slow = std::pin::pin!(tokio::time::sleep(SLOW_ACQUIRE));
+        let mut asked = false;
+        loop {
+            tokio::select! {
+                r = &mut work => {
+                    if let Err(e) = &r && (e.is_connection_lost() || e.is_pool_timeout()) {
+                        self.suspect();
+                    }
+                    return r;
+                }
+                _ = open.wait_for(|o| *o) => return Err(StoreError::Unavailable),
+                _ = &mut slow, if !asked => {
+                    asked = true;
+                    self.suspect();
+                }
+            }
+        }
+    }
+
+    fn set(&self, open: bool) {
+        self.open.send_if_modified(|o| {
+            let changed = *o != open;
+            *o = open;
+            changed
+        });
+    }
+}
+
+async fn probe(breaker: std::sync::Weak<Breaker>, options: PgConnectOptions, settings: ProbeSettings) {
+    let mut conn: Option<PgConnection> = None;
+    loop {
+        let Some(b) = breaker.upgrade() else { return };
+        if b.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let ok = tokio::time::timeout(settings.timeout, check(&mut conn, &options)).await.unwrap_or(false);
+        if !ok {
+            conn = None;
+        }
+        let was_open = b.is_open();
+        if was_open == ok {
+            if ok {
+                tracing::info!("the database answers again: requests go through");
+            } else {
+                tracing::warn!("the database is unreachable: requests are answered 503 until it answers");
+            }
+        }
+        b.set(!ok);
+        metrics::gauge!(AVAILABLE).set(if ok { 1.0 } else { 0.0 });
+        let wait = if ok { settings.healthy_interval } else { settings.open_interval };
+        let _ = tokio::time::timeout(wait, b.wake.notified()).await;
+    }
+}
+
+/// `SELECT 1` on the kept connection, or on a new one when it is gone.
+async fn check(conn: &mut Option<PgConnection>, options: &PgConnectOptions) -> bool {
+    if let Some(c) = conn.as_mut()
+        && c.ping().await.is_ok()
+    {
+        return true;
+    }
+    *conn = None;
+    match PgConnection::connect_with(options).await {
+        Ok(mut c) => {
+            let ok = c.ping().await.is_ok();
+            if ok {
+                *conn = Some(c);
+            }
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+/// 1 while the database answers this process's probe, 0 while it does not.
+pub const AVAILABLE: &str = "keel_db_available";
