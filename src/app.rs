@@ -56,8 +56,11 @@ pub struct AppConfig {
 pub struct EdgeLimits {
     /// Every REST and GraphQL request is cancelled past this (503 `timeout`).
     pub request_timeout: Duration,
-    /// After a shutdown signal, in-flight requests and projection batches get this long; then
-    /// they are cancelled and the process exits.
+    /// After a shutdown signal, how long Keel goes on serving while `/readyz` answers 503 and
+    /// every response carries `Connection: close`, before it stops accepting (the drain).
+    pub drain: Duration,
+    /// After the drain, in-flight requests and projection batches get this long; then they are
+    /// cancelled and the process exits.
     pub shutdown_timeout: Duration,
     /// Nesting, expanded fields, depth, complexity and body size of a GraphQL document.
     pub graphql: keel_query::GraphqlLimits,
@@ -75,6 +78,7 @@ impl Default for EdgeLimits {
     fn default() -> Self {
         EdgeLimits {
             request_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(3),
             shutdown_timeout: Duration::from_secs(15),
             graphql: keel_query::GraphqlLimits::default(),
             traffic: keel_gateway::limits::TrafficConfig::default(),
@@ -91,10 +95,14 @@ pub struct App {
     store: Store,
     runner: Option<RunnerConfig>,
     auth: Arc<Authenticator>,
+    drain: Duration,
     shutdown_timeout: Duration,
+    /// Turns true at the shutdown signal: the drain begins (readiness 503, `Connection: close`,
+    /// subscription sockets close with 1001).
+    draining: watch::Sender<bool>,
     /// Turns true when the shutdown deadline has passed: every request still running is cancelled.
     cancel: watch::Sender<bool>,
-    /// Turns true when shutdown begins: no new connections, subscription sockets close (1001).
+    /// Turns true when the drain is over: no new connections, projection workers stop.
     stop: watch::Sender<bool>,
     stopping: watch::Receiver<bool>,
 }
@@ -103,6 +111,7 @@ pub struct App {
 struct OpsState {
     store: Store,
     metrics: PrometheusHandle,
+    draining: watch::Receiver<bool>,
     /// How long `/readyz` may ask the database (the breaker's probe timeout).
     ready_timeout: Duration,
 }
@@ -128,9 +137,11 @@ impl App {
         );
         keel_gateway::metrics::set_tenant_series(config.limits.metrics_tenants);
         keel_gateway::metrics::set_rank_period(config.limits.metrics_rank);
+        let (draining, draining_rx) = watch::channel(false);
         let ops = OpsState {
             store: store.clone(),
             metrics: telemetry::metrics(),
+            draining: draining_rx.clone(),
             ready_timeout: config.limits.db.probe.timeout,
         };
 
@@ -159,7 +170,7 @@ impl App {
             api = api.merge(
                 keel_query::router(
                     keel_query::QueryState::new(store.clone(), config.consistency_wait, auth.clone(), graphql)
-                        .stopping(stopping.clone())
+                        .stopping(draining_rx.clone())
                         .graphiql(keel_console::graphiql_page(&config.console)),
                 )
                 .layer(axum::middleware::from_fn_with_state(bulkheads, keel_gateway::limits::shed::shed_queries)),
@@ -192,7 +203,9 @@ impl App {
             .layer(axum::middleware::from_fn(keel_gateway::context::request_context));
 
         let (cancel, cancelled) = watch::channel(false);
-        let router = router.layer(axum::middleware::from_fn_with_state(cancelled, keel_gateway::deadline::cancel_on));
+        let router = router
+            .layer(axum::middleware::from_fn_with_state(cancelled, keel_gateway::deadline::cancel_on))
+            .layer(axum::middleware::from_fn_with_state(draining_rx, crate::drain::close_connections));
         let runner = config.services.projector.then(|| config.runner.clone());
         Ok(App {
             listener,
@@ -200,7 +213,9 @@ impl App {
             store,
             runner,
             auth,
+            drain: config.limits.drain,
             shutdown_timeout: config.limits.shutdown_timeout,
+            draining,
             cancel,
             stop,
             stopping,
@@ -223,9 +238,11 @@ impl App {
         self.auth.clone()
     }
 
-    /// Serves and projects until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests and the current batch finish, and closes the pools. What has not finished
-    /// within the shutdown deadline is cancelled (an open transaction rolls back).
+    /// Serves and projects until `shutdown` completes; then drains for `EdgeLimits::drain`
+    /// (readiness 503, responses with `Connection: close`, requests still served, subscription
+    /// sockets closed with 1001); then stops accepting, lets in-flight requests and the current
+    /// batch finish, and closes the pools. What has not finished within the shutdown deadline is
+    /// cancelled (an open transaction rolls back).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = (self.stop, self.stopping);
         let workers = match &self.runner {
@@ -238,6 +255,16 @@ impl App {
         });
         let server = tokio::spawn(async move { server.await });
         shutdown.await;
+        // The drain: a request already on its way over a keep-alive connection is answered (and
+        // its connection then closed) instead of meeting a socket closed under it.
+        let _ = self.draining.send(true);
+        if !self.drain.is_zero() {
+            tracing::info!(
+                drain_ms = self.drain.as_millis() as u64,
+                "draining: /readyz answers 503 and responses close their connections (KEEL_DRAIN_MS)"
+            );
+            tokio::time::sleep(self.drain).await;
+        }
         tracing::info!("shutting down: no new connections, finishing in-flight work");
         let _ = stop_tx.send(true);
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -292,6 +319,9 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(ops): State<OpsState>) -> Response {
+    if *ops.draining.borrow() {
+        return Problem::new(Code::NotReady, "shutting down: draining connections").into_response();
+    }
     // Known down: answered at once. Otherwise asked, within the probe's own timeout, so a load
     // balancer's check never waits out a pool's acquire timeout.
     let asked = async {

@@ -312,7 +312,12 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         runner: RunnerConfig::default(),
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),
-        limits: crate::EdgeLimits { traffic: opts.traffic.clone(), ..crate::EdgeLimits::default() },
+        // Its only clients are the bench's own, done by the time it stops: nothing to drain.
+        limits: crate::EdgeLimits {
+            traffic: opts.traffic.clone(),
+            drain: Duration::ZERO,
+            ..crate::EdgeLimits::default()
+        },
         console: keel_console::ConsoleConfig::default(),
     })
     .await?;

@@ -156,7 +156,14 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub metrics_rank_secs: u64,
 
-    /// After SIGTERM or Ctrl-C, how long in-flight work may finish before it is cancelled, in ms.
+    /// After SIGTERM or Ctrl-C, how long Keel goes on serving before it stops accepting, in ms:
+    /// /readyz answers 503 (a load balancer stops sending) and every response carries
+    /// `Connection: close` (clients leave their keep-alive connections). 0: no drain.
+    #[arg(long, env = "KEEL_DRAIN_MS", global = true, default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_ms: u64,
+
+    /// After the drain, how long in-flight work may finish before it is cancelled, in ms.
     #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", global = true, default_value_t = 15_000)]
     pub shutdown_timeout_ms: u64,
 
@@ -449,12 +456,60 @@ pub struct SubscribeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCmd {
-    /// Per projection: checkpoint, lag in events and seconds, state, lease holder, dead letters.
+    /// Per projection: checkpoint, lag in events and seconds, state, lease holder, dead letters
+    /// (active, and acknowledged).
     Status,
     /// Replay NAME from the start into new tables while the old ones serve, then swap them in.
     Rebuild {
         /// projects, tasks, members, throughput, usage or tenants.
         name: String,
+    },
+    /// Events a projection parked after its retries (all tenants': a platform tool): list them,
+    /// `retry` one after a fix, or `skip` one; each action is recorded (`history`).
+    DeadLetters(DeadLettersArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DeadLettersArgs {
+    #[command(subcommand)]
+    pub command: Option<DeadLettersCmd>,
+    /// Only this projection's (projects, tasks, members, throughput, usage or tenants).
+    pub name: Option<String>,
+    /// Acknowledged (skipped) ones too.
+    #[arg(long)]
+    pub acknowledged: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCmd {
+    /// Re-apply dead letter ID (or with --all NAME every active one of projection NAME, in log
+    /// order) through its projection, each in one transaction with its removal from the list;
+    /// one that fails again stays parked with the new error (exit 1).
+    Retry {
+        /// The dead letter's id, as the list shows it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every active dead letter of this projection.
+        #[arg(long, value_name = "NAME")]
+        all: Option<String>,
+    },
+    /// Acknowledge dead letter ID without applying it: it leaves the active list and the gauge,
+    /// and is kept (`--acknowledged` lists it).
+    Skip {
+        /// The dead letter's id, as the list shows it.
+        id: i64,
+    },
+    /// Every recorded retry and skip, oldest first: who, when, what, outcome.
+    History {
+        /// Only this projection's.
+        name: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

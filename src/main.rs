@@ -2,8 +2,8 @@
 
 use anyhow::{Context, bail};
 use keel::cli::{
-    AnalystCmd, AuditCmd, BenchArgs, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
-    TenantCmd, TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, Command, DeadLettersCmd, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings,
+    SubscribeArgs, TenantCmd, TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
@@ -247,6 +247,7 @@ fn app_config(
         master_key,
         limits: keel::EdgeLimits {
             request_timeout: Duration::from_millis(s.request_timeout_ms.max(1)),
+            drain: Duration::from_millis(s.drain_ms),
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
             graphql: keel_query::GraphqlLimits {
                 max_depth: s.graphql_max_depth,
@@ -491,9 +492,14 @@ async fn with_keel_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow
 
 async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()> {
     // A rebuild opens every member's personal data: without the key it could only fail.
-    let key = match command {
+    // So does re-applying a dead letter.
+    let key = match &command {
         ProjectionsCmd::Status => cli_master_key(s)?,
         ProjectionsCmd::Rebuild { .. } => Some(required_cli_master_key(s)?),
+        ProjectionsCmd::DeadLetters(args) => match args.command {
+            Some(DeadLettersCmd::Retry { .. }) => Some(required_cli_master_key(s)?),
+            _ => cli_master_key(s)?,
+        },
     };
     with_keel_database(s, async |url: &str| {
         let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, key)
@@ -502,22 +508,23 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
         match command {
             ProjectionsCmd::Status => {
                 println!(
-                    "{:<20} {:>12} {:>10} {:>9} {:<12} {:<34} {:>6}",
-                    "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead"
+                    "{:<20} {:>12} {:>10} {:>9} {:<12} {:<34} {:>6} {:>6}",
+                    "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead", "acked"
                 );
                 let extra = keel_store::checkpoint::rebuild_names(store.projector()).await?;
                 let names = keel_projections::names().map(str::to_owned).chain(extra);
                 for name in names {
                     let st = keel_store::checkpoint::status(store.projector(), &name).await?;
                     println!(
-                        "{:<20} {:>12} {:>10} {:>9.1} {:<12} {:<34} {:>6}",
+                        "{:<20} {:>12} {:>10} {:>9.1} {:<12} {:<34} {:>6} {:>6}",
                         st.name,
                         st.checkpoint.position,
                         st.lag_events,
                         st.lag_seconds,
                         st.state,
                         st.lease_holder.as_deref().unwrap_or("-"),
-                        st.dead_letters
+                        st.dead_letters,
+                        st.acknowledged
                     );
                     if let Some(e) = st.last_error {
                         println!("{:<20} last error: {e}", "");
@@ -555,6 +562,11 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                 bar.finish_and_clear();
                 let done = done?;
                 println!("{name}: rebuilt from {done} events and swapped in");
+            }
+            ProjectionsCmd::DeadLetters(args) => {
+                let r = keel::dead_letters_cmd::run(&store, args).await;
+                store.close().await;
+                return r;
             }
         }
         store.close().await;

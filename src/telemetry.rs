@@ -141,7 +141,18 @@ fn describe() {
         "keel_projection_lag_seconds",
         "Age of the oldest event a projection has not applied yet, in seconds."
     );
-    describe_gauge!("keel_projection_dead_letters", "Dead letters a projection has parked (all processes).");
+    describe_gauge!(
+        "keel_projection_dead_letters",
+        "Dead letters a projection has parked and no operator has acknowledged (all processes)."
+    );
+    describe_gauge!(
+        "keel_projection_dead_letters_acknowledged",
+        "Dead letters of a projection an operator acknowledged (keel projections dead-letters skip)."
+    );
+    describe_counter!(
+        keel_runner::DEAD_LETTER_ACTIONS,
+        "Operators' retries and skips of a projection's dead letters, by action (retry, skip) and outcome (applied, failed, acknowledged); from their records, all processes."
+    );
     describe_histogram!(
         "keel_append_duration_seconds",
         "Time to append a command's events with its inline tables and snapshot, in seconds."

@@ -5,6 +5,8 @@
 //! first consumers; webhook deliverers and publishers plug in the same way (see
 //! `ARCHITECTURE.md`, "Consumers of the log").
 
+pub mod dead_letters;
+
 use keel_domain::Event;
 use keel_store::{LogPosition, Pool, RecordedEvent, Store, StoreError, checkpoint, log};
 use sqlx::postgres::PgListener;
@@ -15,6 +17,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Instrument;
+
+/// Retries and skips of dead letters by projection, action and outcome (`/metrics`).
+pub const DEAD_LETTER_ACTIONS: &str = "keel_projection_dead_letter_actions_total";
 
 /// What to do with an event that still fails after its retries (it is parked either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,8 +458,17 @@ impl<C: Consumer> Runner<C> {
                     metrics::gauge!("keel_projection_lag_events", "projection" => name).set(s.lag_events as f64);
                     metrics::gauge!("keel_projection_lag_seconds", "projection" => name).set(s.lag_seconds);
                     metrics::gauge!("keel_projection_dead_letters", "projection" => name).set(s.dead_letters as f64);
+                    metrics::gauge!("keel_projection_dead_letters_acknowledged", "projection" => name)
+                        .set(s.acknowledged as f64);
                     metrics::gauge!("keel_projection_checkpoint", "projection" => name)
                         .set(s.checkpoint.position as f64);
+                }
+                // Operators' retries and skips, from their records (every process's, any time).
+                if let Ok(counts) = keel_store::dead_letter::action_counts(self.pool(), name).await {
+                    for (action, outcome, n) in counts {
+                        metrics::counter!(DEAD_LETTER_ACTIONS, "projection" => name, "action" => action, "outcome" => outcome)
+                            .absolute(n.max(0) as u64);
+                    }
                 }
             }
             tokio::select! {

@@ -180,7 +180,10 @@ pub struct Status {
     pub lag_events: i64,
     /// Age of the oldest event not yet applied (0 when caught up).
     pub lag_seconds: f64,
+    /// Parked events not acknowledged (`keel projections dead-letters skip` acknowledges one).
     pub dead_letters: i64,
+    /// Parked events an operator acknowledged, kept for the record.
+    pub acknowledged: i64,
 }
 
 /// The status of `name` (as the projector, which sees every tenant's events).
@@ -196,7 +199,10 @@ pub async fn status(pool: &PgPool, name: &str) -> Result<Status, StoreError> {
                     SELECT e.recorded_at FROM events e
                      WHERE (e.transaction_id, e.position) > (c.last_xid, c.last_position)
                      ORDER BY e.transaction_id, e.position LIMIT 1))::float8, 0) AS lag_seconds,
-                (SELECT count(*) FROM projection_dead_letters d WHERE d.projection = c.name) AS dead_letters
+                (SELECT count(*) FROM projection_dead_letters d
+                  WHERE d.projection = c.name AND d.acknowledged_at IS NULL) AS dead_letters,
+                (SELECT count(*) FROM projection_dead_letters d
+                  WHERE d.projection = c.name AND d.acknowledged_at IS NOT NULL) AS acknowledged
            FROM projection_checkpoints c WHERE c.name = $1",
     )
     .bind(name)
@@ -214,10 +220,11 @@ pub async fn status(pool: &PgPool, name: &str) -> Result<Status, StoreError> {
         lag_events: r.try_get("lag_events")?,
         lag_seconds: r.try_get::<f64, _>("lag_seconds")?.max(0.0),
         dead_letters: r.try_get("dead_letters")?,
+        acknowledged: r.try_get("acknowledged")?,
     })
 }
 
-/// Parks an event a projection could not apply.
+/// Parks an event a projection could not apply; one parked and acknowledged before is active again.
 pub async fn park(
     conn: &mut PgConnection,
     projection: &str,
@@ -228,7 +235,8 @@ pub async fn park(
     sqlx::query(
         "INSERT INTO projection_dead_letters (projection, position, xid, tenant_id, event_id, event_type, error, attempts)
          VALUES ($1, $2, $3::text::xid8, $4, $5, $6, $7, $8)
-         ON CONFLICT (projection, event_id) DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = now()",
+         ON CONFLICT (projection, event_id) DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, parked_at = now(),
+                       acknowledged_at = NULL, acknowledged_by = NULL",
     )
     .bind(projection)
     .bind(event.position)

@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod checkpoint;
 pub mod crypto;
 mod db;
+pub mod dead_letter;
 mod error;
 pub mod footprint;
 pub mod hash;

@@ -427,6 +427,37 @@ pub async fn read_all_after(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
+/// The event at `position` (any tenant's: run it as the projector), not yet revealed.
+pub async fn read_at(conn: &mut PgConnection, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE position = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(position).fetch_optional(conn).await?;
+    row.as_ref().map(RecordedEvent::from_row).transpose()
+}
+
+/// How many events of `tenant`'s stream `stream_id` after `version` lie at or before `upto` in
+/// log order: the ones a consumer at checkpoint `upto` has already read (any tenant's: run it as
+/// the projector).
+pub async fn later_in_stream(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    stream_id: Uuid,
+    version: i64,
+    upto: LogPosition,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE tenant_id = $1 AND stream_id = $2 AND stream_version > $3
+            AND (transaction_id, position) <= ($4::text::xid8, $5)",
+    )
+    .bind(tenant.0)
+    .bind(stream_id)
+    .bind(version)
+    .bind(upto.xid.to_string())
+    .bind(upto.position)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// How many events the log holds (every tenant's: run it as the projector).
 pub async fn count_all(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
