@@ -176,11 +176,8 @@ impl RequestCtx {
             let deadline = Instant::now() + self.wait;
             let mut pause = Duration::from_millis(2);
             loop {
-                let at = self
-                    .store
-                    .guarded(checkpoint::read(self.store.reader(), projection))
-                    .await
-                    .map_err(internal)?;
+                let at =
+                    self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)?;
                 if at >= want {
                     break;
                 }

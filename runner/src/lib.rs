@@ -367,6 +367,12 @@ impl<C: Consumer> Runner<C> {
                     total += n;
                     backoff = Duration::from_millis(20);
                 }
+                Err(RunError::Store(StoreError::Unavailable)) => {
+                    // The database is away (the breaker logs that once): go on the moment it
+                    // answers again, so projections catch up as soon as commands go through.
+                    let _ = tokio::time::timeout(backoff, self.store.until_available()).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
                 Err(RunError::Store(e)) if self.attempts_pending() || e.is_retryable() => {
                     tracing::warn!(projection = self.consumer.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
                     tokio::time::sleep(backoff).await;

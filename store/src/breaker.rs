@@ -75,6 +75,11 @@ impl Breaker {
         *self.open.borrow()
     }
 
+    /// Resolves when the breaker is closed (at once when it is).
+    pub(crate) async fn until_closed(&self) {
+        let _ = self.open.subscribe().wait_for(|open| !*open).await;
+    }
+
     /// Asks the probe to look now (a request lost its connection).
     pub(crate) fn suspect(&self) {
         self.wake.notify_one();

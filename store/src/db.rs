@@ -213,6 +213,11 @@ impl Store {
         self.breaker.guard(work).await
     }
 
+    /// Resolves when the database answers the probe (at once when it does now).
+    pub async fn until_available(&self) {
+        self.breaker.until_closed().await
+    }
+
     /// A request lost its connection mid-statement: the probe looks at once.
     pub fn connection_lost(&self) {
         self.breaker.suspect();

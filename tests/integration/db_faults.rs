@@ -86,6 +86,9 @@ async fn while_the_database_is_away_every_request_is_a_fast_503_and_recovery_is_
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(took < Duration::from_secs(2), "/readyz took {took:?}");
 
+    // Long enough away for the projection workers' retry backoff to have grown to its 5 s cap
+    // (20 ms doubling: 5.1 s in all before the first 5 s wait).
+    tokio::time::sleep(Duration::from_secs(6)).await;
     // Back: the first command goes through within moments.
     proxy.up();
     let back = Instant::now();
@@ -112,6 +115,7 @@ async fn while_the_database_is_away_every_request_is_a_fast_503_and_recovery_is_
          current {caught_up:?} after the database returned"
     );
     assert!(recovered < Duration::from_secs(3), "recovered in {recovered:?}");
+    assert!(caught_up < Duration::from_millis(2500), "the read model was current {caught_up:?} after the return");
     let r = app.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
