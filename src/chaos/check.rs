@@ -17,12 +17,13 @@ use uuid::Uuid;
 const LISTED: usize = 25;
 
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct CheckResult {
-    pub(crate) name: &'static str,
-    /// How many things it looked at (commands, events, tables...).
-    pub(crate) checked: u64,
-    pub(crate) violations: u64,
-    pub(crate) listed: Vec<String>,
+pub struct CheckResult {
+    pub name: &'static str,
+    /// How many things it looked at (commands, events, rows...).
+    pub checked: u64,
+    pub violations: u64,
+    /// The first violations, each naming the request, what it was answered and what the log holds.
+    pub listed: Vec<String>,
 }
 
 impl CheckResult {
@@ -37,7 +38,7 @@ impl CheckResult {
         }
     }
 
-    pub(crate) fn ok(&self) -> bool {
+    pub fn ok(&self) -> bool {
         self.violations == 0
     }
 }

@@ -45,10 +45,6 @@ impl Cluster {
         }
         Err(last.expect("five attempts")).context("the private PostgreSQL did not start again")
     }
-
-    pub(crate) fn log_path(&self) -> PathBuf {
-        self.pg.log_path()
-    }
 }
 
 impl Drop for Cluster {

@@ -265,9 +265,10 @@ fn next_command(rng: &mut StdRng, tenant: &Tenant) -> CommandRecord {
         (72..88, _, _) => {
             let records: Vec<Value> = (0..rng.random_range(1..=3))
                 .map(|_| {
+                    let metric = ["api.calls", "storage.gb"][rng.random_range(0..2)];
                     json!({
                         "id": Uuid::new_v4().to_string(),
-                        "metric": ["api.calls", "storage.gb"][rng.random_range(0..2)],
+                        "metric": metric,
                         "quantity": rng.random_range(1..=300),
                         "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     })

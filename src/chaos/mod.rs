@@ -8,7 +8,7 @@ mod faults;
 mod load;
 
 use anyhow::{Context, bail};
-use check::CheckResult;
+pub use check::CheckResult;
 use cluster::{Cluster, Keel};
 use faults::{FaultLog, Injected};
 use load::{Answer, Class, CommandRecord, Load, Tenant};
