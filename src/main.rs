@@ -2,8 +2,8 @@
 
 use anyhow::{Context, bail};
 use keel::cli::{
-    AnalystCmd, AuditCmd, BenchArgs, ChaosArgs, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings, SubscribeArgs,
-    TenantCmd, TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, ChaosArgs, Command, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings,
+    SubscribeArgs, TenantCmd, TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};

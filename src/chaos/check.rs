@@ -128,7 +128,8 @@ pub(crate) async fn read_log(url: &str, tenants: &[Uuid]) -> anyhow::Result<Vec<
 
 /// Checks 1–3: every answer against the log.
 pub(crate) fn answers(records: &[CommandRecord], log: &[LogRow]) -> [CheckResult; 3] {
-    let mut c1 = CheckResult::new("every 2xx is in the log exactly once, with the id, version and position it returned");
+    let mut c1 =
+        CheckResult::new("every 2xx is in the log exactly once, with the id, version and position it returned");
     let mut c2 = CheckResult::new("no command answered 4xx or 503 (other than outcome-unknown) is in the log");
     let mut c3 = CheckResult::new(
         "every ambiguous request (connection error, 5xx, 503 outcome-unknown) landed at most once, and its retry exactly once",
@@ -141,9 +142,14 @@ pub(crate) fn answers(records: &[CommandRecord], log: &[LogRow]) -> [CheckResult
     }
     let by_position: HashMap<i64, &LogRow> = log.iter().map(|r| (r.position, r)).collect();
     for rec in records {
-        let what = |rid: &str| format!("{} {} {} (key {}, request {rid})", rec.kind, rec.method, rec.path, rec.idempotency_key);
-        let rows: Vec<&LogRow> =
-            rec.attempts.iter().flat_map(|a| by_request.get(a.request_id.as_str()).into_iter().flatten().copied()).collect();
+        let what = |rid: &str| {
+            format!("{} {} {} (key {}, request {rid})", rec.kind, rec.method, rec.path, rec.idempotency_key)
+        };
+        let rows: Vec<&LogRow> = rec
+            .attempts
+            .iter()
+            .flat_map(|a| by_request.get(a.request_id.as_str()).into_iter().flatten().copied())
+            .collect();
         let xids: BTreeSet<u64> = rows.iter().map(|r| r.xid).collect();
         let written = || rows.iter().map(|r| r.short()).collect::<Vec<_>>().join(", ");
         for a in &rec.attempts {
@@ -192,7 +198,11 @@ pub(crate) fn answers(records: &[CommandRecord], log: &[LogRow]) -> [CheckResult
             Some((x.parse::<u64>().ok()?, p.parse::<i64>().ok()?))
         });
         let (Some(id), Some(version), Some((xid, pos))) = (id, version, head) else {
-            c1.violation(format!("{} answered {} without an id, version and position", what(&done.request_id), done.answer.label()));
+            c1.violation(format!(
+                "{} answered {} without an id, version and position",
+                what(&done.request_id),
+                done.answer.label()
+            ));
             continue;
         };
         match by_position.get(&pos) {
@@ -250,7 +260,8 @@ pub(crate) async fn quotas(url: &str, tenants: &[Uuid], log: &[LogRow]) -> anyho
             "ProjectArchived" => c.projects -= 1,
             "UsageRecorded" => {
                 for r in p["records"].as_array().into_iter().flatten() {
-                    let month = r["occurred_at"].as_str().map(|t| t.get(..7).unwrap_or(t).to_owned()).unwrap_or_default();
+                    let month =
+                        r["occurred_at"].as_str().map(|t| t.get(..7).unwrap_or(t).to_owned()).unwrap_or_default();
                     *c.months.entry(month).or_default() += r["quantity"].as_u64().unwrap_or(0);
                 }
             }
@@ -265,7 +276,12 @@ pub(crate) async fn quotas(url: &str, tenants: &[Uuid], log: &[LogRow]) -> anyho
                 && n > l as i64
                 && c.over.insert(what)
             {
-                found.push(format!("tenant {}: {n} {what} on the {} plan (limit {l}) after {}", row.tenant, plan.as_str(), row.short()));
+                found.push(format!(
+                    "tenant {}: {n} {what} on the {} plan (limit {l}) after {}",
+                    row.tenant,
+                    plan.as_str(),
+                    row.short()
+                ));
             }
         }
         if let Some(l) = plan.monthly_usage_limit() {
@@ -387,28 +403,31 @@ pub(crate) async fn dead_letters(url: &str) -> anyhow::Result<CheckResult> {
     let _ = c.close().await;
     check.checked = keel_store::read::MODELS.len() as u64;
     for r in rows {
-        let (p, pos, t, e): (String, i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        let (p, pos, t, e): (String, i64, String, String) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
         check.violation(format!("{p}: {t} at position {pos} parked: {e}"));
     }
     Ok(check)
 }
 
-/// Check 8: no request was answered a plain 500.
-pub(crate) fn no_500(records: &[CommandRecord]) -> CheckResult {
+/// Check 8: no request was answered a plain 500. Each one names the cause Keel logged for it
+/// (`cause`: by request id) and the fault injected around it.
+pub(crate) fn no_500(records: &[CommandRecord], cause: impl Fn(&str, u64, u64) -> String) -> CheckResult {
     let mut check = CheckResult::new("no 500: a fault is answered 503 (or resolved), never 500 internal");
     for rec in records {
         for a in &rec.attempts {
             check.checked += 1;
             if let Answer::Http { status: 500, code, .. } = &a.answer {
                 check.violation(format!(
-                    "{} {} {} answered 500 {} at {} ms after {} ms (request {})",
+                    "{} {} {} answered 500 {} at {} ms after {} ms (request {}){}",
                     rec.kind,
                     rec.method,
                     rec.path,
                     code.as_deref().unwrap_or("-"),
                     a.at_ms,
                     a.took_ms,
-                    a.request_id
+                    a.request_id,
+                    cause(&a.request_id, a.at_ms, a.took_ms)
                 ));
             }
         }

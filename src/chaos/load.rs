@@ -138,8 +138,10 @@ pub(crate) struct Load {
 impl Load {
     pub(crate) fn new(base: String, tenants: Vec<Tenant>, t0: Instant) -> anyhow::Result<Load> {
         // Keep-alive on, as a real client: requests on idle connections meet SIGTERM too.
-        let http =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(2)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
         Ok(Load { base, http, tenants, t0, requests: AtomicU64::new(0) })
     }
 
@@ -242,7 +244,9 @@ fn next_command(rng: &mut StdRng, tenant: &Tenant) -> CommandRecord {
     let short = || Uuid::new_v4().simple().to_string()[..8].to_owned();
     let roll = rng.random_range(0..100);
     let (kind, method, path, body): (&'static str, &'static str, String, Option<Value>) = match (roll, project, task) {
-        (0..15, _, _) => ("create-project", "POST", "/projects".into(), Some(json!({ "name": format!("chaos {}", short()) }))),
+        (0..15, _, _) => {
+            ("create-project", "POST", "/projects".into(), Some(json!({ "name": format!("chaos {}", short()) })))
+        }
         (15..23, Some(p), _) => ("archive-project", "POST", format!("/projects/{p}/archive"), None),
         (23..29, _, _) if archived.is_some() => {
             ("restore-project", "POST", format!("/projects/{}/restore", archived.expect("some")), None)
@@ -256,8 +260,12 @@ fn next_command(rng: &mut StdRng, tenant: &Tenant) -> CommandRecord {
             }
             ("create-task", "POST", format!("/projects/{p}/tasks"), Some(body))
         }
-        (49..57, _, Some(t)) => ("update-task", "PATCH", format!("/tasks/{t}"), Some(json!({ "title": format!("renamed {}", short()) }))),
-        (57..64, _, Some(t)) => ("assign-task", "PUT", format!("/tasks/{t}/assignee"), Some(json!({ "member_id": member }))),
+        (49..57, _, Some(t)) => {
+            ("update-task", "PATCH", format!("/tasks/{t}"), Some(json!({ "title": format!("renamed {}", short()) })))
+        }
+        (57..64, _, Some(t)) => {
+            ("assign-task", "PUT", format!("/tasks/{t}/assignee"), Some(json!({ "member_id": member })))
+        }
         (64..72, _, Some(t)) => {
             let status = ["todo", "in_progress", "done"][rng.random_range(0..3)];
             ("task-status", "PUT", format!("/tasks/{t}/status"), Some(json!({ "status": status })))
@@ -282,10 +290,14 @@ fn next_command(rng: &mut StdRng, tenant: &Tenant) -> CommandRecord {
                 "invite-member",
                 "POST",
                 "/members".into(),
-                Some(json!({ "user_id": format!("user-{who}"), "email": format!("{who}@chaos.example"), "name": format!("Member {who}"), "role": "member" })),
+                Some(
+                    json!({ "user_id": format!("user-{who}"), "email": format!("{who}@chaos.example"), "name": format!("Member {who}"), "role": "member" }),
+                ),
             )
         }
-        (95.., _, _) if member.is_some() => ("remove-member", "DELETE", format!("/members/{}", member.expect("some")), None),
+        (95.., _, _) if member.is_some() => {
+            ("remove-member", "DELETE", format!("/members/{}", member.expect("some")), None)
+        }
         _ => ("create-project", "POST", "/projects".into(), Some(json!({ "name": format!("chaos {}", short()) }))),
     };
     CommandRecord {

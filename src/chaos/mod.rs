@@ -60,6 +60,10 @@ pub struct ChaosReport {
     pub db_back_to_first_2xx_ms: Vec<u64>,
     /// For each new Keel process: from its start to the next 2xx.
     pub keel_back_to_first_2xx_ms: Vec<u64>,
+    /// Answers to requests sent while the database was stopped, by class, and the slowest of
+    /// them: the issue wants a fast 503 `database-unavailable` here.
+    pub during_db_outage: BTreeMap<String, u64>,
+    pub during_db_outage_slowest_ms: u64,
     /// From the end of the load until every projection was past the last event.
     pub projections_caught_up_ms: u64,
     pub checks: Vec<CheckResult>,
@@ -190,7 +194,8 @@ async fn run_in(opts: &ChaosOptions, dir: &std::path::Path) -> anyhow::Result<Ch
     let open: Vec<usize> = (0..records.len()).filter(|i| records[*i].outcome().is_none()).collect();
     let stop_at = Instant::now() + Duration::from_secs(60);
     for i in open {
-        let token = load.tenants.iter().find(|t| t.id == records[i].tenant).map(|t| t.token.clone()).unwrap_or_default();
+        let token =
+            load.tenants.iter().find(|t| t.id == records[i].tenant).map(|t| t.token.clone()).unwrap_or_default();
         load.resolve(&mut records[i], &token, stop_at).await;
     }
 
@@ -216,10 +221,38 @@ async fn run_in(opts: &ChaosOptions, dir: &std::path::Path) -> anyhow::Result<Ch
         dead.violations += 1;
     }
     checks.push(dead);
-    checks.push(check::no_500(&records));
+    let logged = logged_errors(&dir.join("keel.log"));
+    checks.push(check::no_500(&records, |request_id, at, took| {
+        let mut why = String::new();
+        if let Some(e) = logged.get(request_id) {
+            why.push_str(&format!("; Keel logged: {e}"));
+        }
+        let around =
+            fault_log.injected.iter().filter(|f| f.at_ms <= at + took + 1_000 && at <= f.at_ms + f.lasted_ms + 1_000);
+        for f in around {
+            why.push_str(&format!("; during {} at {} ms", f.fault.name(), f.at_ms));
+        }
+        why
+    }));
 
-    let report = figures(opts, tenant_names, &records, &fault_log, &keel, log.len() as u64, projections_caught_up_ms, checks);
+    let report =
+        figures(opts, tenant_names, &records, &fault_log, &keel, log.len() as u64, projections_caught_up_ms, checks);
     Ok(ChaosReport { kept: opts.keep.then(|| dir.to_path_buf()), ..report })
+}
+
+/// The last error Keel logged for each request id (its JSON log: `fields.error` of a line at
+/// ERROR level in a request span), so a 500 in the report names its cause.
+fn logged_errors(path: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else { return out };
+    for line in text.lines().filter(|l| l.contains("\"ERROR\"")) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let (Some(rid), Some(err)) = (v["span"]["request_id"].as_str(), v["fields"]["error"].as_str()) else {
+            continue;
+        };
+        out.insert(rid.to_owned(), err.chars().take(200).collect());
+    }
+    out
 }
 
 async fn wait_caught_up(url: &str, within: Duration) -> Result<(), String> {
@@ -280,6 +313,20 @@ fn figures(
         longest = longest.max(s.saturating_sub(last));
         last = s;
     }
+    let outages: Vec<(u64, u64)> = faults
+        .injected
+        .iter()
+        .filter(|i| matches!(i.fault, faults::Fault::PgFast | faults::Fault::PgImmediate))
+        .map(|i| (i.at_ms, i.at_ms + i.lasted_ms))
+        .collect();
+    let mut during_db_outage = BTreeMap::new();
+    let mut during_db_outage_slowest_ms = 0;
+    for a in records.iter().flat_map(|r| &r.attempts) {
+        if outages.iter().any(|(from, to)| (*from..*to).contains(&a.at_ms)) {
+            *during_db_outage.entry(a.answer.label()).or_insert(0) += 1;
+            during_db_outage_slowest_ms = during_db_outage_slowest_ms.max(a.took_ms);
+        }
+    }
     let next_success = |from: &u64| successes.iter().find(|s| **s >= *from).map(|s| s - from);
     let mut fault_counts = BTreeMap::new();
     for Injected { fault, .. } in &faults.injected {
@@ -307,6 +354,8 @@ fn figures(
         longest_unavailability_ms: longest,
         db_back_to_first_2xx_ms: faults.db_back_ms.iter().filter_map(next_success).collect(),
         keel_back_to_first_2xx_ms: faults.keel_back_ms.iter().filter_map(next_success).collect(),
+        during_db_outage,
+        during_db_outage_slowest_ms,
         projections_caught_up_ms,
         checks,
         passed,
@@ -326,7 +375,11 @@ pub fn render(r: &ChaosReport) -> String {
     for (k, v) in &r.requests {
         let _ = writeln!(s, "  {k:<40} {v:>7}");
     }
-    let _ = writeln!(s, "5xx answers: {}", if r.server_errors.is_empty() { "none".to_owned() } else { join(&r.server_errors) });
+    let _ = writeln!(
+        s,
+        "5xx answers: {}",
+        if r.server_errors.is_empty() { "none".to_owned() } else { join(&r.server_errors) }
+    );
     let _ = writeln!(
         s,
         "faults: {} ({}); Keel restarts {}, of which exits on its own {}",
@@ -339,6 +392,12 @@ pub fn render(r: &ChaosReport) -> String {
     let _ = writeln!(s, "longest unavailability (no 2xx): {} ms", r.longest_unavailability_ms);
     let _ = writeln!(s, "database back -> first 2xx: {}", ms_list(&r.db_back_to_first_2xx_ms));
     let _ = writeln!(s, "Keel restarted -> first 2xx: {}", ms_list(&r.keel_back_to_first_2xx_ms));
+    let _ = writeln!(
+        s,
+        "answers to requests sent while the database was down: {} (slowest {} ms)",
+        if r.during_db_outage.is_empty() { "none".to_owned() } else { join(&r.during_db_outage) },
+        r.during_db_outage_slowest_ms
+    );
     let _ = writeln!(s, "projections caught up {} ms after the load", r.projections_caught_up_ms);
     let _ = writeln!(s, "checks:");
     for (i, c) in r.checks.iter().enumerate() {

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod bench;
 mod binary;
+mod chaos;
 mod commands;
 mod conditional;
 mod config_file;

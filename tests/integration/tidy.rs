@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 /// Files outside `store/` that may hold SQL, each with the reason. Keep this short.
 const SQL_ALLOWED: &[(&str, &str)] = &[
     (
-    "src/bench.rs",
-    "`keel bench` measures Keel against plain PostgreSQL doing the same work: the baseline's \
+        "src/bench.rs",
+        "`keel bench` measures Keel against plain PostgreSQL doing the same work: the baseline's \
      statements (on bench_plain, bench_usage, bench_rm, and its reads of `events`) are the \
      measurement, and the bench's own database (create, drop, synchronous_commit, server \
      version) is no part of Keel; Keel's side goes through store like everything else",
