@@ -14,7 +14,7 @@ async fn chaos_short_run_keeps_every_promise() {
     std::fs::create_dir_all(&dir).unwrap();
     let report_path = dir.join("report.json");
     let run = tokio::process::Command::new(KEEL)
-        .args(["chaos", "--duration", "60s", "--clients", "4", "--seed", "16", "--fault-every", "6s"])
+        .args(["chaos", "--duration", "60s", "--clients", "4", "--seed", "16", "--fault-every", "5s"])
         .arg("--report")
         .arg(&report_path)
         .arg("--dir")
