@@ -457,3 +457,119 @@ fn tail(out: &std::process::Output) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::load::Attempt;
+
+    fn http(status: u16, code: Option<&str>, id: Uuid, version: i64, position: &str) -> Answer {
+        Answer::Http {
+            status,
+            code: code.map(str::to_owned),
+            id: (status < 300).then_some(id),
+            version: (status < 300).then_some(version),
+            position: (status < 300).then(|| position.to_owned()),
+            replayed: false,
+            retry_after: false,
+        }
+    }
+
+    fn attempt(request_id: &str, answer: Answer) -> Attempt {
+        Attempt { request_id: request_id.to_owned(), at_ms: 0, took_ms: 1, answer }
+    }
+
+    fn command(attempts: Vec<Attempt>) -> CommandRecord {
+        CommandRecord {
+            tenant: Uuid::nil(),
+            kind: "create-project",
+            method: "POST",
+            path: "/projects".to_owned(),
+            body: None,
+            idempotency_key: "k".to_owned(),
+            attempts,
+        }
+    }
+
+    fn row(position: i64, xid: u64, stream: Uuid, version: i64, request_id: &str) -> LogRow {
+        LogRow {
+            position,
+            xid,
+            tenant: Uuid::nil(),
+            stream_id: stream,
+            version,
+            event_type: "ProjectCreated".to_owned(),
+            payload: serde_json::Value::Null,
+            request_id: Some(request_id.to_owned()),
+        }
+    }
+
+    fn violations(records: &[CommandRecord], log: &[LogRow]) -> [u64; 3] {
+        answers(records, log).map(|c| c.violations)
+    }
+
+    #[test]
+    fn a_2xx_matching_its_one_event_passes() {
+        let p = Uuid::new_v4();
+        let rec = command(vec![attempt("r1", http(201, None, p, 1, "7.3"))]);
+        assert_eq!(violations(&[rec], &[row(3, 7, p, 1, "r1")]), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_2xx_whose_position_holds_another_event_fails() {
+        let p = Uuid::new_v4();
+        let rec = command(vec![attempt("r1", http(201, None, p, 1, "7.4"))]);
+        assert_eq!(violations(&[rec], &[row(3, 7, p, 1, "r1")]), [1, 0, 0]);
+    }
+
+    #[test]
+    fn a_rejected_or_503_request_found_in_the_log_fails() {
+        let p = Uuid::new_v4();
+        let refused = command(vec![attempt("r1", http(409, Some("rule-violated"), p, 0, ""))]);
+        let unavailable = command(vec![
+            attempt("r2", http(503, Some("database-unavailable"), p, 0, "")),
+            attempt("r3", http(422, Some("limit-exceeded"), p, 0, "")),
+        ]);
+        let log = [row(3, 7, p, 1, "r1"), row(4, 8, Uuid::new_v4(), 1, "r2")];
+        assert_eq!(violations(&[refused, unavailable], &log), [0, 2, 0]);
+    }
+
+    #[test]
+    fn an_ambiguous_request_written_then_replayed_passes_and_written_twice_fails() {
+        let p = Uuid::new_v4();
+        let once = command(vec![
+            attempt("r1", Answer::ConnectionError { error: "reset".into() }),
+            attempt("r2", http(201, None, p, 1, "7.3")),
+        ]);
+        assert_eq!(violations(&[once.clone()], &[row(3, 7, p, 1, "r1")]), [0, 0, 0]);
+        let q = Uuid::new_v4();
+        let log = [row(3, 7, p, 1, "r1"), row(5, 9, q, 1, "r2")];
+        let twice = command(vec![
+            attempt("r1", Answer::ConnectionError { error: "reset".into() }),
+            attempt("r2", http(201, None, q, 1, "9.5")),
+        ]);
+        assert_eq!(violations(&[twice], &log), [0, 0, 1]);
+    }
+
+    #[test]
+    fn an_ambiguous_request_finally_refused_though_written_fails_and_one_never_answered_fails() {
+        let p = Uuid::new_v4();
+        let refused = command(vec![
+            attempt("r1", http(500, Some("internal"), p, 0, "")),
+            attempt("r2", http(422, Some("limit-exceeded"), p, 0, "")),
+        ]);
+        assert_eq!(violations(&[refused], &[row(3, 7, p, 1, "r1")]), [0, 0, 1]);
+        let open = command(vec![attempt("r1", Answer::ConnectionError { error: "refused".into() })]);
+        assert_eq!(violations(&[open], &[]), [0, 0, 1]);
+    }
+
+    #[test]
+    fn a_500_is_counted() {
+        let p = Uuid::new_v4();
+        let rec = command(vec![
+            attempt("r1", http(500, Some("internal"), p, 0, "")),
+            attempt("r2", http(201, None, p, 1, "7.3")),
+        ]);
+        assert_eq!(no_500(&[rec], |_, _, _| String::new()).violations, 1);
+    }
+}
