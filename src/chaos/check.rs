@@ -236,15 +236,53 @@ pub(crate) fn answers(records: &[CommandRecord], log: &[LogRow]) -> [CheckResult
 /// event (active projects, seats, units per calendar month), then that the tenant's counters
 /// equal the replay.
 pub(crate) async fn quotas(url: &str, tenants: &[Uuid], log: &[LogRow]) -> anyhow::Result<CheckResult> {
-    let mut check = CheckResult::new("quotas never exceeded (active projects, seats, usage units per month)");
-    #[derive(Default)]
-    struct Count {
-        plan: Option<Plan>,
-        projects: i64,
-        seats: i64,
-        months: BTreeMap<String, u64>,
-        over: BTreeSet<&'static str>,
+    let (mut check, mut counts) = replay_quotas(log);
+    // The control plane's counters must say what the log says.
+    let mut conn = connect(url).await?;
+    let rows = sqlx::query("SELECT tenant_id, seats_used, active_projects FROM tenants WHERE tenant_id = ANY($1)")
+        .bind(tenants)
+        .fetch_all(&mut conn)
+        .await?;
+    for r in rows {
+        let (t, seats, projects): (Uuid, i32, i32) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let c = counts.entry(t).or_default();
+        if (i64::from(seats), i64::from(projects)) != (c.seats, c.projects) {
+            check.violation(format!(
+                "tenant {t}: the tenants row counts {seats} seats and {projects} active projects, the log {} and {}",
+                c.seats, c.projects
+            ));
+        }
     }
+    let rows = sqlx::query(
+        "SELECT tenant_id, to_char(month, 'YYYY-MM') AS month, units FROM usage_counters WHERE tenant_id = ANY($1)",
+    )
+    .bind(tenants)
+    .fetch_all(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    for r in rows {
+        let (t, month, units): (Uuid, String, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let logged = counts.get(&t).and_then(|c| c.months.get(&month)).copied().unwrap_or(0);
+        if units as u64 != logged {
+            check.violation(format!("tenant {t}: usage_counters has {units} units in {month}, the log {logged}"));
+        }
+    }
+    Ok(check)
+}
+
+/// A tenant's plan and counts, replayed from its events.
+#[derive(Default)]
+struct Count {
+    plan: Option<Plan>,
+    projects: i64,
+    seats: i64,
+    months: BTreeMap<String, u64>,
+    /// The limits already reported (each once per tenant).
+    over: BTreeSet<&'static str>,
+}
+
+fn replay_quotas(log: &[LogRow]) -> (CheckResult, HashMap<Uuid, Count>) {
+    let mut check = CheckResult::new("quotas never exceeded (active projects, seats, usage units per month)");
     let mut counts: HashMap<Uuid, Count> = HashMap::new();
     for row in log {
         check.checked += 1;
@@ -300,37 +338,7 @@ pub(crate) async fn quotas(url: &str, tenants: &[Uuid], log: &[LogRow]) -> anyho
             check.violation(f);
         }
     }
-    // The control plane's counters must say what the log says.
-    let mut conn = connect(url).await?;
-    let rows = sqlx::query("SELECT tenant_id, seats_used, active_projects FROM tenants WHERE tenant_id = ANY($1)")
-        .bind(tenants)
-        .fetch_all(&mut conn)
-        .await?;
-    for r in rows {
-        let (t, seats, projects): (Uuid, i32, i32) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        let c = counts.entry(t).or_default();
-        if (i64::from(seats), i64::from(projects)) != (c.seats, c.projects) {
-            check.violation(format!(
-                "tenant {t}: the tenants row counts {seats} seats and {projects} active projects, the log {} and {}",
-                c.seats, c.projects
-            ));
-        }
-    }
-    let rows = sqlx::query(
-        "SELECT tenant_id, to_char(month, 'YYYY-MM') AS month, units FROM usage_counters WHERE tenant_id = ANY($1)",
-    )
-    .bind(tenants)
-    .fetch_all(&mut conn)
-    .await?;
-    let _ = conn.close().await;
-    for r in rows {
-        let (t, month, units): (Uuid, String, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        let logged = counts.get(&t).and_then(|c| c.months.get(&month)).copied().unwrap_or(0);
-        if units as u64 != logged {
-            check.violation(format!("tenant {t}: usage_counters has {units} units in {month}, the log {logged}"));
-        }
-    }
-    Ok(check)
+    (check, counts)
 }
 
 /// Check 5: `keel audit verify` over every tenant.
@@ -561,6 +569,32 @@ mod tests {
         assert_eq!(violations(&[refused], &[row(3, 7, p, 1, "r1")]), [0, 0, 1]);
         let open = command(vec![attempt("r1", Answer::ConnectionError { error: "refused".into() })]);
         assert_eq!(violations(&[open], &[]), [0, 0, 1]);
+    }
+
+    fn event(position: i64, event_type: &str, payload: serde_json::Value) -> LogRow {
+        LogRow { event_type: event_type.to_owned(), payload, ..row(position, position as u64, Uuid::new_v4(), 1, "r") }
+    }
+
+    #[test]
+    fn a_fourth_active_project_or_a_month_over_the_free_quota_is_found() {
+        let mut log = vec![event(1, "TenantProvisioned", serde_json::json!({ "plan": "free" }))];
+        for p in 2..=4 {
+            log.push(event(p, "ProjectCreated", serde_json::Value::Null));
+        }
+        assert_eq!(replay_quotas(&log).0.violations, 0, "three projects fit the free plan");
+        log.push(event(5, "ProjectArchived", serde_json::Value::Null));
+        log.push(event(6, "ProjectRestored", serde_json::Value::Null));
+        assert_eq!(replay_quotas(&log).0.violations, 0, "archived, then restored: still three");
+        log.push(event(7, "ProjectCreated", serde_json::Value::Null));
+        assert_eq!(replay_quotas(&log).0.violations, 1, "a fourth");
+        let usage =
+            |q: u64| serde_json::json!({ "records": [{ "quantity": q, "occurred_at": "2026-11-30T00:00:00Z" }] });
+        let mut log = vec![event(1, "TenantProvisioned", serde_json::json!({ "plan": "free" }))];
+        log.push(event(2, "UsageRecorded", usage(9_999)));
+        log.push(event(3, "UsageRecorded", usage(1)));
+        assert_eq!(replay_quotas(&log).0.violations, 0, "10,000 units fit");
+        log.push(event(4, "UsageRecorded", usage(1)));
+        assert_eq!(replay_quotas(&log).0.violations, 1, "10,001 do not");
     }
 
     #[test]
