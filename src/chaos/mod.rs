@@ -47,6 +47,9 @@ pub struct ChaosReport {
     /// Every request's answer: `2xx`, `422 limit-exceeded`, `503 database-unavailable`,
     /// `connection error`, ...
     pub requests: BTreeMap<String, u64>,
+    /// Every request by what its answer says: `written` (2xx), `rejected` (4xx), `not written`
+    /// (503 but `outcome-unknown`), `ambiguous` (connection error, 500, 504, 503 `outcome-unknown`).
+    pub requests_by_class: BTreeMap<String, u64>,
     /// 5xx answers by status and code.
     pub server_errors: BTreeMap<String, u64>,
     pub faults: BTreeMap<String, u64>,
@@ -291,12 +294,20 @@ fn figures(
 ) -> ChaosReport {
     let mut requests = BTreeMap::new();
     let mut server_errors = BTreeMap::new();
+    let mut by_class = BTreeMap::new();
     let mut by_kind = BTreeMap::new();
     let mut successes: Vec<u64> = Vec::new();
     for rec in records {
         *by_kind.entry(rec.kind.to_owned()).or_insert(0) += 1;
         for a in &rec.attempts {
             *requests.entry(a.answer.label()).or_insert(0) += 1;
+            let class = match a.answer.class() {
+                Class::Success => "written",
+                Class::Rejected => "rejected",
+                Class::NotWritten => "not written",
+                Class::Ambiguous => "ambiguous",
+            };
+            *by_class.entry(class.to_owned()).or_insert(0) += 1;
             if let Answer::Http { status: 500.., .. } = &a.answer {
                 *server_errors.entry(a.answer.label()).or_insert(0) += 1;
             }
@@ -341,6 +352,7 @@ fn figures(
         commands: records.len() as u64,
         commands_by_kind: by_kind,
         requests,
+        requests_by_class: by_class,
         server_errors,
         faults: fault_counts,
         fault_log: faults
@@ -371,7 +383,7 @@ pub fn render(r: &ChaosReport) -> String {
     let _ = writeln!(s, "tenants: {}", r.tenants.join(", "));
     let _ = writeln!(s, "commands: {} ({})", r.commands, join(&r.commands_by_kind));
     let total: u64 = r.requests.values().sum();
-    let _ = writeln!(s, "requests: {total}");
+    let _ = writeln!(s, "requests: {total} ({})", join(&r.requests_by_class));
     for (k, v) in &r.requests {
         let _ = writeln!(s, "  {k:<40} {v:>7}");
     }
