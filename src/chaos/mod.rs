@@ -67,6 +67,8 @@ pub struct ChaosReport {
     /// them: the issue wants a fast 503 `database-unavailable` here.
     pub during_db_outage: BTreeMap<String, u64>,
     pub during_db_outage_slowest_ms: u64,
+    /// Lines of Keel's log that report a deadlock (retried or not): the issue wants none.
+    pub keel_log_deadlocks: u64,
     /// From the end of the load until every projection was past the last event.
     pub projections_caught_up_ms: u64,
     pub checks: Vec<CheckResult>,
@@ -82,8 +84,9 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let dir = opts.dir.join(format!("keel-chaos-{}-{}", std::process::id(), opts.seed));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let result = run_in(opts, &dir).await;
-    match (&result, opts.keep) {
-        (Ok(_), false) => {
+    // A failed run keeps its evidence: the logs and the journal name every violation's request.
+    match &result {
+        Ok(report) if report.passed && !opts.keep => {
             let _ = std::fs::remove_dir_all(&dir);
         }
         _ => eprintln!("chaos: the run's directory is kept: {}", dir.display()),
@@ -240,7 +243,12 @@ async fn run_in(opts: &ChaosOptions, dir: &std::path::Path) -> anyhow::Result<Ch
 
     let report =
         figures(opts, tenant_names, &records, &fault_log, &keel, log.len() as u64, projections_caught_up_ms, checks);
-    Ok(ChaosReport { kept: opts.keep.then(|| dir.to_path_buf()), ..report })
+    let kept = (opts.keep || !report.passed).then(|| dir.to_path_buf());
+    Ok(ChaosReport { kept, keel_log_deadlocks: count_lines(&dir.join("keel.log"), "deadlock detected"), ..report })
+}
+
+fn count_lines(path: &std::path::Path, needle: &str) -> u64 {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count() as u64)
 }
 
 /// The last error Keel logged for each request id (its JSON log: `fields.error` of a line at
@@ -371,6 +379,7 @@ fn figures(
         projections_caught_up_ms,
         checks,
         passed,
+        keel_log_deadlocks: 0,
         kept: None,
     }
 }
@@ -410,6 +419,10 @@ pub fn render(r: &ChaosReport) -> String {
         if r.during_db_outage.is_empty() { "none".to_owned() } else { join(&r.during_db_outage) },
         r.during_db_outage_slowest_ms
     );
+    let _ = writeln!(s, "deadlocks in Keel's log: {}", r.keel_log_deadlocks);
+    if let Some(dir) = &r.kept {
+        let _ = writeln!(s, "kept: {} (keel.log, pg/postgres.log, journal.jsonl)", dir.display());
+    }
     let _ = writeln!(s, "projections caught up {} ms after the load", r.projections_caught_up_ms);
     let _ = writeln!(s, "checks:");
     for (i, c) in r.checks.iter().enumerate() {
