@@ -234,11 +234,6 @@ impl EmbeddedPg {
     pub fn restart(&self) -> anyhow::Result<()> {
         self.pg_ctl_start()
     }
-
-    /// Where the server's own log is written.
-    pub fn log_path(&self) -> PathBuf {
-        self.root.join("postgres.log")
-    }
 }
 
 /// How `pg_ctl stop` ends the server's sessions.
