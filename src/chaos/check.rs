@@ -549,7 +549,7 @@ mod tests {
             attempt("r1", Answer::ConnectionError { error: "reset".into() }),
             attempt("r2", http(201, None, p, 1, "7.3")),
         ]);
-        assert_eq!(violations(&[once.clone()], &[row(3, 7, p, 1, "r1")]), [0, 0, 0]);
+        assert_eq!(violations(&[once], &[row(3, 7, p, 1, "r1")]), [0, 0, 0]);
         let q = Uuid::new_v4();
         let log = [row(3, 7, p, 1, "r1"), row(5, 9, q, 1, "r2")];
         let twice = command(vec![
