@@ -30,6 +30,20 @@ pub enum FailurePolicy {
     Stop,
 }
 
+/// Why a consumer did not take an event. A consumer that writes only to PostgreSQL fails with
+/// the store's errors (retried or parked as `StoreError::is_retryable` says); one that hands
+/// events to a system outside Keel (a broker, a webhook receiver) can also fail downstream,
+/// which says nothing about the event: it is retried with backoff for as long as it takes and
+/// never parked, and the consumer's checkpoint row shows it (`state = failing`, `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The destination did not take it (unreachable, timed out, refused).
+    #[error("{target}: {message}")]
+    Downstream { target: &'static str, message: String },
+}
+
 /// Anything that follows the log from a checkpoint of its own: a projection, a webhook
 /// deliverer, a publisher. Everything it does with a batch happens in the transaction that saves
 /// its checkpoint, so a batch is taken exactly once or not at all.
@@ -55,7 +69,7 @@ pub trait Consumer: Send + Sync + 'static {
         conn: &mut PgConnection,
         recorded: &RecordedEvent,
         event: &Event,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), ConsumeError>> + Send;
 
     /// Takes a run of decoded events, in order, with the same effect as `consume` on each. A
     /// consumer that can write a run of similar events with one statement overrides it.
@@ -63,7 +77,7 @@ pub trait Consumer: Send + Sync + 'static {
         &self,
         conn: &mut PgConnection,
         items: &[keel_store::read::Item<'_>],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), ConsumeError>> + Send {
         async move {
             for (recorded, event) in items {
                 self.consume(conn, recorded, event).await?;
@@ -125,6 +139,10 @@ pub enum RunError {
     LeaseLost,
     #[error("stopped at event {position}: {error}")]
     Stopped { position: i64, error: String },
+    /// A consumer's destination did not take a batch (see `ConsumeError::Downstream`): nothing
+    /// was committed; `run` tries again with backoff.
+    #[error("{0}")]
+    Downstream(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -150,7 +168,7 @@ pub struct Runner<C> {
 }
 
 enum Failed {
-    At(usize, StoreError),
+    At(usize, ConsumeError),
 }
 
 impl<C: Consumer> Runner<C> {
@@ -239,7 +257,11 @@ impl<C: Consumer> Runner<C> {
                         .record(started.elapsed().as_secs_f64());
                     Ok(batch.len())
                 }
-                Err(Failed::At(i, e)) => {
+                Err(Failed::At(_, ConsumeError::Downstream { target, message })) => {
+                    tx.rollback().await?;
+                    Err(RunError::Downstream(format!("{target}: {message}")))
+                }
+                Err(Failed::At(i, ConsumeError::Store(e))) => {
                     tx.rollback().await?;
                     self.failed(holder, from, &batch, i, e).await
                 }
@@ -256,10 +278,12 @@ impl<C: Consumer> Runner<C> {
         if handled.len() > 1
             && let Ok(items) = handled.iter().map(|r| r.decode().map(|e| (*r, e))).collect::<Result<Vec<_>, _>>()
         {
-            let fail = |e: StoreError| Failed::At(0, e);
+            let fail = |e: StoreError| Failed::At(0, e.into());
             checkpoint::begin_batch(conn).await.map_err(fail)?;
             match self.consumer.consume_batch(conn, &items).await {
                 Ok(()) => return Ok(()),
+                // Event by event would not find a culprit: the destination is what failed.
+                Err(e @ ConsumeError::Downstream { .. }) => return Err(Failed::At(0, e)),
                 Err(e) => {
                     tracing::debug!(projection = self.consumer.name(), error = %e, "batch failed; applying event by event");
                     checkpoint::rollback_batch(conn).await.map_err(fail)?;
@@ -270,7 +294,7 @@ impl<C: Consumer> Runner<C> {
             if self.consumer.wants(&recorded.event_type) {
                 let result = match recorded.decode() {
                     Ok(event) => self.consumer.consume(conn, recorded, &event).await,
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 result.map_err(|e| Failed::At(i, e))?;
             }
@@ -343,8 +367,12 @@ impl<C: Consumer> Runner<C> {
             let mut batch = log::read_all_after(conn, from, self.config.batch_size).await?;
             log::reveal(conn, self.store.master_key(), &mut batch).await?;
             let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(total) };
-            if let Err(Failed::At(_, e)) = self.apply_all(conn, &batch).await {
-                return Err(e.into());
+            match self.apply_all(conn, &batch).await {
+                Ok(()) => {}
+                Err(Failed::At(_, ConsumeError::Store(e))) => return Err(e.into()),
+                Err(Failed::At(_, ConsumeError::Downstream { target, message })) => {
+                    return Err(RunError::Downstream(format!("{target}: {message}")));
+                }
             }
             checkpoint::save(conn, &self.checkpoint_name, last, "rebuilding").await?;
             total += batch.len();
@@ -409,6 +437,9 @@ impl<C: Consumer> Runner<C> {
         let mut leased_until: Option<Instant> = None;
         let mut stopped = false;
         let mut last_lag = Instant::now() - Duration::from_secs(10);
+        // Grows while a consumer's destination keeps failing (capped by the lease renewal).
+        let mut downstream_backoff = Duration::from_millis(100);
+        let mut failing = false;
         tracing::info!(projection = name, holder = %holder, "projection worker started");
         loop {
             if *shutdown.borrow() {
@@ -438,6 +469,11 @@ impl<C: Consumer> Runner<C> {
             if leased_until.is_some() && !stopped {
                 match self.run_once_as(Some(&holder)).await {
                     Ok(_) => {
+                        if failing {
+                            failing = false;
+                            downstream_backoff = Duration::from_millis(100);
+                            tracing::info!(projection = name, "destination reachable again; caught up");
+                        }
                         wait = self.config.poll_interval;
                         if self.held_back().await.unwrap_or(false) {
                             wait = recheck;
@@ -450,6 +486,17 @@ impl<C: Consumer> Runner<C> {
                     Err(RunError::Stopped { position, error }) => {
                         tracing::error!(projection = name, position, error = %error, "projection stopped by its failure policy; restart after a fix");
                         stopped = true;
+                    }
+                    Err(RunError::Downstream(error)) => {
+                        // Never parked: the event is fine, its destination is not. The row says
+                        // so until the next batch commits (which clears `last_error`).
+                        if !failing {
+                            tracing::warn!(projection = name, error = %error, "destination failed; retrying with backoff");
+                        }
+                        failing = true;
+                        let _ = checkpoint::set_state(self.pool(), name, "failing", Some(&error)).await;
+                        wait = downstream_backoff;
+                        downstream_backoff = (downstream_backoff * 2).min(Duration::from_secs(5));
                     }
                     Err(RunError::Store(e)) => {
                         tracing::error!(projection = name, error = %e, "projection batch failed");
