@@ -201,8 +201,11 @@ async fn with_nats_away_commands_succeed_the_lag_and_error_show_and_it_catches_u
     let url = format!("nats://127.0.0.1:{port}");
     let app = nats_app(&stream, &url).await;
     let (_, owner) = app.provision("nats-away").await;
-    for i in 0..5 {
-        app.create_project(&owner, &format!("away-{i}")).await;
+    // Commands go through while the broker is away (the free plan's three projects, renamed).
+    for i in 0..3 {
+        let id = app.create_project(&owner, &format!("away-{i}")).await.body["id"].as_str().unwrap().to_owned();
+        let r = app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": format!("away-renamed-{i}")})).await;
+        assert!(r.status < 300, "rename: {}", r.body);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let st = loop {
