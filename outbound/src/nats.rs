@@ -137,9 +137,10 @@ impl NatsPublisher {
                 Ok(Ok(ack)) if ack.duplicate => Ok("duplicate"),
                 Ok(Ok(_)) => Ok("published"),
                 Ok(Err(e)) => Err(format!("publish of event {} failed: {e}", recorded.event_id)),
-                Err(_) => {
-                    Err(format!("no acknowledgement of event {} within {:?}", recorded.event_id, self.config.ack_timeout))
-                }
+                Err(_) => Err(format!(
+                    "no acknowledgement of event {} within {:?}",
+                    recorded.event_id, self.config.ack_timeout
+                )),
             };
             metrics::histogram!(PUBLISH_SECONDS, "publisher" => TARGET).record(started.elapsed().as_secs_f64());
             match outcome {

@@ -82,7 +82,9 @@ pub async fn retry<C: Consumer>(store: &Store, consumer: &C, id: i64, actor: &st
             Ok(Retried::Applied { dead_letter: dl, later_in_stream })
         }
         Err(ConsumeError::Store(e)) if e.is_retryable() => Err(e.into()),
-        Err(ConsumeError::Downstream { target, message }) => Err(RetryError::Downstream(format!("{target}: {message}"))),
+        Err(ConsumeError::Downstream { target, message }) => {
+            Err(RetryError::Downstream(format!("{target}: {message}")))
+        }
         Err(ConsumeError::Store(e)) => {
             checkpoint::rollback_batch(&mut tx).await?;
             let error = e.to_string();

@@ -136,7 +136,9 @@ async fn two_tenants_events_reach_their_own_subjects_once_in_log_order_with_the_
             let name = format!("{slug}-project-{i}");
             let id = app.create_project(owner, &name).await.body["id"].as_str().unwrap().to_owned();
             projects.insert(id.clone(), (tenant, name));
-            let r = app.patch(&format!("/api/v1/projects/{id}"), owner, json!({"name": format!("{slug}-renamed-{i}")})).await;
+            let r = app
+                .patch(&format!("/api/v1/projects/{id}"), owner, json!({"name": format!("{slug}-renamed-{i}")}))
+                .await;
             assert!(r.status < 300, "rename: {}", r.body);
         }
     }
@@ -163,7 +165,9 @@ async fn two_tenants_events_reach_their_own_subjects_once_in_log_order_with_the_
         let names: Vec<&str> =
             on_subjects.iter().filter_map(|m| m.envelope["data"]["name"].as_str()).filter(|n| n.len() > 2).collect();
         assert!(names.iter().any(|n| n.starts_with(slug)), "{names:?}");
-        assert!(names.iter().filter(|n| n.contains("-project-") || n.contains("-renamed-")).all(|n| n.starts_with(slug)));
+        assert!(
+            names.iter().filter(|n| n.contains("-project-") || n.contains("-renamed-")).all(|n| n.starts_with(slug))
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -204,7 +208,8 @@ async fn with_nats_away_commands_succeed_the_lag_and_error_show_and_it_catches_u
     // Commands go through while the broker is away (the free plan's three projects, renamed).
     for i in 0..3 {
         let id = app.create_project(&owner, &format!("away-{i}")).await.body["id"].as_str().unwrap().to_owned();
-        let r = app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": format!("away-renamed-{i}")})).await;
+        let r =
+            app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": format!("away-renamed-{i}")})).await;
         assert!(r.status < 300, "rename: {}", r.body);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -274,7 +279,10 @@ async fn an_erased_members_personal_data_is_published_as_erased() {
             .unwrap_or_else(|| panic!("{user} invited"))
             .clone()
     };
-    assert_eq!((invited("grace")["data"]["email"].clone(), invited("grace")["data"]["name"].clone()), (json!("[erased]"), json!("[erased]")));
+    assert_eq!(
+        (invited("grace")["data"]["email"].clone(), invited("grace")["data"]["name"].clone()),
+        (json!("[erased]"), json!("[erased]"))
+    );
     assert_eq!(invited("ada")["data"]["email"], "ada@example.test", "a member not erased is opened");
     for m in &received {
         let text = m.envelope.to_string();
@@ -307,12 +315,13 @@ fn serve(db: &TestDb, stream: &str) -> Child {
 async fn checkpointed(db: &TestDb) -> u64 {
     let at = checkpoint::read(db.store.projector(), NAME).await.unwrap();
     let mut su = db.superuser().await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) <= ($1::text::xid8, $2)")
-        .bind(at.xid.to_string())
-        .bind(at.position)
-        .fetch_one(&mut su)
-        .await
-        .unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) <= ($1::text::xid8, $2)")
+            .bind(at.xid.to_string())
+            .bind(at.position)
+            .fetch_one(&mut su)
+            .await
+            .unwrap();
     n as u64
 }
 
@@ -340,7 +349,10 @@ async fn a_publisher_killed_between_publish_and_checkpoint_republishes_and_jetst
             if published > 0 && published < total && published > checkpointed(&db).await {
                 break;
             }
-            assert!(Instant::now() < deadline && published < total, "caught the publisher mid-batch ({published} of {total})");
+            assert!(
+                Instant::now() < deadline && published < total,
+                "caught the publisher mid-batch ({published} of {total})"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         victim.start_kill().unwrap(); // SIGKILL
