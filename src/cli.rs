@@ -256,11 +256,16 @@ pub struct Settings {
     pub poll_interval_ms: u64,
 
     /// Publish every event to NATS JetStream at this URL (e.g. `nats://127.0.0.1:4222`), on
-    /// `keel.<tenant_id>.<stream_type>.<event_type>`; unset: no publisher.
+    /// `keel.<tenant_id>.<stream_type>.<event_type>` (see the prefix); unset: no publisher.
     #[arg(long, env = "KEEL_NATS_URL", global = true)]
     pub nats_url: Option<String>,
 
-    /// The JetStream stream the publisher creates (or updates) for the subjects `keel.>`.
+    /// The first token(s) of the published subjects: `<prefix>.<tenant_id>.<stream_type>.<event_type>`.
+    #[arg(long, env = "KEEL_NATS_SUBJECT_PREFIX", global = true, default_value = "keel",
+          value_parser = keel_outbound::nats::parse_subject_prefix)]
+    pub nats_subject_prefix: String,
+
+    /// The JetStream stream the publisher creates (or updates) for the subjects `<prefix>.>`.
     #[arg(long, env = "KEEL_NATS_STREAM", global = true, default_value = "KEEL")]
     pub nats_stream: String,
 

@@ -282,6 +282,7 @@ fn outbound_config(s: &Settings) -> keel_outbound::OutboundConfig {
     keel_outbound::OutboundConfig {
         nats: s.nats_url.as_ref().map(|url| keel_outbound::NatsConfig {
             url: url.clone(),
+            subject_prefix: s.nats_subject_prefix.clone(),
             stream: s.nats_stream.clone(),
             max_age: Duration::from_secs(s.nats_max_age_secs),
             duplicate_window: Duration::from_secs(s.nats_duplicate_window_secs),

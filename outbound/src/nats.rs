@@ -28,6 +28,9 @@ const TARGET: &str = "nats";
 pub struct NatsConfig {
     /// `nats://host:port` (`KEEL_NATS_URL`).
     pub url: String,
+    /// The first token of every subject (`KEEL_NATS_SUBJECT_PREFIX`, `keel`): deployments that
+    /// share a NATS server each take their own, since JetStream streams may not overlap.
+    pub subject_prefix: String,
     /// The JetStream stream the publisher creates if missing (`KEEL_NATS_STREAM`).
     pub stream: String,
     /// How long JetStream keeps a message (`KEEL_NATS_MAX_AGE_SECS`; zero: no limit).
@@ -45,6 +48,7 @@ impl NatsConfig {
     pub fn new(url: impl Into<String>) -> NatsConfig {
         NatsConfig {
             url: url.into(),
+            subject_prefix: "keel".into(),
             stream: "KEEL".into(),
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
@@ -53,22 +57,35 @@ impl NatsConfig {
         }
     }
 
-    /// The stream as the publisher creates (or updates) it: every subject under `keel.`.
+    /// The stream as the publisher creates (or updates) it: every subject under the prefix.
     pub fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.stream.clone(),
-            subjects: vec!["keel.>".into()],
+            subjects: vec![format!("{}.>", self.subject_prefix)],
             max_age: self.max_age,
             duplicate_window: self.duplicate_window,
             ..Default::default()
         }
     }
+
+    /// The subject of an event: `<prefix>.<tenant_id>.<stream_type>.<event_type>` (each token
+    /// free of `.`, `*`, `>` and spaces: a UUID and Keel's own names).
+    pub fn subject(&self, recorded: &RecordedEvent) -> String {
+        format!("{}.{}.{}.{}", self.subject_prefix, recorded.tenant_id.0, recorded.stream_type, recorded.event_type)
+    }
 }
 
-/// The subject of an event: `keel.<tenant_id>.<stream_type>.<event_type>` (each token free of
-/// `.`, `*`, `>` and spaces: a UUID and Keel's own names).
-pub fn subject(recorded: &RecordedEvent) -> String {
-    format!("keel.{}.{}.{}", recorded.tenant_id.0, recorded.stream_type, recorded.event_type)
+/// Checks a subject prefix: one or more NATS tokens of letters, digits, `-` and `_`, joined by
+/// `.` (no wildcard, no space, no empty token).
+pub fn parse_subject_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 100
+        && s.split('.').all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a subject prefix: tokens of letters, digits, - and _ joined by dots"))
+    }
 }
 
 pub struct NatsPublisher {
@@ -130,7 +147,7 @@ impl NatsPublisher {
                 .payload(Envelope::new(recorded, event).to_bytes().into())
                 .message_id(recorded.event_id.to_string());
             let acked = tokio::time::timeout(self.config.ack_timeout, async {
-                js.send_publish(subject(recorded), message).await?.await
+                js.send_publish(self.config.subject(recorded), message).await?.await
             })
             .await;
             let outcome = match acked {
@@ -171,6 +188,15 @@ impl Consumer for NatsPublisher {
         true
     }
 
+    /// Publishes with no transaction open: waiting for JetStream inside one would hold back
+    /// every reader of the log (see `Consumer::DELIVERS`).
+    const DELIVERS: bool = true;
+
+    async fn deliver(&self, items: &[Item<'_>]) -> Result<(), ConsumeError> {
+        let items: Vec<(&RecordedEvent, &Event)> = items.iter().map(|(r, e)| (*r, e)).collect();
+        self.publish_all(&items).await
+    }
+
     async fn consume(
         &self,
         _conn: &mut PgConnection,
@@ -202,5 +228,39 @@ mod tests {
         assert_eq!(s.name, "KEEL_TEST");
         assert_eq!(s.subjects, vec!["keel.>".to_owned()]);
         assert_eq!((s.max_age, s.duplicate_window), (Duration::from_secs(60), Duration::from_secs(30)));
+        let c = NatsConfig { subject_prefix: "acme.keel".into(), ..c };
+        assert_eq!(c.stream_config().subjects, vec!["acme.keel.>".to_owned()]);
+    }
+
+    #[test]
+    fn the_default_subject_names_tenant_stream_type_and_event_type() {
+        let tenant = uuid::Uuid::now_v7();
+        let recorded = RecordedEvent {
+            position: 1,
+            xid: 1,
+            tenant_id: keel_domain::TenantId(tenant),
+            stream_type: "task".into(),
+            stream_id: uuid::Uuid::now_v7(),
+            stream_version: 1,
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "TaskCreated".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            recorded_at: chrono::Utc::now(),
+            prev_hash: None,
+            hash: vec![],
+        };
+        assert_eq!(NatsConfig::new("nats://x").subject(&recorded), format!("keel.{tenant}.task.TaskCreated"));
+    }
+
+    #[test]
+    fn a_subject_prefix_is_plain_tokens() {
+        for good in ["keel", "acme.keel", "keel-prod_2"] {
+            assert_eq!(parse_subject_prefix(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "keel.", ".keel", "keel.>", "ke*el", "ke el", "a..b"] {
+            assert!(parse_subject_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -86,6 +86,19 @@ pub trait Consumer: Send + Sync + 'static {
         }
     }
 
+    /// True for a consumer that hands events to a system outside Keel (`deliver`): the runner
+    /// then calls `deliver` with no transaction open and saves the checkpoint in a short
+    /// transaction after it returns. A transaction that holds an id holds back the gap-safe
+    /// horizon (`pg_snapshot_xmin`) of every reader of the log in the cluster, so a destination
+    /// that takes seconds to answer must not be waited for inside one.
+    const DELIVERS: bool = false;
+
+    /// Hands a run of decoded events, in order, to the destination (only when `DELIVERS`); the
+    /// checkpoint moves past them only after this returns `Ok`.
+    fn deliver(&self, _items: &[keel_store::read::Item<'_>]) -> impl Future<Output = Result<(), ConsumeError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Runs after a batch was taken, just before its commit (not during a rebuild): a projection
     /// tells subscribers here which tenants changed.
     fn before_commit(
@@ -224,6 +237,9 @@ impl<C: Consumer> Runner<C> {
     }
 
     async fn step_as(&self, holder: Option<&str>) -> Result<usize, RunError> {
+        if C::DELIVERS && !self.rebuild {
+            return self.deliver_step(holder).await;
+        }
         let started = Instant::now();
         let name = self.consumer.name();
         let mut tx = self.begin().await?;
@@ -266,6 +282,67 @@ impl<C: Consumer> Runner<C> {
                     self.failed(holder, from, &batch, i, e).await
                 }
             }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `step` for a consumer that delivers outside Keel: read the batch with no transaction
+    /// holding an id, deliver it, then lock the checkpoint (and the lease) and save it if it has
+    /// not moved meanwhile. A crash, or a lease lost, between the delivery and the commit
+    /// delivers the batch again (the destination deduplicates by event id).
+    async fn deliver_step(&self, holder: Option<&str>) -> Result<usize, RunError> {
+        let started = Instant::now();
+        let name = self.consumer.name();
+        let from = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
+        let batch = {
+            let mut conn = self.pool().acquire().await?;
+            let mut batch = log::read_all_after(&mut conn, from, self.config.batch_size).await?;
+            log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
+            batch
+        };
+        let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(0) };
+        let span =
+            tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
+        async move {
+            let wanted: Vec<&RecordedEvent> = batch.iter().filter(|r| self.consumer.wants(&r.event_type)).collect();
+            let mut items = Vec::with_capacity(wanted.len());
+            for r in wanted {
+                match r.decode() {
+                    Ok(e) => items.push((r, e)),
+                    Err(e) => {
+                        // An event Keel cannot read: what comes before it goes first, then it is
+                        // retried and parked like any consumer's.
+                        let i = batch.iter().position(|b| b.position == r.position).unwrap_or(0);
+                        return self.failed(holder, from, &batch, i, e).await;
+                    }
+                }
+            }
+            match self.consumer.deliver(&items).await {
+                Ok(()) => {}
+                Err(ConsumeError::Downstream { target, message }) => {
+                    return Err(RunError::Downstream(format!("{target}: {message}")));
+                }
+                Err(ConsumeError::Store(e)) => return Err(e.into()),
+            }
+            let mut tx = self.begin().await?;
+            let Some(now) = checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await? else {
+                return Err(RunError::LeaseLost);
+            };
+            if now != from {
+                // Another worker moved it meanwhile (this one's lease had lapsed).
+                tx.rollback().await?;
+                return Err(RunError::LeaseLost);
+            }
+            let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
+            checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
+            tx.commit().await?;
+            self.attempts.lock().expect("not poisoned").clear();
+            metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
+            metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
+            metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
+                .record(started.elapsed().as_secs_f64());
+            Ok(batch.len())
         }
         .instrument(span)
         .await

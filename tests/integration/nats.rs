@@ -19,13 +19,23 @@ use uuid::Uuid;
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 const NATS: &str = "nats://127.0.0.1:4222";
 
-/// A stream name no other test uses.
+/// A stream name no other test uses (`KEEL_TEST_<id>`); its subjects' prefix is `keeltest<id>`,
+/// since JetStream streams may not overlap.
 fn stream_name() -> String {
     format!("KEEL_TEST_{}", Uuid::new_v4().simple())
 }
 
+fn prefix(stream: &str) -> String {
+    format!("keeltest{}", stream.trim_start_matches("KEEL_TEST_"))
+}
+
 fn config(url: &str, stream: &str) -> NatsConfig {
-    NatsConfig { stream: stream.to_owned(), max_age: Duration::from_secs(3600), ..NatsConfig::new(url) }
+    NatsConfig {
+        stream: stream.to_owned(),
+        subject_prefix: prefix(stream),
+        max_age: Duration::from_secs(3600),
+        ..NatsConfig::new(url)
+    }
 }
 
 async fn jetstream() -> jetstream::Context {
@@ -90,7 +100,8 @@ async fn log_events(db: &TestDb) -> Vec<(Uuid, Uuid, String, Uuid, i64, String)>
 
 /// Each event of the log exactly once, on its subject, with its id as `Nats-Msg-Id` and its
 /// envelope's fields; per stream in version order. Returns the envelopes by event id.
-async fn assert_exactly_once_in_order(db: &TestDb, received: &[Received]) -> HashMap<Uuid, Value> {
+async fn assert_exactly_once_in_order(db: &TestDb, stream: &str, received: &[Received]) -> HashMap<Uuid, Value> {
+    let prefix = prefix(stream);
     let events = log_events(db).await;
     assert_eq!(received.len(), events.len(), "one message per event of the log");
     let mut seen = HashSet::new();
@@ -102,7 +113,7 @@ async fn assert_exactly_once_in_order(db: &TestDb, received: &[Received]) -> Has
         assert!(seen.insert(id), "event {id} published once");
         assert_eq!(m.msg_id, id.to_string(), "Nats-Msg-Id is the event id");
         let (_, tenant, stream_type, stream_id, version, event_type) = by_event[&id];
-        assert_eq!(m.subject, format!("keel.{tenant}.{stream_type}.{event_type}"));
+        assert_eq!(m.subject, format!("{prefix}.{tenant}.{stream_type}.{event_type}"));
         assert_eq!(m.envelope["specversion"], "keel.event.v1");
         assert_eq!(m.envelope["type"], json!(event_type));
         assert_eq!(m.envelope["tenant_id"], json!(tenant));
@@ -113,6 +124,10 @@ async fn assert_exactly_once_in_order(db: &TestDb, received: &[Received]) -> Has
         by_id.insert(id, m.envelope.clone());
     }
     by_id
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap()
 }
 
 async fn nats_app(stream: &str, url: &str) -> TestApp {
@@ -145,7 +160,7 @@ async fn two_tenants_events_reach_their_own_subjects_once_in_log_order_with_the_
     let total = app.event_count().await as u64;
     wait_for_messages(&js, &stream, total, Duration::from_secs(30)).await;
     let received = read_all(&js, &stream).await;
-    let envelopes = assert_exactly_once_in_order(&app.db, &received).await;
+    let envelopes = assert_exactly_once_in_order(&app.db, &stream, &received).await;
 
     // The data is the command's, and each tenant's projects are on its own subjects only.
     for (id, (tenant, name)) in &projects {
@@ -160,7 +175,7 @@ async fn two_tenants_events_reach_their_own_subjects_once_in_log_order_with_the_
     }
     for (tenant, slug) in [(a, "a-"), (b, "b-")] {
         let on_subjects: Vec<&Received> =
-            received.iter().filter(|m| m.subject.starts_with(&format!("keel.{}.", tenant.0))).collect();
+            received.iter().filter(|m| m.subject.starts_with(&format!("{}.{}.", prefix(&stream), tenant.0))).collect();
         assert!(on_subjects.iter().all(|m| m.envelope["tenant_id"] == json!(tenant.0)));
         let names: Vec<&str> =
             on_subjects.iter().filter_map(|m| m.envelope["data"]["name"].as_str()).filter(|n| n.len() > 2).collect();
@@ -223,6 +238,20 @@ async fn with_nats_away_commands_succeed_the_lag_and_error_show_and_it_catches_u
     };
     assert!(st.last_error.as_deref().unwrap().contains(&port.to_string()), "{st:?}");
     assert!(st.lag_seconds > 0.0, "{st:?}");
+    // So does /metrics (the lag gauge is refreshed about once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics(&app).await;
+        let lag = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("keel_projection_lag_events{{projection=\"{NAME}\"}} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if lag.is_some_and(|n| n >= 6.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the publisher's lag on /metrics: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The operator's view says the same.
     let out = std::process::Command::new(KEEL)
         .args(["projections", "status"])
@@ -242,7 +271,7 @@ async fn with_nats_away_commands_succeed_the_lag_and_error_show_and_it_catches_u
     let js = jetstream().await;
     let total = app.event_count().await as u64;
     wait_for_messages(&js, &stream, total, Duration::from_secs(30)).await;
-    assert_exactly_once_in_order(&app.db, &read_all(&js, &stream).await).await;
+    assert_exactly_once_in_order(&app.db, &stream, &read_all(&js, &stream).await).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let st = checkpoint::status(app.db.store.projector(), NAME).await.unwrap();
@@ -252,6 +281,14 @@ async fn with_nats_away_commands_succeed_the_lag_and_error_show_and_it_catches_u
         assert!(Instant::now() < deadline, "caught up and no longer failing: {st:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let m = metrics(&app).await;
+    assert!(
+        m.lines().any(|l| l.starts_with("keel_outbound_published_total{")
+            && l.contains("publisher=\"nats\"")
+            && l.contains("outcome=\"published\"")),
+        "{m}"
+    );
+    assert!(m.contains("keel_outbound_publish_seconds"), "{m}");
     proxy.abort();
     js.delete_stream(&stream).await.unwrap();
 }
@@ -271,7 +308,7 @@ async fn an_erased_members_personal_data_is_published_as_erased() {
     runner.run_once().await.unwrap();
     let js = jetstream().await;
     let received = read_all(&js, &stream).await;
-    let envelopes = assert_exactly_once_in_order(&app.db, &received).await;
+    let envelopes = assert_exactly_once_in_order(&app.db, &stream, &received).await;
     let invited = |user: &str| {
         envelopes
             .values()
@@ -302,6 +339,7 @@ fn serve(db: &TestDb, stream: &str) -> Child {
         .env("KEEL_LEASE_TTL_SECS", "3")
         .env("KEEL_NATS_URL", NATS)
         .env("KEEL_NATS_STREAM", stream)
+        .env("KEEL_NATS_SUBJECT_PREFIX", prefix(stream))
         .env("KEEL_NATS_MAX_AGE_SECS", "3600")
         .env("KEEL_LOG", "warn")
         .stdout(Stdio::null())
@@ -377,6 +415,6 @@ async fn a_publisher_killed_between_publish_and_checkpoint_republishes_and_jetst
 
     let received = read_all(&js, &stream).await;
     assert_eq!(received.len() as u64, total, "republished events were dropped as duplicates");
-    assert_exactly_once_in_order(&db, &received).await;
+    assert_exactly_once_in_order(&db, &stream, &received).await;
     js.delete_stream(&stream).await.unwrap();
 }
