@@ -305,8 +305,16 @@ async fn an_erased_members_personal_data_is_published_as_erased() {
     // The publisher reads the log after the erasure (a first run, a retry or a replay alike).
     let stream = stream_name();
     let runner = Runner::new(app.db.store.clone(), NatsPublisher::new(config(NATS, &stream)), RunnerConfig::default());
-    runner.run_once().await.unwrap();
     let js = jetstream().await;
+    // The log is read gap-safely: an older transaction anywhere in the cluster (another test's)
+    // can hold the last events back for a moment.
+    let total = app.event_count().await as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while message_count(&js, &stream).await < total {
+        assert!(Instant::now() < deadline, "every event published");
+        runner.run_once().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let received = read_all(&js, &stream).await;
     let envelopes = assert_exactly_once_in_order(&app.db, &stream, &received).await;
     let invited = |user: &str| {
@@ -417,4 +425,52 @@ async fn a_publisher_killed_between_publish_and_checkpoint_republishes_and_jetst
     assert_eq!(received.len() as u64, total, "republished events were dropped as duplicates");
     assert_exactly_once_in_order(&db, &stream, &received).await;
     js.delete_stream(&stream).await.unwrap();
+}
+
+/// A NATS address that accepts connections and never answers (a broker hung, or a black hole).
+async fn hung_broker() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_hung_broker_holds_back_no_projection() {
+    let (port, broker) = hung_broker().await;
+    let stream = stream_name();
+    // The publisher waits up to 30 s for each connection attempt to this broker.
+    let nats =
+        NatsConfig { connect_timeout: Duration::from_secs(30), ..config(&format!("nats://127.0.0.1:{port}"), &stream) };
+    let app =
+        spawn_app_with(Options { outbound: keel_outbound::OutboundConfig { nats: Some(nats) }, ..Options::default() })
+            .await;
+    let (_, owner) = app.provision("nats-hung").await;
+    // Let the publisher start waiting on the broker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id: Uuid = app.create_project(&owner, "Unhindered").await.body["id"].as_str().unwrap().parse().unwrap();
+    // The read model follows within seconds, not after the broker's 30 s: the publisher waits
+    // with no transaction open, so it holds back no reader of the log.
+    let committed = Instant::now();
+    let mut su = app.db.superuser().await;
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_projects WHERE project_id = $1")
+            .bind(id)
+            .fetch_one(&mut su)
+            .await
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(committed.elapsed() < Duration::from_secs(10), "the project is projected while the broker hangs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = checkpoint::status(app.db.store.projector(), NAME).await.unwrap();
+    assert_eq!(st.checkpoint.position, 0, "nothing published to a broker that never answered: {st:?}");
+    broker.abort();
 }
