@@ -1,7 +1,8 @@
 //! Events out: consumers of the log that hand each event, in its documented envelope
 //! (`envelope`), to a system outside Keel — the NATS JetStream publisher now (`nats`), webhook
-//! delivery next. Each is driven by `keel_runner` like a projection: leased, gap-safe, its
-//! checkpoint advanced only after its destination took the batch.
+//! delivery next. Each is driven by `keel_runner` like a projection (leased, gap-safe), but
+//! delivers with no transaction open (`Consumer::DELIVERS`) and has its checkpoint advanced only
+//! after its destination took the batch.
 
 pub mod envelope;
 pub mod nats;

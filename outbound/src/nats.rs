@@ -1,7 +1,7 @@
 //! The NATS JetStream publisher (`docs/integration.md`): a consumer of the log that publishes
 //! every event's envelope on `keel.<tenant_id>.<stream_type>.<event_type>` with `Nats-Msg-Id` =
-//! the event id, and lets the runner commit its checkpoint only after JetStream acknowledged
-//! every publish of the batch. A crash between the acks and the commit republishes the batch,
+//! the event id, with no transaction open (`Consumer::DELIVERS`), and lets the runner commit its
+//! checkpoint only after JetStream acknowledged every publish of the batch. A crash between the acks and the commit republishes the batch,
 //! which JetStream's duplicate window drops; a broker that is away fails the batch
 //! (`ConsumeError::Downstream`), which the runner retries with backoff and never parks.
 
