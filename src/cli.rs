@@ -362,6 +362,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCmd,
     },
+    /// Break Keel on purpose and check it kept its promises: a private PostgreSQL, Keel as a
+    /// child process, a mixed command load from several clients while Keel is killed and sent
+    /// SIGTERM and the database is stopped and its backends terminated; then every answer is
+    /// checked against the log (docs/reliability.md). Exit 1 on any violation.
+    Chaos(ChaosArgs),
     /// The control plane: provision tenants, list and show them, change their plan, suspend,
     /// reactivate and erase them, through the same commands as the REST platform routes.
     Tenant {
@@ -651,6 +656,36 @@ pub struct TokenArgs {
     /// The `kid` of tokens signed with --key-file (the key's id in the server's JWKS).
     #[arg(long, requires = "key_file", value_name = "ID")]
     pub kid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// How long the load and the faults run, e.g. 90s or 10m; the checks follow.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Concurrent clients sending commands.
+    #[arg(long, default_value_t = 6)]
+    pub clients: usize,
+    /// Seed of the load's and the faults' choices (unset: from the clock; the report prints it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Mean time between two faults (each 0.5 to 1.5 times this after the last one recovered;
+    /// every kind once per cycle of five).
+    #[arg(long, alias = "kill-every", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub fault_every: std::time::Duration,
+    /// The Keel binary to run, kill and restart (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub keel_bin: Option<PathBuf>,
+    /// Write the figures and every violation as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Keep the run's directory (the cluster, PostgreSQL's and Keel's logs, the journal of every
+    /// request and answer) for inspection; it is kept anyway when the run fails.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where the run's directory is made (default: the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

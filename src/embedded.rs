@@ -212,13 +212,37 @@ impl EmbeddedPg {
         if !self.started {
             return Ok(());
         }
-        let out =
-            self.command("pg_ctl").arg("stop").arg("-D").arg(self.pgdata()).args(["-m", "fast", "-w"]).output()?;
+        self.stop_with(StopMode::Fast)
+    }
+
+    /// Stops the server in `mode` whoever started it (`keel chaos` stops its private cluster
+    /// both ways, then starts it again with `restart`).
+    pub fn stop_with(&self, mode: StopMode) -> anyhow::Result<()> {
+        let mode = match mode {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        };
+        let out = self.command("pg_ctl").arg("stop").arg("-D").arg(self.pgdata()).args(["-m", mode, "-w"]).output()?;
         if !out.status.success() {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!("pg_ctl stop -m {mode} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
     }
+
+    /// Starts a server stopped by `stop_with` again, on the same port (after `-m immediate`,
+    /// PostgreSQL recovers from its WAL first).
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
+    }
+}
+
+/// How `pg_ctl stop` ends the server's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Sessions are ended and the server shuts down cleanly.
+    Fast,
+    /// The server quits at once, as in a crash; the next start recovers from the WAL.
+    Immediate,
 }
 
 /// `None` when not root; as root, the unprivileged user to run the server as.

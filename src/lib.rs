@@ -5,6 +5,7 @@ pub mod analyst;
 pub mod app;
 pub mod audit;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod database_url;

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, bail};
 use keel::cli::{
-    AnalystCmd, AuditCmd, BenchArgs, Command, DeadLettersCmd, DemoCmd, KeysCmd, ProjectionsCmd, Service, Settings,
-    SubscribeArgs, TenantCmd, TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, ChaosArgs, Command, DeadLettersCmd, DemoCmd, KeysCmd, ProjectionsCmd, Service,
+    Settings, SubscribeArgs, TenantCmd, TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};
@@ -42,6 +42,7 @@ async fn main() {
         Command::Demo { command } => demo(&cli.settings, command).await,
         Command::Config { .. } => config_check(&cli.settings, effective.unwrap_or_default()),
         Command::Tenant { command } => tenant(&cli.settings, command).await,
+        Command::Chaos(args) => chaos(&cli.settings, args).await,
     };
     // The last spans leave before the process does (a few seconds at most, off the runtime).
     let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
@@ -791,4 +792,34 @@ async fn tenant(s: &Settings, command: TenantCmd) -> anyhow::Result<()> {
         _ => cli_master_key(s)?,
     };
     with_keel_database(s, async |url: &str| keel::tenant_cmd::run(url, key, command).await).await
+}
+
+/// `keel chaos`: the figures on stdout (and as JSON in --report); exit 1 when a check failed.
+async fn chaos(s: &Settings, args: ChaosArgs) -> anyhow::Result<()> {
+    let opts = keel::chaos::ChaosOptions {
+        duration: args.duration,
+        clients: args.clients.max(1),
+        seed: args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        }),
+        fault_every: args.fault_every.max(Duration::from_millis(500)),
+        keel_bin: match args.keel_bin {
+            Some(p) => p,
+            None => std::env::current_exe().context("cannot find this binary (pass --keel-bin)")?,
+        },
+        dir: args.dir.unwrap_or_else(std::env::temp_dir),
+        keep: args.keep,
+        pg_bindir: find_bindir(s.pg_bindir.as_deref())?,
+    };
+    let report = keel::chaos::run(&opts).await?;
+    print!("{}", keel::chaos::render(&report));
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed = report.checks.iter().filter(|c| c.violations > 0).count();
+    if failed > 0 {
+        bail!("{failed} of {} checks failed (seed {})", report.checks.len(), report.seed);
+    }
+    Ok(())
 }

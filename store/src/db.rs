@@ -72,6 +72,9 @@ impl Default for PoolTimeouts {
     }
 }
 
+/// How often a service role's backend checks, while a statement runs, that Keel is still there.
+const CLIENT_CHECK_MS: u32 = 1000;
+
 /// Time a request waited for a connection of its pool and its `BEGIN`, in seconds (`pool` label).
 pub const ACQUIRE_SECONDS: &str = "keel_db_acquire_seconds";
 
@@ -145,7 +148,14 @@ async fn role_pool(
             Box::pin(async move {
                 conn.execute(set_role).await?;
                 // A number of milliseconds, formatted here: no caller text reaches this statement.
-                let timeout = format!("SET statement_timeout = {}", statement.as_millis());
+                // A backend checks every second that its client is still there while a statement
+                // runs or waits on a lock: the statements of a process killed mid-request are
+                // cancelled within a second instead of holding their place in a lock queue (and
+                // the locks they get) until their statement timeout.
+                let timeout = format!(
+                    "SET statement_timeout = {}; SET client_connection_check_interval = {CLIENT_CHECK_MS}",
+                    statement.as_millis()
+                );
                 conn.execute(sqlx::AssertSqlSafe(timeout)).await?;
                 Ok(())
             })

@@ -79,6 +79,9 @@ async fn every_service_role_connection_carries_its_statement_timeout() {
     for (pool, want) in [(store.writer(), "1234ms"), (store.reader(), "2345ms"), (store.projector(), "3456ms")] {
         let got: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(pool).await.unwrap();
         assert_eq!(got, want);
+        // A killed client's statements are cancelled within a second, not at their timeout.
+        let check: String = sqlx::query_scalar("SHOW client_connection_check_interval").fetch_one(pool).await.unwrap();
+        assert_eq!(check, "1s");
     }
     // A pool whose only connection is lent out answers within its acquire timeout.
     let held = store.writer().acquire().await.unwrap();

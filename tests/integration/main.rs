@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod bench;
 mod binary;
+mod chaos;
 mod commands;
 mod conditional;
 mod config_file;
