@@ -43,6 +43,8 @@ pub struct AppConfig {
     pub body_limit: usize,
     pub services: Services,
     pub runner: RunnerConfig,
+    /// Events out (`KEEL_NATS_*`): run by the projector service, beside the projections.
+    pub outbound: keel_outbound::OutboundConfig,
     pub pools: PoolSizes,
     /// Seals and opens personal data.
     pub master_key: keel_store::MasterKey,
@@ -94,6 +96,7 @@ pub struct App {
     router: Router,
     store: Store,
     runner: Option<RunnerConfig>,
+    outbound: keel_outbound::OutboundConfig,
     auth: Arc<Authenticator>,
     drain: Duration,
     shutdown_timeout: Duration,
@@ -212,6 +215,7 @@ impl App {
             router,
             store,
             runner,
+            outbound: config.outbound.clone(),
             auth,
             drain: config.limits.drain,
             shutdown_timeout: config.limits.shutdown_timeout,
@@ -246,7 +250,11 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = (self.stop, self.stopping);
         let workers = match &self.runner {
-            Some(c) => keel_projections::spawn_all(&self.store, c, &stop_rx),
+            Some(c) => {
+                let mut w = keel_projections::spawn_all(&self.store, c, &stop_rx);
+                w.extend(keel_outbound::spawn_all(&self.store, &self.outbound, c, &stop_rx));
+                w
+            }
             None => Vec::new(),
         };
         let mut server_stop = stop_rx.clone();

@@ -310,6 +310,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         body_limit: 1 << 20,
         services: Services { command: true, query: true, projector: false },
         runner: RunnerConfig::default(),
+        outbound: keel_outbound::OutboundConfig::default(),
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),
         // Its only clients are the bench's own, done by the time it stops: nothing to drain.

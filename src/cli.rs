@@ -255,6 +255,40 @@ pub struct Settings {
     #[arg(long, env = "KEEL_POLL_INTERVAL_MS", global = true, default_value_t = 500)]
     pub poll_interval_ms: u64,
 
+    /// Publish every event to NATS JetStream at this URL (e.g. `nats://127.0.0.1:4222`), on
+    /// `keel.<tenant_id>.<stream_type>.<event_type>` (see the prefix); unset: no publisher.
+    #[arg(long, env = "KEEL_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+
+    /// The first token(s) of the published subjects: `<prefix>.<tenant_id>.<stream_type>.<event_type>`.
+    #[arg(long, env = "KEEL_NATS_SUBJECT_PREFIX", global = true, default_value = "keel",
+          value_parser = keel_outbound::nats::parse_subject_prefix)]
+    pub nats_subject_prefix: String,
+
+    /// The JetStream stream the publisher creates (or updates) for the subjects `<prefix>.>`.
+    #[arg(long, env = "KEEL_NATS_STREAM", global = true, default_value = "KEEL")]
+    pub nats_stream: String,
+
+    /// How long the JetStream stream keeps a message, in seconds (0: no limit).
+    #[arg(long, env = "KEEL_NATS_MAX_AGE_SECS", global = true, default_value_t = 7 * 24 * 3600)]
+    pub nats_max_age_secs: u64,
+
+    /// How long JetStream remembers a message id, in seconds: a republish after a crash within
+    /// it is dropped as a duplicate.
+    #[arg(long, env = "KEEL_NATS_DUPLICATE_WINDOW_SECS", global = true, default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    pub nats_duplicate_window_secs: u64,
+
+    /// Deadline of a connection attempt to NATS, in ms.
+    #[arg(long, env = "KEEL_NATS_CONNECT_TIMEOUT_MS", global = true, default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub nats_connect_timeout_ms: u64,
+
+    /// Deadline of each publish's acknowledgement from JetStream, in ms.
+    #[arg(long, env = "KEEL_NATS_ACK_TIMEOUT_MS", global = true, default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub nats_ack_timeout_ms: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `keel=debug,sqlx=warn`.
     #[arg(long, env = "KEEL_LOG", global = true, default_value = "info,sqlx=warn")]
     pub log: String,
@@ -765,6 +799,7 @@ mod tests {
             body_limit: s.body_limit,
             services: Services::ALL,
             runner: keel_projections::RunnerConfig::default(),
+            outbound: keel_outbound::OutboundConfig::default(),
             pools: keel_store::PoolSizes::default(),
             master_key: keel_store::MasterKey::parse(s.master_key.as_ref().unwrap().expose_secret()).unwrap(),
             limits: EdgeLimits::default(),

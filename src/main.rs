@@ -244,6 +244,7 @@ fn app_config(
         body_limit: s.body_limit,
         services,
         runner: runner_config(s),
+        outbound: outbound_config(s),
         pools: PoolSizes::default(),
         master_key,
         limits: keel::EdgeLimits {
@@ -275,6 +276,20 @@ fn app_config(
             metrics_rank: Duration::from_secs(s.metrics_rank_secs),
         },
         console,
+    }
+}
+
+fn outbound_config(s: &Settings) -> keel_outbound::OutboundConfig {
+    keel_outbound::OutboundConfig {
+        nats: s.nats_url.as_ref().map(|url| keel_outbound::NatsConfig {
+            url: url.clone(),
+            subject_prefix: s.nats_subject_prefix.clone(),
+            stream: s.nats_stream.clone(),
+            max_age: Duration::from_secs(s.nats_max_age_secs),
+            duplicate_window: Duration::from_secs(s.nats_duplicate_window_secs),
+            connect_timeout: Duration::from_millis(s.nats_connect_timeout_ms),
+            ack_timeout: Duration::from_millis(s.nats_ack_timeout_ms),
+        }),
     }
 }
 
@@ -513,7 +528,9 @@ async fn projections(s: &Settings, command: ProjectionsCmd) -> anyhow::Result<()
                     "projection", "checkpoint", "lag", "lag (s)", "state", "lease holder", "dead", "acked"
                 );
                 let extra = keel_store::checkpoint::rebuild_names(store.projector()).await?;
-                let names = keel_projections::names().map(str::to_owned).chain(extra);
+                // The publishers this configuration runs follow the log like projections do.
+                let outbound = keel_outbound::names(&outbound_config(s)).into_iter().map(str::to_owned);
+                let names = keel_projections::names().map(str::to_owned).chain(outbound).chain(extra);
                 for name in names {
                     let st = keel_store::checkpoint::status(store.projector(), &name).await?;
                     println!(

@@ -130,6 +130,14 @@ fn describe() {
         "keel_jwks_fetches_total",
         "Fetches of the identity provider's JWKS URL, by outcome (ok, error)."
     );
+    describe_counter!(
+        keel_outbound::nats::PUBLISHED,
+        "Events the NATS publisher handed to JetStream, by outcome (published, duplicate: dropped by the duplicate window, failed). Its lag is keel_projection_lag_* with projection outbound.nats."
+    );
+    describe_histogram!(
+        keel_outbound::nats::PUBLISH_SECONDS,
+        "Time from a publish to JetStream's acknowledgement (or its failure), in seconds."
+    );
     describe_gauge!("keel_projection_checkpoint", "Log position up to which a projection has applied the log.");
     describe_histogram!("keel_projection_batch_seconds", "Time to apply and commit one projection batch, in seconds.");
     describe_counter!(

@@ -5,7 +5,7 @@
 mod models;
 pub mod rebuild;
 
-pub use keel_runner::{FailurePolicy, RunError, Runner, RunnerConfig, default_holder};
+pub use keel_runner::{ConsumeError, FailurePolicy, RunError, Runner, RunnerConfig, default_holder};
 pub use models::{Projection, all, names, tables};
 
 use keel_store::Store;

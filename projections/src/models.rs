@@ -2,7 +2,7 @@
 //! `keel_store::read::MODELS` lists them, the runner drives them.
 
 use keel_domain::Event;
-use keel_runner::Consumer;
+use keel_runner::{ConsumeError, Consumer};
 use keel_store::read::{self, ReadModel};
 use keel_store::{Pool, RecordedEvent, StoreError};
 use sqlx::PgConnection;
@@ -57,12 +57,12 @@ impl Consumer for Projection {
         conn: &mut PgConnection,
         recorded: &RecordedEvent,
         event: &Event,
-    ) -> Result<(), StoreError> {
-        self.0.apply(conn, recorded, event).await.map(|_| ())
+    ) -> Result<(), ConsumeError> {
+        Ok(self.0.apply(conn, recorded, event).await.map(|_| ())?)
     }
 
-    async fn consume_batch(&self, conn: &mut PgConnection, items: &[read::Item<'_>]) -> Result<(), StoreError> {
-        self.0.apply_batch(conn, items).await
+    async fn consume_batch(&self, conn: &mut PgConnection, items: &[read::Item<'_>]) -> Result<(), ConsumeError> {
+        Ok(self.0.apply_batch(conn, items).await?)
     }
 
     /// Tells subscribers, at commit, which tenants (and streams) this batch changed.

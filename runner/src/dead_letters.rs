@@ -2,7 +2,7 @@
 //! (`keel projections dead-letters retry`). The event, its consumer's writes and the parked
 //! row's removal (or its new error) commit together, with the record of who did it.
 
-use crate::Consumer;
+use crate::{ConsumeError, Consumer};
 use keel_store::dead_letter::{self, DeadLetter};
 use keel_store::{Store, StoreError, checkpoint, log};
 
@@ -30,6 +30,9 @@ pub enum RetryError {
     /// A transient database error (or a broken log): nothing was changed or recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The consumer's destination did not take it: nothing was changed or recorded.
+    #[error("{0}")]
+    Downstream(String),
 }
 
 impl From<sqlx::Error> for RetryError {
@@ -60,7 +63,7 @@ pub async fn retry<C: Consumer>(store: &Store, consumer: &C, id: i64, actor: &st
     let applied = if wanted {
         match event.decode() {
             Ok(decoded) => consumer.consume(&mut tx, &event, &decoded).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     } else {
         Ok(())
@@ -78,8 +81,11 @@ pub async fn retry<C: Consumer>(store: &Store, consumer: &C, id: i64, actor: &st
             tracing::info!(projection = name, dead_letter = id, tenant_id = %dl.tenant_id, position = dl.position, actor, "dead letter re-applied");
             Ok(Retried::Applied { dead_letter: dl, later_in_stream })
         }
-        Err(e) if e.is_retryable() => Err(e.into()),
-        Err(e) => {
+        Err(ConsumeError::Store(e)) if e.is_retryable() => Err(e.into()),
+        Err(ConsumeError::Downstream { target, message }) => {
+            Err(RetryError::Downstream(format!("{target}: {message}")))
+        }
+        Err(ConsumeError::Store(e)) => {
             checkpoint::rollback_batch(&mut tx).await?;
             let error = e.to_string();
             dead_letter::failed_again(&mut tx, &dl, &error, actor).await?;

@@ -30,6 +30,20 @@ pub enum FailurePolicy {
     Stop,
 }
 
+/// Why a consumer did not take an event. A consumer that writes only to PostgreSQL fails with
+/// the store's errors (retried or parked as `StoreError::is_retryable` says); one that hands
+/// events to a system outside Keel (a broker, a webhook receiver) can also fail downstream,
+/// which says nothing about the event: it is retried with backoff for as long as it takes and
+/// never parked, and the consumer's checkpoint row shows it (`state = failing`, `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The destination did not take it (unreachable, timed out, refused).
+    #[error("{target}: {message}")]
+    Downstream { target: &'static str, message: String },
+}
+
 /// Anything that follows the log from a checkpoint of its own: a projection, a webhook
 /// deliverer, a publisher. Everything it does with a batch happens in the transaction that saves
 /// its checkpoint, so a batch is taken exactly once or not at all.
@@ -55,7 +69,7 @@ pub trait Consumer: Send + Sync + 'static {
         conn: &mut PgConnection,
         recorded: &RecordedEvent,
         event: &Event,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), ConsumeError>> + Send;
 
     /// Takes a run of decoded events, in order, with the same effect as `consume` on each. A
     /// consumer that can write a run of similar events with one statement overrides it.
@@ -63,13 +77,26 @@ pub trait Consumer: Send + Sync + 'static {
         &self,
         conn: &mut PgConnection,
         items: &[keel_store::read::Item<'_>],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), ConsumeError>> + Send {
         async move {
             for (recorded, event) in items {
                 self.consume(conn, recorded, event).await?;
             }
             Ok(())
         }
+    }
+
+    /// True for a consumer that hands events to a system outside Keel (`deliver`): the runner
+    /// then calls `deliver` with no transaction open and saves the checkpoint in a short
+    /// transaction after it returns. A transaction that holds an id holds back the gap-safe
+    /// horizon (`pg_snapshot_xmin`) of every reader of the log in the cluster, so a destination
+    /// that takes seconds to answer must not be waited for inside one.
+    const DELIVERS: bool = false;
+
+    /// Hands a run of decoded events, in order, to the destination (only when `DELIVERS`); the
+    /// checkpoint moves past them only after this returns `Ok`.
+    fn deliver(&self, _items: &[keel_store::read::Item<'_>]) -> impl Future<Output = Result<(), ConsumeError>> + Send {
+        async { Ok(()) }
     }
 
     /// Runs after a batch was taken, just before its commit (not during a rebuild): a projection
@@ -125,6 +152,10 @@ pub enum RunError {
     LeaseLost,
     #[error("stopped at event {position}: {error}")]
     Stopped { position: i64, error: String },
+    /// A consumer's destination did not take a batch (see `ConsumeError::Downstream`): nothing
+    /// was committed; `run` tries again with backoff.
+    #[error("{0}")]
+    Downstream(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -150,7 +181,7 @@ pub struct Runner<C> {
 }
 
 enum Failed {
-    At(usize, StoreError),
+    At(usize, ConsumeError),
 }
 
 impl<C: Consumer> Runner<C> {
@@ -206,6 +237,9 @@ impl<C: Consumer> Runner<C> {
     }
 
     async fn step_as(&self, holder: Option<&str>) -> Result<usize, RunError> {
+        if C::DELIVERS && !self.rebuild {
+            return self.deliver_step(holder).await;
+        }
         let started = Instant::now();
         let name = self.consumer.name();
         let mut tx = self.begin().await?;
@@ -239,11 +273,76 @@ impl<C: Consumer> Runner<C> {
                         .record(started.elapsed().as_secs_f64());
                     Ok(batch.len())
                 }
-                Err(Failed::At(i, e)) => {
+                Err(Failed::At(_, ConsumeError::Downstream { target, message })) => {
+                    tx.rollback().await?;
+                    Err(RunError::Downstream(format!("{target}: {message}")))
+                }
+                Err(Failed::At(i, ConsumeError::Store(e))) => {
                     tx.rollback().await?;
                     self.failed(holder, from, &batch, i, e).await
                 }
             }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `step` for a consumer that delivers outside Keel: read the batch with no transaction
+    /// holding an id, deliver it, then lock the checkpoint (and the lease) and save it if it has
+    /// not moved meanwhile. A crash, or a lease lost, between the delivery and the commit
+    /// delivers the batch again (the destination deduplicates by event id).
+    async fn deliver_step(&self, holder: Option<&str>) -> Result<usize, RunError> {
+        let started = Instant::now();
+        let name = self.consumer.name();
+        let from = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
+        let batch = {
+            let mut conn = self.pool().acquire().await?;
+            let mut batch = log::read_all_after(&mut conn, from, self.config.batch_size).await?;
+            log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
+            batch
+        };
+        let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(0) };
+        let span =
+            tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
+        async move {
+            let wanted: Vec<&RecordedEvent> = batch.iter().filter(|r| self.consumer.wants(&r.event_type)).collect();
+            let mut items = Vec::with_capacity(wanted.len());
+            for r in wanted {
+                match r.decode() {
+                    Ok(e) => items.push((r, e)),
+                    Err(e) => {
+                        // An event Keel cannot read: what comes before it goes first, then it is
+                        // retried and parked like any consumer's.
+                        let i = batch.iter().position(|b| b.position == r.position).unwrap_or(0);
+                        return self.failed(holder, from, &batch, i, e).await;
+                    }
+                }
+            }
+            match self.consumer.deliver(&items).await {
+                Ok(()) => {}
+                Err(ConsumeError::Downstream { target, message }) => {
+                    return Err(RunError::Downstream(format!("{target}: {message}")));
+                }
+                Err(ConsumeError::Store(e)) => return Err(e.into()),
+            }
+            let mut tx = self.begin().await?;
+            let Some(now) = checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await? else {
+                return Err(RunError::LeaseLost);
+            };
+            if now != from {
+                // Another worker moved it meanwhile (this one's lease had lapsed).
+                tx.rollback().await?;
+                return Err(RunError::LeaseLost);
+            }
+            let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
+            checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
+            tx.commit().await?;
+            self.attempts.lock().expect("not poisoned").clear();
+            metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
+            metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
+            metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
+                .record(started.elapsed().as_secs_f64());
+            Ok(batch.len())
         }
         .instrument(span)
         .await
@@ -256,10 +355,12 @@ impl<C: Consumer> Runner<C> {
         if handled.len() > 1
             && let Ok(items) = handled.iter().map(|r| r.decode().map(|e| (*r, e))).collect::<Result<Vec<_>, _>>()
         {
-            let fail = |e: StoreError| Failed::At(0, e);
+            let fail = |e: StoreError| Failed::At(0, e.into());
             checkpoint::begin_batch(conn).await.map_err(fail)?;
             match self.consumer.consume_batch(conn, &items).await {
                 Ok(()) => return Ok(()),
+                // Event by event would not find a culprit: the destination is what failed.
+                Err(e @ ConsumeError::Downstream { .. }) => return Err(Failed::At(0, e)),
                 Err(e) => {
                     tracing::debug!(projection = self.consumer.name(), error = %e, "batch failed; applying event by event");
                     checkpoint::rollback_batch(conn).await.map_err(fail)?;
@@ -270,7 +371,7 @@ impl<C: Consumer> Runner<C> {
             if self.consumer.wants(&recorded.event_type) {
                 let result = match recorded.decode() {
                     Ok(event) => self.consumer.consume(conn, recorded, &event).await,
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 result.map_err(|e| Failed::At(i, e))?;
             }
@@ -343,8 +444,12 @@ impl<C: Consumer> Runner<C> {
             let mut batch = log::read_all_after(conn, from, self.config.batch_size).await?;
             log::reveal(conn, self.store.master_key(), &mut batch).await?;
             let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(total) };
-            if let Err(Failed::At(_, e)) = self.apply_all(conn, &batch).await {
-                return Err(e.into());
+            match self.apply_all(conn, &batch).await {
+                Ok(()) => {}
+                Err(Failed::At(_, ConsumeError::Store(e))) => return Err(e.into()),
+                Err(Failed::At(_, ConsumeError::Downstream { target, message })) => {
+                    return Err(RunError::Downstream(format!("{target}: {message}")));
+                }
             }
             checkpoint::save(conn, &self.checkpoint_name, last, "rebuilding").await?;
             total += batch.len();
@@ -409,6 +514,9 @@ impl<C: Consumer> Runner<C> {
         let mut leased_until: Option<Instant> = None;
         let mut stopped = false;
         let mut last_lag = Instant::now() - Duration::from_secs(10);
+        // Grows while a consumer's destination keeps failing (capped by the lease renewal).
+        let mut downstream_backoff = Duration::from_millis(100);
+        let mut failing = false;
         tracing::info!(projection = name, holder = %holder, "projection worker started");
         loop {
             if *shutdown.borrow() {
@@ -438,6 +546,11 @@ impl<C: Consumer> Runner<C> {
             if leased_until.is_some() && !stopped {
                 match self.run_once_as(Some(&holder)).await {
                     Ok(_) => {
+                        if failing {
+                            failing = false;
+                            downstream_backoff = Duration::from_millis(100);
+                            tracing::info!(projection = name, "destination reachable again; caught up");
+                        }
                         wait = self.config.poll_interval;
                         if self.held_back().await.unwrap_or(false) {
                             wait = recheck;
@@ -450,6 +563,17 @@ impl<C: Consumer> Runner<C> {
                     Err(RunError::Stopped { position, error }) => {
                         tracing::error!(projection = name, position, error = %error, "projection stopped by its failure policy; restart after a fix");
                         stopped = true;
+                    }
+                    Err(RunError::Downstream(error)) => {
+                        // Never parked: the event is fine, its destination is not. The row says
+                        // so until the next batch commits (which clears `last_error`).
+                        if !failing {
+                            tracing::warn!(projection = name, error = %error, "destination failed; retrying with backoff");
+                        }
+                        failing = true;
+                        let _ = checkpoint::set_state(self.pool(), name, "failing", Some(&error)).await;
+                        wait = downstream_backoff;
+                        downstream_backoff = (downstream_backoff * 2).min(Duration::from_secs(5));
                     }
                     Err(RunError::Store(e)) => {
                         tracing::error!(projection = name, error = %e, "projection batch failed");

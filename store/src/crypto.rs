@@ -234,6 +234,16 @@ pub async fn reveal(
     Ok(())
 }
 
+/// Replaces any personal field still sealed in `payload` with `ERASED`: what leaves Keel (a
+/// publish, a webhook) never carries the sealed text, even of a payload `reveal` did not open.
+pub fn redact_sealed(event_type: &str, payload: &mut Value) {
+    for field in personal_fields(event_type) {
+        if payload.get(*field).and_then(Value::as_str).is_some_and(|s| s.starts_with(SEALED)) {
+            payload[*field] = Value::String(ERASED.to_owned());
+        }
+    }
+}
+
 fn is_sealed(event_type: &str, payload: &Value) -> bool {
     personal_fields(event_type)
         .iter()

@@ -164,6 +164,8 @@ pub struct Options {
     /// Keel reaches the test database through this URL (a `FaultProxy`'s) instead of directly;
     /// `TestApp::db` still reaches it directly.
     pub database_url: Option<String>,
+    /// Events out (a NATS publisher); none by default.
+    pub outbound: keel_outbound::OutboundConfig,
 }
 
 impl Default for Options {
@@ -178,6 +180,7 @@ impl Default for Options {
             console: keel_console::ConsoleConfig::default(),
             jwt: None,
             database_url: None,
+            outbound: keel_outbound::OutboundConfig::default(),
         }
     }
 }
@@ -222,6 +225,7 @@ pub async fn spawn_app_on(db: TestDb, o: Options) -> TestApp {
             lease_ttl: o.lease_ttl,
             ..RunnerConfig::default()
         },
+        outbound: o.outbound,
         pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
         master_key: master_key(),
         limits: o.limits,

@@ -30,6 +30,7 @@ mod idp;
 mod limits;
 mod log;
 mod members;
+mod nats;
 mod observability;
 mod openapi;
 mod operator_tools;

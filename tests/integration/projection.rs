@@ -7,7 +7,7 @@ use keel_domain::event::ProjectCreated;
 use keel_domain::values::ProjectName;
 use keel_domain::{Event, ProjectId, TenantId};
 use keel_projections::{FailurePolicy, Projection, RunError, Runner, RunnerConfig};
-use keel_runner::Consumer;
+use keel_runner::{ConsumeError, Consumer};
 use keel_store::read::projects::MODEL as PROJECTS;
 use keel_store::{LogPosition, RecordedEvent, StoreError, checkpoint, log};
 use sqlx::PgConnection;
@@ -78,11 +78,11 @@ impl Consumer for Poisoned {
         conn: &mut PgConnection,
         recorded: &RecordedEvent,
         event: &Event,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ConsumeError> {
         if recorded.payload["name"] == "poison" {
-            return Err(StoreError::Corrupt("cannot project a poisoned name".into()));
+            return Err(StoreError::Corrupt("cannot project a poisoned name".into()).into());
         }
-        PROJECTS.apply(conn, recorded, event).await.map(|_| ())
+        Ok(PROJECTS.apply(conn, recorded, event).await.map(|_| ())?)
     }
 }
 

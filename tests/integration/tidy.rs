@@ -153,7 +153,7 @@ fn every_recorded_metric_is_described() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let described = std::fs::read_to_string(root.join("src/telemetry.rs")).unwrap();
     let mut files = Vec::new();
-    for dir in ["gateway", "command", "query", "runner", "projections", "store", "domain", "src"] {
+    for dir in ["gateway", "command", "query", "runner", "projections", "outbound", "store", "domain", "src"] {
         rust_files(&root.join(dir), root, &mut files);
     }
     let mut missing = Vec::new();
