@@ -15,6 +15,7 @@ pub enum StreamType {
     Project,
     Task,
     Usage,
+    Webhook,
 }
 
 impl StreamType {
@@ -25,6 +26,7 @@ impl StreamType {
             StreamType::Project => "project",
             StreamType::Task => "task",
             StreamType::Usage => "usage",
+            StreamType::Webhook => "webhook",
         }
     }
 
@@ -35,6 +37,7 @@ impl StreamType {
             "project" => Some(StreamType::Project),
             "task" => Some(StreamType::Task),
             "usage" => Some(StreamType::Usage),
+            "webhook" => Some(StreamType::Webhook),
             _ => None,
         }
     }

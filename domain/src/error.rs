@@ -22,6 +22,7 @@ pub enum Limit {
     Seats,
     ActiveProjects,
     UsageUnits,
+    WebhookEndpoints,
 }
 
 impl Limit {
@@ -30,6 +31,7 @@ impl Limit {
             Limit::Seats => "seats",
             Limit::ActiveProjects => "active_projects",
             Limit::UsageUnits => "usage_units",
+            Limit::WebhookEndpoints => "webhook_endpoints",
         }
     }
 }
@@ -39,7 +41,7 @@ pub enum DomainError {
     /// Input that can never be valid, field by field.
     #[error("invalid input: {}", fmt_fields(.0))]
     Validation(Vec<FieldError>),
-    /// A plan limit would be exceeded.
+    /// A plan limit (or a limit every plan shares) would be exceeded.
     #[error("the plan's {} limit of {limit_value} is reached", .limit.as_str())]
     LimitExceeded { limit: Limit, limit_value: u64 },
     /// The aggregate does not exist (or is not visible to this tenant).

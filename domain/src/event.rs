@@ -8,6 +8,9 @@ use crate::values::{
     Description, Email, Metric, PersonName, Priority, ProjectName, Reason, RecordId, Slug, TaskStatus, TaskTitle,
     TenantName,
 };
+pub use crate::webhook::{
+    WebhookCreated, WebhookDeleted, WebhookReplayRequested, WebhookSecretRotated, WebhookUpdated,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -263,6 +266,11 @@ events!(
     ProjectUpdated,
     ProjectArchived,
     ProjectRestored,
+    WebhookCreated,
+    WebhookUpdated,
+    WebhookDeleted,
+    WebhookSecretRotated,
+    WebhookReplayRequested,
 );
 
 impl std::fmt::Display for EventKind {
@@ -369,6 +377,11 @@ impl Event {
             Event::ProjectUpdated(e) => (StreamType::Project, e.project_id.0),
             Event::ProjectArchived(e) => (StreamType::Project, e.project_id.0),
             Event::ProjectRestored(e) => (StreamType::Project, e.project_id.0),
+            Event::WebhookCreated(e) => (StreamType::Webhook, e.webhook_id.0),
+            Event::WebhookUpdated(e) => (StreamType::Webhook, e.webhook_id.0),
+            Event::WebhookDeleted(e) => (StreamType::Webhook, e.webhook_id.0),
+            Event::WebhookSecretRotated(e) => (StreamType::Webhook, e.webhook_id.0),
+            Event::WebhookReplayRequested(e) => (StreamType::Webhook, e.webhook_id.0),
         }
     }
 
@@ -393,17 +406,17 @@ impl Event {
     }
 }
 
-mod double_option {
+pub(crate) mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub(super) fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(inner) => inner.serialize(s),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Option<T>>, D::Error> {
         Option::<T>::deserialize(d).map(Some)

@@ -39,6 +39,7 @@ uuid_id!(ProjectId);
 uuid_id!(MemberId);
 uuid_id!(TaskId);
 uuid_id!(UsageBatchId);
+uuid_id!(WebhookId);
 
 /// The identity provider's user id (the JWT `sub`): 1..200 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
