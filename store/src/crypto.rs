@@ -23,11 +23,42 @@ pub const ERASED: &str = "[erased]";
 /// The prefix of a sealed field in a stored payload: `enc:v1:<base64(nonce ‖ ciphertext)>`.
 const SEALED: &str = "enc:v1:";
 
-/// The personal fields of each event type that carries any.
+/// What a secret field reads as wherever an event leaves Keel or is shown (audit, envelope).
+pub const REDACTED: &str = "[redacted]";
+
+/// The personal fields of each event type that carries any: sealed, and opened for readers
+/// while their data key exists.
 fn personal_fields(event_type: &str) -> &'static [&'static str] {
     match event_type {
         "MemberInvited" => &["email", "name"],
         _ => &[],
+    }
+}
+
+/// The secret fields of each event type that carries any (a webhook's signing secret): sealed
+/// like personal data, but under the key of what they belong to (not a member, so erasing a
+/// member leaves them readable) and never opened by `reveal`; only `open_secret` opens one.
+fn secret_fields(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "WebhookCreated" | "WebhookSecretRotated" => &["secret"],
+        _ => &[],
+    }
+}
+
+/// Whether an event type carries a secret field (stored sealed, also in the inline tables).
+pub fn has_secrets(event_type: &str) -> bool {
+    !secret_fields(event_type).is_empty()
+}
+
+/// The payload field naming whose data key seals an event's fields: a member's, or a webhook
+/// endpoint's (its keys live in `member_keys` too, keyed by the endpoint's id).
+fn key_owner_field(event_type: &str) -> Option<&'static str> {
+    if !personal_fields(event_type).is_empty() {
+        Some("member_id")
+    } else if has_secrets(event_type) {
+        Some("webhook_id")
+    } else {
+        None
     }
 }
 
@@ -117,12 +148,9 @@ fn open_bytes(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> 
     cipher.decrypt(&Nonce::from(nonce), Payload { msg: ct, aad }).ok()
 }
 
-/// The member whose data key seals an event's personal fields.
+/// The member (or webhook endpoint) whose data key seals an event's fields.
 fn owner_of(event_type: &str, payload: &Value) -> Option<Uuid> {
-    if personal_fields(event_type).is_empty() {
-        return None;
-    }
-    payload.get("member_id")?.as_str().and_then(|s| Uuid::parse_str(s).ok())
+    payload.get(key_owner_field(event_type)?)?.as_str().and_then(|s| Uuid::parse_str(s).ok())
 }
 
 /// Seals the personal fields of `payloads` (one per event, as they will be stored) in the
@@ -136,7 +164,7 @@ pub(crate) async fn seal(
 ) -> Result<(), StoreError> {
     let mut keys: HashMap<Uuid, Aes256Gcm> = HashMap::new();
     for (event, payload) in events.iter().zip(payloads.iter_mut()) {
-        let fields = personal_fields(event.event_type());
+        let fields = personal_fields(event.event_type()).iter().chain(secret_fields(event.event_type()));
         let Some(member) = owner_of(event.event_type(), payload) else { continue };
         let master = master
             .ok_or_else(|| StoreError::Config("no master key is configured: personal data cannot be written".into()))?;
@@ -234,14 +262,50 @@ pub async fn reveal(
     Ok(())
 }
 
-/// Replaces any personal field still sealed in `payload` with `ERASED`: what leaves Keel (a
-/// publish, a webhook) never carries the sealed text, even of a payload `reveal` did not open.
+/// Replaces any personal field still sealed in `payload` with `ERASED`, and every secret field
+/// with `REDACTED`: what leaves Keel (a publish, a webhook) or is shown to a reader never carries
+/// the sealed text, nor a secret.
 pub fn redact_sealed(event_type: &str, payload: &mut Value) {
     for field in personal_fields(event_type) {
         if payload.get(*field).and_then(Value::as_str).is_some_and(|s| s.starts_with(SEALED)) {
             payload[*field] = Value::String(ERASED.to_owned());
         }
     }
+    redact_secrets(event_type, payload);
+}
+
+/// Replaces every secret field of `payload` (sealed or not) with `REDACTED`.
+pub fn redact_secrets(event_type: &str, payload: &mut Value) {
+    for field in secret_fields(event_type) {
+        if payload.get(*field).is_some() {
+            payload[*field] = Value::String(REDACTED.to_owned());
+        }
+    }
+}
+
+/// Opens a sealed secret of webhook endpoint `owner` in `tenant` (as stored in the log and in
+/// `webhook_endpoints`), on a connection that can read the tenant's keys. `None` when its key is
+/// gone (the tenant was erased) or the text does not open.
+pub async fn open_secret(
+    conn: &mut PgConnection,
+    master: Option<&MasterKey>,
+    tenant: Uuid,
+    owner: Uuid,
+    sealed: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some(b64) = sealed.strip_prefix(SEALED) else { return Ok(None) };
+    let Some(bytes) = B64.decode(b64).ok() else { return Ok(None) };
+    let Some(row) = sqlx::query("SELECT wrapped_key FROM member_keys WHERE tenant_id = $1 AND member_id = $2")
+        .bind(tenant)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let master = master.ok_or_else(|| StoreError::Config("no master key is configured".into()))?;
+    let key = Aes256Gcm::new(&master.unwrap(row.try_get("wrapped_key")?, tenant, owner)?.into());
+    Ok(open_bytes(&key, &bytes, &aad(tenant, owner, "secret")).and_then(|p| String::from_utf8(p).ok()))
 }
 
 fn is_sealed(event_type: &str, payload: &Value) -> bool {

@@ -160,7 +160,65 @@ pub(crate) async fn apply(
                     .await?;
                 }
             }
-            // Counters only (moved below), or nothing inline.
+            Event::WebhookCreated(e) => {
+                sqlx::query(
+                    "INSERT INTO webhook_endpoints (tenant_id, webhook_id, url, event_types, description, secret,
+                                                    created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(tenant)
+                .bind(e.webhook_id.0)
+                .bind(e.url.as_str())
+                .bind(&e.event_types)
+                .bind(e.description.as_ref().map(|d| d.as_str()))
+                .bind(e.secret.expose())
+                .bind(e.at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Event::WebhookUpdated(e) => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints
+                        SET url = COALESCE($3, url), event_types = COALESCE($4, event_types),
+                            description = CASE WHEN $5 THEN $6 ELSE description END, updated_at = $7
+                      WHERE tenant_id = $1 AND webhook_id = $2",
+                )
+                .bind(tenant)
+                .bind(e.webhook_id.0)
+                .bind(e.url.as_ref().map(|u| u.as_str()))
+                .bind(e.event_types.as_ref())
+                .bind(e.description.is_some())
+                .bind(e.description.as_ref().and_then(|d| d.as_ref().map(|d| d.as_str())))
+                .bind(e.at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Event::WebhookDeleted(e) => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET deleted = true, updated_at = $3 WHERE tenant_id = $1 AND webhook_id = $2",
+                )
+                .bind(tenant)
+                .bind(e.webhook_id.0)
+                .bind(e.at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Event::WebhookSecretRotated(e) => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints
+                        SET previous_secret = secret, previous_valid_until = $4, secret = $3, updated_at = $5
+                      WHERE tenant_id = $1 AND webhook_id = $2",
+                )
+                .bind(tenant)
+                .bind(e.webhook_id.0)
+                .bind(e.secret.expose())
+                .bind(e.previous_valid_until)
+                .bind(e.at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            // Counters only (moved below), or nothing inline (a replay is the delivery worker's).
+            Event::WebhookReplayRequested(_) |
             Event::ProjectCreated(_)
             | Event::ProjectRestored(_)
             | Event::ProjectArchived(_)
@@ -199,11 +257,23 @@ async fn adjust(conn: &mut PgConnection, tenant: uuid::Uuid, (seats, projects): 
     Ok(())
 }
 
+/// How many of the tenant's webhook endpoints are not deleted (the per-tenant limit; read under
+/// the tenant row lock by a create).
+pub async fn webhook_endpoints(tx: &mut TenantTx) -> Result<u64, StoreError> {
+    let tenant = tx.tenant();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1 AND NOT deleted")
+        .bind(tenant.0)
+        .fetch_one(tx.conn())
+        .await?;
+    Ok(n as u64)
+}
+
 /// Replaces a tenant's inline tables with what its events say, in one transaction. Idempotency
 /// keys are not derived from the log and are kept.
 pub async fn rebuild_tenant(tx: &mut TenantTx) -> Result<usize, StoreError> {
     let tenant = tx.tenant();
     for sql in [
+        "DELETE FROM webhook_endpoints WHERE tenant_id = $1",
         "DELETE FROM usage_records WHERE tenant_id = $1",
         "DELETE FROM usage_counters WHERE tenant_id = $1",
         "DELETE FROM memberships WHERE tenant_id = $1",

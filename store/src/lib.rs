@@ -19,6 +19,7 @@ pub mod read;
 pub mod rebuild;
 pub mod snapshot;
 pub mod usage;
+pub mod webhooks;
 
 pub use crypto::MasterKey;
 pub use db::{

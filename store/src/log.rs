@@ -326,7 +326,22 @@ pub async fn append_at(
     if (seats, projects) != (0, 0) && rows.first().map(|r| r.try_get::<i64, _>("adjusted")).transpose()? != Some(1) {
         return Err(StoreError::NoControlPlaneRow(tenant.to_string()));
     }
-    let refs: Vec<&Event> = events.iter().collect();
+    // The inline tables get what the log holds: an event with a secret as stored (sealed), so
+    // the secret is in clear in no table, and a rebuild from the log writes the same rows.
+    let stored: Vec<std::borrow::Cow<'_, Event>> = events
+        .iter()
+        .zip(&payloads)
+        .map(|(e, p)| {
+            if crate::crypto::has_secrets(e.event_type()) {
+                Event::decode(e.event_type(), e.schema_version(), p.clone())
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|err| StoreError::Encode(err.to_string()))
+            } else {
+                Ok(std::borrow::Cow::Borrowed(e))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&Event> = stored.iter().map(|e| e.as_ref()).collect();
     inline::apply(tx.conn(), tenant, &refs, fold).await?;
 
     Ok(Appended {
