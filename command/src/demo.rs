@@ -6,7 +6,7 @@
 //! reachable over HTTP: no route calls it. It acts in one tenant only, the demo tenant (its id
 //! is fixed, see `tenant_id`), and every event it appends carries `demo: true` in its metadata.
 
-use crate::CommandState;
+use crate::{CommandState, WebhookSettings};
 use crate::exec::{Clock, Cmd, Done, execute_with};
 use crate::request::WriteMeta;
 use chrono::{DateTime, Utc};
@@ -96,7 +96,7 @@ pub async fn execute_at(store: &Store, call: DemoCall) -> Result<DemoOutcome, Pr
         idempotency_key: Some(call.key),
         request_hash: h.finalize().to_vec(),
     };
-    let state = CommandState { store: store.clone() };
+    let state = CommandState { store: store.clone(), webhooks: WebhookSettings::default() };
     match execute_with(&state, &meta, tenant, cmd, created, Clock::Demo(call.at)).await? {
         Done::Written { id, version, .. } => Ok(DemoOutcome::Written { id, version }),
         Done::Replayed { .. } => Ok(DemoOutcome::Replayed),

@@ -14,7 +14,10 @@ use keel_domain::project::{Project, ProjectCommand, TenantContext};
 use keel_domain::task::{ProjectState, Task, TaskCommand, TaskContext};
 use keel_domain::tenant::{Tenant, TenantCommand, TenantUsage};
 use keel_domain::usage::{RecordUsage, UsageBatch, UsageContext};
-use keel_domain::{Aggregate, Decide, DomainError, Event, MemberId, ProjectId, Role, StreamType, TaskId, TenantId};
+use keel_domain::webhook::{Webhook, WebhookCommand, WebhookContext};
+use keel_domain::{
+    Aggregate, Decide, DomainError, Event, MemberId, ProjectId, Role, StreamType, TaskId, TenantId, WebhookId,
+};
 use keel_gateway::Problem;
 use keel_store::access::{self, TenantRow};
 use keel_store::idempotency::{self, Reservation};
@@ -34,6 +37,8 @@ pub(crate) enum Cmd {
     Project(ProjectId, ProjectCommand),
     Task(TaskId, TaskCommand),
     Usage(RecordUsage),
+    /// With the settings its URL rules and rotation read.
+    Webhook(WebhookId, WebhookCommand, crate::WebhookSettings),
 }
 
 impl Cmd {
@@ -51,6 +56,8 @@ impl Cmd {
             Cmd::Project(_, c) => {
                 matches!(c, ProjectCommand::Create { .. } | ProjectCommand::Restore | ProjectCommand::Archive)
             }
+            // A create counts the tenant's endpoints against their limit.
+            Cmd::Webhook(_, c, _) => matches!(c, WebhookCommand::Create { .. }),
             Cmd::Task(..) | Cmd::Usage(..) => false,
         }
     }
@@ -62,6 +69,7 @@ impl Cmd {
             Cmd::Member(_, MemberCommand::Invite { .. })
                 | Cmd::Project(_, ProjectCommand::Create { .. })
                 | Cmd::Task(_, TaskCommand::Create { .. })
+                | Cmd::Webhook(_, WebhookCommand::Create { .. }, _)
         )
     }
 
@@ -72,6 +80,7 @@ impl Cmd {
             Cmd::Member(_, MemberCommand::Erase) => role == Role::Owner,
             Cmd::Member(..) => role.can_manage_members(),
             Cmd::Project(..) | Cmd::Task(..) | Cmd::Usage(..) => role.can_write_work(),
+            Cmd::Webhook(..) => role.can_manage_webhooks(),
         }
     }
 }
@@ -148,7 +157,7 @@ pub(crate) enum Done {
 }
 
 impl Done {
-    fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         match self {
             Done::Written { status, id, version, position } => crate::respond::written(status, id, version, position),
             Done::Replayed { status, response } => crate::respond::replay(status, response),
@@ -403,6 +412,7 @@ fn stream_noun(t: StreamType) -> &'static str {
         StreamType::Project => "project",
         StreamType::Task => "task",
         StreamType::Usage => "usage batch",
+        StreamType::Webhook => "webhook",
     }
 }
 
@@ -580,6 +590,11 @@ async fn run(
             let loaded = load_task(tx, read, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
             decide_and_append(tx, loaded, c, md, now).await
         }
+        Cmd::Webhook(id, c, settings) => {
+            let loaded =
+                load_webhook(tx, read, fresh, id, &c, settings, meta).instrument(tracing::info_span!("load")).await?;
+            decide_and_append(tx, loaded, c, md, now).await
+        }
         Cmd::Usage(c) => {
             let loaded = load_usage(tx, read, &c).instrument(tracing::info_span!("load")).await?;
             let ids: Vec<String> = c.records.iter().map(|r| r.id.clone()).collect();
@@ -724,4 +739,29 @@ async fn load_usage(
     let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
     let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
     Ok(Loaded::new(c.batch_id.0, ctx))
+}
+
+/// The endpoint (a command on a missing one is decided as such: 404), the tenant's status, and
+/// for a create the endpoints it has, counted under the tenant row lock.
+async fn load_webhook(
+    tx: &mut TenantTx,
+    read: Option<TenantRow>,
+    fresh: bool,
+    id: WebhookId,
+    c: &WebhookCommand,
+    settings: crate::WebhookSettings,
+    meta: &WriteMeta,
+) -> Result<Loaded<Webhook>, Failure> {
+    let create = matches!(c, WebhookCommand::Create { .. });
+    let row = tenant_row(tx, read, create).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Webhook>(tx, id.0).await? };
+    let pre = if create { Ok(()) } else { check_if_match(meta, head.version) };
+    let endpoints = if create { keel_store::inline::webhook_endpoints(tx).await? } else { 0 };
+    let ctx = WebhookContext {
+        suspended: row.suspended,
+        endpoints,
+        policy: settings.policy,
+        rotation_grace: chrono::TimeDelta::from_std(settings.rotation_grace).unwrap_or(chrono::TimeDelta::MAX),
+    };
+    Ok(Loaded { stream: id.0, state, head, pre, ctx })
 }

@@ -13,16 +13,24 @@ mod routes;
 use axum::Router;
 use axum::routing::{delete, get, patch, post, put};
 use keel_store::Store;
-use routes::{members, projects, tasks, tenants, usage};
+use routes::{members, projects, tasks, tenants, usage, webhooks};
+
+pub use routes::webhooks::WebhookSettings;
 
 #[derive(Clone)]
 pub struct CommandState {
     pub store: Store,
+    pub webhooks: WebhookSettings,
 }
 
 pub use openapi::openapi_json;
 
 pub fn router(store: Store) -> Router {
+    router_with(store, WebhookSettings::default())
+}
+
+/// `router` with the webhook settings of the service (`KEEL_WEBHOOKS_*`).
+pub fn router_with(store: Store, webhooks: WebhookSettings) -> Router {
     Router::new()
         .route("/api/v1/tenants", post(tenants::provision))
         .route("/api/v1/tenants/{id}/plan", put(tenants::change_plan))
@@ -42,8 +50,12 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/tasks/{id}/assignee", put(tasks::assign))
         .route("/api/v1/tasks/{id}/status", put(tasks::change_status))
         .route("/api/v1/usage", post(usage::record))
+        .route("/api/v1/webhooks", post(webhooks::create))
+        .route("/api/v1/webhooks/{id}", patch(webhooks::update).delete(webhooks::delete))
+        .route("/api/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/api/v1/webhooks/{id}/replay", post(webhooks::replay))
         .layer(axum::middleware::map_response(keel_gateway::not_allowed::as_problem))
-        .with_state(CommandState { store })
+        .with_state(CommandState { store, webhooks })
 }
 
 /// `/api/v1/openapi.json`; no authentication (the console's explorer at `/api/v1/docs` renders it).

@@ -2,7 +2,7 @@
 //! responses every command shares added in one place. The console renders it at `/api/v1/docs`.
 
 use crate::respond::Written;
-use crate::routes::{members, projects, tasks, tenants, usage};
+use crate::routes::{members, projects, tasks, tenants, usage, webhooks};
 use axum::Json;
 use keel_gateway::codes::{Code, Surface};
 use serde::Serialize;
@@ -47,8 +47,9 @@ struct FieldError {
         projects::create, projects::update, projects::archive, projects::restore,
         tasks::create, tasks::update, tasks::assign, tasks::change_status,
         usage::record,
+        webhooks::create, webhooks::update, webhooks::delete, webhooks::rotate_secret, webhooks::replay,
     ),
-    components(schemas(Written, Problem, FieldError)),
+    components(schemas(Written, webhooks::WrittenWithSecret, Problem, FieldError)),
     modifiers(&Shared),
 )]
 struct ApiDoc;
@@ -118,6 +119,11 @@ const OPS: &[OpSpec] = &[
     op("assignTask", WRITERS, true, Body::Required, true, true),
     op("changeTaskStatus", WRITERS, true, Body::Required, true, true),
     op("recordUsage", WRITERS, false, Body::Required, false, true),
+    op("createWebhook", MANAGERS, false, Body::Required, false, true),
+    op("updateWebhook", MANAGERS, true, Body::Required, true, true),
+    op("deleteWebhook", MANAGERS, true, Body::None, true, true),
+    op("rotateWebhookSecret", MANAGERS, true, Body::None, true, true),
+    op("replayWebhook", MANAGERS, true, Body::Required, true, true),
 ];
 
 fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {

@@ -6,7 +6,7 @@
 //! It is not reachable over HTTP: the caller (the `keel` binary, run by someone who holds the
 //! database URL) is the platform operator, recorded as `platform:<actor>` in every event.
 
-use crate::CommandState;
+use crate::{CommandState, WebhookSettings};
 use crate::exec::{Clock, Cmd, Done, execute_with};
 use crate::request::WriteMeta;
 use keel_domain::tenant::{OwnerInput, ProvisionTenant, TenantCommand};
@@ -65,7 +65,7 @@ pub async fn execute(store: &Store, actor: &str, command: PlatformCommand) -> Re
         idempotency_key: None,
         request_hash: h.finalize().to_vec(),
     };
-    let state = CommandState { store: store.clone() };
+    let state = CommandState { store: store.clone(), webhooks: WebhookSettings::default() };
     match execute_with(&state, &meta, tenant, Cmd::Tenant(cmd), created, Clock::System).await? {
         Done::Written { id, version, position, .. } => {
             Ok(PlatformOutcome { id, version, position: position.to_string() })

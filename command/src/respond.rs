@@ -36,7 +36,7 @@ pub(crate) fn replay(status: u16, body: serde_json::Value) -> Response {
     r
 }
 
-fn respond(status: StatusCode, body: serde_json::Value) -> Response {
+pub(crate) fn respond(status: StatusCode, body: serde_json::Value) -> Response {
     let version = body["version"].as_i64().unwrap_or(0);
     let token = body["position"].as_str().unwrap_or("0.0").to_owned();
     let mut r = (status, Json(body)).into_response();

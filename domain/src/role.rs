@@ -45,6 +45,11 @@ impl Role {
         matches!(self, Role::Owner | Role::Admin)
     }
 
+    /// Webhook endpoints: where the tenant's events are sent.
+    pub fn can_manage_webhooks(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
     /// Projects, tasks, members and usage reads.
     pub fn can_read_data(self) -> bool {
         matches!(self, Role::Owner | Role::Admin | Role::Member | Role::Viewer)

@@ -5,6 +5,7 @@ pub(crate) mod projects;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
 pub(crate) mod usage;
+pub(crate) mod webhooks;
 
 use keel_gateway::Problem;
 use uuid::Uuid;
