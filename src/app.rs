@@ -45,6 +45,8 @@ pub struct AppConfig {
     pub runner: RunnerConfig,
     /// Events out (`KEEL_NATS_*`): run by the projector service, beside the projections.
     pub outbound: keel_outbound::OutboundConfig,
+    /// What webhook endpoints may point at, and a rotated secret's grace (`KEEL_WEBHOOKS_*`).
+    pub webhooks: keel_command::WebhookSettings,
     pub pools: PoolSizes,
     /// Seals and opens personal data.
     pub master_key: keel_store::MasterKey,
@@ -157,7 +159,7 @@ impl App {
             use keel_gateway::limits::{Bulkhead, TenantBulkhead, shed};
             let tenants = TenantBulkhead::new(shed.tenant_commands, shed.tenant_queue, shed.tenant_wait);
             api = api.merge(
-                keel_command::router(store.clone())
+                keel_command::router_with(store.clone(), config.webhooks)
                     .layer(axum::middleware::from_fn_with_state(Bulkhead::new("commands", shed.commands), shed::shed))
                     .layer(axum::middleware::from_fn_with_state(tenants, shed::tenant_share))
                     .layer(axum::middleware::from_fn_with_state(

@@ -311,6 +311,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         services: Services { command: true, query: true, projector: false },
         runner: RunnerConfig::default(),
         outbound: keel_outbound::OutboundConfig::default(),
+        webhooks: keel_command::WebhookSettings::default(),
         pools: sizes,
         master_key: keel_store::MasterKey::generate(),
         // Its only clients are the bench's own, done by the time it stops: nothing to drain.

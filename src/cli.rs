@@ -289,6 +289,21 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub nats_ack_timeout_ms: u64,
 
+    /// Accept plain `http` webhook URLs (`true`/`false`; for tests and local receivers).
+    #[arg(long, env = "KEEL_WEBHOOKS_ALLOW_HTTP", global = true, default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhooks_allow_http: bool,
+
+    /// Accept webhook URLs on loopback, private, link-local and metadata addresses (`true`/`false`).
+    #[arg(long, env = "KEEL_WEBHOOKS_ALLOW_PRIVATE", global = true, default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhooks_allow_private: bool,
+
+    /// How long a webhook's previous secret still signs after a rotation, in seconds.
+    #[arg(long, env = "KEEL_WEBHOOKS_ROTATION_GRACE_SECS", global = true, default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
+    pub webhooks_rotation_grace_secs: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `keel=debug,sqlx=warn`.
     #[arg(long, env = "KEEL_LOG", global = true, default_value = "info,sqlx=warn")]
     pub log: String,
@@ -800,6 +815,7 @@ mod tests {
             services: Services::ALL,
             runner: keel_projections::RunnerConfig::default(),
             outbound: keel_outbound::OutboundConfig::default(),
+            webhooks: keel_command::WebhookSettings::default(),
             pools: keel_store::PoolSizes::default(),
             master_key: keel_store::MasterKey::parse(s.master_key.as_ref().unwrap().expose_secret()).unwrap(),
             limits: EdgeLimits::default(),

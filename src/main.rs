@@ -245,6 +245,7 @@ fn app_config(
         services,
         runner: runner_config(s),
         outbound: outbound_config(s),
+        webhooks: webhook_settings(s),
         pools: PoolSizes::default(),
         master_key,
         limits: keel::EdgeLimits {
@@ -276,6 +277,16 @@ fn app_config(
             metrics_rank: Duration::from_secs(s.metrics_rank_secs),
         },
         console,
+    }
+}
+
+fn webhook_settings(s: &Settings) -> keel_command::WebhookSettings {
+    keel_command::WebhookSettings {
+        policy: keel_domain::webhook::UrlPolicy {
+            allow_http: s.webhooks_allow_http,
+            allow_private: s.webhooks_allow_private,
+        },
+        rotation_grace: Duration::from_secs(s.webhooks_rotation_grace_secs),
     }
 }
 

@@ -166,6 +166,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Events out (a NATS publisher); none by default.
     pub outbound: keel_outbound::OutboundConfig,
+    /// What webhook URLs may name; https to public hosts only by default.
+    pub webhooks: keel_command::WebhookSettings,
 }
 
 impl Default for Options {
@@ -181,6 +183,7 @@ impl Default for Options {
             jwt: None,
             database_url: None,
             outbound: keel_outbound::OutboundConfig::default(),
+            webhooks: keel_command::WebhookSettings::default(),
         }
     }
 }
@@ -226,6 +229,7 @@ pub async fn spawn_app_on(db: TestDb, o: Options) -> TestApp {
             ..RunnerConfig::default()
         },
         outbound: o.outbound,
+        webhooks: o.webhooks,
         pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
         master_key: master_key(),
         limits: o.limits,
