@@ -64,6 +64,10 @@ named!(crate::member::MemberStatus, "member status", {
 named!(crate::project::ProjectStatus, "project status", {
     crate::project::ProjectStatus::Active => "active", crate::project::ProjectStatus::Archived => "archived",
 });
+named!(crate::webhook::EndpointState, "webhook endpoint state", {
+    crate::webhook::EndpointState::Active => "active", crate::webhook::EndpointState::Failing => "failing",
+    crate::webhook::EndpointState::Disabled => "disabled",
+});
 named!(crate::values::TaskStatus, "task status", {
     crate::values::TaskStatus::Todo => "todo", crate::values::TaskStatus::InProgress => "in_progress",
     crate::values::TaskStatus::Done => "done",
@@ -96,6 +100,7 @@ mod tests {
         round_trips::<crate::project::ProjectStatus>();
         round_trips::<TaskStatus>();
         round_trips::<Priority>();
+        round_trips::<crate::webhook::EndpointState>();
     }
 
     #[test]

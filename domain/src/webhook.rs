@@ -190,6 +190,16 @@ impl ReplayFrom {
     }
 }
 
+/// Where an endpoint's deliveries have put it: `active`; `failing` while attempts fail;
+/// `disabled` after the retry schedule ran out (set by the delivery worker, not by a command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointState {
+    Active,
+    Failing,
+    Disabled,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookCreated {

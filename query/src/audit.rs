@@ -96,6 +96,7 @@ fn states(events: &[RecordedEvent]) -> Result<Vec<Value>> {
         Some("member") => fold::<Member>(&decoded),
         Some("project") => fold::<Project>(&decoded),
         Some("task") => fold::<Task>(&decoded),
+        Some("webhook") => fold::<keel_domain::webhook::Webhook>(&decoded),
         // A usage batch has no state beyond its one event.
         _ => decoded.iter().map(Event::payload).collect(),
     })
@@ -141,7 +142,11 @@ pub(crate) async fn history(r: &RequestCtx, id: ID) -> Result<Vec<HistoryStep>> 
             event_type: e.event_type.clone(),
             recorded_at: e.recorded_at,
             actor: e.metadata.get("actor").and_then(|a| a.as_str()).map(str::to_owned),
-            event: async_graphql::Json(e.decode().map(|d| d.payload()).unwrap_or_else(|_| e.payload.clone())),
+            event: async_graphql::Json({
+                let mut p = e.decode().map(|d| d.payload()).unwrap_or_else(|_| e.payload.clone());
+                keel_store::crypto::redact_secrets(&e.event_type, &mut p);
+                p
+            }),
             state: async_graphql::Json(state),
         })
         .collect())

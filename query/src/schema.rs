@@ -307,6 +307,17 @@ impl QueryRoot {
         Ok(row.map(Task::from))
     }
 
+    /// The tenant's webhook endpoints, oldest first (owner, admin). Read from the inline table
+    /// written with the command, so a create is visible at once; never the secret.
+    async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<crate::types::Webhook>> {
+        let r = req(ctx);
+        r.require(DomainRole::can_manage_webhooks).await?;
+        let mut tx = r.read_tx().await?;
+        let rows = keel_store::webhooks::list(&mut tx).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(rows.into_iter().map(crate::types::Webhook::from).collect())
+    }
+
     /// Counts for a dashboard. Members of every role may read it (auditors too).
     async fn dashboard(&self, ctx: &Context<'_>) -> Result<Dashboard> {
         req(ctx).require(|_| true).await?;

@@ -71,6 +71,7 @@ domain_enum!(TenantStatus = keel_domain::tenant::TenantStatus, "keel_domain::ten
 domain_enum!(ProjectStatus = keel_domain::project::ProjectStatus, "keel_domain::project::ProjectStatus" { Active, Archived });
 domain_enum!(TaskStatus = keel_domain::values::TaskStatus, "keel_domain::values::TaskStatus" { Todo, InProgress, Done });
 domain_enum!(Priority = keel_domain::values::Priority, "keel_domain::values::Priority" { Low, Medium, High, Urgent });
+domain_enum!(WebhookState = keel_domain::webhook::EndpointState, "keel_domain::webhook::EndpointState" { Active, Failing, Disabled });
 domain_enum!(MemberStatus = keel_domain::member::MemberStatus, "keel_domain::member::MemberStatus" { Active, Removed, Erased });
 
 #[derive(SimpleObject)]
@@ -390,10 +391,12 @@ pub struct AuditEvent {
 
 impl From<keel_store::RecordedEvent> for AuditEvent {
     fn from(e: keel_store::RecordedEvent) -> Self {
-        let payload = match e.decode() {
+        let mut payload = match e.decode() {
             Ok(event) => event.payload(),
             Err(_) => e.payload.clone(),
         };
+        // The audit shows who pointed data where, never a webhook's secret (not even sealed).
+        keel_store::crypto::redact_secrets(&e.event_type, &mut payload);
         AuditEvent {
             position: e.position,
             event_id: ID(e.event_id.to_string()),
@@ -503,4 +506,35 @@ pub struct TenantPlatformUsage {
 pub struct PlanCount {
     pub(crate) plan: Plan,
     pub(crate) count: i64,
+}
+
+/// A webhook endpoint of the tenant (`docs/integration.md`). Its signing secret is never readable:
+/// it is shown once, in the answer to the create or rotation that made it.
+#[derive(SimpleObject)]
+pub struct Webhook {
+    pub(crate) id: ID,
+    pub(crate) url: String,
+    /// Event type names, or `*` for every event.
+    pub(crate) event_types: Vec<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) state: WebhookState,
+    /// Until when the secret before the last rotation still signs (null: no rotation pending).
+    pub(crate) previous_secret_valid_until: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl From<keel_store::webhooks::WebhookRow> for Webhook {
+    fn from(r: keel_store::webhooks::WebhookRow) -> Self {
+        Webhook {
+            id: ID(r.webhook_id.to_string()),
+            url: r.url,
+            event_types: r.event_types,
+            description: r.description,
+            state: r.state.into(),
+            previous_secret_valid_until: r.previous_valid_until,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
 }

@@ -4,28 +4,8 @@
 use crate::db::TenantTx;
 use crate::error::StoreError;
 use chrono::{DateTime, Utc};
+use keel_domain::webhook::EndpointState;
 use uuid::Uuid;
-
-/// The states an endpoint's deliveries put it in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndpointState {
-    Active,
-    Failing,
-    Disabled,
-}
-
-impl TryFrom<String> for EndpointState {
-    type Error = StoreError;
-
-    fn try_from(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "active" => Ok(EndpointState::Active),
-            "failing" => Ok(EndpointState::Failing),
-            "disabled" => Ok(EndpointState::Disabled),
-            _ => Err(StoreError::Corrupt(format!("unknown webhook endpoint state {s:?}"))),
-        }
-    }
-}
 
 /// One endpoint, without its secrets.
 #[derive(Debug, Clone, sqlx::FromRow)]
