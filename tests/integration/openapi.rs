@@ -26,6 +26,11 @@ async fn openapi_describes_every_route_with_schemas_and_problems() {
         ("put", "/api/v1/tasks/{id}/assignee"),
         ("put", "/api/v1/tasks/{id}/status"),
         ("post", "/api/v1/usage"),
+        ("post", "/api/v1/webhooks"),
+        ("patch", "/api/v1/webhooks/{id}"),
+        ("delete", "/api/v1/webhooks/{id}"),
+        ("post", "/api/v1/webhooks/{id}/rotate-secret"),
+        ("post", "/api/v1/webhooks/{id}/replay"),
     ];
     let mut documented = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {
