@@ -6,9 +6,9 @@
 //! reachable over HTTP: no route calls it. It acts in one tenant only, the demo tenant (its id
 //! is fixed, see `tenant_id`), and every event it appends carries `demo: true` in its metadata.
 
-use crate::{CommandState, WebhookSettings};
 use crate::exec::{Clock, Cmd, Done, execute_with};
 use crate::request::WriteMeta;
+use crate::{CommandState, WebhookSettings};
 use chrono::{DateTime, Utc};
 use keel_domain::member::MemberCommand;
 use keel_domain::project::ProjectCommand;

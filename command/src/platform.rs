@@ -6,9 +6,9 @@
 //! It is not reachable over HTTP: the caller (the `keel` binary, run by someone who holds the
 //! database URL) is the platform operator, recorded as `platform:<actor>` in every event.
 
-use crate::{CommandState, WebhookSettings};
 use crate::exec::{Clock, Cmd, Done, execute_with};
 use crate::request::WriteMeta;
+use crate::{CommandState, WebhookSettings};
 use keel_domain::tenant::{OwnerInput, ProvisionTenant, TenantCommand};
 use keel_domain::{MemberId, TenantId};
 use keel_gateway::{Principal, Problem};

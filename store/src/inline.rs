@@ -218,8 +218,8 @@ pub(crate) async fn apply(
                 .await?;
             }
             // Counters only (moved below), or nothing inline (a replay is the delivery worker's).
-            Event::WebhookReplayRequested(_) |
-            Event::ProjectCreated(_)
+            Event::WebhookReplayRequested(_)
+            | Event::ProjectCreated(_)
             | Event::ProjectRestored(_)
             | Event::ProjectArchived(_)
             | Event::ProjectUpdated(_)

@@ -39,6 +39,14 @@ async fn every_read_model_applies_exactly_the_event_kinds_its_descriptor_lists()
     let now = chrono::Utc::now().to_rfc3339();
     let usage = json!({"records": [{"id": "r1", "metric": "api.calls", "quantity": 3, "occurred_at": now}]});
     ok(&app.post("/api/v1/usage", &owner, usage).await, "usage");
+    let hook = json!({"url": "https://hooks.example.com/", "event_types": ["*"]});
+    let r = app.post("/api/v1/webhooks", &owner, hook).await;
+    ok(&r, "webhook");
+    let hook = r.body["id"].as_str().unwrap().to_owned();
+    ok(&app.patch(&format!("/api/v1/webhooks/{hook}"), &owner, json!({"description": "d"})).await, "update webhook");
+    ok(&app.post(&format!("/api/v1/webhooks/{hook}/rotate-secret"), &owner, json!({})).await, "rotate");
+    ok(&app.post(&format!("/api/v1/webhooks/{hook}/replay"), &owner, json!({"from": "1.0"})).await, "replay");
+    ok(&app.delete(&format!("/api/v1/webhooks/{hook}"), &owner).await, "delete webhook");
     ok(&app.post(&format!("/api/v1/tenants/{t}/erase"), &platform, json!({})).await, "erase tenant");
 
     // Every event, once the gap-safe horizon (which a projector's open transaction may hold

@@ -80,7 +80,13 @@ async fn endpoints_are_created_changed_rotated_replayed_and_deleted_as_events() 
     let r = app.graphql(&owner, "{ webhooks { secret } }", None).await;
     assert!(r.body["errors"].is_array(), "no secret field: {}", r.body);
 
-    // The secret is in clear nowhere in the database: the log and the inline table hold it sealed.
+    // The secret is in clear nowhere in the database: the log and the inline table hold it sealed
+    // (the search itself finds what is there: the URL, in both).
+    let url_at = stored_anywhere(&app, URL).await;
+    assert!(
+        url_at.contains(&"events.payload".to_owned()) && url_at.contains(&"webhook_endpoints.url".to_owned()),
+        "{url_at:?}"
+    );
     assert_eq!(stored_anywhere(&app, &secret).await, Vec::<String>::new());
     let mut su = app.db.superuser().await;
     let stored: String = sqlx::query_scalar(
@@ -165,23 +171,28 @@ async fn endpoints_are_created_changed_rotated_replayed_and_deleted_as_events() 
     .await
     .unwrap();
     let (xid, p) = pos.split_once('.').unwrap();
-    assert_eq!(replays[0], json!({"position": {"xid": xid.parse::<u64>().unwrap(), "position": p.parse::<i64>().unwrap()}}));
+    assert_eq!(
+        replays[0],
+        json!({"position": {"xid": xid.parse::<u64>().unwrap(), "position": p.parse::<i64>().unwrap()}})
+    );
     assert!(replays[1]["time"].is_string());
 
     // The audit shows who pointed data where, and never the secret.
     let r = app
-        .graphql(
-            &owner,
-            &format!("{{ aggregateHistory(streamId: \"{id}\") {{ eventType actor event state }} }}"),
-            None,
-        )
+        .graphql(&owner, &format!("{{ aggregateHistory(streamId: \"{id}\") {{ eventType actor event state }} }}"), None)
         .await;
     assert!(r.body["errors"].is_null(), "{}", r.body);
     let steps = r.body["data"]["aggregateHistory"].as_array().unwrap().clone();
     let kinds: Vec<&str> = steps.iter().map(|s| s["eventType"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["WebhookCreated", "WebhookUpdated", "WebhookSecretRotated", "WebhookReplayRequested", "WebhookReplayRequested"]
+        [
+            "WebhookCreated",
+            "WebhookUpdated",
+            "WebhookSecretRotated",
+            "WebhookReplayRequested",
+            "WebhookReplayRequested"
+        ]
     );
     assert_eq!(steps[0]["actor"], "user:owner-wh-crud");
     assert_eq!(steps[0]["event"]["url"], URL);

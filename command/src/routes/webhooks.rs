@@ -59,8 +59,9 @@ async fn with_secret(
     created: bool,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(w)?;
-    let done = execute_with(state, w, tenant, Cmd::Webhook(id, cmd, state.webhooks), created, crate::exec::Clock::System)
-        .await?;
+    let done =
+        execute_with(state, w, tenant, Cmd::Webhook(id, cmd, state.webhooks), created, crate::exec::Clock::System)
+            .await?;
     Ok(match done {
         Done::Written { status, id, version, position } => {
             let mut body = crate::respond::written_body(id, version, position);
@@ -182,4 +183,3 @@ pub(crate) async fn replay(
     let cmd = WebhookCommand::Replay { from: w.body.from };
     execute(&state, &w.meta, tenant, Cmd::Webhook(id, cmd, state.webhooks), false).await
 }
-
