@@ -370,6 +370,24 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_secret_never_leaves_and_a_personal_field_leaves_erased() {
+        let mut hook =
+            serde_json::json!({"webhook_id": Uuid::nil(), "secret": "enc:v1:abc", "url": "https://x.example/"});
+        redact_sealed("WebhookCreated", &mut hook);
+        assert_eq!(hook["secret"], REDACTED);
+        assert_eq!(hook["url"], "https://x.example/");
+        let mut clear = serde_json::json!({"secret": "whsec_abc"});
+        redact_sealed("WebhookSecretRotated", &mut clear);
+        assert_eq!(clear["secret"], REDACTED, "even a secret that is not sealed");
+        let mut member = serde_json::json!({"member_id": Uuid::nil(), "email": "enc:v1:x", "name": "Ada"});
+        redact_sealed("MemberInvited", &mut member);
+        assert_eq!((member["email"].as_str(), member["name"].as_str()), (Some(ERASED), Some("Ada")));
+        assert_eq!(key_owner_field("WebhookCreated"), Some("webhook_id"));
+        assert_eq!(key_owner_field("MemberInvited"), Some("member_id"));
+        assert_eq!(key_owner_field("TaskCreated"), None);
+    }
+
+    #[test]
     fn master_keys_parse_from_hex_and_base64_and_print_no_secret() {
         let k = MasterKey::generate();
         assert_eq!(MasterKey::parse(&k.to_hex()).unwrap().id(), k.id());
