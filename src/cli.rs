@@ -291,12 +291,12 @@ pub struct Settings {
 
     /// Accept plain `http` webhook URLs (`true`/`false`; for tests and local receivers).
     #[arg(long, env = "KEEL_WEBHOOKS_ALLOW_HTTP", global = true, default_value_t = false, action = clap::ArgAction::Set,
-          value_parser = clap::builder::BoolishValueParser::new())]
+          value_parser = parse_switch)]
     pub webhooks_allow_http: bool,
 
     /// Accept webhook URLs on loopback, private, link-local and metadata addresses (`true`/`false`).
     #[arg(long, env = "KEEL_WEBHOOKS_ALLOW_PRIVATE", global = true, default_value_t = false, action = clap::ArgAction::Set,
-          value_parser = clap::builder::BoolishValueParser::new())]
+          value_parser = parse_switch)]
     pub webhooks_allow_private: bool,
 
     /// How long a webhook's previous secret still signs after a rotation, in seconds.
@@ -726,6 +726,15 @@ pub struct BenchArgs {
     /// synchronous_commit = off for the benchmark database: a CPU-bound ratio the disk does not move.
     #[arg(long)]
     pub async_commit: bool,
+}
+
+/// A setting that is on or off: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("{other:?} is neither true nor false")),
+    }
 }
 
 #[cfg(test)]
