@@ -121,6 +121,8 @@ pub(crate) async fn apply(
                     "UPDATE tenants SET status = 'erased', seats_used = 0, active_projects = 0 WHERE tenant_id = $1",
                     "UPDATE memberships SET status = 'erased', email_key = NULL WHERE tenant_id = $1",
                     "DELETE FROM member_keys WHERE tenant_id = $1",
+                    // An erased tenant sends nothing more (its endpoints' keys are gone too).
+                    "UPDATE webhook_endpoints SET deleted = true WHERE tenant_id = $1",
                 ] {
                     sqlx::query(sql).bind(tenant).execute(&mut *conn).await?;
                 }

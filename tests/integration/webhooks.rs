@@ -418,3 +418,44 @@ async fn a_replayed_create_does_not_show_the_secret_again() {
     let secret = first["secret"].as_str().unwrap();
     assert_eq!(stored_anywhere(&app, secret).await, Vec::<String>::new(), "nor does the idempotency table");
 }
+
+/// The endpoint's sealed secret as stored, and what it opens to now (None: its key is gone).
+async fn secret_opens(app: &TestApp, id: &str) -> Option<String> {
+    let mut su = app.db.superuser().await;
+    let (tenant, sealed): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT tenant_id, secret FROM webhook_endpoints WHERE webhook_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&mut su)
+            .await
+            .unwrap();
+    keel_store::crypto::open_secret(&mut su, Some(&crate::helpers::master_key()), tenant, id.parse().unwrap(), &sealed)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn erasing_the_member_who_made_an_endpoint_keeps_its_secret_and_erasing_the_tenant_ends_it() {
+    let app = spawn_app().await;
+    let (tenant, owner) = app.provision_on("wh-erase", "team").await;
+    let (admin_id, admin) = app.invite(tenant, &owner, "the-admin", "admin").await;
+    let r = create(&app, &admin, ok_body()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (id, secret) = (r.body["id"].as_str().unwrap().to_owned(), r.body["secret"].as_str().unwrap().to_owned());
+    assert_eq!(secret_opens(&app, &id).await.as_deref(), Some(secret.as_str()));
+
+    let r = app.post(&format!("/api/v1/members/{admin_id}/erase"), &owner, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(secret_opens(&app, &id).await.as_deref(), Some(secret.as_str()), "a member's erasure leaves it");
+    assert_eq!(list(&app, &owner).await.as_array().unwrap().len(), 1);
+
+    let r = app.post(&format!("/api/v1/tenants/{}/erase", tenant.0), &app.platform_token(), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(secret_opens(&app, &id).await, None, "the tenant's erasure deletes the endpoint's key");
+    let mut su = app.db.superuser().await;
+    let deleted: bool = sqlx::query_scalar("SELECT deleted FROM webhook_endpoints WHERE webhook_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert!(deleted, "an erased tenant's endpoints take no more deliveries");
+}
