@@ -109,7 +109,10 @@ impl Resolve for GuardedResolver {
                 return Err(Box::new(Refusal::Unresolved(host)) as _);
             }
             for a in &addrs {
-                policy.check_ip(&host, a.ip()).map_err(Box::new)?;
+                // Boxed as the `Refusal` itself, so `describe` finds it by downcasting.
+                if let Err(r) = policy.check_ip(&host, a.ip()) {
+                    return Err(Box::new(r) as _);
+                }
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -215,7 +218,11 @@ impl SafeClient {
     fn describe(&self, e: &reqwest::Error) -> (ErrorKind, String) {
         let mut source = e.source();
         while let Some(s) = source {
-            if let Some(r) = s.downcast_ref::<Refusal>() {
+            // The resolver's `Refusal`, found as itself or inside an `io::Error` (whose `source`
+            // skips the error it holds).
+            let inner = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+            let refusal = s.downcast_ref::<Refusal>().or_else(|| inner?.downcast_ref::<Refusal>());
+            if let Some(r) = refusal {
                 return (ErrorKind::Refused, r.to_string());
             }
             source = s.source();
