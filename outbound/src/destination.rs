@@ -245,10 +245,7 @@ mod tests {
         let open = DestinationPolicy { allow_http: true, allow_private: true };
         let url = |s: &str| url::Url::parse(s).unwrap();
         assert_eq!(strict.check_url(&url("https://hooks.example.com/x")), Ok(()));
-        assert_eq!(
-            strict.check_url(&url("http://hooks.example.com/x")),
-            Err(Refusal::Scheme("http".into()))
-        );
+        assert_eq!(strict.check_url(&url("http://hooks.example.com/x")), Err(Refusal::Scheme("http".into())));
         assert_eq!(open.check_url(&url("http://hooks.example.com/x")), Ok(()));
         assert_eq!(open.check_url(&url("ftp://hooks.example.com/x")), Err(Refusal::Scheme("ftp".into())));
         assert_eq!(open.check_url(&url("https://u:p@hooks.example.com/")), Err(Refusal::Credentials));
@@ -261,10 +258,7 @@ mod tests {
             "https://0x7f.1/",
             "https://10.0.0.1:8443/",
         ] {
-            assert!(
-                matches!(strict.check_url(&url(literal)), Err(Refusal::Address { .. })),
-                "{literal}"
-            );
+            assert!(matches!(strict.check_url(&url(literal)), Err(Refusal::Address { .. })), "{literal}");
             assert_eq!(open.check_url(&url(literal)), Ok(()), "{literal}");
         }
         assert_eq!(strict.check_url(&url("https://1.1.1.1/")), Ok(()));

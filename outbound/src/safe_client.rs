@@ -23,11 +23,7 @@ pub struct SafeClientConfig {
 
 impl Default for SafeClientConfig {
     fn default() -> Self {
-        SafeClientConfig {
-            policy: DestinationPolicy::default(),
-            deadline: Duration::from_secs(15),
-            max_body: 4 * 1024,
-        }
+        SafeClientConfig { policy: DestinationPolicy::default(), deadline: Duration::from_secs(15), max_body: 4 * 1024 }
     }
 }
 
@@ -161,11 +157,7 @@ impl SafeClient {
         if let Err(r) = self.config.policy.check_url(&parsed) {
             return fail(ErrorKind::Refused, r.to_string(), None);
         }
-        let mut request = self
-            .client
-            .post(parsed)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut request = self.client.post(parsed).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
         }

@@ -11,16 +11,8 @@ const fn secs(s: u64) -> Duration {
 
 /// The wait before each attempt of one event, the first being immediate: immediately, 5 s,
 /// 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — eight attempts over about 27.6 hours.
-pub const SCHEDULE: [Duration; 8] = [
-    secs(0),
-    secs(5),
-    secs(5 * 60),
-    secs(30 * 60),
-    secs(2 * 3600),
-    secs(5 * 3600),
-    secs(10 * 3600),
-    secs(10 * 3600),
-];
+pub const SCHEDULE: [Duration; 8] =
+    [secs(0), secs(5), secs(5 * 60), secs(30 * 60), secs(2 * 3600), secs(5 * 3600), secs(10 * 3600), secs(10 * 3600)];
 
 /// How retries are spaced and when an endpoint counts as failing.
 #[derive(Debug, Clone, PartialEq)]

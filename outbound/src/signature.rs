@@ -103,11 +103,7 @@ impl Headers {
     /// Signs with every secret given — the current one, and during a rotation's grace period
     /// the previous one too — so a receiver holding either verifies.
     pub fn new(secrets: &[&Secret], msg_id: &str, timestamp: i64, body: &[u8]) -> Headers {
-        let signature = secrets
-            .iter()
-            .map(|s| sign(s, msg_id, timestamp, body))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let signature = secrets.iter().map(|s| sign(s, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ");
         Headers { id: msg_id.to_owned(), timestamp, signature }
     }
 
@@ -147,9 +143,10 @@ pub fn verify(
         return Err(VerifyError::OutsideTolerance);
     }
     let mac = secret.mac(msg_id, ts, body);
-    let matched = signature.split(' ').filter_map(|s| s.strip_prefix("v1,")).any(|b64| {
-        B64.decode(b64).is_ok_and(|tag| mac.clone().verify_slice(&tag).is_ok())
-    });
+    let matched = signature
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|b64| B64.decode(b64).is_ok_and(|tag| mac.clone().verify_slice(&tag).is_ok()));
     if matched { Ok(()) } else { Err(VerifyError::NoMatch) }
 }
 
@@ -187,10 +184,7 @@ mod tests {
             verify(&s, VECTOR_ID, &ts, VECTOR_SIG, VECTOR_BODY, VECTOR_TS - 301),
             Err(VerifyError::OutsideTolerance)
         );
-        assert_eq!(
-            verify(&s, VECTOR_ID, "soon", VECTOR_SIG, VECTOR_BODY, VECTOR_TS),
-            Err(VerifyError::BadTimestamp)
-        );
+        assert_eq!(verify(&s, VECTOR_ID, "soon", VECTOR_SIG, VECTOR_BODY, VECTOR_TS), Err(VerifyError::BadTimestamp));
     }
 
     #[test]
@@ -221,14 +215,8 @@ mod tests {
             assert_eq!(verify(s, &h.id, &ts, &h.signature, b"{}", h.timestamp), Ok(()));
         }
         let stranger = Secret::generate();
-        assert_eq!(
-            verify(&stranger, &h.id, &ts, &h.signature, b"{}", h.timestamp),
-            Err(VerifyError::NoMatch)
-        );
-        assert_eq!(
-            h.pairs().map(|(n, _)| n),
-            ["webhook-id", "webhook-timestamp", "webhook-signature"]
-        );
+        assert_eq!(verify(&stranger, &h.id, &ts, &h.signature, b"{}", h.timestamp), Err(VerifyError::NoMatch));
+        assert_eq!(h.pairs().map(|(n, _)| n), ["webhook-id", "webhook-timestamp", "webhook-signature"]);
     }
 
     #[test]
