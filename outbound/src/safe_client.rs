@@ -219,14 +219,13 @@ impl SafeClient {
             }
             source = s.source();
         }
-        let kind = if e.is_timeout() {
-            return (ErrorKind::Timeout, self.timed_out());
+        if e.is_timeout() {
+            (ErrorKind::Timeout, self.timed_out())
         } else if e.is_connect() {
-            ErrorKind::Connect
+            (ErrorKind::Connect, chain(e))
         } else {
-            ErrorKind::Request
-        };
-        (kind, chain(e))
+            (ErrorKind::Request, chain(e))
+        }
     }
 }
 
