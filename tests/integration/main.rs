@@ -55,4 +55,5 @@ mod tenant_locks;
 mod tidy;
 mod typed_rows;
 mod usage;
+mod webhook_parts;
 mod workers;
