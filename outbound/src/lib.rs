@@ -1,11 +1,17 @@
 //! Events out: consumers of the log that hand each event, in its documented envelope
 //! (`envelope`), to a system outside Keel — the NATS JetStream publisher now (`nats`), webhook
-//! delivery next. Each is driven by `keel_runner` like a projection (leased, gap-safe), but
+//! delivery next, from its parts here: Standard Webhooks signatures (`signature`), the retry
+//! schedule and an endpoint's state (`schedule`), where a webhook may go (`destination`) and the
+//! client that enforces it (`safe_client`). Each is driven by `keel_runner` like a projection (leased, gap-safe), but
 //! delivers with no transaction open (`Consumer::DELIVERS`) and has its checkpoint advanced only
 //! after its destination took the batch.
 
+pub mod destination;
 pub mod envelope;
 pub mod nats;
+pub mod safe_client;
+pub mod schedule;
+pub mod signature;
 
 pub use envelope::{Envelope, SPEC_VERSION};
 pub use nats::{NatsConfig, NatsPublisher};

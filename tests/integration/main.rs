@@ -55,5 +55,6 @@ mod tenant_locks;
 mod tidy;
 mod typed_rows;
 mod usage;
+mod webhook_parts;
 mod webhooks;
 mod workers;

@@ -93,7 +93,8 @@ async fn dashboard_and_project_changes_reach_only_their_tenant() {
 #[tokio::test]
 async fn keel_subscribe_prints_pushes_and_fails_on_a_refused_token() {
     let app = spawn_app().await;
-    let (_, owner) = app.provision("cli-sub").await;
+    // Team: room for the up to 20 projects made while a loaded machine subscribes the watcher.
+    let (_, owner) = app.provision_on("cli-sub", "team").await;
     let keel = env!("CARGO_BIN_EXE_keel");
     let query = "subscription { dashboardChanged { activeProjects } }";
     let refused = tokio::process::Command::new(keel)
