@@ -173,25 +173,35 @@ impl RequestCtx {
             if done.contains(&projection) {
                 continue;
             }
-            let deadline = Instant::now() + self.wait;
-            let mut pause = Duration::from_millis(2);
-            loop {
-                let at =
-                    self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)?;
-                if at >= want {
-                    break;
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    self.stale.store(true, Ordering::Relaxed);
-                    break;
-                }
-                tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(Duration::from_millis(25));
+            if !self.wait_for(projection, want).await? {
+                self.stale.store(true, Ordering::Relaxed);
             }
             done.push(projection);
         }
         Ok(())
+    }
+
+    /// Waits until `projection` has applied `want`, at most the configured time; whether it did.
+    pub(crate) async fn wait_for(&self, projection: &str, want: LogPosition) -> Result<bool, Error> {
+        let deadline = Instant::now() + self.wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let at = self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)?;
+            if at >= want {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+
+    /// Where `projection` stands now.
+    pub(crate) async fn checkpoint_of(&self, projection: &str) -> Result<LogPosition, Error> {
+        self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)
     }
 }
 

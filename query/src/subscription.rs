@@ -22,18 +22,20 @@ const DASHBOARD: &[&ReadModel] = &[
     &read::usage::MODEL,
 ];
 
-/// The next change for `tenant` that `wanted` accepts; `None` when the feed is closed.
+/// The next change for `tenant` that `wanted` accepts, with the projection that announced it
+/// (`Some(None)` when changes were dropped while this subscriber was slow); `None` when the
+/// feed is closed.
 async fn next_change(
     rx: &mut broadcast::Receiver<Change>,
     tenant: Uuid,
     wanted: impl Fn(&Change) -> bool,
-) -> Option<()> {
+) -> Option<Option<String>> {
     loop {
         match rx.recv().await {
-            Ok(c) if c.t == tenant && wanted(&c) => return Some(()),
+            Ok(c) if c.t == tenant && wanted(&c) => return Some(Some(c.p)),
             Ok(_) => {}
             // Changes were dropped while this subscriber was slow: something may have changed.
-            Err(broadcast::error::RecvError::Lagged(_)) => return Some(()),
+            Err(broadcast::error::RecvError::Lagged(_)) => return Some(None),
             Err(broadcast::error::RecvError::Closed) => return None,
         }
     }
@@ -60,7 +62,23 @@ impl SubscriptionRoot {
         let rx = ctx.data_unchecked::<Changes>().subscribe().await;
         Ok(futures::stream::unfold(Some((rx, r)), move |state| async move {
             let (mut rx, r) = state?;
-            next_change(&mut rx, tenant, |c| DASHBOARD.iter().any(|m| m.name == c.p)).await?;
+            let change = next_change(&mut rx, tenant, |c| DASHBOARD.iter().any(|m| m.name == c.p)).await?;
+            // One read model announced the change; the dashboard reads five, which apply it each
+            // in their own time. Pushed once all of them have it (at most the consistency wait),
+            // so a push never shows the change half applied (a task done in `throughput` but not
+            // yet in `tasks`).
+            if let Some(p) = change {
+                let settled = async {
+                    let at = r.checkpoint_of(&p).await?;
+                    for m in DASHBOARD {
+                        r.wait_for(m.name, at).await?;
+                    }
+                    Ok::<_, async_graphql::Error>(())
+                };
+                if let Err(e) = settled.await {
+                    return Some((Err(e), None));
+                }
+            }
             match access_lost(&r, |_| true).await {
                 None => Some((Ok(Dashboard), Some((rx, r)))),
                 Some(e) => Some((Err(e), None)),
