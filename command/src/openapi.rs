@@ -343,7 +343,35 @@ fn field_constraints() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         ("UsageRecordBody", "metric", json!({"pattern": "^[a-z][a-z0-9_.-]{0,63}$", "minLength": 1, "maxLength": 64})),
         ("UsageRecordBody", "quantity", json!({"minimum": 1, "maximum": keel_domain::usage::MAX_QUANTITY})),
         ("RecordUsageBody", "records", json!({"minItems": 1, "maxItems": 1000})),
+        ("CreateWebhookBody", "url", webhook_url()),
+        ("CreateWebhookBody", "event_types", event_types()),
+        ("CreateWebhookBody", "description", text(500)),
+        ("UpdateWebhookBody", "url", webhook_url()),
+        ("UpdateWebhookBody", "event_types", event_types()),
+        ("UpdateWebhookBody", "description", text(500)),
+        (
+            "ReplayWebhookBody",
+            "from",
+            json!({"anyOf": [{"type": "string", "format": "date-time"},
+                             {"type": "string", "pattern": r"^[0-9]{1,18}\.[0-9]{1,18}$"}]}),
+        ),
     ]
+}
+
+/// A webhook URL the schema promises to accept: `https` and a dotted host name whose labels
+/// start with a letter (no IP literal, no single-label host such as `localhost`), a short path.
+/// The domain accepts more (`http` and private hosts when the service allows them, any path);
+/// this is the part every deployment accepts.
+fn webhook_url() -> serde_json::Value {
+    serde_json::json!({"format": "uri", "minLength": 12, "maxLength": 2048,
+        "pattern": r"^https://[a-z][a-z0-9]{0,30}(\.[a-z][a-z0-9]{0,30}){0,3}\.(com|org|net|io|test|example)(/[A-Za-z0-9._~-]{1,32}){0,4}$"})
+}
+
+/// 1 to 64 of Keel's event type names, or `*`.
+fn event_types() -> serde_json::Value {
+    let mut names: Vec<&str> = keel_domain::Event::ALL_TYPES.to_vec();
+    names.push("*");
+    serde_json::json!({"minItems": 1, "maxItems": 64, "items": {"type": "string", "enum": names}})
 }
 
 /// An example for each free-form field, so the explorer's "try it out" starts from a body that
@@ -375,7 +403,11 @@ fn field_examples() -> Vec<(&'static str, &'static str, &'static str)> {
 /// Constraints on whole schemas: an update must change at least one field.
 fn schema_constraints() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
-    vec![("UpdateProjectBody", json!({"minProperties": 1})), ("UpdateTaskBody", json!({"minProperties": 1}))]
+    vec![
+        ("UpdateProjectBody", json!({"minProperties": 1})),
+        ("UpdateTaskBody", json!({"minProperties": 1})),
+        ("UpdateWebhookBody", json!({"minProperties": 1})),
+    ]
 }
 
 fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {

@@ -46,7 +46,9 @@ pub(crate) struct WrittenWithSecret {
     id: uuid::Uuid,
     version: i64,
     position: String,
-    /// The endpoint's signing secret (`whsec_...`), shown only in this answer.
+    /// The endpoint's signing secret (`whsec_...`), shown only in this answer: a repeat with the
+    /// same `Idempotency-Key` answers without it.
+    #[schema(required = false)]
     secret: String,
 }
 
