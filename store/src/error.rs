@@ -81,6 +81,7 @@ impl StoreError {
 impl StoreError {
     /// The connection a statement ran on is gone: cut (reset, EOF), or its backend was ended by
     /// the server (`pg_terminate_backend`, a shutdown, a crash: SQLSTATE 57P01–57P03, class 08).
+    /// sqlx reports a socket closed mid-message as I/O (`UnexpectedEof`).
     /// What that statement did is undone unless it was the `COMMIT` itself, whose outcome is then
     /// unknown until asked (`Store::transaction_status`).
     pub fn is_connection_lost(&self) -> bool {
@@ -110,8 +111,6 @@ pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
             let code = code.as_deref().unwrap_or("");
             code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
         }
-        // sqlx reports a server that closed the socket mid-message as a protocol error.
-        sqlx::Error::Protocol(m) => m.contains("closed") || m.contains("EOF") || m.contains("eof"),
         _ => false,
     }
 }
