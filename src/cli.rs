@@ -304,6 +304,48 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
     pub webhooks_rotation_grace_secs: u64,
 
+    /// Deadline of one webhook delivery attempt, connect to response, in ms.
+    #[arg(long, env = "KEEL_WEBHOOKS_TIMEOUT_MS", global = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub webhooks_timeout_ms: u64,
+
+    /// The waits before each attempt of a webhook delivery, comma-separated (units ms, s, m, h,
+    /// d; 1 to 20 attempts), each jittered by ±20%; after the last, the endpoint is disabled.
+    #[arg(long, env = "KEEL_WEBHOOKS_RETRY_SCHEDULE", global = true, default_value = "0,5s,5m,30m,2h,5h,10h,10h",
+          value_parser = keel_outbound::webhooks::parse_schedule)]
+    pub webhooks_retry_schedule: Vec<std::time::Duration>,
+
+    /// Webhook delivery attempts in flight in this process, across all endpoints.
+    #[arg(long, env = "KEEL_WEBHOOKS_CONCURRENCY", global = true, default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub webhooks_concurrency: u64,
+
+    /// Webhook delivery attempts in flight for one tenant in this process (its endpoints share them).
+    #[arg(long, env = "KEEL_WEBHOOKS_TENANT_CONCURRENCY", global = true, default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub webhooks_tenant_concurrency: u64,
+
+    /// Projector connections webhook delivery may hold at once (keep it below the projector pool).
+    #[arg(long, env = "KEEL_WEBHOOKS_DB_CONNECTIONS", global = true, default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub webhooks_db_connections: u64,
+
+    /// The most events waiting for one webhook endpoint; later ones are counted as dropped
+    /// (shown by `keel outbound status`) until there is room, and a replay resends them.
+    #[arg(long, env = "KEEL_WEBHOOKS_QUEUE_MAX", global = true, default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub webhooks_queue_max: u64,
+
+    /// How many days the webhook delivery log keeps an attempt.
+    #[arg(long, env = "KEEL_WEBHOOKS_DELIVERY_LOG_DAYS", global = true, default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub webhooks_delivery_log_days: u64,
+
+    /// The most webhook endpoints this process delivers; the rest wait for another process.
+    #[arg(long, env = "KEEL_WEBHOOKS_MAX_ENDPOINTS_PER_PROCESS", global = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub webhooks_max_endpoints_per_process: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `keel=debug,sqlx=warn`.
     #[arg(long, env = "KEEL_LOG", global = true, default_value = "info,sqlx=warn")]
     pub log: String,
@@ -365,6 +407,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DemoCmd,
     },
+    /// Events out: where every webhook endpoint and publisher stands.
+    Outbound {
+        #[command(subcommand)]
+        command: OutboundCmd,
+    },
     /// Inspect and rebuild the asynchronous projections.
     Projections {
         #[command(subcommand)]
@@ -388,6 +435,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboundCmd {
+    /// Every publisher (checkpoint, lag in events and seconds, state, last error) and every
+    /// webhook endpoint of every tenant (state, events waiting, age of the oldest, failures in a
+    /// row, next attempt, last delivered position, lease holder, last error).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod dead_letters_cmd;
 pub mod demo;
 pub mod drain;
 pub mod embedded;
+pub mod outbound_cmd;
 pub mod secrets;
 pub mod subscribe;
 pub mod telemetry;

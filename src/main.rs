@@ -2,6 +2,7 @@
 
 use anyhow::{Context, bail};
 use keel::cli::{
+    OutboundCmd,
     AnalystCmd, AuditCmd, BenchArgs, ChaosArgs, Command, DeadLettersCmd, DemoCmd, KeysCmd, ProjectionsCmd, Service,
     Settings, SubscribeArgs, TenantCmd, TokenArgs,
 };
@@ -33,6 +34,7 @@ async fn main() {
         Command::Migrate => migrate(&cli.settings).await,
         Command::Token(args) => token(&cli.settings, &args).await,
         Command::Projections { command } => projections(&cli.settings, command).await,
+        Command::Outbound { command: OutboundCmd::Status } => outbound_status(&cli.settings).await,
         Command::GraphqlSchema { out } => graphql_schema(out),
         Command::Bench(args) => bench(&cli.settings, args).await,
         Command::Audit { command } => audit(&cli.settings, command).await,
@@ -301,6 +303,24 @@ fn outbound_config(s: &Settings) -> keel_outbound::OutboundConfig {
             connect_timeout: Duration::from_millis(s.nats_connect_timeout_ms),
             ack_timeout: Duration::from_millis(s.nats_ack_timeout_ms),
         }),
+        webhooks: keel_outbound::WebhookConfig {
+            policy: keel_outbound::destination::DestinationPolicy {
+                allow_http: s.webhooks_allow_http,
+                allow_private: s.webhooks_allow_private,
+            },
+            attempt_timeout: Duration::from_millis(s.webhooks_timeout_ms),
+            retry: keel_outbound::schedule::RetryPolicy {
+                delays: s.webhooks_retry_schedule.clone(),
+                ..Default::default()
+            },
+            concurrency: s.webhooks_concurrency as usize,
+            tenant_concurrency: s.webhooks_tenant_concurrency as usize,
+            db_connections: s.webhooks_db_connections as usize,
+            queue_max: s.webhooks_queue_max as i64,
+            delivery_log_keep: Duration::from_secs(s.webhooks_delivery_log_days * 86_400),
+            max_endpoints: s.webhooks_max_endpoints_per_process as i64,
+            ..Default::default()
+        },
     }
 }
 
@@ -501,6 +521,12 @@ async fn with_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Res
 /// `with_database` for a tool that reads what Keel wrote (audit, keys, analyst, projections):
 /// without DATABASE_URL it uses the embedded cluster `keel up` made under KEEL_DATA_DIR, and
 /// refuses to make a new, empty one.
+async fn outbound_status(s: &Settings) -> anyhow::Result<()> {
+    let key = cli_master_key(s)?;
+    let names = keel_outbound::names(&outbound_config(s));
+    with_keel_database(s, async |url: &str| keel::outbound_cmd::status(url, key, &names).await).await
+}
+
 async fn with_keel_database<T>(s: &Settings, f: impl AsyncFnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
     if s.database_url.is_none() {
         let cluster = s.data_dir.join("pg").join("data").join("PG_VERSION");

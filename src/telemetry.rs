@@ -138,6 +138,26 @@ fn describe() {
         keel_outbound::nats::PUBLISH_SECONDS,
         "Time from a publish to JetStream's acknowledgement (or its failure), in seconds."
     );
+    describe_counter!(
+        keel_outbound::webhooks::worker::DELIVERIES,
+        "Webhook delivery attempts by outcome (delivered: a 2xx; failed) and error kind (none, status, timeout, connect, refused, redirect, request)."
+    );
+    describe_histogram!(
+        keel_outbound::webhooks::worker::ATTEMPT_SECONDS,
+        "Time of one webhook delivery attempt, from its start to its answer, error or deadline, in seconds."
+    );
+    describe_gauge!(
+        keel_outbound::webhooks::worker::ENDPOINTS,
+        "Webhook endpoints by delivery state (active, failing, disabled)."
+    );
+    describe_gauge!(
+        keel_outbound::webhooks::worker::PENDING,
+        "Events waiting in every webhook endpoint's queue (the endpoints' lag in events)."
+    );
+    describe_gauge!(
+        keel_outbound::webhooks::worker::LAG_SECONDS,
+        "Age of the oldest event waiting for any webhook endpoint, in seconds."
+    );
     describe_gauge!("keel_projection_checkpoint", "Log position up to which a projection has applied the log.");
     describe_histogram!("keel_projection_batch_seconds", "Time to apply and commit one projection batch, in seconds.");
     describe_counter!(

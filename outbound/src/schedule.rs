@@ -76,7 +76,7 @@ pub fn jittered(base: Duration, jitter: f64, rng: &mut impl Rng) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndpointState {
     /// Delivering, or retrying fewer than `failing_after` times in a row.
-    Enabled,
+    Active,
     /// `failing_after` or more attempts in a row failed; still retried on the schedule.
     Failing,
     /// The last attempt of the schedule failed: no more deliveries until an admin enables it
@@ -85,10 +85,15 @@ pub enum EndpointState {
 }
 
 impl EndpointState {
+    /// The state stored as `name` (`active`, `failing`, `disabled`).
+    pub fn parse(name: &str) -> Option<EndpointState> {
+        [EndpointState::Active, EndpointState::Failing, EndpointState::Disabled].into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The stored and shown name.
     pub fn as_str(self) -> &'static str {
         match self {
-            EndpointState::Enabled => "enabled",
+            EndpointState::Active => "active",
             EndpointState::Failing => "failing",
             EndpointState::Disabled => "disabled",
         }
@@ -105,7 +110,7 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Health { state: EndpointState::Enabled, consecutive_failures: 0 }
+        Health { state: EndpointState::Active, consecutive_failures: 0 }
     }
 }
 
@@ -123,7 +128,7 @@ impl Health {
         let state = match next {
             Next::Exhausted => EndpointState::Disabled,
             Next::RetryAfter(_) if failures >= policy.failing_after => EndpointState::Failing,
-            Next::RetryAfter(_) => EndpointState::Enabled,
+            Next::RetryAfter(_) => EndpointState::Active,
         };
         (Health { state, consecutive_failures: failures }, next)
     }
@@ -194,7 +199,7 @@ mod tests {
             states.push(h.state);
         }
         use EndpointState::*;
-        assert_eq!(states, [Enabled, Enabled, Failing, Failing, Failing, Failing, Failing, Disabled]);
+        assert_eq!(states, [Active, Active, Failing, Failing, Failing, Failing, Failing, Disabled]);
         assert_eq!(h.consecutive_failures, 8);
     }
 
@@ -211,7 +216,7 @@ mod tests {
         assert_eq!(h, Health::default());
         // The count starts again: one failure after a success is not failing.
         let (h, next) = h.on_failure(&p, &mut rng);
-        assert_eq!((h.state, next), (EndpointState::Enabled, Next::RetryAfter(secs(5))));
+        assert_eq!((h.state, next), (EndpointState::Active, Next::RetryAfter(secs(5))));
         assert_eq!(EndpointState::Failing.as_str(), "failing");
     }
 }

@@ -511,27 +511,91 @@ pub struct PlanCount {
 /// A webhook endpoint of the tenant (`docs/integration.md`). Its signing secret is never readable:
 /// it is shown once, in the answer to the create or rotation that made it.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Webhook {
     pub(crate) id: ID,
+    #[graphql(skip)]
+    pub(crate) uuid: Uuid,
     pub(crate) url: String,
     /// Event type names, or `*` for every event.
     pub(crate) event_types: Vec<String>,
     pub(crate) description: Option<String>,
+    /// Its delivery health: `ACTIVE`; `FAILING` after three failed attempts in a row (still
+    /// retried on the schedule); `DISABLED` after the schedule's last attempt failed (a change of
+    /// the endpoint, or a replay, enables it again; nothing after its last delivery is lost).
     pub(crate) state: WebhookState,
+    /// Events waiting to be delivered to it.
+    pub(crate) pending: i64,
+    /// Why its last attempt failed (null after a delivery).
+    pub(crate) last_error: Option<String>,
     /// Until when the secret before the last rotation still signs (null: no rotation pending).
     pub(crate) previous_secret_valid_until: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
 }
 
+/// One delivery attempt of an event to an endpoint (the delivery log, kept
+/// `KEEL_WEBHOOKS_DELIVERY_LOG_DAYS` days).
+#[derive(SimpleObject)]
+pub struct WebhookDelivery {
+    pub(crate) attempted_at: DateTime<Utc>,
+    /// The event's id: the `webhook-id` header, the same on every attempt.
+    pub(crate) event_id: ID,
+    pub(crate) event_type: String,
+    /// The event's position in the log.
+    pub(crate) position: i64,
+    /// 1 for the event's first attempt.
+    pub(crate) attempt: i32,
+    /// `delivered` (a 2xx) or `failed`.
+    pub(crate) outcome: String,
+    /// The receiver's HTTP status (null when there was no answer).
+    pub(crate) status_code: Option<i32>,
+    pub(crate) latency_ms: f64,
+    pub(crate) error: Option<String>,
+}
+
+/// The most deliveries one endpoint lists.
+pub const MAX_DELIVERIES: i32 = 100;
+
+#[ComplexObject]
+impl Webhook {
+    /// Its newest delivery attempts, newest first (`first`: 1 to 100, default 20).
+    async fn deliveries(&self, ctx: &Context<'_>, first: Option<i32>) -> Result<Vec<WebhookDelivery>> {
+        let first = first.unwrap_or(20);
+        if !(1..=MAX_DELIVERIES).contains(&first) {
+            return Err(crate::context::bad_input(&format!("first must be between 1 and {MAX_DELIVERIES}")));
+        }
+        let mut tx = req(ctx).read_tx().await?;
+        let rows = keel_store::webhooks::deliveries(&mut tx, &[self.uuid], i64::from(first)).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .map(|d| WebhookDelivery {
+                attempted_at: d.attempted_at,
+                event_id: ID(d.event_id.to_string()),
+                event_type: d.event_type,
+                position: d.position,
+                attempt: d.attempt,
+                outcome: d.outcome,
+                status_code: d.status_code,
+                latency_ms: d.latency_ms,
+                error: d.error,
+            })
+            .collect())
+    }
+}
+
 impl From<keel_store::webhooks::WebhookRow> for Webhook {
     fn from(r: keel_store::webhooks::WebhookRow) -> Self {
         Webhook {
             id: ID(r.webhook_id.to_string()),
+            uuid: r.webhook_id,
             url: r.url,
             event_types: r.event_types,
             description: r.description,
             state: r.state.into(),
+            pending: r.pending,
+            last_error: r.last_error,
             previous_secret_valid_until: r.previous_valid_until,
             created_at: r.created_at,
             updated_at: r.updated_at,

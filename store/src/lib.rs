@@ -19,6 +19,7 @@ pub mod read;
 pub mod rebuild;
 pub mod snapshot;
 pub mod usage;
+pub mod webhook_delivery;
 pub mod webhooks;
 
 pub use crypto::MasterKey;
