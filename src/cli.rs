@@ -312,8 +312,8 @@ pub struct Settings {
     /// The waits before each attempt of a webhook delivery, comma-separated (units ms, s, m, h,
     /// d; 1 to 20 attempts), each jittered by ±20%; after the last, the endpoint is disabled.
     #[arg(long, env = "KEEL_WEBHOOKS_RETRY_SCHEDULE", global = true, default_value = "0,5s,5m,30m,2h,5h,10h,10h",
-          value_parser = keel_outbound::webhooks::parse_schedule)]
-    pub webhooks_retry_schedule: Vec<std::time::Duration>,
+          value_parser = parse_retry_schedule)]
+    pub webhooks_retry_schedule: RetrySchedule,
 
     /// Webhook delivery attempts in flight in this process, across all endpoints.
     #[arg(long, env = "KEEL_WEBHOOKS_CONCURRENCY", global = true, default_value_t = 64,
@@ -435,6 +435,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCmd,
     },
+}
+
+/// The waits of `KEEL_WEBHOOKS_RETRY_SCHEDULE` (one value, so clap does not read a list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<std::time::Duration>);
+
+fn parse_retry_schedule(s: &str) -> Result<RetrySchedule, String> {
+    keel_outbound::webhooks::parse_schedule(s).map(RetrySchedule)
 }
 
 #[derive(Debug, Subcommand)]

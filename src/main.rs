@@ -310,7 +310,7 @@ fn outbound_config(s: &Settings) -> keel_outbound::OutboundConfig {
             },
             attempt_timeout: Duration::from_millis(s.webhooks_timeout_ms),
             retry: keel_outbound::schedule::RetryPolicy {
-                delays: s.webhooks_retry_schedule.clone(),
+                delays: s.webhooks_retry_schedule.0.clone(),
                 ..Default::default()
             },
             concurrency: s.webhooks_concurrency as usize,

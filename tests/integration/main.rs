@@ -55,6 +55,8 @@ mod tenant_locks;
 mod tidy;
 mod typed_rows;
 mod usage;
+mod receiver;
+mod webhook_delivery;
 mod webhook_parts;
 mod webhooks;
 mod workers;

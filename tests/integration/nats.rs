@@ -132,7 +132,7 @@ async fn metrics(app: &TestApp) -> String {
 
 async fn nats_app(stream: &str, url: &str) -> TestApp {
     spawn_app_with(Options {
-        outbound: keel_outbound::OutboundConfig { nats: Some(config(url, stream)) },
+        outbound: keel_outbound::OutboundConfig { nats: Some(config(url, stream)), ..Default::default() },
         ..Options::default()
     })
     .await
@@ -448,7 +448,7 @@ async fn a_hung_broker_holds_back_no_projection() {
     let nats =
         NatsConfig { connect_timeout: Duration::from_secs(30), ..config(&format!("nats://127.0.0.1:{port}"), &stream) };
     let app =
-        spawn_app_with(Options { outbound: keel_outbound::OutboundConfig { nats: Some(nats) }, ..Options::default() })
+        spawn_app_with(Options { outbound: keel_outbound::OutboundConfig { nats: Some(nats), ..Default::default() }, ..Options::default() })
             .await;
     let (_, owner) = app.provision("nats-hung").await;
     // Let the publisher start waiting on the broker.
