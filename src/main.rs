@@ -2,9 +2,8 @@
 
 use anyhow::{Context, bail};
 use keel::cli::{
-    OutboundCmd,
-    AnalystCmd, AuditCmd, BenchArgs, ChaosArgs, Command, DeadLettersCmd, DemoCmd, KeysCmd, ProjectionsCmd, Service,
-    Settings, SubscribeArgs, TenantCmd, TokenArgs,
+    AnalystCmd, AuditCmd, BenchArgs, ChaosArgs, Command, DeadLettersCmd, DemoCmd, KeysCmd, OutboundCmd, ProjectionsCmd,
+    Service, Settings, SubscribeArgs, TenantCmd, TokenArgs,
 };
 use keel::embedded::{EmbeddedPg, find_bindir};
 use keel::{App, AppConfig, DatabaseUrl, Services, secrets, telemetry};

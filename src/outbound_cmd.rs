@@ -8,7 +8,10 @@ pub async fn status(url: &str, key: Option<MasterKey>, publishers: &[&str]) -> a
     let store = Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 2 }, key)
         .await
         .context("cannot connect (is the database migrated? run keel migrate)")?;
-    println!("{:<20} {:>12} {:>10} {:>9} {:<12} {:<34}", "publisher", "checkpoint", "lag", "lag (s)", "state", "lease holder");
+    println!(
+        "{:<20} {:>12} {:>10} {:>9} {:<12} {:<34}",
+        "publisher", "checkpoint", "lag", "lag (s)", "state", "lease holder"
+    );
     for name in publishers {
         let st = keel_store::checkpoint::status(store.projector(), name).await?;
         println!(

@@ -87,7 +87,9 @@ pub enum EndpointState {
 impl EndpointState {
     /// The state stored as `name` (`active`, `failing`, `disabled`).
     pub fn parse(name: &str) -> Option<EndpointState> {
-        [EndpointState::Active, EndpointState::Failing, EndpointState::Disabled].into_iter().find(|s| s.as_str() == name)
+        [EndpointState::Active, EndpointState::Failing, EndpointState::Disabled]
+            .into_iter()
+            .find(|s| s.as_str() == name)
     }
 
     /// The stored and shown name.

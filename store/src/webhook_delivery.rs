@@ -247,8 +247,7 @@ pub async fn notify(conn: &mut PgConnection, endpoints: &[EndpointKey]) -> Resul
     if endpoints.is_empty() {
         return Ok(());
     }
-    let mut payload: String =
-        endpoints.iter().map(|(t, w)| format!("{t}:{w}")).collect::<Vec<_>>().join(",");
+    let mut payload: String = endpoints.iter().map(|(t, w)| format!("{t}:{w}")).collect::<Vec<_>>().join(",");
     if payload.len() > 7000 {
         payload = "*".into();
     }

@@ -1,6 +1,7 @@
 //! Black-box tests of Keel against a real PostgreSQL: each test has a database of its own.
 #![allow(unreachable_pub)]
 
+mod events_out;
 mod fault_proxy;
 mod helpers;
 
@@ -40,6 +41,7 @@ mod rate_limits;
 mod read_models;
 mod readme;
 mod rebuild;
+mod receiver;
 mod registry;
 mod reporting;
 mod rest_spec;
@@ -55,7 +57,6 @@ mod tenant_locks;
 mod tidy;
 mod typed_rows;
 mod usage;
-mod receiver;
 mod webhook_delivery;
 mod webhook_parts;
 mod webhooks;

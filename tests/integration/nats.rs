@@ -21,11 +21,11 @@ const NATS: &str = "nats://127.0.0.1:4222";
 
 /// A stream name no other test uses (`KEEL_TEST_<id>`); its subjects' prefix is `keeltest<id>`,
 /// since JetStream streams may not overlap.
-fn stream_name() -> String {
+pub(crate) fn stream_name() -> String {
     format!("KEEL_TEST_{}", Uuid::new_v4().simple())
 }
 
-fn prefix(stream: &str) -> String {
+pub(crate) fn prefix(stream: &str) -> String {
     format!("keeltest{}", stream.trim_start_matches("KEEL_TEST_"))
 }
 
@@ -38,14 +38,14 @@ fn config(url: &str, stream: &str) -> NatsConfig {
     }
 }
 
-async fn jetstream() -> jetstream::Context {
+pub(crate) async fn jetstream() -> jetstream::Context {
     let client = async_nats::connect(NATS).await.expect("the NATS server with JetStream listens on 127.0.0.1:4222");
     jetstream::new(client)
 }
 
 /// One message as a consumer of the stream sees it.
 #[derive(Debug)]
-struct Received {
+pub(crate) struct Received {
     subject: String,
     msg_id: String,
     envelope: Value,
@@ -59,7 +59,7 @@ async fn message_count(js: &jetstream::Context, stream: &str) -> u64 {
 }
 
 /// Every message of `stream`, in stream order.
-async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Received> {
+pub(crate) async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Received> {
     let s = js.get_stream(stream).await.unwrap();
     let state = s.get_info().await.unwrap().state;
     let mut out = Vec::new();
@@ -74,7 +74,7 @@ async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Received> {
     out
 }
 
-async fn wait_for_messages(js: &jetstream::Context, stream: &str, n: u64, within: Duration) {
+pub(crate) async fn wait_for_messages(js: &jetstream::Context, stream: &str, n: u64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let got = message_count(js, stream).await;
@@ -87,7 +87,7 @@ async fn wait_for_messages(js: &jetstream::Context, stream: &str, n: u64, within
 }
 
 /// Every event of the log, in log order: (event id, tenant, stream type, stream id, version, type).
-async fn log_events(db: &TestDb) -> Vec<(Uuid, Uuid, String, Uuid, i64, String)> {
+pub(crate) async fn log_events(db: &TestDb) -> Vec<(Uuid, Uuid, String, Uuid, i64, String)> {
     let mut su = db.superuser().await;
     sqlx::query_as(
         "SELECT event_id, tenant_id, stream_type, stream_id, stream_version, event_type FROM events
@@ -100,7 +100,11 @@ async fn log_events(db: &TestDb) -> Vec<(Uuid, Uuid, String, Uuid, i64, String)>
 
 /// Each event of the log exactly once, on its subject, with its id as `Nats-Msg-Id` and its
 /// envelope's fields; per stream in version order. Returns the envelopes by event id.
-async fn assert_exactly_once_in_order(db: &TestDb, stream: &str, received: &[Received]) -> HashMap<Uuid, Value> {
+pub(crate) async fn assert_exactly_once_in_order(
+    db: &TestDb,
+    stream: &str,
+    received: &[Received],
+) -> HashMap<Uuid, Value> {
     let prefix = prefix(stream);
     let events = log_events(db).await;
     assert_eq!(received.len(), events.len(), "one message per event of the log");
@@ -447,9 +451,11 @@ async fn a_hung_broker_holds_back_no_projection() {
     // The publisher waits up to 30 s for each connection attempt to this broker.
     let nats =
         NatsConfig { connect_timeout: Duration::from_secs(30), ..config(&format!("nats://127.0.0.1:{port}"), &stream) };
-    let app =
-        spawn_app_with(Options { outbound: keel_outbound::OutboundConfig { nats: Some(nats), ..Default::default() }, ..Options::default() })
-            .await;
+    let app = spawn_app_with(Options {
+        outbound: keel_outbound::OutboundConfig { nats: Some(nats), ..Default::default() },
+        ..Options::default()
+    })
+    .await;
     let (_, owner) = app.provision("nats-hung").await;
     // Let the publisher start waiting on the broker.
     tokio::time::sleep(Duration::from_millis(500)).await;

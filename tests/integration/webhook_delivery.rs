@@ -95,7 +95,9 @@ async fn some_commands(app: &TestApp, token: &str, n: usize, tag: &str) {
     for i in 0..n {
         let p = app.create_project(token, &format!("{tag} {i}")).await;
         let pid = p.body["id"].as_str().unwrap().to_owned();
-        let r = app.post(&format!("/api/v1/projects/{pid}/tasks"), token, json!({"title": format!("{tag} task {i}")})).await;
+        let r = app
+            .post(&format!("/api/v1/projects/{pid}/tasks"), token, json!({"title": format!("{tag} task {i}")}))
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
     }
 }
@@ -153,7 +155,10 @@ async fn each_endpoint_gets_its_tenants_matching_events_after_its_creation_signe
     let log = hook["deliveries"].as_array().unwrap();
     assert_eq!(log.len(), 5);
     for d in log {
-        assert_eq!((d["outcome"].as_str(), d["statusCode"].as_i64(), d["attempt"].as_i64()), (Some("delivered"), Some(204), Some(1)));
+        assert_eq!(
+            (d["outcome"].as_str(), d["statusCode"].as_i64(), d["attempt"].as_i64()),
+            (Some("delivered"), Some(204), Some(1))
+        );
         assert_eq!(d["eventType"], "TaskCreated");
         assert!(d["latencyMs"].as_f64().unwrap() >= 0.0 && d["error"].is_null());
     }
@@ -166,8 +171,13 @@ async fn each_endpoint_gets_its_tenants_matching_events_after_its_creation_signe
     assert!(rows.is_empty(), "RLS keeps a's delivery log from b");
     // Bounds of the new field.
     for bad in [0, 101, -1] {
-        let r = app.graphql(&owner_a, &format!("{{ webhooks {{ deliveries(first: {bad}) {{ eventId }} }} }}"), None).await;
-        assert!(r.body["errors"][0]["message"].as_str().unwrap_or_default().contains("between 1 and 100"), "{}", r.body);
+        let r =
+            app.graphql(&owner_a, &format!("{{ webhooks {{ deliveries(first: {bad}) {{ eventId }} }} }}"), None).await;
+        assert!(
+            r.body["errors"][0]["message"].as_str().unwrap_or_default().contains("between 1 and 100"),
+            "{}",
+            r.body
+        );
     }
 }
 
@@ -204,8 +214,13 @@ async fn a_receiver_that_was_down_gets_everything_in_order_then_the_schedules_en
     rx.set("down", Mode::Status(500));
     some_commands(&app, &owner, 1, "disable").await;
     let h = wait_state(&app, &owner, &hook, "DISABLED", Duration::from_secs(10)).await;
-    let head_attempts: Vec<i64> =
-        h["deliveries"].as_array().unwrap().iter().filter(|d| d["outcome"] == "failed" && d["statusCode"] == 500).map(|d| d["attempt"].as_i64().unwrap()).collect();
+    let head_attempts: Vec<i64> = h["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "failed" && d["statusCode"] == 500)
+        .map(|d| d["attempt"].as_i64().unwrap())
+        .collect();
     assert_eq!(head_attempts, vec![5, 4, 3, 2, 1], "five attempts, newest first: {h}");
     let tries = rx.hits("down").len();
     some_commands(&app, &owner, 2, "while disabled").await;
@@ -232,7 +247,8 @@ async fn a_replay_resends_from_a_position_or_a_time_in_order() {
     let (hook, _) = create_hook(&app, &owner, &rx.url("replay"), &["ProjectCreated"]).await;
     let mut positions = Vec::new();
     for i in 0..4 {
-        positions.push(app.create_project(&owner, &format!("p{i}")).await.body["position"].as_str().unwrap().to_owned());
+        positions
+            .push(app.create_project(&owner, &format!("p{i}")).await.body["position"].as_str().unwrap().to_owned());
     }
     let first_round = rx.wait_delivered("replay", 4, Duration::from_secs(10)).await;
     // From the position of the second command: the third and fourth again, in order.
@@ -268,7 +284,8 @@ async fn one_endpoint_hanging_30s_delays_no_other_endpoint_or_tenant() {
         let stream = r.body["id"].as_str().unwrap().to_owned();
         let deadline = committed + Duration::from_secs(5);
         let arrived = loop {
-            if let Some(h) = rx.delivered("healthy").into_iter().find(|h| h.envelope["stream"]["id"] == stream.as_str()) {
+            if let Some(h) = rx.delivered("healthy").into_iter().find(|h| h.envelope["stream"]["id"] == stream.as_str())
+            {
                 break h.at;
             }
             assert!(Instant::now() < deadline, "project {i} not delivered to the healthy endpoint within 5 s");
@@ -304,13 +321,19 @@ async fn the_address_is_checked_at_connect_time_and_a_refusal_is_in_the_delivery
 #[tokio::test]
 async fn a_retry_after_erasure_carries_erased_never_the_old_value() {
     let rx = Receiver::start().await;
-    let app = spawn_app_with(options("0,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms", Duration::from_secs(5))).await;
+    let app =
+        spawn_app_with(options("0,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms", Duration::from_secs(5)))
+            .await;
     let (tenant, owner) = app.provision_on("whd-erase", "enterprise").await;
     let (_hook, _) = create_hook(&app, &owner, &rx.url("erase"), &["MemberInvited"]).await;
     rx.set("erase", Mode::Status(503));
     let (member_id, _) = app.invite(tenant, &owner, "erin", "member").await;
     rx.wait_hits("erase", 1, Duration::from_secs(10)).await;
-    assert!(rx.hits("erase")[0].envelope.to_string().contains("erin@"), "opened before erasure: {}", rx.hits("erase")[0].envelope);
+    assert!(
+        rx.hits("erase")[0].envelope.to_string().contains("erin@"),
+        "opened before erasure: {}",
+        rx.hits("erase")[0].envelope
+    );
     let r = app.send(reqwest::Method::POST, &format!("/api/v1/members/{member_id}/erase"), Some(&owner), None).await;
     assert!(r.status < 300, "{}", r.body);
     rx.set("erase", Mode::Ok);

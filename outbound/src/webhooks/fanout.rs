@@ -54,7 +54,12 @@ impl Consumer for Fanout {
         true
     }
 
-    async fn consume(&self, conn: &mut PgConnection, recorded: &RecordedEvent, event: &Event) -> Result<(), ConsumeError> {
+    async fn consume(
+        &self,
+        conn: &mut PgConnection,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), ConsumeError> {
         self.consume_batch(conn, &[(recorded, event.clone())]).await
     }
 
@@ -98,8 +103,8 @@ impl Consumer for Fanout {
                         ReplayFrom::Time(t) => ReplayStart::Time(t),
                         ReplayFrom::Position { xid, position } => ReplayStart::After(LogPosition { xid, position }),
                     };
-                    let n = wd::replay(conn, tenant, e.webhook_id.0, from, recorded.log_position(), self.queue_max)
-                        .await?;
+                    let n =
+                        wd::replay(conn, tenant, e.webhook_id.0, from, recorded.log_position(), self.queue_max).await?;
                     tracing::info!(tenant_id = %tenant, webhook_id = %e.webhook_id.0, events = n, "webhook replay queued");
                     touched.push((tenant, e.webhook_id.0));
                 }

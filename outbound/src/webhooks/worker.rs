@@ -315,9 +315,15 @@ async fn attempt(shared: &Shared, key: EndpointKey, w: &Work) -> Result<bool, St
     metrics::histogram!(ATTEMPT_SECONDS).record(started.elapsed().as_secs_f64());
     if after.state != before.state {
         match after.state {
-            EndpointState::Disabled => tracing::warn!(tenant_id = %tenant, webhook_id = %webhook, error = ?error, "webhook endpoint disabled: the retry schedule ran out"),
-            EndpointState::Failing => tracing::warn!(tenant_id = %tenant, webhook_id = %webhook, error = ?error, "webhook endpoint failing"),
-            EndpointState::Active => tracing::info!(tenant_id = %tenant, webhook_id = %webhook, "webhook endpoint delivering again"),
+            EndpointState::Disabled => {
+                tracing::warn!(tenant_id = %tenant, webhook_id = %webhook, error = ?error, "webhook endpoint disabled: the retry schedule ran out")
+            }
+            EndpointState::Failing => {
+                tracing::warn!(tenant_id = %tenant, webhook_id = %webhook, error = ?error, "webhook endpoint failing")
+            }
+            EndpointState::Active => {
+                tracing::info!(tenant_id = %tenant, webhook_id = %webhook, "webhook endpoint delivering again")
+            }
         }
     }
     let record = wd::Attempt {
