@@ -89,32 +89,34 @@ async fn two_tenants_events_reach_their_own_endpoints_and_subjects_signed_in_ord
 
     let mut first = deliverer(&app.db, &stream);
     let app = std::sync::Arc::new(app);
-    // The load: both tenants at once (a: projects and tasks, b: projects).
+    // A receiver outage from the start: a's "*" endpoint answers 503 for two seconds.
+    rx.set("a-all", Mode::Status(503));
+    let outage = Instant::now();
+    // The load: both tenants at once (a: projects and tasks, b: projects, paced so the crash
+    // below falls in the middle of it).
     let load_a = {
         let app = app.clone();
         let t = owner_a.clone();
-        tokio::spawn(async move { drive_ref(&app, &t, 40, "a", true).await })
+        tokio::spawn(async move { drive_ref(&app, &t, 40, "a", true, Duration::from_millis(40)).await })
     };
     let load_b = {
         let app = app.clone();
         let t = owner_b.clone();
-        tokio::spawn(async move { drive_ref(&app, &t, 40, "b", false).await })
+        tokio::spawn(async move { drive_ref(&app, &t, 40, "b", false, Duration::from_millis(100)).await })
     };
 
-    // A receiver outage: a's "*" endpoint answers 503 for two seconds.
-    rx.wait_delivered("a-all", 5, Duration::from_secs(20)).await;
-    rx.set("a-all", Mode::Status(503));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A crash mid-stream: kill -9 the deliverer while deliveries flow, then start another.
+    rx.wait_delivered("b-all", 5, Duration::from_secs(20)).await;
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
+    let before_kill = rx.delivered("b-all").len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = deliverer(&app.db, &stream);
+
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(outage.elapsed())).await;
     rx.set("a-all", Mode::Ok);
     let failed_during_outage = rx.hits("a-all").iter().filter(|h| h.answered == 503).count();
     assert!(failed_during_outage >= 2, "the outage was seen: {failed_during_outage} attempts answered 503");
-
-    // A crash mid-stream: kill -9 the deliverer while deliveries flow, then start another.
-    let before_kill = rx.delivered("b-all").len();
-    first.start_kill().unwrap(); // SIGKILL
-    first.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut second = deliverer(&app.db, &stream);
 
     let (ok_a, ok_b) = (load_a.await.unwrap(), load_b.await.unwrap());
     assert_eq!((ok_a, ok_b), (80, 40), "every command answered 2xx");
@@ -162,7 +164,7 @@ async fn two_tenants_events_reach_their_own_endpoints_and_subjects_signed_in_ord
     js.delete_stream(&stream).await.unwrap();
 }
 
-async fn drive_ref(app: &TestApp, token: &str, rounds: usize, tag: &str, tasks: bool) -> usize {
+async fn drive_ref(app: &TestApp, token: &str, rounds: usize, tag: &str, tasks: bool, pause: Duration) -> usize {
     let mut ok = 0;
     for i in 0..rounds {
         let p = app.create_project(token, &format!("{tag} {i}")).await;
@@ -174,7 +176,7 @@ async fn drive_ref(app: &TestApp, token: &str, rounds: usize, tag: &str, tasks: 
             assert_eq!(r.status, 201, "{}", r.body);
             ok += 1;
         }
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        tokio::time::sleep(pause).await;
     }
     ok
 }

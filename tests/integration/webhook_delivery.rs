@@ -369,3 +369,64 @@ async fn outbound_status_lists_every_endpoint_with_its_lag_and_last_error() {
     assert!(m.contains("keel_webhook_deliveries_total{outcome=\"failed\",error=\"status\"}"), "{m}");
     assert!(m.contains("keel_webhook_attempt_seconds"), "{m}");
 }
+
+#[tokio::test]
+async fn during_a_rotation_both_secrets_sign_and_after_the_grace_only_the_new_one() {
+    let rx = Receiver::start().await;
+    let mut o = options("0,100ms", Duration::from_secs(5));
+    o.webhooks.rotation_grace = Duration::from_secs(3600);
+    let app = spawn_app_with(o).await;
+    let (_a, owner) = app.provision_on("whd-rotate", "enterprise").await;
+    let (hook, old) = create_hook(&app, &owner, &rx.url("rotate"), &["ProjectCreated"]).await;
+    app.create_project(&owner, "before").await;
+    let got = rx.wait_delivered("rotate", 1, Duration::from_secs(10)).await;
+    assert!(got[0].verify(&old) && got[0].signature.split(' ').count() == 1);
+
+    let r = app.post(&format!("/api/v1/webhooks/{hook}/rotate-secret"), &owner, json!({})).await;
+    assert!(r.status < 300, "{}", r.body);
+    let new = r.body["secret"].as_str().unwrap().to_owned();
+    app.create_project(&owner, "during").await;
+    let got = rx.wait_delivered("rotate", 2, Duration::from_secs(10)).await;
+    assert_eq!(got[1].signature.split(' ').count(), 2, "two signatures: {}", got[1].signature);
+    assert!(got[1].verify(&old) && got[1].verify(&new), "a receiver holding either secret verifies");
+
+    // The grace ends (set in the past as the superuser): only the new secret signs.
+    let mut su = app.db.superuser().await;
+    sqlx::query(
+        "UPDATE webhook_endpoints SET previous_valid_until = now() - interval '1 second' WHERE webhook_id = $1::uuid",
+    )
+    .bind(&hook)
+    .execute(&mut su)
+    .await
+    .unwrap();
+    app.create_project(&owner, "after").await;
+    let got = rx.wait_delivered("rotate", 3, Duration::from_secs(10)).await;
+    assert!(got[2].verify(&new) && !got[2].verify(&old), "the old secret no longer signs");
+}
+
+#[tokio::test]
+async fn the_delivery_log_keeps_attempts_for_its_retention_only() {
+    let rx = Receiver::start().await;
+    let app = spawn_app_with(options("0,100ms", Duration::from_secs(5))).await;
+    let (_a, owner) = app.provision_on("whd-retain", "enterprise").await;
+    let (hook, _) = create_hook(&app, &owner, &rx.url("retain"), &["ProjectCreated"]).await;
+    app.create_project(&owner, "one").await;
+    app.create_project(&owner, "two").await;
+    rx.wait_delivered("retain", 2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut su = app.db.superuser().await;
+    // One attempt is 31 days old.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET attempted_at = now() - interval '31 days'
+          WHERE id = (SELECT min(id) FROM webhook_deliveries WHERE webhook_id = $1::uuid)",
+    )
+    .bind(&hook)
+    .execute(&mut su)
+    .await
+    .unwrap();
+    let pruned =
+        keel_store::webhook_delivery::prune(app.db.store.projector(), Duration::from_secs(30 * 86_400)).await.unwrap();
+    assert_eq!(pruned, 1);
+    let left = hook_view(&app, &owner, &hook).await["deliveries"].as_array().unwrap().len();
+    assert_eq!(left, 1, "the attempt within 30 days stays");
+}

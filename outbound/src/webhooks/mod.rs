@@ -36,7 +36,8 @@ pub struct WebhookConfig {
     pub max_endpoints: i64,
     /// How long an endpoint's lease lasts without renewal (the runner's lease TTL).
     pub lease_ttl: Duration,
-    /// How often an idle endpoint looks at its queue without a notification.
+    /// How often an idle endpoint looks at its queue without a notification (a fallback: the
+    /// fan-out notifies at every commit, and every task is woken when the listener reconnects).
     pub idle_poll: Duration,
 }
 
@@ -53,7 +54,7 @@ impl Default for WebhookConfig {
             delivery_log_keep: Duration::from_secs(30 * 24 * 3600),
             max_endpoints: 10_000,
             lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_secs(5),
+            idle_poll: Duration::from_secs(30),
         }
     }
 }

@@ -164,6 +164,10 @@ pub async fn run(store: Store, config: WebhookConfig, holder: String, mut shutdo
         }
         if listener.is_none() {
             listener = keel_store::listen(&pool, wd::CHANNEL).await.ok();
+            if listener.is_some() {
+                // What was notified while it was away is looked at now.
+                tasks.values().for_each(|(_, w)| w.notify_one());
+            }
         }
     }
     for (_, (task, _)) in tasks.drain() {
