@@ -231,7 +231,6 @@ pub(crate) fn webhooks() -> Value {
         let ty = kind.as_str();
         let op = json!({
             "operationId": format!("webhook{ty}"),
-            "tags": ["Webhooks"],
             "summary": format!("{ty}, delivered to an endpoint that takes it"),
             "description": "Sent to each of the tenant's webhook endpoints whose `event_types` name this type \
                 (or `*`), per endpoint in log order, at least once. Signed by the Standard Webhooks \
