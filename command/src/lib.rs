@@ -5,6 +5,7 @@ pub mod demo;
 mod errors;
 mod exec;
 mod openapi;
+mod openapi_webhooks;
 pub mod platform;
 mod request;
 mod respond;

@@ -450,6 +450,8 @@ pub fn openapi_json() -> serde_json::Value {
             }
         }
     }
+    // OpenAPI 3.1's Webhooks Object: what Keel POSTs to a tenant's endpoints, per event type.
+    doc["webhooks"] = crate::openapi_webhooks::webhooks();
     doc
 }
 
