@@ -8,7 +8,7 @@
 use crate::helpers::{MASTER_KEY, Options, SECRET, TestApp, TestDb, spawn_app_on};
 use crate::nats::{assert_exactly_once_in_order, jetstream, prefix, read_all, stream_name, wait_for_messages};
 use crate::receiver::{Mode, Receiver};
-use keel_domain::TenantId;
+use crate::webhook_delivery::{create_hook, expected_in as expected};
 use serde_json::json;
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -39,31 +39,6 @@ fn deliverer(db: &TestDb, stream: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("keel serve starts")
-}
-
-async fn create_hook(app: &TestApp, token: &str, url: &str, types: &[&str]) -> (String, String) {
-    let r = app.post("/api/v1/webhooks", token, json!({"url": url, "event_types": types})).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    (r.body["id"].as_str().unwrap().to_owned(), r.body["secret"].as_str().unwrap().to_owned())
-}
-
-/// `tenant`'s events after webhook `hook`'s creation, in log order, of `types` (or all).
-async fn expected(db: &TestDb, tenant: TenantId, hook: &str, types: Option<&[&str]>) -> Vec<String> {
-    let mut su = db.superuser().await;
-    let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
-    sqlx::query_scalar(
-        "SELECT e.event_id::text FROM events e,
-                (SELECT transaction_id, position FROM events WHERE stream_id = $2::uuid AND stream_version = 1) c
-          WHERE e.tenant_id = $1 AND (e.transaction_id, e.position) > (c.transaction_id, c.position)
-            AND ($3::text[] IS NULL OR e.event_type = ANY ($3))
-          ORDER BY e.transaction_id, e.position",
-    )
-    .bind(tenant.0)
-    .bind(hook)
-    .bind(types)
-    .fetch_all(&mut su)
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

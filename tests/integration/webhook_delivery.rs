@@ -5,7 +5,7 @@
 //! endpoint delays no other; the connect-time address check refuses what the policy forbids;
 //! every attempt is in the delivery log, which only its tenant reads.
 
-use crate::helpers::{Options, TestApp, spawn_app_with};
+use crate::helpers::{Options, TestApp, TestDb, spawn_app_with};
 use crate::receiver::{Mode, Receiver};
 use keel_domain::TenantId;
 use keel_outbound::destination::DestinationPolicy;
@@ -37,15 +37,15 @@ fn options(schedule: &str, attempt_timeout: Duration) -> Options {
     }
 }
 
-async fn create_hook(app: &TestApp, token: &str, url: &str, types: &[&str]) -> (String, String) {
+pub(crate) async fn create_hook(app: &TestApp, token: &str, url: &str, types: &[&str]) -> (String, String) {
     let r = app.post("/api/v1/webhooks", token, json!({"url": url, "event_types": types})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     (r.body["id"].as_str().unwrap().to_owned(), r.body["secret"].as_str().unwrap().to_owned())
 }
 
 /// The ids of `tenant`'s events after webhook `hook`'s creation, in log order, of `types` (or all).
-async fn expected(app: &TestApp, tenant: TenantId, hook: &str, types: Option<&[&str]>) -> Vec<String> {
-    let mut su = app.db.superuser().await;
+pub(crate) async fn expected_in(db: &TestDb, tenant: TenantId, hook: &str, types: Option<&[&str]>) -> Vec<String> {
+    let mut su = db.superuser().await;
     let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
     sqlx::query_scalar(
         "SELECT e.event_id::text FROM events e,
@@ -60,6 +60,10 @@ async fn expected(app: &TestApp, tenant: TenantId, hook: &str, types: Option<&[&
     .fetch_all(&mut su)
     .await
     .unwrap()
+}
+
+async fn expected(app: &TestApp, tenant: TenantId, hook: &str, types: Option<&[&str]>) -> Vec<String> {
+    expected_in(&app.db, tenant, hook, types).await
 }
 
 async fn hooks(app: &TestApp, token: &str) -> Value {
