@@ -37,6 +37,7 @@ fn stream_id(id: &ID) -> Result<Uuid> {
 
 pub(crate) async fn events(
     r: &RequestCtx,
+    wants_total: bool,
     filter: Option<EventFilter>,
     first: Option<i32>,
     after: Option<String>,
@@ -61,9 +62,13 @@ pub(crate) async fn events(
     };
     let mut tx = r.read_tx().await?;
     let rows = audit::events(&mut tx, &filter, after_position, i64::from(first) + 1).await.map_err(internal)?;
-    let total = audit::count(&mut tx, &filter).await.map_err(internal)?;
+    let total = if wants_total {
+        TotalCount::Known(audit::count(&mut tx, &filter).await.map_err(internal)?)
+    } else {
+        TotalCount::NotAsked
+    };
     tx.commit().await.map_err(internal)?;
-    Ok(EventConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |e| {
+    Ok(EventConnection::from_rows(rows, first, after.is_some(), total, |e| {
         cursor::encode(ordering, Some(e.position.to_string()), e.event_id)
     }))
 }

@@ -176,9 +176,13 @@ impl QueryRoot {
         let role = role.map(|x| x.as_str());
         let mut tx = r.read_tx().await?;
         let rows = members::page(&mut tx, role, at, i64::from(first) + 1).await.map_err(internal)?;
-        let total = members::count(&mut tx, role, false).await.map_err(internal)?;
+        let total = if wants_total(ctx) {
+            TotalCount::Known(members::count(&mut tx, role, false).await.map_err(internal)?)
+        } else {
+            TotalCount::NotAsked
+        };
         tx.commit().await.map_err(internal)?;
-        Ok(MemberConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |m| {
+        Ok(MemberConnection::from_rows(rows, first, after.is_some(), total, |m| {
             cursor::encode(ordering, Some(m.joined_at.timestamp_micros().to_string()), m.member_id)
         }))
     }
@@ -226,9 +230,13 @@ impl QueryRoot {
         )
         .await
         .map_err(listing)?;
-        let total = projects::count_filtered(&mut tx, &f).await.map_err(internal)?;
+        let total = if wants_total(ctx) {
+            TotalCount::Known(projects::count_filtered(&mut tx, &f).await.map_err(internal)?)
+        } else {
+            TotalCount::NotAsked
+        };
         tx.commit().await.map_err(internal)?;
-        Ok(ProjectConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |p| {
+        Ok(ProjectConnection::from_rows(rows, first, after.is_some(), total, |p| {
             cursor::encode(&ordering, Some(sort.key_of(p)), p.project_id)
         }))
     }
@@ -285,12 +293,25 @@ impl QueryRoot {
             }
             None => None,
         };
-        r.consistent(&[&tasks::MODEL]).await?;
+        // A count the projects' task counters answer waits for that model too.
+        let by_counters = wants_total(ctx) && tasks::counters_answer(&f);
+        if by_counters {
+            r.consistent(&[&tasks::MODEL, &projects::MODEL]).await?;
+        } else {
+            r.consistent(&[&tasks::MODEL]).await?;
+        }
         let mut tx = r.read_tx().await?;
         let rows = tasks::list(&mut tx, &f, sort, desc, at.as_ref(), i64::from(first) + 1).await.map_err(listing)?;
-        let total = tasks::count(&mut tx, &f).await.map_err(internal)?;
+        let total = if !wants_total(ctx) {
+            TotalCount::NotAsked
+        } else if by_counters {
+            let n = tasks::count_by_counters(&mut tx, &f).await.map_err(internal)?.unwrap_or(0);
+            TotalCount::Known(keel_store::read::Count::exact(n))
+        } else {
+            TotalCount::Known(tasks::count(&mut tx, &f).await.map_err(internal)?)
+        };
         tx.commit().await.map_err(internal)?;
-        Ok(TaskConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |t| {
+        Ok(TaskConnection::from_rows(rows, first, after.is_some(), total, |t| {
             cursor::encode(&ordering, sort.key_of(t), t.task_id)
         }))
     }
@@ -349,7 +370,7 @@ impl QueryRoot {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<EventConnection> {
-        crate::audit::events(req(ctx), filter, first, after).await
+        crate::audit::events(req(ctx), crate::types::wants_total(ctx), filter, first, after).await
     }
 
     /// A stream's state as of `version` or `at` (default: now); null when it has no events then
@@ -432,7 +453,7 @@ impl Dashboard {
         let r = req(ctx);
         r.consistent(&[&members::MODEL]).await?;
         let mut tx = r.read_tx().await?;
-        let n = members::count(&mut tx, None, true).await.map_err(internal)?;
+        let n = members::count(&mut tx, None, true).await.map_err(internal)?.n;
         tx.commit().await.map_err(internal)?;
         Ok(n)
     }
@@ -476,9 +497,13 @@ impl Platform {
         let plan = plan.map(|p| p.as_str());
         let mut tx = r.platform_tx().await?;
         let rows = tenants::page(&mut tx, plan, at, i64::from(first) + 1).await.map_err(internal)?;
-        let total = tenants::count(&mut tx, plan).await.map_err(internal)?;
+        let total = if wants_total(ctx) {
+            TotalCount::Known(tenants::count(&mut tx, plan).await.map_err(internal)?)
+        } else {
+            TotalCount::NotAsked
+        };
         tx.commit().await.map_err(internal)?;
-        Ok(TenantConnection::from_rows(rows, first, after.is_some(), TotalCount::Known(total), |t| {
+        Ok(TenantConnection::from_rows(rows, first, after.is_some(), total, |t| {
             cursor::encode(ordering, Some(t.created_at.timestamp_micros().to_string()), t.tenant_id)
         }))
     }

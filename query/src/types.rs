@@ -302,8 +302,17 @@ impl From<MemberRow> for Member {
 
 /// How a connection's `totalCount` is found, when asked for.
 pub(crate) enum TotalCount {
-    Known(i64),
+    Known(keel_store::read::Count),
     ProjectTasks(Uuid, Option<String>),
+    /// The query selected neither `totalCount` nor `totalCountCapped`: nothing was counted.
+    NotAsked,
+}
+
+/// Whether the connection being resolved selects its count: a page that does not ask for it
+/// costs no count.
+pub(crate) fn wants_total(ctx: &Context<'_>) -> bool {
+    let l = ctx.look_ahead();
+    l.field("totalCount").exists() || l.field("totalCountCapped").exists()
 }
 
 macro_rules! connection {
@@ -347,16 +356,26 @@ macro_rules! connection {
                 &self.page_info
             }
 
+            /// How many items match, at any page: exact where a counter keeps it (tasks unfiltered
+            /// or by project and status), else counted up to 10,000 — beyond that it is
+            /// 10,000 and `totalCountCapped` is true (docs/api.md, "Counts").
             async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
                 match &self.total {
-                    TotalCount::Known(n) => Ok(*n),
+                    TotalCount::Known(c) => Ok(c.n),
                     TotalCount::ProjectTasks(p, s) => Ok(ctx
                         .data_unchecked::<DataLoader<ProjectTaskCountLoader>>()
                         .load_one((*p, s.clone()))
                         .await
                         .map_err(|e| (*e).clone())?
                         .unwrap_or(0)),
+                    TotalCount::NotAsked => Err("totalCount was not counted".into()),
                 }
+            }
+
+            /// True when more than 10,000 items match a filter no counter answers: `totalCount`
+            /// then says 10,000.
+            async fn total_count_capped(&self) -> bool {
+                matches!(&self.total, TotalCount::Known(c) if c.capped)
             }
         }
     };

@@ -43,13 +43,14 @@ fn bind_filter<'q>(q: Query<'q>, filter: &'q EventFilter) -> Query<'q> {
 }
 
 /// How many of the transaction's tenant's events match `filter`.
-pub async fn count(tx: &mut TenantTx, filter: &EventFilter) -> Result<i64, StoreError> {
+/// How many of the tenant's events match `filter`, counted up to `COUNT_CAP`.
+pub async fn count(tx: &mut TenantTx, filter: &EventFilter) -> Result<crate::read::Count, StoreError> {
     let tenant = tx.tenant();
-    let sql = format!("SELECT count(*) FROM events WHERE {MATCHES}");
+    let sql = crate::read::capped_sql(&format!("SELECT 1 FROM events WHERE {MATCHES}"));
     let row = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0).bind(0i64), filter)
         .fetch_one(tx.conn())
         .await?;
-    Ok(row.try_get(0)?)
+    Ok(crate::read::Count::from_limited(row.try_get(0)?))
 }
 
 /// Up to `limit` of the transaction's tenant's events after `after` (a position), in position

@@ -15,6 +15,7 @@ mod commands;
 mod conditional;
 mod config_file;
 mod console;
+mod counts;
 mod db_faults;
 mod dead_letters;
 mod deadlines;

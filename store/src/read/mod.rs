@@ -19,6 +19,34 @@ use std::pin::Pin;
 
 /// Every read model, in the order `keel projections status` lists them. A new read model is a
 /// folder beside these and one line here.
+/// The most rows a connection's `totalCount` counts when no counter answers it: a count of a
+/// filtered list stops there, so it costs the same at any size (docs/api.md, "Counts").
+pub const COUNT_CAP: i64 = 10_000;
+
+/// A count of matching rows: exact, or `COUNT_CAP` with `capped` when more match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub n: i64,
+    pub capped: bool,
+}
+
+impl Count {
+    pub fn exact(n: i64) -> Count {
+        Count { n, capped: false }
+    }
+
+    /// From a count of at most `COUNT_CAP + 1` rows.
+    pub(crate) fn from_limited(n: i64) -> Count {
+        if n > COUNT_CAP { Count { n: COUNT_CAP, capped: true } } else { Count::exact(n) }
+    }
+}
+
+/// `SELECT count(*) FROM (<inner> LIMIT COUNT_CAP + 1) AS c`: the inner select picks the matching
+/// rows (`SELECT 1 FROM ... WHERE ...`).
+pub(crate) fn capped_sql(inner: &str) -> String {
+    format!("SELECT count(*) FROM ({inner} LIMIT {}) AS c", COUNT_CAP + 1)
+}
+
 pub static MODELS: &[&ReadModel] =
     &[&projects::MODEL, &tasks::MODEL, &members::MODEL, &throughput::MODEL, &usage::MODEL, &tenants::MODEL];
 

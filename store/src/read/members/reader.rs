@@ -46,17 +46,24 @@ pub async fn page(
     .await?)
 }
 
-pub async fn count(tx: &mut crate::TenantTx, role: Option<&str>, active_only: bool) -> Result<i64, StoreError> {
+/// How many members match, counted up to `COUNT_CAP`.
+pub async fn count(
+    tx: &mut crate::TenantTx,
+    role: Option<&str>,
+    active_only: bool,
+) -> Result<crate::read::Count, StoreError> {
     let tenant = tx.tenant().0;
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM rm_members WHERE tenant_id = $1 AND ($2::text IS NULL OR role = $2)
+    let sql = crate::read::capped_sql(
+        "SELECT 1 FROM rm_members WHERE tenant_id = $1 AND ($2::text IS NULL OR role = $2)
             AND (NOT $3 OR status = 'active')",
-    )
-    .bind(tenant)
-    .bind(role)
-    .bind(active_only)
-    .fetch_one(tx.conn())
-    .await?)
+    );
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(role)
+        .bind(active_only)
+        .fetch_one(tx.conn())
+        .await?;
+    Ok(crate::read::Count::from_limited(n))
 }
 
 /// Members by id, in one statement.

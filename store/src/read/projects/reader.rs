@@ -140,11 +140,13 @@ pub async fn page(
     Ok(q.build_query_as::<ProjectRow>().fetch_all(tx.conn()).await?)
 }
 
-pub async fn count_filtered(tx: &mut TenantTx, filter: &ProjectFilter) -> Result<i64, StoreError> {
+/// How many projects match `filter`, counted up to `COUNT_CAP`.
+pub async fn count_filtered(tx: &mut TenantTx, filter: &ProjectFilter) -> Result<crate::read::Count, StoreError> {
     let tenant = tx.tenant().0;
-    let mut q = sqlx::QueryBuilder::new("SELECT count(*) FROM rm_projects");
+    let mut q = sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM rm_projects");
     push_project_filter(&mut q, tenant, filter);
-    Ok(q.build_query_scalar::<i64>().fetch_one(tx.conn()).await?)
+    q.push(format!(" LIMIT {}) AS c", crate::read::COUNT_CAP + 1));
+    Ok(crate::read::Count::from_limited(q.build_query_scalar::<i64>().fetch_one(tx.conn()).await?))
 }
 
 /// Projects by id, in one statement (for batched loading).

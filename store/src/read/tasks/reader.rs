@@ -176,11 +176,45 @@ pub async fn list(
     Ok(q.build_query_as::<TaskRow>().fetch_all(tx.conn()).await?)
 }
 
-pub async fn count(tx: &mut TenantTx, filter: &TaskFilter) -> Result<i64, StoreError> {
+/// How many tasks match `filter`, counted up to `COUNT_CAP` (a filter the counters answer is
+/// `count_by_counters`'s).
+pub async fn count(tx: &mut TenantTx, filter: &TaskFilter) -> Result<crate::read::Count, StoreError> {
     let tenant = tx.tenant().0;
-    let mut q = sqlx::QueryBuilder::new("SELECT count(*) FROM rm_tasks");
+    let mut q = sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM rm_tasks");
     push_filter(&mut q, tenant, filter);
-    Ok(q.build_query_scalar::<i64>().fetch_one(tx.conn()).await?)
+    q.push(format!(" LIMIT {}) AS c", crate::read::COUNT_CAP + 1));
+    Ok(crate::read::Count::from_limited(q.build_query_scalar::<i64>().fetch_one(tx.conn()).await?))
+}
+
+/// Whether `count_by_counters` answers `filter` (a project, a status, both or neither).
+pub fn counters_answer(filter: &TaskFilter) -> bool {
+    filter.priority.is_none()
+        && filter.assignee.is_none()
+        && filter.due_before.is_none()
+        && filter.due_after.is_none()
+        && filter.overdue.is_none()
+}
+
+/// The exact number of tasks of the tenant (of `filter`'s project and status) from the task
+/// counters the projects read model keeps per project: one row per project, whatever the
+/// number of tasks. `None` when `counters_answer` is false.
+pub async fn count_by_counters(tx: &mut TenantTx, filter: &TaskFilter) -> Result<Option<i64>, StoreError> {
+    if !counters_answer(filter) {
+        return Ok(None);
+    }
+    let tenant = tx.tenant().0;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(CASE $3::text WHEN 'todo' THEN tasks_todo WHEN 'in_progress' THEN tasks_in_progress
+                                          WHEN 'done' THEN tasks_done
+                                          ELSE tasks_todo + tasks_in_progress + tasks_done END), 0)::bigint
+           FROM rm_projects WHERE tenant_id = $1 AND ($2::uuid IS NULL OR project_id = $2)",
+    )
+    .bind(tenant)
+    .bind(filter.project_id)
+    .bind(filter.status.as_deref())
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(Some(n))
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Option<TaskRow>, StoreError> {

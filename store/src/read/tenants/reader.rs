@@ -40,11 +40,11 @@ pub async fn page(
     .await?)
 }
 
-pub async fn count(tx: &mut crate::TenantTx, plan: Option<&str>) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM rm_tenants WHERE ($1::text IS NULL OR plan = $1)")
-        .bind(plan)
-        .fetch_one(tx.conn())
-        .await?)
+/// How many tenants (of `plan`) there are, counted up to `COUNT_CAP`.
+pub async fn count(tx: &mut crate::TenantTx, plan: Option<&str>) -> Result<crate::read::Count, StoreError> {
+    let sql = crate::read::capped_sql("SELECT 1 FROM rm_tenants WHERE ($1::text IS NULL OR plan = $1)");
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(plan).fetch_one(tx.conn()).await?;
+    Ok(crate::read::Count::from_limited(n))
 }
 
 pub async fn by_plan(tx: &mut crate::TenantTx) -> Result<Vec<(keel_domain::Plan, i64)>, StoreError> {
