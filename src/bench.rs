@@ -4,7 +4,7 @@
 
 use crate::app::{App, AppConfig, Services};
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use keel_domain::event::ProjectCreated;
 use keel_domain::tenant::{OwnerInput, ProvisionTenant, Tenant, TenantCommand, TenantUsage};
 use keel_domain::values::ProjectName;
@@ -36,6 +36,15 @@ pub struct BenchOptions {
     pub async_commit: bool,
     /// Rate limits and shedding of the Keel under test (`KEEL_RATE_LIMIT`, `KEEL_REDIS_URL`, ...).
     pub traffic: keel_gateway::limits::TrafficConfig,
+    /// The size of the scale cases (`--scale`): 1.0 is a tenant of 1,000,000 tasks.
+    pub scale: f64,
+}
+
+impl BenchOptions {
+    /// The big tenant's tasks at this scale (at least 1,000).
+    pub fn big_tenant_tasks(&self) -> i64 {
+        ((1_000_000.0 * self.scale) as i64).max(1_000)
+    }
 }
 
 impl BenchOptions {
@@ -47,6 +56,7 @@ impl BenchOptions {
             events: 3_000,
             async_commit: false,
             traffic: Default::default(),
+            scale: 0.02,
         }
     }
 }
@@ -221,8 +231,12 @@ async fn provision(store: &Store, slug: &str) -> anyhow::Result<TenantId> {
 }
 
 fn project_created(name: &str) -> Event {
+    project_created_with(ProjectId::new_v7(), name)
+}
+
+fn project_created_with(project_id: ProjectId, name: &str) -> Event {
     Event::ProjectCreated(ProjectCreated {
-        project_id: ProjectId::new_v7(),
+        project_id,
         name: ProjectName::parse("name", name).expect("valid"),
         description: None,
         at: Utc::now(),
@@ -345,6 +359,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     usage_batch_case(&f, &mut cases).await?;
     catch_up_case(&f, &mut cases).await?;
     query_cases(&f, &mut cases).await?;
+    big_tenant_cases(&f, &mut cases).await?;
     let Fixture { plain, .. } = f;
 
     let _ = stop_tx.send(true);
@@ -362,6 +377,8 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         "round_seconds": opts.round.as_secs_f64(),
         "rounds": opts.rounds,
         "events": opts.events,
+        "scale": opts.scale,
+        "big_tenant_tasks": opts.big_tenant_tasks(),
         "peak_rss_kb": read_kb("/proc/self/status", "VmHWM:"),
     });
     Ok(Report { cases, machine })
@@ -802,6 +819,157 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
     Ok(())
 }
 
+/// A tenant of `BenchOptions::big_tenant_tasks` tasks (1,000,000 at scale 1) in 100 projects:
+/// GraphQL pages at the start and 90% deep, filters, and `totalCount`, at 100 requests/s each,
+/// against the plain keyset `SELECT` of the same page. The tasks are written straight into the
+/// read tables (and the projects' task counters set to match): what is measured is how a page
+/// and a count of that tenant cost, not how its tasks came.
+async fn big_tenant_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, store, plain, http, base, auth) =
+        (f.opts, f.progress, &f.store, &f.plain, &f.http, &f.base, &f.auth);
+    let n = opts.big_tenant_tasks();
+    progress(&format!("big tenant: writing {n} tasks"));
+    let (workers_stop, workers_rx) = watch::channel(false);
+    let workers = keel_projections::spawn_all(store, &RunnerConfig::default(), &workers_rx);
+    let tenant = provision(store, "bench-big").await?;
+    let token = auth.issue("bench", Some(tenant.0), false, Duration::from_secs(3600));
+    let mut projects = Vec::new();
+    for i in 0..100 {
+        let mut tx = store.begin_write(tenant).await?;
+        let id = ProjectId::new_v7();
+        let e = project_created_with(id, &format!("Big {i}"));
+        log::append(&mut tx, &[], &[e], &meta(), Utc::now()).await?;
+        tx.commit().await?;
+        projects.push(id.0);
+    }
+    store.events_appended();
+    // The projects read model has them all before the tasks are written beside it.
+    loop {
+        let s = keel_store::checkpoint::status(store.projector(), "projects").await?;
+        if s.lag_events == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = workers_stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    sqlx::query(
+        "INSERT INTO rm_tasks (tenant_id, task_id, project_id, title, status, priority, priority_rank, assignee,
+                               due_date, created_at, updated_at, version)
+         SELECT $1, gen_random_uuid(), ($2::uuid[])[1 + i % 100], 'Task ' || i,
+                (ARRAY['todo', 'in_progress', 'done'])[1 + i % 3], (ARRAY['low', 'medium', 'high', 'urgent'])[1 + i % 4],
+                1 + i % 4, NULL, DATE '2027-01-01' + (i % 365)::int,
+                timestamptz '2026-01-01' + i * interval '1 second', now(), 1
+           FROM generate_series(0, $3 - 1) i",
+    )
+    .bind(tenant.0)
+    .bind(&projects)
+    .bind(n)
+    .execute(plain)
+    .await?;
+    sqlx::query(
+        "UPDATE rm_projects p SET tasks_todo = c.todo, tasks_in_progress = c.in_progress, tasks_done = c.done
+           FROM (SELECT project_id, count(*) FILTER (WHERE status = 'todo')::int AS todo,
+                        count(*) FILTER (WHERE status = 'in_progress')::int AS in_progress,
+                        count(*) FILTER (WHERE status = 'done')::int AS done
+                   FROM rm_tasks WHERE tenant_id = $1 GROUP BY project_id) c
+          WHERE p.tenant_id = $1 AND p.project_id = c.project_id",
+    )
+    .bind(tenant.0)
+    .execute(plain)
+    .await?;
+    sqlx::query("ANALYZE rm_tasks").execute(plain).await?;
+    let (deep_at, deep_id): (DateTime<Utc>, Uuid) = sqlx::query_as(
+        "SELECT created_at, task_id FROM rm_tasks WHERE tenant_id = $1 ORDER BY created_at, task_id OFFSET $2 LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(n * 9 / 10)
+    .fetch_one(plain)
+    .await?;
+    let deep = keel_query::task_cursor_by_creation(deep_at, deep_id);
+    let graphql = |query: String| {
+        let (h, b, t) = (http.clone(), base.clone(), token.clone());
+        move |_: u64| {
+            let (h, b, t, q) = (h.clone(), b.clone(), t.clone(), query.clone());
+            async move {
+                let r: serde_json::Value = h
+                    .post(format!("{b}/graphql"))
+                    .bearer_auth(t)
+                    .json(&json!({"query": q}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
+                Ok(())
+            }
+        }
+    };
+    let plain_sql = |sql: &'static str, at: Option<(DateTime<Utc>, Uuid)>| {
+        let (p, t) = (plain.clone(), tenant.0);
+        move |_: u64| {
+            let p = p.clone();
+            async move {
+                let q = sqlx::query(sql).bind(t);
+                let q = match at {
+                    Some((c, i)) => q.bind(c).bind(i),
+                    None => q,
+                };
+                q.fetch_all(&p).await?;
+                Ok(())
+            }
+        }
+    };
+    let page = "edges { cursor node { id title status } } pageInfo { hasNextPage }";
+    let list: [(&str, String, &'static str, Option<(DateTime<Utc>, Uuid)>); 4] = [
+        (
+            "big_first_page",
+            format!("{{ tasks(first: 50) {{ totalCount {page} }} }}"),
+            "SELECT task_id, title, status FROM rm_tasks WHERE tenant_id = $1 ORDER BY created_at, task_id LIMIT 51",
+            None,
+        ),
+        (
+            "big_deep_page",
+            format!("{{ tasks(first: 50, after: \"{deep}\") {{ totalCount {page} }} }}"),
+            "SELECT task_id, title, status FROM rm_tasks WHERE tenant_id = $1 AND (created_at, task_id) > ($2, $3)
+              ORDER BY created_at, task_id LIMIT 51",
+            Some((deep_at, deep_id)),
+        ),
+        (
+            "big_status_filter",
+            format!(
+                "{{ tasks(first: 50, filter: {{status: DONE}}, orderBy: {{field: DUE_DATE}}) {{ totalCount {page} }} }}"
+            ),
+            "SELECT task_id, title, status FROM rm_tasks WHERE tenant_id = $1 AND status = 'done'
+              ORDER BY due_date, task_id LIMIT 51",
+            None,
+        ),
+        (
+            "big_priority_filter",
+            format!("{{ tasks(first: 50, filter: {{priority: HIGH}}) {{ totalCount totalCountCapped {page} }} }}"),
+            "SELECT task_id, title, status FROM rm_tasks WHERE tenant_id = $1 AND priority = 'high'
+              ORDER BY created_at, task_id LIMIT 51",
+            None,
+        ),
+    ];
+    for (name, gql, sql, at) in list {
+        let (g, p) = (graphql(gql), plain_sql(sql, at));
+        cases.push(
+            alternate(
+                name,
+                opts,
+                progress,
+                || open_loop(100, opts.round, p.clone()),
+                || open_loop(100, opts.round, g.clone()),
+            )
+            .await?,
+        );
+    }
+    Ok(())
+}
+
 fn read_kb(file: &str, key: &str) -> Option<u64> {
     std::fs::read_to_string(file).ok()?.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
 }
@@ -809,12 +977,12 @@ fn read_kb(file: &str, key: &str) -> Option<u64> {
 /// The report as the table `keel bench` prints.
 pub fn table(report: &Report) -> String {
     let mut s = format!(
-        "{:<18} {:>12} {:>14} {:>7} {:>9} {:>9} {:>13}\n",
+        "{:<20} {:>12} {:>14} {:>7} {:>9} {:>9} {:>13}\n",
         "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms", "base p99 ms"
     );
     for c in &report.cases {
         s.push_str(&format!(
-            "{:<18} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2} {:>13.2}\n",
+            "{:<20} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2} {:>13.2}\n",
             c.name, c.keel_ops_s, c.baseline_ops_s, c.ratio, c.p50_ms, c.p99_ms, c.baseline_p99_ms
         ));
     }

@@ -441,6 +441,13 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule(pub Vec<std::time::Duration>);
 
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.001..=10.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a scale between 0.001 and 10")),
+    }
+}
+
 fn parse_retry_schedule(s: &str) -> Result<RetrySchedule, String> {
     keel_outbound::webhooks::parse_schedule(s).map(RetrySchedule)
 }
@@ -789,6 +796,10 @@ pub struct BenchArgs {
     /// synchronous_commit = off for the benchmark database: a CPU-bound ratio the disk does not move.
     #[arg(long)]
     pub async_commit: bool,
+    /// The size of the scale cases: 1.0 (the default) is a tenant of 1,000,000 tasks; `--quick`
+    /// uses 0.02 unless this is given.
+    #[arg(long, value_parser = parse_scale)]
+    pub scale: Option<f64>,
 }
 
 /// A setting that is on or off: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).

@@ -649,10 +649,14 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             events: args.events.max(1),
             async_commit: false,
             traffic: Default::default(),
+            scale: 1.0,
         }
     };
     opts.async_commit = args.async_commit;
     opts.traffic = s.traffic();
+    if let Some(scale) = args.scale {
+        opts.scale = scale;
+    }
     let out = args.out.clone();
     with_database(s, async |url: &str| {
         let spinner = indicatif::ProgressBar::new_spinner();

@@ -14,5 +14,11 @@ pub mod subscription;
 pub mod types;
 
 pub use http::{QueryState, router, schema_router};
+
+/// The cursor after task `id` created at `created_at` in the default order of `tasks` (created,
+/// oldest first): what a client holds deep in a list (the bench starts pages there).
+pub fn task_cursor_by_creation(created_at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+    cursor::encode("tasks:CreatedAt:false", Some(created_at.timestamp_micros().to_string()), id)
+}
 pub use limits::GraphqlLimits;
 pub use schema::{KeelSchema, build_introspection_schema, build_schema, build_schema_with};

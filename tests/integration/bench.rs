@@ -13,6 +13,7 @@ async fn every_bench_case_produces_numbers() {
         events: 300,
         async_commit: false,
         traffic: Default::default(),
+        scale: 0.001,
     };
     let report = run(&server_url(), &opts, &|_| {}).await.expect("the bench runs");
     let names: Vec<&str> = report.cases.iter().map(|c| c.name.as_str()).collect();
@@ -27,7 +28,11 @@ async fn every_bench_case_produces_numbers() {
             "query_projects",
             "query_tasks",
             "dashboard",
-            "read_your_writes"
+            "read_your_writes",
+            "big_first_page",
+            "big_deep_page",
+            "big_status_filter",
+            "big_priority_filter"
         ]
     );
     for c in &report.cases {
@@ -40,5 +45,5 @@ async fn every_bench_case_produces_numbers() {
         assert!(json["cases"][0].get(key).is_some(), "{key}");
     }
     assert!(json["machine"]["peak_rss_kb"].as_u64().is_some_and(|k| k > 0));
-    assert!(table(&report).lines().count() == 10);
+    assert!(table(&report).lines().count() == 14);
 }
