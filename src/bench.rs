@@ -819,6 +819,9 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
     Ok(())
 }
 
+/// Where a plain keyset page starts (`None`: at the first row).
+type After = Option<(DateTime<Utc>, Uuid)>;
+
 /// A tenant of `BenchOptions::big_tenant_tasks` tasks (1,000,000 at scale 1) in 100 projects:
 /// GraphQL pages at the start and 90% deep, filters, and `totalCount`, at 100 requests/s each,
 /// against the plain keyset `SELECT` of the same page. The tasks are written straight into the
@@ -907,7 +910,7 @@ async fn big_tenant_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyho
             }
         }
     };
-    let plain_sql = |sql: &'static str, at: Option<(DateTime<Utc>, Uuid)>| {
+    let plain_sql = |sql: &'static str, at: After| {
         let (p, t) = (plain.clone(), tenant.0);
         move |_: u64| {
             let p = p.clone();
@@ -923,7 +926,7 @@ async fn big_tenant_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyho
         }
     };
     let page = "edges { cursor node { id title status } } pageInfo { hasNextPage }";
-    let list: [(&str, String, &'static str, Option<(DateTime<Utc>, Uuid)>); 4] = [
+    let list: [(&str, String, &'static str, After); 4] = [
         (
             "big_first_page",
             format!("{{ tasks(first: 50) {{ totalCount {page} }} }}"),
