@@ -41,6 +41,11 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
+    /// The events already in the log for `append_large_log` at this scale (at least 10,000).
+    pub fn large_log_events(&self) -> i64 {
+        ((10_000_000.0 * self.scale) as i64).max(10_000)
+    }
+
     /// The big tenant's tasks at this scale (at least 1,000).
     pub fn big_tenant_tasks(&self) -> i64 {
         ((1_000_000.0 * self.scale) as i64).max(1_000)
@@ -71,6 +76,8 @@ pub struct CaseResult {
     pub p99_ms: f64,
     /// The baseline's p99 in the same rounds: what the server and disk alone give.
     pub baseline_p99_ms: f64,
+    /// The baseline's p50 (for the scale cases, whose baseline is Keel itself at a small size).
+    pub baseline_p50_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,6 +207,7 @@ where
         p50_ms: percentile(&mut lat, 0.50),
         p99_ms: percentile(&mut lat, 0.99),
         baseline_p99_ms: percentile(&mut base_lat, 0.99),
+        baseline_p50_ms: percentile(&mut base_lat, 0.50),
     })
 }
 
@@ -360,6 +368,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     catch_up_case(&f, &mut cases).await?;
     query_cases(&f, &mut cases).await?;
     big_tenant_cases(&f, &mut cases).await?;
+    large_log_case(&f, &mut cases).await?;
     let Fixture { plain, .. } = f;
 
     let _ = stop_tx.send(true);
@@ -379,6 +388,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         "events": opts.events,
         "scale": opts.scale,
         "big_tenant_tasks": opts.big_tenant_tasks(),
+        "large_log_events": opts.large_log_events(),
         "peak_rss_kb": read_kb("/proc/self/status", "VmHWM:"),
     });
     Ok(Report { cases, machine })
@@ -816,6 +826,70 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
     for w in workers {
         let _ = w.await;
     }
+    Ok(())
+}
+
+/// `append_large_log`: the append case's store append (16 clients, one event to a new stream)
+/// with `BenchOptions::large_log_events` (10,000,000 at scale 1) of another tenant's events in
+/// the log, against the same append measured just before they were written: its ratio is the
+/// rate on the large log over the rate on the small one, and `baseline_p50_ms` the small log's
+/// p50. The filler events are written straight into the log (one statement): what is measured is
+/// what an append costs beside them. It runs last, since no projection has to read them.
+async fn large_log_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, store, plain, tenants) = (f.opts, f.progress, &f.store, &f.plain, &f.tenants);
+    let append = || {
+        let (s, t) = (store.clone(), tenants.clone());
+        closed_loop(opts.clients, opts.round, move |c, _| {
+            let (s, tenant) = (s.clone(), t[c]);
+            async move {
+                let mut tx = s.begin_write(tenant).await?;
+                log::append(&mut tx, &[], &[project_created("P")], &meta(), Utc::now()).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+    };
+    let (mut small, mut small_lat) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        progress(&format!("append_large_log: round {}/{} on the small log", round + 1, opts.rounds));
+        let s = append().await?;
+        small.push(s.rate());
+        small_lat.extend(s.latencies);
+    }
+    let n = opts.large_log_events();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(plain).await?;
+    progress(&format!("append_large_log: writing {n} events into the log ({before} there)"));
+    let filler = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version,
+                             payload, metadata, recorded_at, prev_hash, hash)
+         SELECT $1, 'project', gen_random_uuid(), 1, gen_random_uuid(), 'ProjectCreated', 1,
+                '{\"name\": \"filler\"}', '{}', now(), NULL, sha256(i::text::bytea)
+           FROM generate_series(1, $2) i",
+    )
+    .bind(filler)
+    .bind(n)
+    .execute(plain)
+    .await?;
+    sqlx::query("ANALYZE events").execute(plain).await?;
+    let (mut large, mut large_lat) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        progress(&format!("append_large_log: round {}/{} on the large log", round + 1, opts.rounds));
+        let s = append().await?;
+        large.push(s.rate());
+        large_lat.extend(s.latencies);
+    }
+    let (keel_ops_s, baseline_ops_s) = (median(large), median(small));
+    cases.push(CaseResult {
+        name: "append_large_log".into(),
+        keel_ops_s,
+        baseline_ops_s,
+        ratio: if baseline_ops_s > 0.0 { keel_ops_s / baseline_ops_s } else { 0.0 },
+        p50_ms: percentile(&mut large_lat, 0.50),
+        p99_ms: percentile(&mut large_lat, 0.99),
+        baseline_p99_ms: percentile(&mut small_lat, 0.99),
+        baseline_p50_ms: percentile(&mut small_lat, 0.50),
+    });
     Ok(())
 }
 

@@ -32,7 +32,8 @@ async fn every_bench_case_produces_numbers() {
             "big_first_page",
             "big_deep_page",
             "big_status_filter",
-            "big_priority_filter"
+            "big_priority_filter",
+            "append_large_log"
         ]
     );
     for c in &report.cases {
@@ -45,5 +46,5 @@ async fn every_bench_case_produces_numbers() {
         assert!(json["cases"][0].get(key).is_some(), "{key}");
     }
     assert!(json["machine"]["peak_rss_kb"].as_u64().is_some_and(|k| k > 0));
-    assert!(table(&report).lines().count() == 14);
+    assert!(table(&report).lines().count() == 15);
 }
