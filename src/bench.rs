@@ -41,6 +41,11 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
+    /// The quiet tenants of `busy_neighbour` at this scale (at least 100).
+    pub fn quiet_tenants(&self) -> usize {
+        ((10_000.0 * self.scale) as usize).max(100)
+    }
+
     /// The events already in the log for `append_large_log` at this scale (at least 10,000).
     pub fn large_log_events(&self) -> i64 {
         ((10_000_000.0 * self.scale) as i64).max(10_000)
@@ -368,6 +373,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     catch_up_case(&f, &mut cases).await?;
     query_cases(&f, &mut cases).await?;
     big_tenant_cases(&f, &mut cases).await?;
+    busy_neighbour_case(&f, &mut cases).await?;
     large_log_case(&f, &mut cases).await?;
     let Fixture { plain, .. } = f;
 
@@ -389,6 +395,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
         "scale": opts.scale,
         "big_tenant_tasks": opts.big_tenant_tasks(),
         "large_log_events": opts.large_log_events(),
+        "quiet_tenants": opts.quiet_tenants(),
         "peak_rss_kb": read_kb("/proc/self/status", "VmHWM:"),
     });
     Ok(Report { cases, machine })
@@ -826,6 +833,90 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
     for w in workers {
         let _ = w.await;
     }
+    Ok(())
+}
+
+/// `busy_neighbour`: `BenchOptions::quiet_tenants` tenants (10,000 at scale 1); quiet ones read
+/// their projects (GraphQL `projects(first: 10)`, 50 requests/s spread over 16 of them, open
+/// loop) while one busy tenant sends `CreateTask` from 16 clients back to back. The baseline is
+/// the same quiet reads with no busy tenant, in alternating rounds: compare `p99_ms` with
+/// `baseline_p99_ms` (the ratio is of rates, 1 by construction).
+async fn busy_neighbour_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Result<()> {
+    let (opts, progress, store, http, base, auth) = (f.opts, f.progress, &f.store, &f.http, &f.base, &f.auth);
+    let n = opts.quiet_tenants();
+    let mut quiet = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 1000 == 0 {
+            progress(&format!("busy_neighbour: provisioning tenants ({i} of {n})"));
+        }
+        quiet.push(provision(store, &format!("quiet-{i}")).await?);
+    }
+    let tokens: Arc<Vec<String>> = Arc::new(
+        quiet
+            .iter()
+            .step_by((n / 16).max(1))
+            .take(16)
+            .map(|t| auth.issue("bench", Some(t.0), false, Duration::from_secs(3600)))
+            .collect(),
+    );
+    let busy = provision(store, "busy").await?;
+    let busy_token = auth.issue("bench", Some(busy.0), false, Duration::from_secs(3600));
+    let r: serde_json::Value = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(&busy_token)
+        .json(&json!({"name": "Busy"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let project = r["id"].as_str().context("the busy tenant's project")?.to_owned();
+    let reads = {
+        let (h, b, t) = (http.clone(), base.clone(), tokens.clone());
+        move |i: u64| {
+            let (h, b) = (h.clone(), b.clone());
+            let t = t[i as usize % t.len()].clone();
+            async move {
+                let r: serde_json::Value = h
+                    .post(format!("{b}/graphql"))
+                    .bearer_auth(t)
+                    .json(&json!({"query": "{ projects(first: 10) { edges { node { id name } } } }"}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
+                Ok(())
+            }
+        }
+    };
+    let busy_load = {
+        let (h, b, t, p) = (http.clone(), base.clone(), busy_token.clone(), project.clone());
+        move || {
+            let (h, b, t, p) = (h.clone(), b.clone(), t.clone(), p.clone());
+            closed_loop(opts.clients, opts.round, move |c, n| {
+                let (h, b, t, p) = (h.clone(), b.clone(), t.clone(), p.clone());
+                async move { create_task(&h, &b, &t, &p, &format!("busy {c} {n}")).await }
+            })
+        }
+    };
+    cases.push(
+        alternate(
+            "busy_neighbour",
+            opts,
+            progress,
+            || open_loop(50, opts.round, reads.clone()),
+            || {
+                let (reads, busy_load) = (reads.clone(), busy_load.clone());
+                async move {
+                    let busy = tokio::spawn(busy_load());
+                    let quiet = open_loop(50, opts.round, reads).await;
+                    busy.await??;
+                    quiet
+                }
+            },
+        )
+        .await?,
+    );
     Ok(())
 }
 

@@ -33,6 +33,7 @@ async fn every_bench_case_produces_numbers() {
             "big_deep_page",
             "big_status_filter",
             "big_priority_filter",
+            "busy_neighbour",
             "append_large_log"
         ]
     );
@@ -46,5 +47,5 @@ async fn every_bench_case_produces_numbers() {
         assert!(json["cases"][0].get(key).is_some(), "{key}");
     }
     assert!(json["machine"]["peak_rss_kb"].as_u64().is_some_and(|k| k > 0));
-    assert!(table(&report).lines().count() == 15);
+    assert!(table(&report).lines().count() == 16);
 }
