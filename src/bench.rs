@@ -38,9 +38,16 @@ pub struct BenchOptions {
     pub traffic: keel_gateway::limits::TrafficConfig,
     /// The size of the scale cases (`--scale`): 1.0 is a tenant of 1,000,000 tasks.
     pub scale: f64,
+    /// Only the cases whose names start with one of these (`--cases`); empty: every case.
+    pub only: Vec<String>,
 }
 
 impl BenchOptions {
+    /// Whether any of `names` is to run (`only`).
+    fn runs(&self, names: &[&str]) -> bool {
+        self.only.is_empty() || names.iter().any(|n| self.only.iter().any(|p| n.starts_with(p.as_str())))
+    }
+
     /// The quiet tenants of `busy_neighbour` at this scale (at least 100).
     pub fn quiet_tenants(&self) -> usize {
         ((10_000.0 * self.scale) as usize).max(100)
@@ -67,6 +74,7 @@ impl BenchOptions {
             async_commit: false,
             traffic: Default::default(),
             scale: 0.02,
+            only: Vec::new(),
         }
     }
 }
@@ -367,14 +375,30 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     let tenants = Arc::new(tenants);
     let mut cases = Vec::new();
     let f = Fixture { opts, progress, store, plain, http, base, auth, tenants };
-    append_case(&f, &mut cases).await?;
-    command_cases(&f, &mut cases).await?;
-    usage_batch_case(&f, &mut cases).await?;
-    catch_up_case(&f, &mut cases).await?;
-    query_cases(&f, &mut cases).await?;
-    big_tenant_cases(&f, &mut cases).await?;
-    busy_neighbour_case(&f, &mut cases).await?;
-    large_log_case(&f, &mut cases).await?;
+    if opts.runs(&["append"]) {
+        append_case(&f, &mut cases).await?;
+    }
+    if opts.runs(&["command", "command_half_rate"]) {
+        command_cases(&f, &mut cases).await?;
+    }
+    if opts.runs(&["usage_batch"]) {
+        usage_batch_case(&f, &mut cases).await?;
+    }
+    if opts.runs(&["catch_up"]) {
+        catch_up_case(&f, &mut cases).await?;
+    }
+    if opts.runs(&["query_projects", "query_tasks", "dashboard", "read_your_writes"]) {
+        query_cases(&f, &mut cases).await?;
+    }
+    if opts.runs(&["big_first_page", "big_deep_page", "big_status_filter", "big_priority_filter"]) {
+        big_tenant_cases(&f, &mut cases).await?;
+    }
+    if opts.runs(&["busy_neighbour"]) {
+        busy_neighbour_case(&f, &mut cases).await?;
+    }
+    if opts.runs(&["append_large_log"]) {
+        large_log_case(&f, &mut cases).await?;
+    }
     let Fixture { plain, .. } = f;
 
     let _ = stop_tx.send(true);

@@ -800,6 +800,9 @@ pub struct BenchArgs {
     /// uses 0.02 unless this is given.
     #[arg(long, value_parser = parse_scale)]
     pub scale: Option<f64>,
+    /// Only the cases whose names start with one of these, comma-separated (e.g. `big_,append`).
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<String>,
 }
 
 /// A setting that is on or off: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).

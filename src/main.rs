@@ -650,6 +650,7 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             async_commit: false,
             traffic: Default::default(),
             scale: 1.0,
+            only: Vec::new(),
         }
     };
     opts.async_commit = args.async_commit;
@@ -657,6 +658,7 @@ async fn bench(s: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(scale) = args.scale {
         opts.scale = scale;
     }
+    opts.only = args.cases.clone();
     let out = args.out.clone();
     with_database(s, async |url: &str| {
         let spinner = indicatif::ProgressBar::new_spinner();

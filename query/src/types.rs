@@ -357,8 +357,8 @@ macro_rules! connection {
             }
 
             /// How many items match, at any page: exact where a counter keeps it (tasks unfiltered
-            /// or by project and status), else counted up to 10,000 — beyond that it is
-            /// 10,000 and `totalCountCapped` is true (docs/api.md, "Counts").
+            /// or by project and status), else counted up to 1,000 — beyond that it is
+            /// 1,000 and `totalCountCapped` is true (docs/api.md, "Counts").
             async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
                 match &self.total {
                     TotalCount::Known(c) => Ok(c.n),
@@ -372,8 +372,8 @@ macro_rules! connection {
                 }
             }
 
-            /// True when more than 10,000 items match a filter no counter answers: `totalCount`
-            /// then says 10,000.
+            /// True when more than 1,000 items match a filter no counter answers: `totalCount`
+            /// then says 1,000.
             async fn total_count_capped(&self) -> bool {
                 matches!(&self.total, TotalCount::Known(c) if c.capped)
             }

@@ -14,6 +14,7 @@ async fn every_bench_case_produces_numbers() {
         async_commit: false,
         traffic: Default::default(),
         scale: 0.001,
+        only: Vec::new(),
     };
     let report = run(&server_url(), &opts, &|_| {}).await.expect("the bench runs");
     let names: Vec<&str> = report.cases.iter().map(|c| c.name.as_str()).collect();

@@ -101,6 +101,7 @@ pub async fn run(store: Store, config: WebhookConfig, holder: String, mut shutdo
             next_lease = Instant::now() + lease_every;
             match wd::lease(&pool, &shared.holder, shared.config.lease_ttl, shared.config.max_endpoints).await {
                 Ok(held) => {
+                    let held: std::collections::HashSet<EndpointKey> = held.into_iter().collect();
                     tasks.retain(|key, (task, _)| {
                         let keep = held.contains(key) && !task.is_finished();
                         if !keep {

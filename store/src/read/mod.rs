@@ -21,7 +21,7 @@ use std::pin::Pin;
 /// folder beside these and one line here.
 /// The most rows a connection's `totalCount` counts when no counter answers it: a count of a
 /// filtered list stops there, so it costs the same at any size (docs/api.md, "Counts").
-pub const COUNT_CAP: i64 = 10_000;
+pub const COUNT_CAP: i64 = 1_000;
 
 /// A count of matching rows: exact, or `COUNT_CAP` with `capped` when more match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -78,7 +78,8 @@ fn push_filter(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, tenant: Uuid, f: &Tas
         q.push(" AND status = ").push_bind(s.clone());
     }
     if let Some(p) = &f.priority {
-        q.push(" AND priority = ").push_bind(p.clone());
+        // By its rank, which `rm_tasks_priority_idx` holds (a count of one priority reads it).
+        q.push(" AND priority_rank = ").push_bind(priority_rank(p));
     }
     if let Some(a) = f.assignee {
         q.push(" AND assignee = ").push_bind(a);
@@ -91,6 +92,17 @@ fn push_filter(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, tenant: Uuid, f: &Tas
     }
     if let Some(today) = f.overdue {
         q.push(" AND status <> 'done' AND due_date < ").push_bind(today);
+    }
+}
+
+/// A priority's rank as `rm_tasks.priority_rank` stores it (low 1 .. urgent 4; 0 matches none).
+fn priority_rank(name: &str) -> i16 {
+    match name {
+        "low" => 1,
+        "medium" => 2,
+        "high" => 3,
+        "urgent" => 4,
+        _ => 0,
     }
 }
 
