@@ -425,17 +425,22 @@ pub async fn record(pool: &PgPool, holder: &str, a: &Attempt, health: &Health) -
 }
 
 /// Renews `holder`'s leases and takes free (or expired) ones up to `max` in all; returns the
-/// endpoints `holder` holds now. Deleted endpoints are never leased.
+/// endpoints `holder` holds now. Deleted endpoints are never leased (nor held on to).
 pub async fn lease(pool: &PgPool, holder: &str, ttl: Duration, max: i64) -> Result<Vec<EndpointKey>, StoreError> {
     let rows = sqlx::query(
         "WITH mine AS (
-              UPDATE webhook_endpoint_state SET lease_expires_at = now() + make_interval(secs => $2)
+              UPDATE webhook_endpoint_state s SET lease_expires_at = now() + make_interval(secs => $2)
                WHERE lease_holder = $1 AND state <> 'deleted'
+                 AND EXISTS (SELECT 1 FROM webhook_endpoints e
+                              WHERE e.tenant_id = s.tenant_id AND e.webhook_id = s.webhook_id AND NOT e.deleted)
            RETURNING tenant_id, webhook_id),
          free AS (
-              SELECT tenant_id, webhook_id FROM webhook_endpoint_state
+              SELECT tenant_id, webhook_id FROM webhook_endpoint_state s
                WHERE state <> 'deleted' AND (lease_holder IS NULL OR lease_expires_at < now())
                  AND lease_holder IS DISTINCT FROM $1
+                 -- An endpoint deleted a moment ago whose deletion the fan-out has not read yet.
+                 AND EXISTS (SELECT 1 FROM webhook_endpoints e
+                              WHERE e.tenant_id = s.tenant_id AND e.webhook_id = s.webhook_id AND NOT e.deleted)
                ORDER BY tenant_id, webhook_id
                LIMIT greatest($3 - (SELECT count(*) FROM mine), 0)
                FOR UPDATE SKIP LOCKED),
