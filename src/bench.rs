@@ -308,6 +308,33 @@ async fn create_task(
     Ok(())
 }
 
+/// One GraphQL request that must answer without errors (the query cases' operation).
+async fn graphql_ok(http: &reqwest::Client, base: &str, token: &str, query: &str) -> anyhow::Result<()> {
+    let r: serde_json::Value = http
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
+    Ok(())
+}
+
+/// A project made through REST as `token`'s tenant; its id.
+async fn rest_project(http: &reqwest::Client, base: &str, token: &str, name: &str) -> anyhow::Result<String> {
+    let r: serde_json::Value = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(token)
+        .json(&json!({"name": name}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(r["id"].as_str().with_context(|| format!("project {name}: {r}"))?.to_owned())
+}
+
 /// Runs every case against a new database on the server of `admin_url`, dropped at the end.
 pub async fn run(admin_url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
     let db = format!("keel_bench_{}_{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..6]);
@@ -480,15 +507,7 @@ async fn command_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::
     let mut setup = Vec::new();
     for (c, tenant) in tenants.iter().enumerate() {
         let token = auth.issue("bench", Some(tenant.0), false, Duration::from_secs(3600));
-        let r: serde_json::Value = http
-            .post(format!("{base}/api/v1/projects"))
-            .bearer_auth(&token)
-            .json(&json!({"name": format!("Bench {c}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let project = r["id"].as_str().context("a project for the command case")?.to_owned();
+        let project = rest_project(http, base, &token, &format!("Bench {c}")).await?;
         setup.push((token, project));
     }
     let setup = Arc::new(setup);
@@ -713,15 +732,7 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
     let qtenant = provision(store, "bench-query").await?;
     let qtoken = auth.issue("bench", Some(qtenant.0), false, Duration::from_secs(3600));
     {
-        let r: serde_json::Value = http
-            .post(format!("{base}/api/v1/projects"))
-            .bearer_auth(&qtoken)
-            .json(&json!({"name": "Query"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let project = r["id"].as_str().context("a project")?.to_owned();
+        let project = rest_project(http, base, &qtoken, "Query").await?;
         let mut last = String::new();
         for i in 0..200 {
             let r: serde_json::Value = http
@@ -746,18 +757,7 @@ async fn query_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow::Re
         let (h, b, t) = (http.clone(), base.clone(), qtoken.clone());
         move |_: u64| {
             let (h, b, t) = (h.clone(), b.clone(), t.clone());
-            async move {
-                let r: serde_json::Value = h
-                    .post(format!("{b}/graphql"))
-                    .bearer_auth(t)
-                    .json(&json!({"query": query}))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
-                Ok(())
-            }
+            async move { graphql_ok(&h, &b, &t, query).await }
         }
     };
     let plain_sql = |sql: &'static str| {
@@ -885,32 +885,13 @@ async fn busy_neighbour_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> an
     );
     let busy = provision(store, "busy").await?;
     let busy_token = auth.issue("bench", Some(busy.0), false, Duration::from_secs(3600));
-    let r: serde_json::Value = http
-        .post(format!("{base}/api/v1/projects"))
-        .bearer_auth(&busy_token)
-        .json(&json!({"name": "Busy"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let project = r["id"].as_str().context("the busy tenant's project")?.to_owned();
+    let project = rest_project(http, base, &busy_token, "Busy").await?;
     let reads = {
         let (h, b, t) = (http.clone(), base.clone(), tokens.clone());
         move |i: u64| {
             let (h, b) = (h.clone(), b.clone());
             let t = t[i as usize % t.len()].clone();
-            async move {
-                let r: serde_json::Value = h
-                    .post(format!("{b}/graphql"))
-                    .bearer_auth(t)
-                    .json(&json!({"query": "{ projects(first: 10) { edges { node { id name } } } }"}))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
-                Ok(())
-            }
+            async move { graphql_ok(&h, &b, &t, "{ projects(first: 10) { edges { node { id name } } } }").await }
         }
     };
     let busy_load = {
@@ -1085,18 +1066,7 @@ async fn big_tenant_cases(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyho
         let (h, b, t) = (http.clone(), base.clone(), token.clone());
         move |_: u64| {
             let (h, b, t, q) = (h.clone(), b.clone(), t.clone(), query.clone());
-            async move {
-                let r: serde_json::Value = h
-                    .post(format!("{b}/graphql"))
-                    .bearer_auth(t)
-                    .json(&json!({"query": q}))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                anyhow::ensure!(r.get("errors").is_none(), "query failed: {r}");
-                Ok(())
-            }
+            async move { graphql_ok(&h, &b, &t, &q).await }
         }
     };
     let plain_sql = |sql: &'static str, at: After| {
