@@ -363,7 +363,7 @@ fn field_constraints() -> Vec<(&'static str, &'static str, serde_json::Value)> {
 /// The domain accepts more (`http` and private hosts when the service allows them, any path);
 /// this is the part every deployment accepts.
 fn webhook_url() -> serde_json::Value {
-    serde_json::json!({"format": "uri", "minLength": 12, "maxLength": 2048,
+    serde_json::json!({"format": "uri", "maxLength": 2048,
         "pattern": r"^https://[a-z][a-z0-9]{0,30}(\.[a-z][a-z0-9]{0,30}){0,3}\.(com|org|net|io|test|example)(/[A-Za-z0-9._~-]{1,32}){0,4}$"})
 }
 

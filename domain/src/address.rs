@@ -120,11 +120,12 @@ fn embedded_v4(hi: u16, lo: u16) -> Ipv4Addr {
 }
 
 /// Whether a host name (not an address) names a private destination by itself: `localhost`,
-/// anything under `.localhost`, and the metadata services' names. Case and a trailing dot are
-/// ignored.
+/// anything under `.localhost`, the metadata services' names, and any single-label name
+/// (`intranet`, `cz9`: resolved through the resolver's search domains, so an internal name).
+/// Case and a trailing dot are ignored.
 pub fn is_private_name(host: &str) -> bool {
     let h = host.trim_end_matches('.').to_ascii_lowercase();
-    PRIVATE_NAMES.contains(&h.as_str()) || h.ends_with(".localhost")
+    PRIVATE_NAMES.contains(&h.as_str()) || h.ends_with(".localhost") || !h.contains('.')
 }
 
 #[cfg(test)]
@@ -169,7 +170,7 @@ mod tests {
 
     #[test]
     fn localhost_and_metadata_names_are_private() {
-        for n in ["localhost", "LOCALHOST.", "api.localhost", "metadata.google.internal"] {
+        for n in ["localhost", "LOCALHOST.", "api.localhost", "metadata.google.internal", "intranet", "cz9", "CZ9."] {
             assert!(is_private_name(n), "{n}");
         }
         assert!(!is_private_name("hooks.example.com"));

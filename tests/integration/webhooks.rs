@@ -311,6 +311,7 @@ async fn hostile_input_is_refused_naming_the_field() {
         "https://[::ffff:10.0.0.1]/",
         "https://0.0.0.0/",
         "https://metadata.google.internal/",
+        "https://intranet/hook",
         "https://hooks.example.com/\u{0}",
     ] {
         let r = create(&app, &owner, with(url)).await;
