@@ -140,7 +140,7 @@ fn describe() {
     );
     describe_counter!(
         keel_outbound::webhooks::worker::DELIVERIES,
-        "Webhook delivery attempts by outcome (delivered: a 2xx; failed) and error kind (none, status, timeout, connect, refused, redirect, request)."
+        "Webhook delivery attempts by outcome (delivered: a 2xx; failed) and error kind (none, status, timeout, connect, refused, redirect, request, internal)."
     );
     describe_histogram!(
         keel_outbound::webhooks::worker::ATTEMPT_SECONDS,

@@ -42,6 +42,9 @@ pub enum ErrorKind {
     Connect,
     /// The request failed otherwise (the connection closed mid-way, a bad response).
     Request,
+    /// Keel could not make the request (the event or the endpoint's secret could not be read);
+    /// nothing was sent.
+    Internal,
 }
 
 impl ErrorKind {
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Connect => "connect",
             ErrorKind::Request => "request",
+            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -10,7 +10,7 @@ use keel_domain::Event;
 use keel_domain::webhook::ReplayFrom;
 use keel_runner::{ConsumeError, Consumer};
 use keel_store::webhook_delivery::{self as wd, EndpointKey, Queued, ReplayStart};
-use keel_store::{LogPosition, Pool, RecordedEvent, read::Item};
+use keel_store::{LogPosition, RecordedEvent, read::Item};
 use sqlx::PgConnection;
 
 /// The fan-out's checkpoint, lease and metrics label.
@@ -43,10 +43,6 @@ impl Fanout {
 impl Consumer for Fanout {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn pool(&self) -> Pool {
-        Pool::Projector
     }
 
     /// Every event: which endpoints take it is the routes' business.

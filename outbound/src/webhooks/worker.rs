@@ -356,7 +356,7 @@ fn failed_locally(message: String) -> Attempt {
     Attempt {
         status: None,
         latency: Duration::ZERO,
-        error: Some(crate::safe_client::AttemptError { kind: crate::safe_client::ErrorKind::Refused, message }),
+        error: Some(crate::safe_client::AttemptError { kind: crate::safe_client::ErrorKind::Internal, message }),
         body: String::new(),
     }
 }
