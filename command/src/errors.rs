@@ -73,7 +73,8 @@ pub(crate) fn store(e: StoreError) -> Problem {
             Code::DatabaseUnavailable,
             "the database is unreachable; nothing was written: retry shortly (with the same Idempotency-Key)",
         ),
-        StoreError::Conflict { .. } => Problem::new(
+        StoreError::OutcomeUnknown => outcome_unknown(),
+        StoreError::Conflict { .. } | StoreError::ReadSetChanged(_) => Problem::new(
             Code::Conflict,
             "another write changed this resource at the same time; read it again and retry",
         ),

@@ -1,6 +1,11 @@
-//! How every command runs: one transaction per attempt in which the caller's membership is read,
-//! the idempotency key is claimed, the aggregate is loaded and decided, and the events are
-//! appended with the inline tables; a lost race is retried against fresh state.
+//! How every command runs. A command whose events need no inline table, no sealing and no plan
+//! limit counted under the tenant row's lock (task commands, a project's update), sent without an
+//! idempotency key, runs as two calls (`keel_store::write_path`): one reads the caller's role,
+//! the tenant row and what the decision needs, one appends, its own transaction, after checking
+//! that none of what was read has changed. Every other command runs in one transaction per
+//! attempt in which the caller's membership is read, the idempotency key is claimed, the
+//! aggregate is loaded and decided, and the events are appended with the inline tables. Either
+//! way a lost race is retried against fresh state.
 
 use crate::CommandState;
 use crate::errors;
@@ -21,6 +26,8 @@ use keel_domain::{
 use keel_gateway::Problem;
 use keel_store::access::{self, TenantRow};
 use keel_store::idempotency::{self, Reservation};
+use keel_store::log::{ReadGuard, SnapshotDue};
+use keel_store::write_path::{ReadRequest, ReadSet, StreamToRead, WriteConn};
 use keel_store::{CommitOutcome, EventMetadata, LogPosition, StoreError, TenantTx, log, snapshot};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -98,6 +105,9 @@ enum Failure {
     Problem(Problem),
     Domain(DomainError),
     Store(StoreError),
+    /// The two-call path met something only a transaction can read (a snapshot in an old
+    /// format, a stream it did not fetch): the attempt is made again as a transaction.
+    NeedsTransaction,
 }
 
 impl From<StoreError> for Failure {
@@ -195,12 +205,21 @@ pub(crate) async fn execute_with(
     let mut attempt = 0;
     // Whether an earlier attempt lost a race (not only its connection).
     let mut raced = false;
+    let mut in_calls = in_two_calls(&cmd, meta);
     loop {
-        let failure = match attempt_once(state, meta, tenant, &cmd, created, clock, &md, attempt).await {
+        let tried = if in_calls {
+            attempt_calls(state, meta, tenant, &cmd, created, clock, &md, attempt).await
+        } else {
+            attempt_once(state, meta, tenant, &cmd, created, clock, &md, attempt).await
+        };
+        let failure = match tried {
             Ok(done) => return Ok(done),
             Err(f) => f,
         };
         match failure {
+            Failure::NeedsTransaction if in_calls => {
+                in_calls = false;
+            }
             Failure::Store(StoreError::Conflict { .. }) if pins_version(meta) => {
                 return Err(errors::precondition_failed());
             }
@@ -225,6 +244,123 @@ pub(crate) async fn execute_with(
             Failure::Domain(e) => return Err(errors::domain(e)),
             Failure::Store(e) => return Err(errors::store(e)),
             Failure::Problem(p) => return Err(p),
+            Failure::NeedsTransaction => return Err(Problem::internal()),
+        }
+    }
+}
+
+/// Whether `cmd` runs as the write path's two calls: its events need no inline table or sealing,
+/// it counts against no limit under the tenant row's update lock, and no idempotency key is to
+/// be claimed and answered in the append's transaction.
+fn in_two_calls(cmd: &Cmd, meta: &WriteMeta) -> bool {
+    meta.idempotency_key.is_none()
+        && !cmd.is_platform()
+        && !cmd.locks_tenant()
+        && matches!(cmd, Cmd::Task(..) | Cmd::Project(_, ProjectCommand::Update { .. }))
+}
+
+fn to_read<A: Aggregate>(id: Uuid) -> StreamToRead {
+    StreamToRead { id, stream_type: A::STREAM_TYPE.as_str(), state_version: A::STATE_VERSION }
+}
+
+/// What a two-call command reads: its stream (unless the server just made its id), and a task's
+/// project (named by a create, else followed from the task's first event) and the member it names.
+fn read_request<'a>(cmd: &Cmd, meta: &'a WriteMeta, fresh: bool) -> ReadRequest<'a> {
+    let mut req = ReadRequest { user: Some(meta.principal.subject.as_str()), ..ReadRequest::default() };
+    match cmd {
+        Cmd::Task(id, c) => {
+            if !fresh {
+                req.streams.push(to_read::<Task>(id.0));
+            }
+            match c {
+                TaskCommand::Create { project_id, .. } => req.streams.push(to_read::<Project>(project_id.0)),
+                _ if !fresh => req.follow = Some(("project_id", to_read::<Project>(Uuid::nil()))),
+                _ => {}
+            }
+            match c {
+                TaskCommand::Create { assignee: Some(m), .. } | TaskCommand::Assign { assignee: Some(m) } => {
+                    req.members.push(m.0)
+                }
+                _ => {}
+            }
+        }
+        Cmd::Project(id, _) if !fresh => req.streams.push(to_read::<Project>(id.0)),
+        _ => {}
+    }
+    req
+}
+
+/// One attempt of a command as the write path's two calls: read, decide, append (its own
+/// transaction, guarded by what was read).
+#[allow(clippy::too_many_arguments)]
+async fn attempt_calls(
+    state: &CommandState,
+    meta: &WriteMeta,
+    tenant: TenantId,
+    cmd: &Cmd,
+    created: bool,
+    clock: Clock,
+    md: &EventMetadata,
+    attempt: usize,
+) -> Result<Done, Failure> {
+    let now = clock.now();
+    let fresh = attempt == 0 && cmd.creates_new_stream();
+    let mut conn = state.store.write_conn().await?;
+    let read = conn.read(tenant, &read_request(cmd, meta, fresh)).instrument(tracing::info_span!("read")).await?;
+    let role = read.role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
+    if !cmd.role_allows(role) {
+        return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())).into());
+    }
+    let guard = ReadGuard {
+        tenant_status: read.tenant_status.clone(),
+        caller: Some((meta.principal.subject.clone(), role.as_str().to_owned())),
+        ..ReadGuard::default()
+    };
+    let row = read.tenant.clone();
+    let mut src = Source::Calls { conn: &mut conn, tenant, read, guard };
+    let o = run(&mut src, Some(role), row, fresh, cmd, meta, md, now).await?;
+    let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
+    if !o.unchanged {
+        state.store.events_appended();
+    }
+    Ok(Done::Written { status, id: o.id, version: o.version, position: o.position })
+}
+
+/// Where a command reads what it decides on and appends what it decided: its transaction, or the
+/// write path's two calls (what was read, and what the append must check again).
+enum Source<'a> {
+    Tx(&'a mut TenantTx),
+    Calls { conn: &'a mut WriteConn, tenant: TenantId, read: ReadSet, guard: ReadGuard },
+}
+
+impl Source<'_> {
+    fn tenant(&self) -> TenantId {
+        match self {
+            Source::Tx(tx) => tx.tenant(),
+            Source::Calls { tenant, .. } => *tenant,
+        }
+    }
+
+    /// The transaction, for a read only a transaction makes.
+    fn tx(&mut self) -> Result<&mut TenantTx, Failure> {
+        match self {
+            Source::Tx(tx) => Ok(tx),
+            Source::Calls { .. } => Err(Failure::NeedsTransaction),
+        }
+    }
+
+    /// A member of the tenant by id: role and whether active. On the two-call path a member read
+    /// as active must still be at the append.
+    async fn member(&mut self, id: Uuid) -> Result<Option<(Role, bool)>, Failure> {
+        match self {
+            Source::Tx(tx) => Ok(access::member(tx, id).await?),
+            Source::Calls { read, guard, .. } => {
+                let found = read.members.iter().find(|(m, _, _)| *m == id).map(|(_, r, a)| (*r, *a));
+                if found.is_some_and(|(_, active)| active) {
+                    guard.active_members.push(id);
+                }
+                Ok(found)
+            }
         }
     }
 }
@@ -273,7 +409,7 @@ async fn attempt_once(
     // new without asking; were it not, the append's unique version would say so and the
     // retry loads it.
     let fresh = attempt == 0 && cmd.creates_new_stream();
-    let o = run(&mut tx, role, row, fresh, cmd, meta, md, now).await?;
+    let o = run(&mut Source::Tx(&mut tx), role, row, fresh, cmd, meta, md, now).await?;
     let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
     let body = written_body(o.id, o.version, o.position);
     if let Some(key) = &meta.idempotency_key {
@@ -361,8 +497,14 @@ struct Head {
 
 /// A stream of the transaction's tenant: its latest snapshot and the events after it, folded.
 /// `None` when it does not exist; `Err(NotFound)` when it is a stream of another type.
-async fn load_stream<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
-    let (snapshot, mut stored) = snapshot::load(tx, id, A::STREAM_TYPE.as_str(), A::STATE_VERSION).await?;
+async fn load_stream<A: Aggregate>(src: &mut Source<'_>, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
+    let (snapshot, mut stored) = match src {
+        Source::Tx(tx) => snapshot::load(tx, id, A::STREAM_TYPE.as_str(), A::STATE_VERSION).await?,
+        Source::Calls { read, .. } => {
+            let s = read.stream(id).ok_or(Failure::NeedsTransaction)?;
+            (s.snapshot.clone(), s.events.clone())
+        }
+    };
     let mut base = None;
     if let Some(s) = snapshot {
         match serde_json::from_value::<A>(s.state) {
@@ -371,8 +513,14 @@ async fn load_stream<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option
                     Some((a, Head { version: s.version, last: s.last, hash: Some(s.last_hash), snapshot: s.version }))
             }
             // A snapshot that no longer reads as this state is ignored: the stream is loaded whole.
-            Err(_) => stored = log::read_stream(tx, id).await?,
+            Err(_) => stored = log::read_stream(src.tx()?, id).await?,
         }
+    }
+    if let Source::Calls { guard, .. } = src {
+        // Decided on at this version: the append checks it has not moved (its own stream's
+        // version is checked by the append itself).
+        let version = stored.last().map(|e| e.stream_version).or(base.as_ref().map(|(_, h)| h.version));
+        guard.streams.push((id, version.unwrap_or(0)));
     }
     if base.is_none() && stored.is_empty() {
         return Ok(None);
@@ -393,16 +541,16 @@ async fn load_stream<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option
 }
 
 /// A stream of the transaction's tenant, decoded; `None` when it does not exist or is of another type.
-async fn load<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
-    match load_stream::<A>(tx, id).await {
+async fn load<A: Aggregate>(src: &mut Source<'_>, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
+    match load_stream::<A>(src, id).await {
         Err(Failure::Domain(DomainError::NotFound(_))) => Ok(None),
         other => other,
     }
 }
 
 /// The loaded state (or a fresh one) and where its stream stands.
-async fn load_or_new<A: Aggregate>(tx: &mut TenantTx, id: Uuid) -> Result<(A, Head), Failure> {
-    Ok(load_stream::<A>(tx, id).await?.unwrap_or_default())
+async fn load_or_new<A: Aggregate>(src: &mut Source<'_>, id: Uuid) -> Result<(A, Head), Failure> {
+    Ok(load_stream::<A>(src, id).await?.unwrap_or_default())
 }
 
 fn stream_noun(t: StreamType) -> &'static str {
@@ -448,25 +596,48 @@ fn after_precondition(
 }
 
 /// The tenant row read with the caller's membership, or (platform commands) read now.
-async fn tenant_row(tx: &mut TenantTx, read: Option<TenantRow>, lock: bool) -> Result<TenantRow, Failure> {
+async fn tenant_row(src: &mut Source<'_>, read: Option<TenantRow>, lock: bool) -> Result<TenantRow, Failure> {
     if let Some(row) = read {
         return Ok(row);
     }
-    access::tenant_row(tx, lock).await?.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
+    access::tenant_row(src.tx()?, lock).await?.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
 }
 
 /// Appends `events` to `stream` after `head`, or reports that nothing changed.
 async fn append_events(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     stream: Uuid,
     head: &Head,
     events: &[Event],
     md: &EventMetadata,
     now: DateTime<Utc>,
-) -> Result<(Outcome, Option<log::Appended>), Failure> {
+    snapshot: Option<&SnapshotDue<'_>>,
+) -> Result<Outcome, Failure> {
     if events.is_empty() {
-        return Ok((Outcome { id: stream, version: head.version, position: head.last, unchanged: true }, None));
+        return Ok(Outcome { id: stream, version: head.version, position: head.last, unchanged: true });
     }
+    let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
+    let known = if head.version == 0 { &known[..0] } else { &known[..] };
+    let appended = match src {
+        Source::Tx(tx) => append_in_tx(tx, known, events, md, now, snapshot).await?,
+        Source::Calls { conn, tenant, guard, .. } => {
+            guard.streams.retain(|(s, _)| *s != stream);
+            conn.append(*tenant, known, events, md, now, guard, snapshot).await?
+        }
+    };
+    let version = appended.version_of(stream).unwrap_or(head.version);
+    Ok(Outcome { id: stream, version, position: appended.last, unchanged: false })
+}
+
+/// The transaction path's append, with the inline tables.
+async fn append_in_tx(
+    tx: &mut TenantTx,
+    known: &[log::StreamHead],
+    events: &[Event],
+    md: &EventMetadata,
+    now: DateTime<Utc>,
+    snapshot: Option<&SnapshotDue<'_>>,
+) -> Result<log::Appended, Failure> {
     // Moving the counters updates the tenant row: a command that only share-locked it (every
     // command does, against a concurrent suspension) and updates it in the append deadlocks with
     // another doing the same. `Cmd::locks_tenant` must name every such command; every test run
@@ -475,18 +646,14 @@ async fn append_events(
         tx.tenant_locked() || !keel_store::inline::moves_counters(events),
         "an append moves the tenant's counters without the tenant row locked up front (Cmd::locks_tenant)"
     );
-    let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
-    let known = if head.version == 0 { &known[..0] } else { &known[..] };
-    let appended = log::append_at(tx, known, events, md, now).await?;
-    let version = appended.version_of(stream).unwrap_or(head.version);
-    Ok((Outcome { id: stream, version, position: appended.last, unchanged: false }, Some(appended)))
+    Ok(log::append_in(tx, known, events, md, now, snapshot).await?)
 }
 
-/// `append_events` for an aggregate's stream: when the stream has grown `snapshot::EVERY`
-/// events past its snapshot, the state after the append is stored as the new snapshot, in the
-/// same transaction.
+/// `append_events` for an aggregate's stream: when the stream grows `snapshot::EVERY` events past
+/// its snapshot, the state after the append is stored as the new snapshot, in the same
+/// transaction.
 async fn append<A: Aggregate>(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     stream: Uuid,
     state: &A,
     head: Head,
@@ -494,26 +661,20 @@ async fn append<A: Aggregate>(
     md: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Failure> {
-    let (outcome, appended) = append_events(tx, stream, &head, &events, md, now).await?;
-    if let Some(appended) = appended
-        && outcome.version - head.snapshot >= snapshot::EVERY
-        && let Some(hash) = appended.heads.iter().find(|h| h.stream_id == stream).and_then(|h| h.hash.as_ref())
-    {
+    let version = head.version + events.iter().filter(|e| e.stream().1 == stream).count() as i64;
+    let json = if !events.is_empty() && version - head.snapshot >= snapshot::EVERY {
         let after = events.iter().fold(state.clone(), |a, e| a.apply(e));
-        let json = serde_json::to_value(&after).map_err(|e| StoreError::Encode(e.to_string()))?;
-        snapshot::save(
-            tx,
-            stream,
-            A::STREAM_TYPE.as_str(),
-            A::STATE_VERSION,
-            outcome.version,
-            appended.last,
-            hash,
-            &json,
-        )
-        .await?;
-    }
-    Ok(outcome)
+        Some(serde_json::to_value(&after).map_err(|e| StoreError::Encode(e.to_string()))?)
+    } else {
+        None
+    };
+    let due = json.as_ref().map(|state| SnapshotDue {
+        stream_id: stream,
+        stream_type: A::STREAM_TYPE.as_str(),
+        state_version: A::STATE_VERSION,
+        state,
+    });
+    append_events(src, stream, &head, &events, md, now, due.as_ref()).await
 }
 
 /// What a command is decided against, read in its transaction: the part that differs per
@@ -536,7 +697,7 @@ impl<A: Decide> Loaded<A> {
 
 /// The part every command shares: the aggregate's `decide`, then the append.
 async fn decide_and_append<A: Decide>(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     loaded: Loaded<A>,
     cmd: A::Command,
     md: &EventMetadata,
@@ -550,7 +711,7 @@ async fn decide_and_append<A: Decide>(
         after_precondition(pre, state.decide(cmd, &ctx, now))?
     };
     let started = std::time::Instant::now();
-    let outcome = append(tx, stream, &state, head, events, md, now).instrument(tracing::info_span!("append")).await;
+    let outcome = append(src, stream, &state, head, events, md, now).instrument(tracing::info_span!("append")).await;
     metrics::histogram!(APPEND_DURATION).record(started.elapsed().as_secs_f64());
     outcome
 }
@@ -560,7 +721,7 @@ pub(crate) const APPEND_DURATION: &str = "keel_append_duration_seconds";
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     role: Option<Role>,
     read: Option<TenantRow>,
     fresh: bool,
@@ -571,34 +732,34 @@ async fn run(
 ) -> Result<Outcome, Failure> {
     match cmd.clone() {
         Cmd::Tenant(c) => {
-            let loaded = load_tenant(tx, read, &c, meta).instrument(tracing::info_span!("load")).await?;
-            decide_and_append(tx, loaded, c, md, now).await
+            let loaded = load_tenant(src, read, &c, meta).instrument(tracing::info_span!("load")).await?;
+            decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Member(id, c) => {
             let actor = role.expect("tenant commands have a role");
             let loaded =
-                load_member(tx, read, actor, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
-            decide_and_append(tx, loaded, c, md, now).await
+                load_member(src, read, actor, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
+            decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Project(id, c) => {
-            let loaded = load_project(tx, read, cmd.locks_tenant(), fresh, id, &c, meta)
+            let loaded = load_project(src, read, cmd.locks_tenant(), fresh, id, &c, meta)
                 .instrument(tracing::info_span!("load"))
                 .await?;
-            decide_and_append(tx, loaded, c, md, now).await
+            decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Task(id, c) => {
-            let loaded = load_task(tx, read, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
-            decide_and_append(tx, loaded, c, md, now).await
+            let loaded = load_task(src, read, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
+            decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Webhook(id, c, settings) => {
             let loaded =
-                load_webhook(tx, read, fresh, id, &c, settings, meta).instrument(tracing::info_span!("load")).await?;
-            decide_and_append(tx, loaded, c, md, now).await
+                load_webhook(src, read, fresh, id, &c, settings, meta).instrument(tracing::info_span!("load")).await?;
+            decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Usage(c) => {
-            let loaded = load_usage(tx, read, &c).instrument(tracing::info_span!("load")).await?;
+            let loaded = load_usage(src, read, &c).instrument(tracing::info_span!("load")).await?;
             let ids: Vec<String> = c.records.iter().map(|r| r.id.clone()).collect();
-            let outcome = decide_and_append(tx, loaded, c, md, now).await?;
+            let outcome = decide_and_append(src, loaded, c, md, now).await?;
             if !outcome.unchanged {
                 return Ok(outcome);
             }
@@ -606,7 +767,7 @@ async fn run(
             // is the batch that recorded them (its id, version and position), whose position
             // reads the records back with `Keel-Consistency`.
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            Ok(match keel_store::usage::recording_head(tx, &ids).await? {
+            Ok(match keel_store::usage::recording_head(src.tx()?, &ids).await? {
                 Some((id, version, position)) => Outcome { id, version, position, unchanged: true },
                 None => outcome,
             })
@@ -617,22 +778,22 @@ async fn run(
 /// Provisioning: the new tenant's stream. Every other tenant command: the transaction's tenant,
 /// which must exist, and its usage from the tenant row, locked.
 async fn load_tenant(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     read: Option<TenantRow>,
     c: &TenantCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Tenant>, Failure> {
     if let TenantCommand::Provision(p) = c {
         let stream = p.tenant_id.0;
-        let (state, head) = load_or_new::<Tenant>(tx, stream).await?;
+        let (state, head) = load_or_new::<Tenant>(src, stream).await?;
         return Ok(Loaded { stream, state, head, pre: Ok(()), ctx: TenantUsage::default() });
     }
-    let stream = tx.tenant().0;
-    let Some((state, head)) = load::<Tenant>(tx, stream).await? else {
+    let stream = src.tenant().0;
+    let Some((state, head)) = load::<Tenant>(src, stream).await? else {
         return Err(Failure::Problem(Problem::not_found("tenant")));
     };
     let pre = check_if_match(meta, head.version);
-    let row = tenant_row(tx, read, true).await?;
+    let row = tenant_row(src, read, true).await?;
     let ctx = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
     Ok(Loaded { stream, state, head, pre, ctx })
 }
@@ -640,7 +801,7 @@ async fn load_tenant(
 /// Every member command locks the tenant row: seats and "one owner remains" are decided one
 /// command at a time.
 async fn load_member(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     read: Option<TenantRow>,
     actor: Role,
     fresh: bool,
@@ -648,21 +809,21 @@ async fn load_member(
     c: &MemberCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Member>, Failure> {
-    let row = tenant_row(tx, read, true).await?;
-    let (state, head) = if fresh { Default::default() } else { load_or_new::<Member>(tx, id.0).await? };
+    let row = tenant_row(src, read, true).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Member>(src, id.0).await? };
     let pre = if matches!(c, MemberCommand::Invite { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
     let ctx = MemberContext {
         plan: row.plan,
         suspended: row.suspended,
         seats_used: row.seats_used,
-        active_owners: access::active_owners(tx).await?,
+        active_owners: access::active_owners(src.tx()?).await?,
         actor,
     };
     Ok(Loaded { stream: id.0, state, head, pre, ctx })
 }
 
 async fn load_project(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     read: Option<TenantRow>,
     lock: bool,
     fresh: bool,
@@ -670,8 +831,8 @@ async fn load_project(
     c: &ProjectCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Project>, Failure> {
-    let row = tenant_row(tx, read, lock).await?;
-    let (state, head) = if fresh { Default::default() } else { load_or_new::<Project>(tx, id.0).await? };
+    let row = tenant_row(src, read, lock).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Project>(src, id.0).await? };
     let pre = if matches!(c, ProjectCommand::Create { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
     let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
     Ok(Loaded { stream: id.0, state, head, pre, ctx })
@@ -679,15 +840,15 @@ async fn load_project(
 
 /// The task, its project (the one it is in, or the one a create names) and the assignee it names.
 async fn load_task(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     read: Option<TenantRow>,
     fresh: bool,
     id: TaskId,
     c: &TaskCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Task>, Failure> {
-    let row = tenant_row(tx, read, false).await?;
-    let (state, head) = if fresh { Default::default() } else { load_or_new::<Task>(tx, id.0).await? };
+    let row = tenant_row(src, read, false).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Task>(src, id.0).await? };
     let project_id = match c {
         TaskCommand::Create { project_id, .. } => Some(*project_id),
         _ => state.project_id,
@@ -701,7 +862,7 @@ async fn load_task(
     }
     let project = match project_id {
         None => ProjectState::Missing,
-        Some(p) => match load::<Project>(tx, p.0).await? {
+        Some(p) => match load::<Project>(src, p.0).await? {
             None => ProjectState::Missing,
             Some((p, _)) if p.status == Some(keel_domain::project::ProjectStatus::Archived) => ProjectState::Archived,
             Some(_) => ProjectState::Active,
@@ -719,7 +880,7 @@ async fn load_task(
     };
     let assignee_active = match assignee {
         None => None,
-        Some(m) => Some(access::member(tx, m.0).await?.is_some_and(|(_, active)| active)),
+        Some(m) => Some(src.member(m.0).await?.is_some_and(|(_, active)| active)),
     };
     let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
     Ok(Loaded { stream: id.0, state, head, pre, ctx })
@@ -728,15 +889,15 @@ async fn load_task(
 /// A usage batch is a new stream per call (its id is made for the request), so nothing is
 /// loaded; the months it falls in are locked and the record ids already seen are read.
 async fn load_usage(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     read: Option<TenantRow>,
     c: &RecordUsage,
 ) -> Result<Loaded<UsageBatch>, Failure> {
-    let row = tenant_row(tx, read, false).await?;
+    let row = tenant_row(src, read, false).await?;
     let months = keel_domain::usage::months(&c.records);
-    let month_units = keel_store::usage::lock_months(tx, &months).await?;
+    let month_units = keel_store::usage::lock_months(src.tx()?, &months).await?;
     let ids: Vec<&str> = c.records.iter().map(|r| r.id.as_str()).collect();
-    let already_recorded = keel_store::usage::recorded(tx, &ids).await?;
+    let already_recorded = keel_store::usage::recorded(src.tx()?, &ids).await?;
     let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
     Ok(Loaded::new(c.batch_id.0, ctx))
 }
@@ -744,7 +905,7 @@ async fn load_usage(
 /// The endpoint (a command on a missing one is decided as such: 404), the tenant's status, and
 /// for a create the endpoints it has, counted under the tenant row lock.
 async fn load_webhook(
-    tx: &mut TenantTx,
+    src: &mut Source<'_>,
     read: Option<TenantRow>,
     fresh: bool,
     id: WebhookId,
@@ -753,10 +914,10 @@ async fn load_webhook(
     meta: &WriteMeta,
 ) -> Result<Loaded<Webhook>, Failure> {
     let create = matches!(c, WebhookCommand::Create { .. });
-    let row = tenant_row(tx, read, create).await?;
-    let (state, head) = if fresh { Default::default() } else { load_or_new::<Webhook>(tx, id.0).await? };
+    let row = tenant_row(src, read, create).await?;
+    let (state, head) = if fresh { Default::default() } else { load_or_new::<Webhook>(src, id.0).await? };
     let pre = if create { Ok(()) } else { check_if_match(meta, head.version) };
-    let endpoints = if create { keel_store::inline::webhook_endpoints(tx).await? } else { 0 };
+    let endpoints = if create { keel_store::inline::webhook_endpoints(src.tx()?).await? } else { 0 };
     let ctx = WebhookContext {
         suspended: row.suspended,
         endpoints,

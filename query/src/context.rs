@@ -84,6 +84,8 @@ pub(crate) fn listing(e: StoreError) -> Error {
         | StoreError::NoControlPlaneRow(_)
         | StoreError::UsageOverflow(_)
         | StoreError::NoStoredResponse(_)
+        | StoreError::ReadSetChanged(_)
+        | StoreError::OutcomeUnknown
         | StoreError::Unavailable
         | StoreError::Database(_) => internal(e),
     }

@@ -76,18 +76,35 @@ pub async fn member_and_tenant(
 }
 
 fn tenant_row_of(r: &sqlx::postgres::PgRow) -> Result<TenantRow, StoreError> {
-    let plan: String = r.try_get("plan")?;
-    let status = keel_domain::tenant::TenantStatus::try_from(r.try_get::<String, _>("status")?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tenant_row_from(
+        r.try_get("name")?,
+        r.try_get("slug")?,
+        r.try_get("plan")?,
+        r.try_get("status")?,
+        r.try_get("active_projects")?,
+        r.try_get("seats_used")?,
+    )
+}
+
+/// A tenant row from its stored columns.
+pub(crate) fn tenant_row_from(
+    name: String,
+    slug: String,
+    plan: String,
+    status: String,
+    active_projects: i32,
+    seats_used: i32,
+) -> Result<TenantRow, StoreError> {
+    let status = keel_domain::tenant::TenantStatus::try_from(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(TenantRow {
-        name: r.try_get("name")?,
-        slug: r.try_get("slug")?,
+        name,
+        slug,
         plan: Plan::parse(&plan).ok_or_else(|| StoreError::Corrupt(format!("unknown plan {plan}")))?,
         // An erased tenant takes no writes, as a suspended one.
         suspended: status != keel_domain::tenant::TenantStatus::Active,
         status,
-        active_projects: r.try_get::<i32, _>("active_projects")?.max(0) as u64,
-        seats_used: r.try_get::<i32, _>("seats_used")?.max(0) as u64,
+        active_projects: active_projects.max(0) as u64,
+        seats_used: seats_used.max(0) as u64,
     })
 }
 

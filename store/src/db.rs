@@ -115,7 +115,7 @@ pub struct Store {
     footprints: std::sync::Arc<crate::footprint::Cache>,
     /// Whether the database is reachable: requests are refused at once while it is not.
     breaker: std::sync::Arc<crate::breaker::Breaker>,
-    commit_resolve: Duration,
+    pub(crate) commit_resolve: Duration,
 }
 
 /// What became of a transaction whose `COMMIT` got no answer.

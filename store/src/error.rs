@@ -8,6 +8,15 @@ pub enum StoreError {
     /// Optimistic concurrency: the stream moved since it was read.
     #[error("stream {stream_id} is at version {actual}, expected {expected}")]
     Conflict { stream_id: Uuid, expected: i64, actual: i64 },
+    /// Something a command read in an earlier transaction changed before its append (the tenant's
+    /// status, the caller's role, another stream it decided on, a member it named): nothing was
+    /// written, and the command is decided again on fresh state.
+    #[error("what the command read has changed: {0}")]
+    ReadSetChanged(String),
+    /// An append made as its own transaction lost its connection, and whether it committed could
+    /// not be learned within the resolve window.
+    #[error("the append's outcome is unknown: its connection was lost and the database could not be asked")]
+    OutcomeUnknown,
     /// A named unique constraint other than the stream version (a reservation).
     #[error("unique constraint {0} violated")]
     Unique(String),
@@ -55,7 +64,7 @@ impl StoreError {
     /// error or a constraint is not transient.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Conflict { .. } | StoreError::Unavailable => true,
+            StoreError::Conflict { .. } | StoreError::ReadSetChanged(_) | StoreError::Unavailable => true,
             StoreError::Database(e) => match e {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
                 sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => true,
@@ -73,7 +82,8 @@ impl StoreError {
             | StoreError::NothingToAppend
             | StoreError::NoControlPlaneRow(_)
             | StoreError::UsageOverflow(_)
-            | StoreError::NoStoredResponse(_) => false,
+            | StoreError::NoStoredResponse(_)
+            | StoreError::OutcomeUnknown => false,
         }
     }
 }

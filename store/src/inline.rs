@@ -39,6 +39,37 @@ pub fn moves_counters(events: &[Event]) -> bool {
     !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_))) && counter_deltas(events) != (0, 0)
 }
 
+/// Whether `events` can be appended in one call as their own transaction
+/// (`write_path::WriteConn::append`): none writes an inline table other than the tenant's
+/// counters (which the call moves), and none carries personal data or a secret to seal.
+pub fn in_one_call(events: &[Event]) -> bool {
+    events.iter().all(|e| match e {
+        Event::WebhookReplayRequested(_)
+        | Event::ProjectCreated(_)
+        | Event::ProjectRestored(_)
+        | Event::ProjectArchived(_)
+        | Event::ProjectUpdated(_)
+        | Event::TaskCreated(_)
+        | Event::TaskUpdated(_)
+        | Event::TaskAssigned(_)
+        | Event::TaskStatusChanged(_) => true,
+        Event::TenantProvisioned(_)
+        | Event::TenantPlanChanged(_)
+        | Event::TenantSuspended(_)
+        | Event::TenantReactivated(_)
+        | Event::TenantErased(_)
+        | Event::MemberInvited(_)
+        | Event::MemberRoleChanged(_)
+        | Event::MemberRemoved(_)
+        | Event::MemberErased(_)
+        | Event::UsageRecorded(_)
+        | Event::WebhookCreated(_)
+        | Event::WebhookUpdated(_)
+        | Event::WebhookDeleted(_)
+        | Event::WebhookSecretRotated(_) => false,
+    })
+}
+
 /// Applies `events` to the inline tables. The counters move by `counter_deltas` at the end,
 /// unless the caller already moved them (the append folds that into its insert).
 pub(crate) async fn apply(

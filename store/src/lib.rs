@@ -21,6 +21,7 @@ pub mod snapshot;
 pub mod usage;
 pub mod webhook_delivery;
 pub mod webhooks;
+pub mod write_path;
 
 pub use crypto::MasterKey;
 pub use db::{

@@ -195,142 +195,40 @@ pub async fn append_at(
     metadata: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Appended, StoreError> {
+    append_in(tx, known, events, metadata, now, None).await
+}
+
+/// `append_at` that also stores `snapshot` (a state after the append) in the same statement.
+pub async fn append_in(
+    tx: &mut TenantTx,
+    known: &[StreamHead],
+    events: &[Event],
+    metadata: &EventMetadata,
+    now: DateTime<Utc>,
+    snapshot: Option<&SnapshotDue<'_>>,
+) -> Result<Appended, StoreError> {
     if events.is_empty() {
         return Err(StoreError::NothingToAppend);
     }
     let tenant = tx.tenant();
-    let recorded_at = now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now);
-    let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Encode(e.to_string()))?;
-
-    // Streams in order of first appearance, each with its head (version, hash).
-    let mut heads: Vec<(Uuid, i64, Option<Vec<u8>>)> = Vec::new();
-    for e in events {
-        let (_, stream) = e.stream();
-        if heads.iter().any(|(s, _, _)| *s == stream) {
-            continue;
-        }
-        match known.iter().find(|h| h.stream_id == stream) {
-            Some(h) => heads.push((stream, h.version, h.hash.clone())),
-            None => heads.push((stream, 0, None)),
-        }
-    }
-
     // Personal data is sealed before it is hashed: the chain covers what is stored, so it still
     // verifies after a member's data key is erased.
     let mut sealed: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
     let master = tx.master_handle();
     crate::crypto::seal(tx.conn(), master.as_deref(), tenant.0, events, &mut sealed).await?;
-    let mut sealed = sealed.into_iter();
+    let prepared = Prepared::new(tenant, known, events, sealed, metadata, now)?;
 
-    let starts: Vec<(Uuid, i64)> = heads.iter().map(|(s, v, _)| (*s, *v)).collect();
-    let n = events.len();
-    let mut stream_types = Vec::with_capacity(n);
-    let mut stream_ids = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut event_ids = Vec::with_capacity(n);
-    let mut event_types = Vec::with_capacity(n);
-    let mut schema_versions = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut prev_hashes: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
-    let mut hashes = Vec::with_capacity(n);
-    for e in events {
-        let (stream_type, stream) = e.stream();
-        let head = heads.iter_mut().find(|(s, _, _)| *s == stream).expect("every stream has a head");
-        let version = head.1 + 1;
-        let event_id = Uuid::now_v7();
-        let payload = sealed.next().expect("one payload per event");
-        let canonical = canonical_bytes(&HashedFields {
-            tenant_id: tenant.0,
-            stream_type: stream_type.as_str(),
-            stream_id: stream,
-            stream_version: version,
-            event_id,
-            event_type: e.event_type(),
-            schema_version: e.schema_version(),
-            recorded_at,
-            payload: &payload,
-            metadata: &metadata,
-        });
-        let hash = chain_hash(head.2.as_deref(), &canonical).to_vec();
-        prev_hashes.push(head.2.replace(hash.clone()));
-        head.1 = version;
-        stream_types.push(stream_type.as_str());
-        stream_ids.push(stream);
-        versions.push(version);
-        event_ids.push(event_id);
-        event_types.push(e.event_type());
-        schema_versions.push(e.schema_version());
-        payloads.push(payload);
-        hashes.push(hash);
-    }
-
-    // The tenant's counters move in the same statement as the insert (one round trip fewer),
-    // except when the append creates the tenant's row itself (provisioning).
+    // The tenant's counters move in the append's call (one round trip fewer), except when the
+    // append creates the tenant's row itself (provisioning).
     let fold = !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_)));
-    let (seats, projects) = if fold { inline::counter_deltas(events) } else { (0, 0) };
+    let counters = if fold { inline::counter_deltas(events) } else { (0, 0) };
+    let last = prepared.call(tx.conn(), counters, &ReadGuard::default(), snapshot).await?;
 
-    let rows = sqlx::query(
-        "WITH ins AS (
-           INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \
-                               schema_version, payload, metadata, recorded_at, prev_hash, hash)
-           SELECT $1, t.stream_type, t.stream_id, t.stream_version, t.event_id, t.event_type, t.schema_version,
-                  t.payload, $2, $3, t.prev_hash, t.hash
-           FROM UNNEST($4::text[], $5::uuid[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::jsonb[], \
-                       $11::bytea[], $12::bytea[])
-                WITH ORDINALITY AS t(stream_type, stream_id, stream_version, event_id, event_type, schema_version, \
-                                     payload, prev_hash, hash, ord)
-           ORDER BY t.ord
-           RETURNING position, transaction_id),
-         adj AS (
-           UPDATE tenants SET seats_used = seats_used + $13, active_projects = active_projects + $14
-            WHERE tenant_id = $1 AND ($13 <> 0 OR $14 <> 0)
-            RETURNING 1)
-         SELECT position, transaction_id::text AS xid, (SELECT count(*) FROM adj) AS adjusted FROM ins",
-    )
-    .bind(tenant.0)
-    .bind(&metadata)
-    .bind(recorded_at)
-    .bind(&stream_types)
-    .bind(&stream_ids)
-    .bind(&versions)
-    .bind(&event_ids)
-    .bind(&event_types)
-    .bind(&schema_versions)
-    .bind(&payloads)
-    .bind(&prev_hashes)
-    .bind(&hashes)
-    .bind(seats)
-    .bind(projects)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(|e| match StoreError::from(e) {
-        // A concurrent append took the same version first; which stream is not reported, so
-        // name the first (the aggregate the command loaded).
-        StoreError::Unique(c) if c == "events_stream_version_key" => {
-            let (stream, v) = starts[0];
-            StoreError::Conflict { stream_id: stream, expected: v, actual: v + 1 }
-        }
-        other => other,
-    })?;
-
-    let mut last = LogPosition::START;
-    for r in &rows {
-        let xid: String = r.try_get("xid")?;
-        let p = LogPosition {
-            xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
-            position: r.try_get("position")?,
-        };
-        last = last.max(p);
-    }
-
-    if (seats, projects) != (0, 0) && rows.first().map(|r| r.try_get::<i64, _>("adjusted")).transpose()? != Some(1) {
-        return Err(StoreError::NoControlPlaneRow(tenant.to_string()));
-    }
     // The inline tables get what the log holds: an event with a secret as stored (sealed), so
     // the secret is in clear in no table, and a rebuild from the log writes the same rows.
     let stored: Vec<std::borrow::Cow<'_, Event>> = events
         .iter()
-        .zip(&payloads)
+        .zip(&prepared.payloads)
         .map(|(e, p)| {
             if crate::crypto::has_secrets(e.event_type()) {
                 Event::decode(e.event_type(), e.schema_version(), p.clone())
@@ -343,12 +241,221 @@ pub async fn append_at(
         .collect::<Result<_, _>>()?;
     let refs: Vec<&Event> = stored.iter().map(|e| e.as_ref()).collect();
     inline::apply(tx.conn(), tenant, &refs, fold).await?;
+    Ok(prepared.appended(last))
+}
 
-    Ok(Appended {
-        last,
-        versions: heads.iter().map(|(s, v, _)| (*s, *v)).collect(),
-        heads: heads.into_iter().map(|(stream_id, version, hash)| StreamHead { stream_id, version, hash }).collect(),
-    })
+/// A snapshot due after an append: the aggregate's state after it, stored in the append's
+/// transaction at the stream's new version (`snapshot`).
+pub struct SnapshotDue<'a> {
+    pub stream_id: Uuid,
+    pub stream_type: &'a str,
+    pub state_version: i32,
+    pub state: &'a serde_json::Value,
+}
+
+/// What an appending command read in an earlier transaction, checked again in the append's
+/// (`keel_append`): each item that no longer holds is `ReadSetChanged`, and nothing is written.
+#[derive(Debug, Default, Clone)]
+pub struct ReadGuard {
+    /// The tenant row's status as read (`active`, ...); it is share-locked until the commit.
+    pub tenant_status: Option<String>,
+    /// The caller (user id) and the role it was authorised with.
+    pub caller: Option<(String, String)>,
+    /// Other streams decided on, each still at the version read (0: did not exist).
+    pub streams: Vec<(Uuid, i64)>,
+    /// Members named by the command, still active.
+    pub active_members: Vec<Uuid>,
+}
+
+/// An append's rows, hashed: what `keel_append` inserts.
+pub(crate) struct Prepared {
+    tenant: TenantId,
+    metadata: serde_json::Value,
+    recorded_at: DateTime<Utc>,
+    stream_types: Vec<&'static str>,
+    stream_ids: Vec<Uuid>,
+    versions: Vec<i64>,
+    pub(crate) event_ids: Vec<Uuid>,
+    event_types: Vec<&'static str>,
+    schema_versions: Vec<i32>,
+    pub(crate) payloads: Vec<serde_json::Value>,
+    prev_hashes: Vec<Option<Vec<u8>>>,
+    hashes: Vec<Vec<u8>>,
+    /// Streams in order of first appearance, each with its head before and after.
+    starts: Vec<(Uuid, i64)>,
+    heads: Vec<(Uuid, i64, Option<Vec<u8>>)>,
+}
+
+impl Prepared {
+    /// Numbers and hashes `events` (with `payloads` as they will be stored) after `known` heads.
+    pub(crate) fn new(
+        tenant: TenantId,
+        known: &[StreamHead],
+        events: &[Event],
+        payloads: Vec<serde_json::Value>,
+        metadata: &EventMetadata,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::NothingToAppend);
+        }
+        let recorded_at = now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now);
+        let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut heads: Vec<(Uuid, i64, Option<Vec<u8>>)> = Vec::new();
+        for e in events {
+            let (_, stream) = e.stream();
+            if heads.iter().any(|(s, _, _)| *s == stream) {
+                continue;
+            }
+            match known.iter().find(|h| h.stream_id == stream) {
+                Some(h) => heads.push((stream, h.version, h.hash.clone())),
+                None => heads.push((stream, 0, None)),
+            }
+        }
+        let starts: Vec<(Uuid, i64)> = heads.iter().map(|(s, v, _)| (*s, *v)).collect();
+        let n = events.len();
+        let mut p = Prepared {
+            tenant,
+            recorded_at,
+            stream_types: Vec::with_capacity(n),
+            stream_ids: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            event_ids: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            prev_hashes: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            starts,
+            heads: Vec::new(),
+            metadata,
+        };
+        for (e, payload) in events.iter().zip(payloads) {
+            let (stream_type, stream) = e.stream();
+            let head = heads.iter_mut().find(|(s, _, _)| *s == stream).expect("every stream has a head");
+            let version = head.1 + 1;
+            let event_id = Uuid::now_v7();
+            let canonical = canonical_bytes(&HashedFields {
+                tenant_id: tenant.0,
+                stream_type: stream_type.as_str(),
+                stream_id: stream,
+                stream_version: version,
+                event_id,
+                event_type: e.event_type(),
+                schema_version: e.schema_version(),
+                recorded_at,
+                payload: &payload,
+                metadata: &p.metadata,
+            });
+            let hash = chain_hash(head.2.as_deref(), &canonical).to_vec();
+            p.prev_hashes.push(head.2.replace(hash.clone()));
+            head.1 = version;
+            p.stream_types.push(stream_type.as_str());
+            p.stream_ids.push(stream);
+            p.versions.push(version);
+            p.event_ids.push(event_id);
+            p.event_types.push(e.event_type());
+            p.schema_versions.push(e.schema_version());
+            p.payloads.push(payload);
+            p.hashes.push(hash);
+        }
+        p.heads = heads;
+        Ok(p)
+    }
+
+    /// The id of the first event: what tells whether an append whose answer was lost landed.
+    pub(crate) fn first_event_id(&self) -> Uuid {
+        self.event_ids[0]
+    }
+
+    /// Inserts the rows, moves the tenant's counters by `counters` and stores `snapshot`, after
+    /// checking `guard`: one call (`keel_append`), in the connection's transaction or as its own.
+    /// Returns the position of the last event.
+    pub(crate) async fn call(
+        &self,
+        conn: &mut PgConnection,
+        counters: (i32, i32),
+        guard: &ReadGuard,
+        snapshot: Option<&SnapshotDue<'_>>,
+    ) -> Result<LogPosition, StoreError> {
+        let (deps, dep_versions): (Vec<Uuid>, Vec<i64>) = guard.streams.iter().copied().unzip();
+        let rows = sqlx::query(
+            "SELECT position, xid FROM keel_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                                               $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+        )
+        .bind(self.tenant.0)
+        .bind(&self.metadata)
+        .bind(self.recorded_at)
+        .bind(&self.stream_types)
+        .bind(&self.stream_ids)
+        .bind(&self.versions)
+        .bind(&self.event_ids)
+        .bind(&self.event_types)
+        .bind(&self.schema_versions)
+        .bind(&self.payloads)
+        .bind(&self.prev_hashes)
+        .bind(&self.hashes)
+        .bind(counters.0)
+        .bind(counters.1)
+        .bind(guard.tenant_status.as_deref())
+        .bind(guard.caller.as_ref().map(|(u, _)| u.as_str()))
+        .bind(guard.caller.as_ref().map(|(_, r)| r.as_str()))
+        .bind(&deps)
+        .bind(&dep_versions)
+        .bind(&guard.active_members)
+        .bind(snapshot.map(|s| s.stream_id))
+        .bind(snapshot.map(|s| s.stream_type))
+        .bind(snapshot.map(|s| s.state_version))
+        .bind(snapshot.map(|s| s.state))
+        .fetch_all(conn)
+        .await
+        .map_err(|e| self.error(e))?;
+        let mut last = LogPosition::START;
+        for r in &rows {
+            let xid: String = r.try_get("xid")?;
+            let p = LogPosition {
+                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
+                position: r.try_get("position")?,
+            };
+            last = last.max(p);
+        }
+        Ok(last)
+    }
+
+    fn error(&self, e: sqlx::Error) -> StoreError {
+        let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+        match code.as_deref() {
+            Some("KL001") => return StoreError::ReadSetChanged(e.to_string()),
+            Some("KL002") => return StoreError::NoControlPlaneRow(self.tenant.to_string()),
+            _ => {}
+        }
+        match StoreError::from(e) {
+            // A concurrent append took the same version first; which stream is not reported, so
+            // name the first (the aggregate the command loaded).
+            StoreError::Unique(c) if c == "events_stream_version_key" => {
+                let (stream, v) = self.starts[0];
+                StoreError::Conflict { stream_id: stream, expected: v, actual: v + 1 }
+            }
+            other => other,
+        }
+    }
+
+    /// What was appended, once `last` is known.
+    pub(crate) fn appended(&self, last: LogPosition) -> Appended {
+        Appended {
+            last,
+            versions: self.heads.iter().map(|(s, v, _)| (*s, *v)).collect(),
+            heads: self
+                .heads
+                .iter()
+                .map(|(stream_id, version, hash)| StreamHead {
+                    stream_id: *stream_id,
+                    version: *version,
+                    hash: hash.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Opens the personal data in `events`' payloads in place (erased data reads

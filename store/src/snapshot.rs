@@ -76,39 +76,3 @@ pub async fn load(
     reveal(tx.conn(), master.as_deref(), &mut events).await?;
     Ok((snapshot, events))
 }
-
-/// Stores `state` as the stream's snapshot after `version`, unless a newer one is there.
-#[allow(clippy::too_many_arguments)]
-pub async fn save(
-    tx: &mut TenantTx,
-    stream_id: Uuid,
-    stream_type: &str,
-    state_version: i32,
-    version: i64,
-    last: LogPosition,
-    last_hash: &[u8],
-    state: &Value,
-) -> Result<(), StoreError> {
-    let tenant = tx.tenant();
-    sqlx::query(
-        "INSERT INTO snapshots (tenant_id, stream_id, stream_type, state_version, version, last_xid, last_position, last_hash, state)
-         VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8, $9)
-         ON CONFLICT (tenant_id, stream_id) DO UPDATE
-            SET stream_type = EXCLUDED.stream_type, state_version = EXCLUDED.state_version, version = EXCLUDED.version,
-                last_xid = EXCLUDED.last_xid, last_position = EXCLUDED.last_position, last_hash = EXCLUDED.last_hash,
-                state = EXCLUDED.state, taken_at = now()
-          WHERE snapshots.version < EXCLUDED.version OR snapshots.state_version <> EXCLUDED.state_version",
-    )
-    .bind(tenant.0)
-    .bind(stream_id)
-    .bind(stream_type)
-    .bind(state_version)
-    .bind(version)
-    .bind(last.xid.to_string())
-    .bind(last.position)
-    .bind(last_hash)
-    .bind(state)
-    .execute(tx.conn())
-    .await?;
-    Ok(())
-}
