@@ -317,7 +317,7 @@ async fn attempt_calls(
         ..ReadGuard::default()
     };
     let row = read.tenant.clone();
-    let mut src = Source::Calls { conn: &mut conn, tenant, read, guard };
+    let mut src = Source::Calls { conn: &mut conn, tenant, read: Box::new(read), guard };
     let o = run(&mut src, Some(role), row, fresh, cmd, meta, md, now).await?;
     let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
     if !o.unchanged {
@@ -330,7 +330,7 @@ async fn attempt_calls(
 /// write path's two calls (what was read, and what the append must check again).
 enum Source<'a> {
     Tx(&'a mut TenantTx),
-    Calls { conn: &'a mut WriteConn, tenant: TenantId, read: ReadSet, guard: ReadGuard },
+    Calls { conn: &'a mut WriteConn, tenant: TenantId, read: Box<ReadSet>, guard: ReadGuard },
 }
 
 impl Source<'_> {

@@ -198,7 +198,7 @@ impl WriteConn {
         }
         let conn = self.conn.as_mut().ok_or(StoreError::Unavailable)?;
         for (_, s) in &mut set.streams {
-            crate::log::reveal(&mut **conn, self.store.master_key(), &mut s.events).await?;
+            crate::log::reveal(conn, self.store.master_key(), &mut s.events).await?;
         }
         Ok(set)
     }

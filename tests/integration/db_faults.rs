@@ -155,7 +155,7 @@ async fn a_connection_cut_at_any_step_before_the_commit_is_retried_not_a_500() {
         ("begin and tenant setting", "SELECT set_config('keel.tenant_id'"),
         ("membership and tenant row", "LEFT JOIN memberships m"),
         ("idempotency claim", "INSERT INTO idempotency_keys"),
-        ("append", "WITH ins AS"),
+        ("append", "keel_append("),
         ("idempotency answer", "UPDATE idempotency_keys SET status"),
     ];
     for (step, needle) in steps {
@@ -171,6 +171,33 @@ async fn a_connection_cut_at_any_step_before_the_commit_is_retried_not_a_500() {
             let landed = events_named(&app, &name).await;
             assert_eq!(landed.len(), 1, "{name}: {landed:?}");
             assert_eq!(landed[0].0.to_string(), r.body["id"].as_str().unwrap(), "{name}");
+        }
+    }
+}
+
+/// A command on the write path's two calls (a project's update, no key), cut at either call
+/// before the server has it or after it ran: the read is made again, and an append whose answer
+/// was lost is resolved by asking the database once its server process has gone. It lands once.
+#[tokio::test]
+async fn a_two_call_command_cut_at_either_call_lands_exactly_once() {
+    let (app, proxy) = app_behind_proxy(false, quick()).await;
+    let (_, owner) = app.provision_on("twocuts", "enterprise").await;
+    let created = app.create_project(&owner, "Start").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let mut version = 1;
+    for (step, needle) in [("read", "keel_command_read("), ("append", "keel_append(")] {
+        for cut in [Cut::Before, Cut::After] {
+            let name = format!("{step} {cut:?}");
+            proxy.cut_on(needle, cut);
+            let fired = proxy.fired();
+            let r = app.patch(&format!("/api/v1/projects/{id}"), &owner, json!({"name": name})).await;
+            assert_eq!(proxy.fired(), fired + 1, "{name}: the fault was not injected");
+            assert_eq!(r.status, 200, "{name}: {}", r.body);
+            version += 1;
+            assert_eq!(r.body["version"], version, "{name}: {}", r.body);
+            let landed = events_named(&app, &name).await;
+            assert_eq!(landed.len(), 1, "{name}: {landed:?}");
+            assert_eq!((landed[0].0.to_string(), landed[0].1), (id.clone(), version), "{name}");
         }
     }
 }

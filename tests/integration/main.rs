@@ -62,3 +62,4 @@ mod webhook_delivery;
 mod webhook_parts;
 mod webhooks;
 mod workers;
+mod write_path;
