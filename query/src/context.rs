@@ -184,10 +184,16 @@ impl RequestCtx {
     }
 
     /// Waits until `projection` has applied `want`, at most the configured time; whether it did.
+    /// A worker of this process that commits a checkpoint wakes the wait at once
+    /// (`Store::checkpoint_moved`); otherwise it looks again after 2, 4, 8, ... up to 25 ms.
     pub(crate) async fn wait_for(&self, projection: &str, want: LogPosition) -> Result<bool, Error> {
         let deadline = Instant::now() + self.wait;
         let mut pause = Duration::from_millis(2);
         loop {
+            // Enabled before the read, so a move between the read and the wait is not missed.
+            let moved = self.store.checkpoint_moves();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
             let at = self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)?;
             if at >= want {
                 return Ok(true);
@@ -196,8 +202,10 @@ impl RequestCtx {
             if now >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
+            tokio::select! {
+                _ = moved => {}
+                _ = tokio::time::sleep(pause.min(deadline - now)) => pause = (pause * 2).min(Duration::from_millis(25)),
+            }
         }
     }
 

@@ -265,6 +265,7 @@ impl<C: Consumer> Runner<C> {
                     let state = if self.rebuild { "rebuilding" } else { state };
                     checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
                     tx.commit().await?;
+                    self.store.checkpoint_moved();
                     self.attempts.lock().expect("not poisoned").clear();
                     metrics::counter!("keel_projection_events_total", "projection" => name)
                         .increment(batch.len() as u64);
@@ -337,6 +338,7 @@ impl<C: Consumer> Runner<C> {
             let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
             checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
             tx.commit().await?;
+            self.store.checkpoint_moved();
             self.attempts.lock().expect("not poisoned").clear();
             metrics::counter!("keel_projection_events_total", "projection" => name).increment(batch.len() as u64);
             metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
@@ -425,6 +427,7 @@ impl<C: Consumer> Runner<C> {
             checkpoint::record_stop(&mut tx, &self.checkpoint_name, &message).await?;
         }
         tx.commit().await?;
+        self.store.checkpoint_moved();
         self.attempts.lock().expect("not poisoned").remove(&event.event_id);
         metrics::counter!("keel_projection_dead_letters_total", "projection" => name).increment(1);
         if stop {

@@ -109,6 +109,8 @@ pub struct Store {
     reader: PgPool,
     projector: PgPool,
     appended: std::sync::Arc<tokio::sync::Notify>,
+    /// Woken when a projection worker of this process commits a checkpoint (`checkpoint_moved`).
+    checkpoints: std::sync::Arc<tokio::sync::Notify>,
     /// Seals and opens personal data (`crypto`); without it, personal data cannot be written.
     master: Option<std::sync::Arc<MasterKey>>,
     /// Each tenant's storage footprint, measured at most once a minute (`tenant_footprints`).
@@ -205,6 +207,7 @@ impl Store {
             reader: role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement).await?,
             projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement).await?,
             appended,
+            checkpoints: std::sync::Arc::default(),
             master: master.map(std::sync::Arc::new),
             footprints: std::sync::Arc::default(),
             breaker,
@@ -268,6 +271,18 @@ impl Store {
     /// projection until its next poll.
     pub fn events_appended(&self) {
         self.appended.notify_one();
+    }
+
+    /// Tells readers waiting for a consistency token in this process that a projection's
+    /// checkpoint moved (a worker calls it after each commit), so they look again at once instead
+    /// of at their next poll. Readers in other processes poll.
+    pub fn checkpoint_moved(&self) {
+        self.checkpoints.notify_waiters();
+    }
+
+    /// Resolves at the next `checkpoint_moved` after it is enabled (`Notified::enable`).
+    pub fn checkpoint_moves(&self) -> tokio::sync::futures::Notified<'_> {
+        self.checkpoints.notified()
     }
 
     /// Every tenant's events and storage bytes (largest first), measured at most `max_age` ago;

@@ -163,26 +163,26 @@ impl WriteConn {
                         set.tenant_status = Some(status);
                     }
                 }
-                "snapshot" => {
+                "stream" => {
                     let id: Uuid = r.try_get("snap_stream")?;
-                    let xid: String = r.try_get("snap_xid")?;
-                    let snapshot = Snapshot {
-                        version: r.try_get("snap_version")?,
-                        last: LogPosition {
-                            xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
-                            position: r.try_get("snap_position")?,
-                        },
-                        last_hash: r.try_get("snap_hash")?,
-                        state: r.try_get("snap_state")?,
-                    };
-                    stream_entry(&mut set, id).snapshot = Some(snapshot);
-                }
-                "event" => {
-                    let e = RecordedEvent::from_row(r)?;
-                    if !wanted.contains(&e.stream_id) {
-                        wanted.push(e.stream_id); // the followed stream
+                    if !wanted.contains(&id) {
+                        wanted.push(id); // the followed stream
                     }
-                    stream_entry(&mut set, e.stream_id).events.push(e);
+                    if let Some(version) = r.try_get::<Option<i64>, _>("snap_version")? {
+                        let xid: String = r.try_get("snap_xid")?;
+                        stream_entry(&mut set, id).snapshot = Some(Snapshot {
+                            version,
+                            last: LogPosition {
+                                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
+                                position: r.try_get("snap_position")?,
+                            },
+                            last_hash: r.try_get("snap_hash")?,
+                            state: r.try_get("snap_state")?,
+                        });
+                    }
+                    if r.try_get::<Option<i64>, _>("position")?.is_some() {
+                        stream_entry(&mut set, id).events.push(RecordedEvent::from_row(r)?);
+                    }
                 }
                 "member" => {
                     let role: String = r.try_get("m_role")?;
