@@ -91,6 +91,9 @@ pub struct CaseResult {
     pub baseline_p99_ms: f64,
     /// The baseline's p50 (for the scale cases, whose baseline is Keel itself at a small size).
     pub baseline_p50_ms: f64,
+    /// The bench process's peak resident memory when the case ended (Keel in-process with the
+    /// bench's own clients): which case makes it grow.
+    pub peak_rss_kb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,6 +224,7 @@ where
         p99_ms: percentile(&mut lat, 0.99),
         baseline_p99_ms: percentile(&mut base_lat, 0.99),
         baseline_p50_ms: percentile(&mut base_lat, 0.50),
+        peak_rss_kb: read_kb("/proc/self/status", "VmHWM:"),
     })
 }
 
@@ -985,6 +989,7 @@ async fn large_log_case(f: &Fixture<'_>, cases: &mut Vec<CaseResult>) -> anyhow:
         p99_ms: percentile(&mut large_lat, 0.99),
         baseline_p99_ms: percentile(&mut small_lat, 0.99),
         baseline_p50_ms: percentile(&mut small_lat, 0.50),
+        peak_rss_kb: read_kb("/proc/self/status", "VmHWM:"),
     });
     Ok(())
 }
@@ -1139,13 +1144,14 @@ fn read_kb(file: &str, key: &str) -> Option<u64> {
 /// The report as the table `keel bench` prints.
 pub fn table(report: &Report) -> String {
     let mut s = format!(
-        "{:<20} {:>12} {:>14} {:>7} {:>9} {:>9} {:>13}\n",
-        "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms", "base p99 ms"
+        "{:<20} {:>12} {:>14} {:>7} {:>9} {:>9} {:>13} {:>12}\n",
+        "case", "keel ops/s", "baseline ops/s", "ratio", "p50 ms", "p99 ms", "base p99 ms", "peak RSS MB"
     );
     for c in &report.cases {
+        let rss = c.peak_rss_kb.map_or_else(|| "-".to_owned(), |kb| format!("{:.0}", kb as f64 / 1024.0));
         s.push_str(&format!(
-            "{:<20} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2} {:>13.2}\n",
-            c.name, c.keel_ops_s, c.baseline_ops_s, c.ratio, c.p50_ms, c.p99_ms, c.baseline_p99_ms
+            "{:<20} {:>12.0} {:>14.0} {:>7.2} {:>9.2} {:>9.2} {:>13.2} {:>12}\n",
+            c.name, c.keel_ops_s, c.baseline_ops_s, c.ratio, c.p50_ms, c.p99_ms, c.baseline_p99_ms, rss
         ));
     }
     s

@@ -223,7 +223,7 @@ impl<C: Consumer> Runner<C> {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let mut tx = self.store.begin(self.consumer.pool()).await?;
+        let mut tx = self.store.begin_derived(self.consumer.pool()).await?;
         if self.rebuild {
             keel_store::rebuild::use_rebuild_tables(&mut tx).await?;
         }
@@ -471,6 +471,9 @@ impl<C: Consumer> Runner<C> {
         loop {
             match self.step_as(holder).await {
                 Ok(0) => return Ok(total),
+                // A short batch read everything there was (or all the horizon let through, which
+                // `held_back` rechecks): no empty step to learn that, the next append wakes it.
+                Ok(n) if (n as i64) < self.config.batch_size => return Ok(total + n),
                 Ok(n) => {
                     total += n;
                     backoff = Duration::from_millis(20);
@@ -499,10 +502,7 @@ impl<C: Consumer> Runner<C> {
     /// True when committed events wait behind the gap-safe horizon (an older transaction is
     /// still open): worth looking again shortly rather than at the next poll.
     pub async fn held_back(&self) -> Result<bool, StoreError> {
-        // One connection at a time: workers share a small pool.
-        let at = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
-        let mut conn = self.pool().acquire().await?;
-        log::has_events_after(&mut conn, at).await
+        checkpoint::has_events_after_checkpoint(self.pool(), &self.checkpoint_name).await
     }
 
     /// Holds the lease, catches up, then follows the log until `shutdown` turns true; releases

@@ -159,6 +159,23 @@ pub async fn read(pool: &PgPool, name: &str) -> Result<LogPosition, StoreError> 
     }
 }
 
+/// Whether any committed event lies after checkpoint `name`, ignoring the gap-safe horizon: true
+/// while an older transaction still holds back events that have already committed. One statement.
+pub async fn has_events_after_checkpoint(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
+    // An ordered LIMIT 1 walks the (transaction_id, position) index from the checkpoint.
+    let row = sqlx::query(
+        "SELECT 1 FROM events e
+          WHERE (e.transaction_id, e.position) >
+                (SELECT coalesce((SELECT c.last_xid FROM projection_checkpoints c WHERE c.name = $1), '0'::xid8),
+                        coalesce((SELECT c.last_position FROM projection_checkpoints c WHERE c.name = $1), 0))
+          ORDER BY e.transaction_id, e.position LIMIT 1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
 fn to_position(r: &sqlx::postgres::PgRow) -> Result<LogPosition, StoreError> {
     let xid: String = r.try_get("xid")?;
     Ok(LogPosition {

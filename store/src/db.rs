@@ -327,6 +327,19 @@ impl Store {
         tx
     }
 
+    /// `begin` for a transaction that writes only what the log determines (a projection batch
+    /// with its checkpoint, an outbound checkpoint): its commit does not wait for the disk
+    /// (`synchronous_commit = off`). A database crash may lose its last fraction of a second of
+    /// progress, checkpoint and rows together, and the worker applies those events again.
+    pub async fn begin_derived(&self, pool: Pool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let started = std::time::Instant::now();
+        let tx = self
+            .guarded(async { Ok(self.pool(pool).begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?) })
+            .await;
+        metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
+        tx
+    }
+
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let started = std::time::Instant::now();
         let tx = self.guarded(TenantTx::begin(&self.writer, tenant)).await;
@@ -369,7 +382,11 @@ async fn notify_appends(pool: PgPool, appended: std::sync::Arc<tokio::sync::Noti
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(crate::EVENTS_CHANNEL).execute(&pool).await {
+        // A wake-up hint, not data: it does not wait for its commit to reach the disk (a lost
+        // one only delays a projection until its next poll). One simple query, no parameters:
+        // the channel is a constant.
+        let sql = format!("SET LOCAL synchronous_commit = off; SELECT pg_notify('{}', '')", crate::EVENTS_CHANNEL);
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await {
             tracing::warn!(error = %e, "cannot notify projection workers; they will poll");
         }
     }

@@ -585,22 +585,6 @@ pub async fn count_all(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
 }
 
-/// Whether any committed event lies after `after`, ignoring the gap-safe horizon: true while an
-/// older transaction still holds back events that have already committed.
-pub async fn has_events_after(conn: &mut PgConnection, after: LogPosition) -> Result<bool, StoreError> {
-    // An ordered LIMIT 1 (not EXISTS, whose plan may scan the whole log when nothing is there)
-    // walks the (transaction_id, position) index.
-    let row = sqlx::query(
-        "SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)
-          ORDER BY transaction_id, position LIMIT 1",
-    )
-    .bind(after.xid.to_string())
-    .bind(after.position)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
-}
-
 /// The newest position in the log visible to this connection, ignoring the gap-safe horizon
 /// (for lag reporting).
 pub async fn head_position(conn: &mut PgConnection) -> Result<Option<LogPosition>, StoreError> {
