@@ -237,8 +237,14 @@ impl<C: Consumer> Runner<C> {
     }
 
     async fn step_as(&self, holder: Option<&str>) -> Result<usize, RunError> {
+        self.step_read(holder).await.map(|(n, _)| n)
+    }
+
+    /// `step_as`, and whether the step applied everything it read and read less than a batch:
+    /// then it read all there was (or all the gap-safe horizon let through).
+    async fn step_read(&self, holder: Option<&str>) -> Result<(usize, bool), RunError> {
         if C::DELIVERS && !self.rebuild {
-            return self.deliver_step(holder).await;
+            return self.deliver_step(holder).await.map(|n| (n, false));
         }
         let started = Instant::now();
         let name = self.consumer.name();
@@ -250,8 +256,9 @@ impl<C: Consumer> Runner<C> {
         log::reveal(&mut tx, self.store.master_key(), &mut batch).await?;
         let Some(last) = batch.last().map(RecordedEvent::log_position) else {
             tx.rollback().await?;
-            return Ok(0);
+            return Ok((0, true));
         };
+        let short = (batch.len() as i64) < self.config.batch_size;
         // One span per batch that has events (empty polls make none), for traces.
         let span =
             tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
@@ -272,7 +279,7 @@ impl<C: Consumer> Runner<C> {
                     metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
                     metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
                         .record(started.elapsed().as_secs_f64());
-                    Ok(batch.len())
+                    Ok((batch.len(), short))
                 }
                 Err(Failed::At(_, ConsumeError::Downstream { target, message })) => {
                     tx.rollback().await?;
@@ -280,7 +287,8 @@ impl<C: Consumer> Runner<C> {
                 }
                 Err(Failed::At(i, ConsumeError::Store(e))) => {
                     tx.rollback().await?;
-                    self.failed(holder, from, &batch, i, e).await
+                    // Parked mid-batch: the events after it are read again by the next step.
+                    self.failed(holder, from, &batch, i, e).await.map(|n| (n, false))
                 }
             }
         }
@@ -469,12 +477,12 @@ impl<C: Consumer> Runner<C> {
         let mut total = 0;
         let mut backoff = Duration::from_millis(20);
         loop {
-            match self.step_as(holder).await {
-                Ok(0) => return Ok(total),
-                // A short batch read everything there was (or all the horizon let through, which
-                // `held_back` rechecks): no empty step to learn that, the next append wakes it.
-                Ok(n) if (n as i64) < self.config.batch_size => return Ok(total + n),
-                Ok(n) => {
+            match self.step_read(holder).await {
+                Ok((0, _)) => return Ok(total),
+                // A short batch applied whole read everything there was (or all the horizon let
+                // through, which `held_back` rechecks): no empty step to learn that.
+                Ok((n, true)) => return Ok(total + n),
+                Ok((n, false)) => {
                     total += n;
                     backoff = Duration::from_millis(20);
                 }
