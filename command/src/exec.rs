@@ -307,10 +307,7 @@ async fn attempt_calls(
     let fresh = attempt == 0 && cmd.creates_new_stream();
     let mut conn = state.store.write_conn().await?;
     let read = conn.read(tenant, &read_request(cmd, meta, fresh)).instrument(tracing::info_span!("read")).await?;
-    let role = read.role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
-    if !cmd.role_allows(role) {
-        return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())).into());
-    }
+    let role = authorize(cmd, read.role)?;
     let guard = ReadGuard {
         tenant_status: read.tenant_status.clone(),
         caller: Some((meta.principal.subject.clone(), role.as_str().to_owned())),
@@ -365,6 +362,15 @@ impl Source<'_> {
     }
 }
 
+/// The caller's active role, when it may issue `cmd` (403 otherwise).
+fn authorize(cmd: &Cmd, role: Option<Role>) -> Result<Role, Failure> {
+    let role = role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
+    if !cmd.role_allows(role) {
+        return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())).into());
+    }
+    Ok(role)
+}
+
 /// One attempt of a command, in one transaction, through its commit.
 #[allow(clippy::too_many_arguments)]
 async fn attempt_once(
@@ -385,11 +391,7 @@ async fn attempt_once(
         // The caller's membership and the tenant row (locked when the command counts
         // against a limit) in one statement.
         let (role, row) = access::member_and_tenant(&mut tx, &meta.principal.subject, cmd.locks_tenant()).await?;
-        let role = role.ok_or_else(|| Problem::forbidden("you are not an active member of this tenant"))?;
-        if !cmd.role_allows(role) {
-            return Err(Problem::forbidden(format!("the {} role cannot do this", role.as_str())).into());
-        }
-        (Some(role), row)
+        (Some(authorize(cmd, role)?), row)
     };
     // The transaction's id once it has written (a claimed key or appended events): what the
     // database is asked about when the answer to `COMMIT` is lost.

@@ -21,6 +21,23 @@ pub struct Snapshot {
     pub state: Value,
 }
 
+impl Snapshot {
+    /// The snapshot in a row's `snap_*` columns (`None` when they are null: no usable snapshot).
+    pub(crate) fn from_row(r: &sqlx::postgres::PgRow) -> Result<Option<Snapshot>, StoreError> {
+        let Some(version) = r.try_get::<Option<i64>, _>("snap_version")? else { return Ok(None) };
+        let xid: String = r.try_get("snap_xid")?;
+        Ok(Some(Snapshot {
+            version,
+            last: LogPosition {
+                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
+                position: r.try_get("snap_position")?,
+            },
+            last_hash: r.try_get("snap_hash")?,
+            state: r.try_get("snap_state")?,
+        }))
+    }
+}
+
 /// A stream as a command loads it: its latest usable snapshot (of this stream type and state
 /// format) and the events after it, revealed, in version order. One statement.
 pub async fn load(
@@ -48,24 +65,7 @@ pub async fn load(
         .bind(state_version)
         .fetch_all(tx.conn())
         .await?;
-    let snapshot = match rows.first() {
-        Some(r) => match r.try_get::<Option<i64>, _>("snap_version")? {
-            Some(version) => {
-                let xid: String = r.try_get("snap_xid")?;
-                Some(Snapshot {
-                    version,
-                    last: LogPosition {
-                        xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
-                        position: r.try_get("snap_position")?,
-                    },
-                    last_hash: r.try_get("snap_hash")?,
-                    state: r.try_get("snap_state")?,
-                })
-            }
-            None => None,
-        },
-        None => None,
-    };
+    let snapshot = rows.first().map(Snapshot::from_row).transpose()?.flatten();
     let mut events = Vec::with_capacity(rows.len());
     for r in &rows {
         if r.try_get::<Option<i64>, _>("position")?.is_some() {

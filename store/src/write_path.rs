@@ -168,17 +168,8 @@ impl WriteConn {
                     if !wanted.contains(&id) {
                         wanted.push(id); // the followed stream
                     }
-                    if let Some(version) = r.try_get::<Option<i64>, _>("snap_version")? {
-                        let xid: String = r.try_get("snap_xid")?;
-                        stream_entry(&mut set, id).snapshot = Some(Snapshot {
-                            version,
-                            last: LogPosition {
-                                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
-                                position: r.try_get("snap_position")?,
-                            },
-                            last_hash: r.try_get("snap_hash")?,
-                            state: r.try_get("snap_state")?,
-                        });
+                    if let Some(snapshot) = Snapshot::from_row(r)? {
+                        stream_entry(&mut set, id).snapshot = Some(snapshot);
                     }
                     if r.try_get::<Option<i64>, _>("position")?.is_some() {
                         stream_entry(&mut set, id).events.push(RecordedEvent::from_row(r)?);

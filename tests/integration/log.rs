@@ -8,7 +8,7 @@ use keel_domain::{Event, ProjectId};
 use keel_store::{LogPosition, RecordedEvent, StoreError, log};
 use std::time::{Duration, Instant};
 
-fn created(p: ProjectId, name: &str) -> Event {
+pub(crate) fn created(p: ProjectId, name: &str) -> Event {
     Event::ProjectCreated(ProjectCreated {
         project_id: p,
         name: ProjectName::parse("name", name).unwrap(),
@@ -17,7 +17,7 @@ fn created(p: ProjectId, name: &str) -> Event {
     })
 }
 
-fn renamed(p: ProjectId, name: &str) -> Event {
+pub(crate) fn renamed(p: ProjectId, name: &str) -> Event {
     Event::ProjectUpdated(ProjectUpdated {
         project_id: p,
         name: Some(ProjectName::parse("name", name).unwrap()),

@@ -3,10 +3,9 @@
 //! holds is never written; an append whose answer is lost is resolved by asking the database.
 
 use crate::helpers::{TestDb, meta, spawn_app};
+use crate::log::{created, renamed};
 use chrono::Utc;
-use keel_domain::event::{ProjectCreated, ProjectUpdated};
-use keel_domain::values::ProjectName;
-use keel_domain::{Event, ProjectId, Role, TenantId};
+use keel_domain::{ProjectId, Role, TenantId};
 use keel_store::log::{ReadGuard, StreamHead};
 use keel_store::write_path::{ReadRequest, StreamToRead};
 use keel_store::{CommitOutcome, PoolSizes, PoolTimeouts, Store, StoreError, log};
@@ -14,24 +13,6 @@ use serde_json::json;
 use sqlx::{Connection, Row};
 use std::time::Duration;
 use uuid::Uuid;
-
-fn created(p: ProjectId, name: &str) -> Event {
-    Event::ProjectCreated(ProjectCreated {
-        project_id: p,
-        name: ProjectName::parse("name", name).unwrap(),
-        description: None,
-        at: Utc::now(),
-    })
-}
-
-fn renamed(p: ProjectId, name: &str) -> Event {
-    Event::ProjectUpdated(ProjectUpdated {
-        project_id: p,
-        name: Some(ProjectName::parse("name", name).unwrap()),
-        description: None,
-        at: Utc::now(),
-    })
-}
 
 fn project(id: ProjectId) -> StreamToRead {
     StreamToRead { id: id.0, stream_type: "project", state_version: 1 }
