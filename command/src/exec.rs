@@ -503,8 +503,9 @@ async fn load_stream<A: Aggregate>(src: &mut Source<'_>, id: Uuid) -> Result<Opt
     let (snapshot, mut stored) = match src {
         Source::Tx(tx) => snapshot::load(tx, id, A::STREAM_TYPE.as_str(), A::STATE_VERSION).await?,
         Source::Calls { read, .. } => {
-            let s = read.stream(id).ok_or(Failure::NeedsTransaction)?;
-            (s.snapshot.clone(), s.events.clone())
+            // Taken, not copied: a stream asked for twice is read again in a transaction.
+            let s = read.take_stream(id).ok_or(Failure::NeedsTransaction)?;
+            (s.snapshot, s.events)
         }
     };
     let mut base = None;

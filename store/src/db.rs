@@ -321,8 +321,16 @@ impl Store {
     /// A transaction on one role's pool, its wait for a connection and `BEGIN` recorded as
     /// `keel_db_acquire_seconds{pool}` (the runner's batches start here).
     pub async fn begin(&self, pool: Pool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.begin_as(pool, "BEGIN").await
+    }
+
+    async fn begin_as(
+        &self,
+        pool: Pool,
+        begin: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let started = std::time::Instant::now();
-        let tx = self.guarded(async { Ok(self.pool(pool).begin().await?) }).await;
+        let tx = self.guarded(async { Ok(self.pool(pool).begin_with(begin).await?) }).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
         tx
     }
@@ -332,12 +340,7 @@ impl Store {
     /// (`synchronous_commit = off`). A database crash may lose its last fraction of a second of
     /// progress, checkpoint and rows together, and the worker applies those events again.
     pub async fn begin_derived(&self, pool: Pool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let started = std::time::Instant::now();
-        let tx = self
-            .guarded(async { Ok(self.pool(pool).begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?) })
-            .await;
-        metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
-        tx
+        self.begin_as(pool, "BEGIN; SET LOCAL synchronous_commit = off").await
     }
 
     pub async fn begin_write(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {

@@ -72,6 +72,12 @@ impl ReadSet {
     pub fn stream(&self, id: Uuid) -> Option<&StreamRead> {
         self.streams.iter().find(|(s, _)| *s == id).map(|(_, r)| r)
     }
+
+    /// `stream`, taken out of the set (a command loads each stream once; no copy of its events).
+    pub fn take_stream(&mut self, id: Uuid) -> Option<StreamRead> {
+        let i = self.streams.iter().position(|(s, _)| *s == id)?;
+        Some(self.streams.swap_remove(i).1)
+    }
 }
 
 impl Store {
