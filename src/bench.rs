@@ -300,7 +300,7 @@ async fn plain_insert(pool: &PgPool) -> anyhow::Result<()> {
 async fn one_call_append(store: &Store, tenant: TenantId) -> anyhow::Result<()> {
     let mut conn = store.write_conn().await?;
     let guard = keel_store::log::ReadGuard::default();
-    conn.append(tenant, &[], &[project_created("P")], &meta(), Utc::now(), &guard, None).await?;
+    conn.append(tenant, &[], &[project_created("P")], &meta(), Utc::now(), &guard, None, None).await?;
     store.events_appended();
     Ok(())
 }

@@ -24,10 +24,9 @@ use keel_domain::{
     Aggregate, Decide, DomainError, Event, MemberId, ProjectId, Role, StreamType, TaskId, TenantId, WebhookId,
 };
 use keel_gateway::Problem;
-use keel_store::access::{self, TenantRow};
-use keel_store::idempotency::{self, Reservation};
-use keel_store::log::{ReadGuard, SnapshotDue};
-use keel_store::write_path::{ReadRequest, ReadSet, StreamToRead, WriteConn};
+use keel_store::access::TenantRow;
+use keel_store::log::{KeyToStore, ReadGuard, SnapshotDue};
+use keel_store::write_path::{self, KeyRead, ReadRequest, ReadSet, StreamToRead, TenantLock, WriteConn};
 use keel_store::{CommitOutcome, EventMetadata, LogPosition, StoreError, TenantTx, log, snapshot};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -205,7 +204,7 @@ pub(crate) async fn execute_with(
     let mut attempt = 0;
     // Whether an earlier attempt lost a race (not only its connection).
     let mut raced = false;
-    let mut in_calls = in_two_calls(&cmd, meta);
+    let mut in_calls = in_two_calls(&cmd);
     loop {
         let tried = if in_calls {
             attempt_calls(state, meta, tenant, &cmd, created, clock, &md, attempt).await
@@ -249,12 +248,11 @@ pub(crate) async fn execute_with(
     }
 }
 
-/// Whether `cmd` runs as the write path's two calls: its events need no inline table or sealing,
-/// it counts against no limit under the tenant row's update lock, and no idempotency key is to
-/// be claimed and answered in the append's transaction.
-fn in_two_calls(cmd: &Cmd, meta: &WriteMeta) -> bool {
-    meta.idempotency_key.is_none()
-        && !cmd.is_platform()
+/// Whether `cmd` runs as the write path's two calls: its events need no inline table or sealing
+/// and it counts against no limit under the tenant row's update lock. Its idempotency key, if
+/// any, is looked up by the read and stored with its answer by the append.
+fn in_two_calls(cmd: &Cmd) -> bool {
+    !cmd.is_platform()
         && !cmd.locks_tenant()
         && matches!(cmd, Cmd::Task(..) | Cmd::Project(_, ProjectCommand::Update { .. }))
 }
@@ -263,11 +261,33 @@ fn to_read<A: Aggregate>(id: Uuid) -> StreamToRead {
     StreamToRead { id, stream_type: A::STREAM_TYPE.as_str(), state_version: A::STATE_VERSION }
 }
 
-/// What a two-call command reads: its stream (unless the server just made its id), and a task's
-/// project (named by a create, else followed from the task's first event) and the member it names.
-fn read_request<'a>(cmd: &Cmd, meta: &'a WriteMeta, fresh: bool) -> ReadRequest<'a> {
-    let mut req = ReadRequest { user: Some(meta.principal.subject.as_str()), ..ReadRequest::default() };
+/// Everything a command decides on, read in one call: the caller's role and the tenant row (locked
+/// as the command needs, in a transaction), its idempotency key, its stream (unless the server
+/// just made its id), a task's project (named by a create, else followed from the task's first
+/// event) and the member it names, a member command's active owners, a webhook create's
+/// endpoints, and a usage batch's months and record ids.
+fn read_request<'a>(cmd: &'a Cmd, meta: &'a WriteMeta, tenant: TenantId, fresh: bool, in_tx: bool) -> ReadRequest<'a> {
+    let mut req = ReadRequest {
+        user: (!cmd.is_platform()).then_some(meta.principal.subject.as_str()),
+        key: meta.idempotency_key.as_deref().map(|k| (k, meta.request_hash.as_slice())),
+        ..ReadRequest::default()
+    };
+    if in_tx {
+        req.lock = match cmd {
+            Cmd::Tenant(TenantCommand::Provision(_)) => None,
+            _ if cmd.is_platform() || cmd.locks_tenant() => Some(TenantLock::Update),
+            _ => Some(TenantLock::Share),
+        };
+    }
     match cmd {
+        Cmd::Tenant(TenantCommand::Provision(p)) => req.streams.push(to_read::<Tenant>(p.tenant_id.0)),
+        Cmd::Tenant(_) => req.streams.push(to_read::<Tenant>(tenant.0)),
+        // A new member's or endpoint's stream is read too (it is empty): the read then says that
+        // it has no data key yet, which its sealed fields need.
+        Cmd::Member(id, _) => {
+            req.streams.push(to_read::<Member>(id.0));
+            req.owners = true;
+        }
         Cmd::Task(id, c) => {
             if !fresh {
                 req.streams.push(to_read::<Task>(id.0));
@@ -285,9 +305,38 @@ fn read_request<'a>(cmd: &Cmd, meta: &'a WriteMeta, fresh: bool) -> ReadRequest<
             }
         }
         Cmd::Project(id, _) if !fresh => req.streams.push(to_read::<Project>(id.0)),
-        _ => {}
+        Cmd::Project(..) => {}
+        Cmd::Usage(c) => {
+            req.months = keel_domain::usage::months(&c.records);
+            req.usage_ids = c.records.iter().map(|r| r.id.as_str()).collect();
+        }
+        Cmd::Webhook(id, c, _) => {
+            req.streams.push(to_read::<Webhook>(id.0));
+            req.endpoints = matches!(c, WebhookCommand::Create { .. });
+        }
     }
     req
+}
+
+/// The answer to a key an earlier request holds: its stored response, or 422 when it was sent
+/// with another request.
+fn held_key(meta: &WriteMeta, key: KeyRead) -> Result<Done, Failure> {
+    match key {
+        KeyRead::Held { request_hash, .. } if request_hash != meta.request_hash => {
+            Err(errors::idempotency_key_reused().into())
+        }
+        KeyRead::Held { status: Some(status), response: Some(response), .. } => Ok(Done::Replayed { status, response }),
+        _ => Err(StoreError::NoStoredResponse(meta.idempotency_key.clone().unwrap_or_default()).into()),
+    }
+}
+
+/// The idempotency key the append stores with the command's answer.
+#[derive(Clone, Copy)]
+struct KeyAnswer<'a> {
+    key: &'a str,
+    request_hash: &'a [u8],
+    /// The command answers 201 when it appends.
+    created: bool,
 }
 
 /// One attempt of a command as the write path's two calls: read, decide, append (its own
@@ -306,16 +355,24 @@ async fn attempt_calls(
     let now = clock.now();
     let fresh = attempt == 0 && cmd.creates_new_stream();
     let mut conn = state.store.write_conn().await?;
-    let read = conn.read(tenant, &read_request(cmd, meta, fresh)).instrument(tracing::info_span!("read")).await?;
+    let mut read = conn
+        .read(tenant, &read_request(cmd, meta, tenant, fresh, false))
+        .instrument(tracing::info_span!("read"))
+        .await?;
     let role = authorize(cmd, read.role)?;
+    if let Some(key) = read.key.take() {
+        return held_key(meta, key);
+    }
     let guard = ReadGuard {
         tenant_status: read.tenant_status.clone(),
         caller: Some((meta.principal.subject.clone(), role.as_str().to_owned())),
         ..ReadGuard::default()
     };
     let row = read.tenant.clone();
-    let mut src = Source::Calls { conn: &mut conn, tenant, read: Box::new(read), guard };
+    let key = key_answer(meta, created);
+    let mut src = Source::Calls { conn: &mut conn, tenant, read: Box::new(read), guard, key };
     let o = run(&mut src, Some(role), row, fresh, cmd, meta, md, now).await?;
+    store_key_if_unchanged(&mut src, &o, md, now).await?;
     let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
     if !o.unchanged {
         state.store.events_appended();
@@ -323,42 +380,91 @@ async fn attempt_calls(
     Ok(Done::Written { status, id: o.id, version: o.version, position: o.position })
 }
 
+fn key_answer(meta: &WriteMeta, created: bool) -> Option<KeyAnswer<'_>> {
+    meta.idempotency_key.as_deref().map(|key| KeyAnswer { key, request_hash: &meta.request_hash, created })
+}
+
+/// A command that changed nothing still answers its idempotency key: the answer is stored by an
+/// append of no event (a command that appended stored it with its events).
+async fn store_key_if_unchanged(
+    src: &mut Source<'_>,
+    o: &Outcome,
+    md: &EventMetadata,
+    now: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let Some(k) = src.key() else { return Ok(()) };
+    if !o.unchanged {
+        return Ok(());
+    }
+    let body = written_body(o.id, o.version, o.position);
+    let key = KeyToStore { key: k.key, request_hash: k.request_hash, status: StatusCode::OK.as_u16(), response: &body };
+    match src {
+        Source::Tx { tx, .. } => {
+            keel_store::log::append_in(tx, &[], &[], md, now, None, Some(&key)).await?;
+        }
+        Source::Calls { conn, tenant, guard, .. } => {
+            conn.append(*tenant, &[], &[], md, now, guard, None, Some(&key)).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Where a command reads what it decides on and appends what it decided: its transaction, or the
 /// write path's two calls (what was read, and what the append must check again).
 enum Source<'a> {
-    Tx(&'a mut TenantTx),
-    Calls { conn: &'a mut WriteConn, tenant: TenantId, read: Box<ReadSet>, guard: ReadGuard },
+    Tx {
+        tx: &'a mut TenantTx,
+        read: Box<ReadSet>,
+        key: Option<KeyAnswer<'a>>,
+    },
+    Calls {
+        conn: &'a mut WriteConn,
+        tenant: TenantId,
+        read: Box<ReadSet>,
+        guard: ReadGuard,
+        key: Option<KeyAnswer<'a>>,
+    },
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
     fn tenant(&self) -> TenantId {
         match self {
-            Source::Tx(tx) => tx.tenant(),
+            Source::Tx { tx, .. } => tx.tenant(),
             Source::Calls { tenant, .. } => *tenant,
+        }
+    }
+
+    /// What the command's read call found.
+    fn read(&mut self) -> &mut ReadSet {
+        match self {
+            Source::Tx { read, .. } | Source::Calls { read, .. } => read,
+        }
+    }
+
+    fn key(&self) -> Option<KeyAnswer<'a>> {
+        match self {
+            Source::Tx { key, .. } | Source::Calls { key, .. } => *key,
         }
     }
 
     /// The transaction, for a read only a transaction makes.
     fn tx(&mut self) -> Result<&mut TenantTx, Failure> {
         match self {
-            Source::Tx(tx) => Ok(tx),
+            Source::Tx { tx, .. } => Ok(tx),
             Source::Calls { .. } => Err(Failure::NeedsTransaction),
         }
     }
 
-    /// A member of the tenant by id: role and whether active. On the two-call path a member read
-    /// as active must still be at the append.
-    async fn member(&mut self, id: Uuid) -> Result<Option<(Role, bool)>, Failure> {
-        match self {
-            Source::Tx(tx) => Ok(access::member(tx, id).await?),
-            Source::Calls { read, guard, .. } => {
-                let found = read.members.iter().find(|(m, _, _)| *m == id).map(|(_, r, a)| (*r, *a));
-                if found.is_some_and(|(_, active)| active) {
-                    guard.active_members.push(id);
-                }
-                Ok(found)
-            }
+    /// A member of the tenant by id (one the read was asked for): role and whether active. On the
+    /// two-call path a member read as active must still be at the append.
+    fn member(&mut self, id: Uuid) -> Option<(Role, bool)> {
+        let found = self.read().members.iter().find(|(m, _, _)| *m == id).map(|(_, r, a)| (*r, *a));
+        if let Source::Calls { guard, .. } = self
+            && found.is_some_and(|(_, active)| active)
+        {
+            guard.active_members.push(id);
         }
+        found
     }
 }
 
@@ -385,38 +491,33 @@ async fn attempt_once(
 ) -> Result<Done, Failure> {
     let mut tx = state.store.begin_write(tenant).await?;
     let now = clock.now();
-    let (role, row) = if cmd.is_platform() {
-        (None, None)
-    } else {
-        // The caller's membership and the tenant row (locked when the command counts
-        // against a limit) in one statement.
-        let (role, row) = access::member_and_tenant(&mut tx, &meta.principal.subject, cmd.locks_tenant()).await?;
-        (Some(authorize(cmd, role)?), row)
-    };
-    // The transaction's id once it has written (a claimed key or appended events): what the
-    // database is asked about when the answer to `COMMIT` is lost.
-    let mut xid = None;
-    if let Some(key) = &meta.idempotency_key {
-        match idempotency::reserve(&mut tx, key, &meta.request_hash).await? {
-            Reservation::Fresh { xid: claimed } => xid = Some(claimed),
-            Reservation::Replay { status, response } => {
-                // The answer is known; the read-only transaction ends either way.
-                let _ = tx.rollback().await;
-                return Ok(Done::Replayed { status, response });
-            }
-            Reservation::Mismatch => return Err(errors::idempotency_key_reused().into()),
-        }
-    }
     // A create's id was just made by the server (UUIDv7): on the first attempt its stream is
     // new without asking; were it not, the append's unique version would say so and the
     // retry loads it.
     let fresh = attempt == 0 && cmd.creates_new_stream();
-    let o = run(&mut Source::Tx(&mut tx), role, row, fresh, cmd, meta, md, now).await?;
-    let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
-    let body = written_body(o.id, o.version, o.position);
-    if let Some(key) = &meta.idempotency_key {
-        idempotency::complete(&mut tx, key, status.as_u16(), &body).await?;
+    // Everything the decision needs, with the tenant row locked as the command needs and the
+    // idempotency key claimed, in one statement.
+    let mut read = write_path::read_in(&mut tx, &read_request(cmd, meta, tenant, fresh, true))
+        .instrument(tracing::info_span!("read"))
+        .await?;
+    let role = if cmd.is_platform() { None } else { Some(authorize(cmd, read.role)?) };
+    // The transaction's id once it has written (a claimed key or appended events): what the
+    // database is asked about when the answer to `COMMIT` is lost.
+    let mut xid = None;
+    match read.key.take() {
+        Some(KeyRead::Claimed { xid: claimed }) => xid = Some(claimed),
+        Some(held) => {
+            // The answer is known; the transaction ends either way.
+            let _ = tx.rollback().await;
+            return held_key(meta, held);
+        }
+        None => {}
     }
+    let row = read.tenant.clone();
+    let mut src = Source::Tx { tx: &mut tx, read: Box::new(read), key: key_answer(meta, created) };
+    let o = run(&mut src, role, row, fresh, cmd, meta, md, now).await?;
+    store_key_if_unchanged(&mut src, &o, md, now).await?;
+    let status = if created && !o.unchanged { StatusCode::CREATED } else { StatusCode::OK };
     if !o.unchanged {
         xid = Some(o.position.xid);
     }
@@ -500,13 +601,11 @@ struct Head {
 /// A stream of the transaction's tenant: its latest snapshot and the events after it, folded.
 /// `None` when it does not exist; `Err(NotFound)` when it is a stream of another type.
 async fn load_stream<A: Aggregate>(src: &mut Source<'_>, id: Uuid) -> Result<Option<(A, Head)>, Failure> {
-    let (snapshot, mut stored) = match src {
-        Source::Tx(tx) => snapshot::load(tx, id, A::STREAM_TYPE.as_str(), A::STATE_VERSION).await?,
-        Source::Calls { read, .. } => {
-            // Taken, not copied: a stream asked for twice is read again in a transaction.
-            let s = read.take_stream(id).ok_or(Failure::NeedsTransaction)?;
-            (s.snapshot, s.events)
-        }
+    // Taken from the read, not copied. A stream the read was not asked for (or one asked for
+    // twice) is read now in a transaction.
+    let (snapshot, mut stored) = match src.read().take_stream(id) {
+        Some(s) => (s.snapshot, s.events),
+        None => snapshot::load(src.tx()?, id, A::STREAM_TYPE.as_str(), A::STATE_VERSION).await?,
     };
     let mut base = None;
     if let Some(s) = snapshot {
@@ -598,12 +697,9 @@ fn after_precondition(
     }
 }
 
-/// The tenant row read with the caller's membership, or (platform commands) read now.
-async fn tenant_row(src: &mut Source<'_>, read: Option<TenantRow>, lock: bool) -> Result<TenantRow, Failure> {
-    if let Some(row) = read {
-        return Ok(row);
-    }
-    access::tenant_row(src.tx()?, lock).await?.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
+/// The tenant row the read found (locked as the command needs).
+fn tenant_row(read: Option<TenantRow>) -> Result<TenantRow, Failure> {
+    read.ok_or_else(|| Failure::Problem(Problem::not_found("tenant")))
 }
 
 /// Appends `events` to `stream` after `head`, or reports that nothing changed.
@@ -621,11 +717,20 @@ async fn append_events(
     }
     let known = [log::StreamHead { stream_id: stream, version: head.version, hash: head.hash.clone() }];
     let known = if head.version == 0 { &known[..0] } else { &known[..] };
+    // The answer stored with the idempotency key: its position is set by the append.
+    let version = head.version + events.iter().filter(|e| e.stream().1 == stream).count() as i64;
+    let body = written_body(stream, version, head.last);
+    let key = src.key().map(|k| KeyToStore {
+        key: k.key,
+        request_hash: k.request_hash,
+        status: if k.created { StatusCode::CREATED } else { StatusCode::OK }.as_u16(),
+        response: &body,
+    });
     let appended = match src {
-        Source::Tx(tx) => append_in_tx(tx, known, events, md, now, snapshot).await?,
+        Source::Tx { tx, .. } => append_in_tx(tx, known, events, md, now, snapshot, key.as_ref()).await?,
         Source::Calls { conn, tenant, guard, .. } => {
             guard.streams.retain(|(s, _)| *s != stream);
-            conn.append(*tenant, known, events, md, now, guard, snapshot).await?
+            conn.append(*tenant, known, events, md, now, guard, snapshot, key.as_ref()).await?
         }
     };
     let version = appended.version_of(stream).unwrap_or(head.version);
@@ -640,6 +745,7 @@ async fn append_in_tx(
     md: &EventMetadata,
     now: DateTime<Utc>,
     snapshot: Option<&SnapshotDue<'_>>,
+    key: Option<&KeyToStore<'_>>,
 ) -> Result<log::Appended, Failure> {
     // Moving the counters updates the tenant row: a command that only share-locked it (every
     // command does, against a concurrent suspension) and updates it in the append deadlocks with
@@ -649,7 +755,7 @@ async fn append_in_tx(
         tx.tenant_locked() || !keel_store::inline::moves_counters(events),
         "an append moves the tenant's counters without the tenant row locked up front (Cmd::locks_tenant)"
     );
-    Ok(log::append_in(tx, known, events, md, now, snapshot).await?)
+    Ok(log::append_in(tx, known, events, md, now, snapshot, key).await?)
 }
 
 /// `append_events` for an aggregate's stream: when the stream grows `snapshot::EVERY` events past
@@ -745,9 +851,7 @@ async fn run(
             decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Project(id, c) => {
-            let loaded = load_project(src, read, cmd.locks_tenant(), fresh, id, &c, meta)
-                .instrument(tracing::info_span!("load"))
-                .await?;
+            let loaded = load_project(src, read, fresh, id, &c, meta).instrument(tracing::info_span!("load")).await?;
             decide_and_append(src, loaded, c, md, now).await
         }
         Cmd::Task(id, c) => {
@@ -761,7 +865,6 @@ async fn run(
         }
         Cmd::Usage(c) => {
             let loaded = load_usage(src, read, &c).instrument(tracing::info_span!("load")).await?;
-            let ids: Vec<String> = c.records.iter().map(|r| r.id.clone()).collect();
             let outcome = decide_and_append(src, loaded, c, md, now).await?;
             if !outcome.unchanged {
                 return Ok(outcome);
@@ -769,8 +872,7 @@ async fn run(
             // Every record was recorded before: the batch's own stream stays empty, so the answer
             // is the batch that recorded them (its id, version and position), whose position
             // reads the records back with `Keel-Consistency`.
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            Ok(match keel_store::usage::recording_head(src.tx()?, &ids).await? {
+            Ok(match src.read().recording {
                 Some((id, version, position)) => Outcome { id, version, position, unchanged: true },
                 None => outcome,
             })
@@ -796,7 +898,7 @@ async fn load_tenant(
         return Err(Failure::Problem(Problem::not_found("tenant")));
     };
     let pre = check_if_match(meta, head.version);
-    let row = tenant_row(src, read, true).await?;
+    let row = tenant_row(read)?;
     let ctx = TenantUsage { seats_used: row.seats_used, active_projects: row.active_projects };
     Ok(Loaded { stream, state, head, pre, ctx })
 }
@@ -812,14 +914,14 @@ async fn load_member(
     c: &MemberCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Member>, Failure> {
-    let row = tenant_row(src, read, true).await?;
+    let row = tenant_row(read)?;
     let (state, head) = if fresh { Default::default() } else { load_or_new::<Member>(src, id.0).await? };
     let pre = if matches!(c, MemberCommand::Invite { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
     let ctx = MemberContext {
         plan: row.plan,
         suspended: row.suspended,
         seats_used: row.seats_used,
-        active_owners: access::active_owners(src.tx()?).await?,
+        active_owners: src.read().owners,
         actor,
     };
     Ok(Loaded { stream: id.0, state, head, pre, ctx })
@@ -828,13 +930,12 @@ async fn load_member(
 async fn load_project(
     src: &mut Source<'_>,
     read: Option<TenantRow>,
-    lock: bool,
     fresh: bool,
     id: ProjectId,
     c: &ProjectCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Project>, Failure> {
-    let row = tenant_row(src, read, lock).await?;
+    let row = tenant_row(read)?;
     let (state, head) = if fresh { Default::default() } else { load_or_new::<Project>(src, id.0).await? };
     let pre = if matches!(c, ProjectCommand::Create { .. }) { Ok(()) } else { check_if_match(meta, head.version) };
     let ctx = TenantContext { plan: row.plan, suspended: row.suspended, active_projects: row.active_projects };
@@ -850,7 +951,7 @@ async fn load_task(
     c: &TaskCommand,
     meta: &WriteMeta,
 ) -> Result<Loaded<Task>, Failure> {
-    let row = tenant_row(src, read, false).await?;
+    let row = tenant_row(read)?;
     let (state, head) = if fresh { Default::default() } else { load_or_new::<Task>(src, id.0).await? };
     let project_id = match c {
         TaskCommand::Create { project_id, .. } => Some(*project_id),
@@ -881,10 +982,7 @@ async fn load_task(
         TaskCommand::Assign { assignee } => *assignee,
         _ => None,
     };
-    let assignee_active = match assignee {
-        None => None,
-        Some(m) => Some(src.member(m.0).await?.is_some_and(|(_, active)| active)),
-    };
+    let assignee_active = assignee.map(|m| src.member(m.0).is_some_and(|(_, active)| active));
     let ctx = TaskContext { suspended: row.suspended, project, assignee_active };
     Ok(Loaded { stream: id.0, state, head, pre, ctx })
 }
@@ -896,11 +994,9 @@ async fn load_usage(
     read: Option<TenantRow>,
     c: &RecordUsage,
 ) -> Result<Loaded<UsageBatch>, Failure> {
-    let row = tenant_row(src, read, false).await?;
-    let months = keel_domain::usage::months(&c.records);
-    let month_units = keel_store::usage::lock_months(src.tx()?, &months).await?;
-    let ids: Vec<&str> = c.records.iter().map(|r| r.id.as_str()).collect();
-    let already_recorded = keel_store::usage::recorded(src.tx()?, &ids).await?;
+    let row = tenant_row(read)?;
+    let month_units = std::mem::take(&mut src.read().months);
+    let already_recorded = std::mem::take(&mut src.read().recorded);
     let ctx = UsageContext { plan: Some(row.plan), suspended: row.suspended, month_units, already_recorded };
     Ok(Loaded::new(c.batch_id.0, ctx))
 }
@@ -917,10 +1013,10 @@ async fn load_webhook(
     meta: &WriteMeta,
 ) -> Result<Loaded<Webhook>, Failure> {
     let create = matches!(c, WebhookCommand::Create { .. });
-    let row = tenant_row(src, read, create).await?;
+    let row = tenant_row(read)?;
     let (state, head) = if fresh { Default::default() } else { load_or_new::<Webhook>(src, id.0).await? };
     let pre = if create { Ok(()) } else { check_if_match(meta, head.version) };
-    let endpoints = if create { keel_store::inline::webhook_endpoints(src.tx()?).await? } else { 0 };
+    let endpoints = src.read().endpoints;
     let ctx = WebhookContext {
         suspended: row.suspended,
         endpoints,

@@ -46,35 +46,6 @@ pub async fn tenant_row(tx: &mut TenantTx, lock: bool) -> Result<Option<TenantRo
     tenant_row_of(&r).map(Some)
 }
 
-/// The caller's active role and the tenant's row, in one statement (the start of every tenant
-/// command); with `lock`, the tenant row is locked as `tenant_row` locks it, and otherwise
-/// share-locked: a suspension or erasure (which lock it for update) waits for the commands in
-/// flight, and a command that starts after one sees it, so no write lands after an erasure.
-pub async fn member_and_tenant(
-    tx: &mut TenantTx,
-    user_id: &str,
-    lock: bool,
-) -> Result<(Option<Role>, Option<TenantRow>), StoreError> {
-    let sql: &'static str = if lock {
-        "SELECT t.name, t.slug, t.plan, t.status, t.active_projects, t.seats_used, m.role
-           FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.tenant_id AND m.user_id = $2 AND m.status = 'active'
-          WHERE t.tenant_id = $1 FOR UPDATE OF t"
-    } else {
-        "SELECT t.name, t.slug, t.plan, t.status, t.active_projects, t.seats_used, m.role
-           FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.tenant_id AND m.user_id = $2 AND m.status = 'active'
-          WHERE t.tenant_id = $1 FOR SHARE OF t"
-    };
-    let tenant = tx.tenant().0;
-    let Some(r) = sqlx::query(sql).bind(tenant).bind(user_id).fetch_optional(tx.conn()).await? else {
-        return Ok((None, None));
-    };
-    tx.tenant_locked |= lock;
-    let role: Option<String> = r.try_get("role")?;
-    let role =
-        role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("unknown role {r}")))).transpose()?;
-    Ok((role, Some(tenant_row_of(&r)?)))
-}
-
 fn tenant_row_of(r: &sqlx::postgres::PgRow) -> Result<TenantRow, StoreError> {
     tenant_row_from(
         r.try_get("name")?,
@@ -106,35 +77,4 @@ pub(crate) fn tenant_row_from(
         active_projects: active_projects.max(0) as u64,
         seats_used: seats_used.max(0) as u64,
     })
-}
-
-/// A member of the transaction's tenant by id: role and whether active.
-pub async fn member(tx: &mut TenantTx, member_id: uuid::Uuid) -> Result<Option<(Role, bool)>, StoreError> {
-    let tenant = tx.tenant().0;
-    let row = sqlx::query("SELECT role, status FROM memberships WHERE tenant_id = $1 AND member_id = $2")
-        .bind(tenant)
-        .bind(member_id)
-        .fetch_optional(tx.conn())
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => {
-            let role: String = r.try_get("role")?;
-            let status: String = r.try_get("status")?;
-            let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role}")))?;
-            Ok(Some((role, status == "active")))
-        }
-    }
-}
-
-/// How many active owners the tenant has.
-pub async fn active_owners(tx: &mut TenantTx) -> Result<u64, StoreError> {
-    let tenant = tx.tenant().0;
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner' AND status = 'active'",
-    )
-    .bind(tenant)
-    .fetch_one(tx.conn())
-    .await?;
-    Ok(n.max(0) as u64)
 }

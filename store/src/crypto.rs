@@ -153,14 +153,33 @@ fn owner_of(event_type: &str, payload: &Value) -> Option<Uuid> {
     payload.get(key_owner_field(event_type)?)?.as_str().and_then(|s| Uuid::parse_str(s).ok())
 }
 
+/// The data keys of some members or endpoints of one tenant, as a command's read call found them
+/// (`write_path`): for each owner asked about, its wrapped key, or none when it has none.
+#[derive(Debug, Clone, Default)]
+pub struct DataKeys {
+    pub tenant: Uuid,
+    pub asked: Vec<Uuid>,
+    pub wrapped: Vec<(Uuid, Vec<u8>)>,
+}
+
+impl DataKeys {
+    /// `Some(wrapped key or none)` when `owner` of `tenant` was asked about.
+    fn get(&self, tenant: Uuid, owner: Uuid) -> Option<Option<&[u8]>> {
+        (tenant == self.tenant && self.asked.contains(&owner))
+            .then(|| self.wrapped.iter().find(|(m, _)| *m == owner).map(|(_, k)| k.as_slice()))
+    }
+}
+
 /// Seals the personal fields of `payloads` (one per event, as they will be stored) in the
-/// transaction's tenant: a member's first event creates its data key.
+/// transaction's tenant: a member's first event creates its data key. A key `known` from the
+/// command's read is not looked up again.
 pub(crate) async fn seal(
     conn: &mut PgConnection,
     master: Option<&MasterKey>,
     tenant: Uuid,
     events: &[Event],
     payloads: &mut [Value],
+    known: Option<&DataKeys>,
 ) -> Result<(), StoreError> {
     let mut keys: HashMap<Uuid, Aes256Gcm> = HashMap::new();
     for (event, payload) in events.iter().zip(payloads.iter_mut()) {
@@ -169,15 +188,18 @@ pub(crate) async fn seal(
         let master = master
             .ok_or_else(|| StoreError::Config("no master key is configured: personal data cannot be written".into()))?;
         if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(member) {
-            let cipher = match sqlx::query(
-                "SELECT wrapped_key FROM member_keys WHERE tenant_id = $1 AND member_id = $2",
-            )
-            .bind(tenant)
-            .bind(member)
-            .fetch_optional(&mut *conn)
-            .await?
-            {
-                Some(row) => Aes256Gcm::new(&master.unwrap(row.try_get("wrapped_key")?, tenant, member)?.into()),
+            let wrapped: Option<Vec<u8>> = match known.and_then(|k| k.get(tenant, member)) {
+                Some(found) => found.map(<[u8]>::to_vec),
+                None => {
+                    sqlx::query_scalar("SELECT wrapped_key FROM member_keys WHERE tenant_id = $1 AND member_id = $2")
+                        .bind(tenant)
+                        .bind(member)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                }
+            };
+            let cipher = match wrapped {
+                Some(wrapped) => Aes256Gcm::new(&master.unwrap(&wrapped, tenant, member)?.into()),
                 None => {
                     let data_key: [u8; 32] = random();
                     sqlx::query(
@@ -220,6 +242,17 @@ pub async fn reveal(
     master: Option<&MasterKey>,
     items: &mut [Sealed<'_>],
 ) -> Result<(), StoreError> {
+    reveal_known(conn, master, items, None).await
+}
+
+/// `reveal`, with the keys `known` from a command's read: when they cover every owner, nothing
+/// is queried.
+pub(crate) async fn reveal_known(
+    conn: &mut PgConnection,
+    master: Option<&MasterKey>,
+    items: &mut [Sealed<'_>],
+    known: Option<&DataKeys>,
+) -> Result<(), StoreError> {
     let mut wanted: Vec<(Uuid, Uuid)> = Vec::new();
     for it in items.iter() {
         if let Some(m) = owner_of(it.event_type, it.payload)
@@ -232,20 +265,35 @@ pub async fn reveal(
     if wanted.is_empty() {
         return Ok(());
     }
-    let (tenants, members): (Vec<Uuid>, Vec<Uuid>) = wanted.iter().copied().unzip();
-    let rows = sqlx::query(
-        "SELECT k.tenant_id, k.member_id, k.wrapped_key FROM member_keys k
-           JOIN UNNEST($1::uuid[], $2::uuid[]) AS w(t, m) ON k.tenant_id = w.t AND k.member_id = w.m",
-    )
-    .bind(&tenants)
-    .bind(&members)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut wrapped: Vec<(Uuid, Uuid, Vec<u8>)> = Vec::new();
+    let from_read: Option<Vec<_>> = wanted.iter().map(|(t, m)| known.and_then(|k| k.get(*t, *m))).collect();
+    match from_read {
+        Some(found) => {
+            for ((t, m), k) in wanted.iter().zip(found) {
+                if let Some(k) = k {
+                    wrapped.push((*t, *m, k.to_vec()));
+                }
+            }
+        }
+        None => {
+            let (tenants, members): (Vec<Uuid>, Vec<Uuid>) = wanted.iter().copied().unzip();
+            let rows = sqlx::query(
+                "SELECT k.tenant_id, k.member_id, k.wrapped_key FROM member_keys k
+                   JOIN UNNEST($1::uuid[], $2::uuid[]) AS w(t, m) ON k.tenant_id = w.t AND k.member_id = w.m",
+            )
+            .bind(&tenants)
+            .bind(&members)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in rows {
+                wrapped.push((row.try_get("tenant_id")?, row.try_get("member_id")?, row.try_get("wrapped_key")?));
+            }
+        }
+    }
     let mut keys: HashMap<(Uuid, Uuid), Aes256Gcm> = HashMap::new();
-    for row in rows {
-        let (t, m): (Uuid, Uuid) = (row.try_get("tenant_id")?, row.try_get("member_id")?);
+    for (t, m, k) in wrapped {
         let master = master.ok_or_else(|| StoreError::Config("no master key is configured".into()))?;
-        keys.insert((t, m), Aes256Gcm::new(&master.unwrap(row.try_get("wrapped_key")?, t, m)?.into()));
+        keys.insert((t, m), Aes256Gcm::new(&master.unwrap(&k, t, m)?.into()));
     }
     for it in items.iter_mut() {
         let Some(member) = owner_of(it.event_type, it.payload) else { continue };

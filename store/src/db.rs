@@ -407,6 +407,8 @@ pub struct TenantTx {
     /// moves the tenant's counters must have taken that lock up front, or two such commands
     /// deadlock upgrading their share locks.
     pub(crate) tenant_locked: bool,
+    /// The data keys the command's read found (`write_path::read_in`), for sealing its events.
+    pub(crate) data_keys: Option<crate::crypto::DataKeys>,
 }
 
 impl TenantTx {
@@ -419,7 +421,7 @@ impl TenantTx {
         // written into the statement.
         let sql = format!("{begin}; SELECT set_config('keel.tenant_id', '{}', true)", tenant.0.hyphenated());
         let tx = pool.begin_with(sqlx::AssertSqlSafe(sql)).await?;
-        Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false })
+        Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false, data_keys: None })
     }
 
     /// Counts every statement run through this transaction into `counter`.

@@ -70,187 +70,68 @@ pub fn in_one_call(events: &[Event]) -> bool {
     })
 }
 
-/// Applies `events` to the inline tables. The counters move by `counter_deltas` at the end,
-/// unless the caller already moved them (the append folds that into its insert).
-pub(crate) async fn apply(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    events: &[&Event],
-    counters_moved: bool,
-) -> Result<(), StoreError> {
-    let tenant = tenant.0;
+/// What `events` change in the inline tables, as the operations `keel_inline` (migration 0015)
+/// applies: the one place that says what each event writes there. `None` when nothing changes
+/// (the counters are moved by `counter_deltas`, beside these).
+pub(crate) fn ops<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Option<serde_json::Value>, StoreError> {
+    use serde_json::json;
+    let mut ops = Vec::new();
     for event in events {
         match event {
-            Event::TenantProvisioned(e) => {
-                sqlx::query(
-                    "INSERT INTO tenants (tenant_id, name, slug, plan, status, created_at)
-                     VALUES ($1, $2, $3, $4, 'active', $5)",
-                )
-                .bind(tenant)
-                .bind(e.name.as_str())
-                .bind(e.slug.as_str())
-                .bind(e.plan.as_str())
-                .bind(e.at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Event::TenantPlanChanged(e) => {
-                exec(conn, "UPDATE tenants SET plan = $2 WHERE tenant_id = $1", tenant, e.to.as_str()).await?;
-            }
+            Event::TenantProvisioned(e) => ops.push(json!({
+                "op": "tenant_insert", "name": e.name.as_str(), "slug": e.slug.as_str(), "plan": e.plan.as_str(), "at": e.at,
+            })),
+            Event::TenantPlanChanged(e) => ops.push(json!({ "op": "tenant_plan", "plan": e.to.as_str() })),
             Event::TenantSuspended(e) => {
-                sqlx::query("UPDATE tenants SET status = 'suspended', suspended_reason = $2 WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .bind(e.reason.as_ref().map(|r| r.as_str()))
-                    .execute(&mut *conn)
-                    .await?;
+                ops.push(json!({ "op": "tenant_suspend", "reason": e.reason.as_ref().map(|r| r.as_str()) }))
             }
-            Event::TenantReactivated(_) => {
-                sqlx::query("UPDATE tenants SET status = 'active', suspended_reason = NULL WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Event::MemberInvited(e) => {
-                sqlx::query(
-                    "INSERT INTO memberships (tenant_id, member_id, user_id, role, status, joined_at, email_key)
-                     VALUES ($1, $2, $3, $4, 'active', $5, $6)",
-                )
-                .bind(tenant)
-                .bind(e.member_id.0)
-                .bind(e.user_id.as_str())
-                .bind(e.role.as_str())
-                .bind(e.at)
+            Event::TenantReactivated(_) => ops.push(json!({ "op": "tenant_reactivate" })),
+            Event::TenantErased(_) => ops.push(json!({ "op": "tenant_erase" })),
+            Event::MemberInvited(e) => ops.push(json!({
+                "op": "member_insert", "member_id": e.member_id.0, "user_id": e.user_id.as_str(), "role": e.role.as_str(),
+                "at": e.at,
                 // An erased address (read back during a rebuild) reserves nothing.
-                .bind((e.email.as_str() != crate::crypto::ERASED).then(|| email_key(e.email.as_str())))
-                .execute(&mut *conn)
-                .await?;
-            }
+                "email_key": (e.email.as_str() != crate::crypto::ERASED).then(|| email_key(e.email.as_str())),
+            })),
             Event::MemberRoleChanged(e) => {
-                sqlx::query("UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND member_id = $2")
-                    .bind(tenant)
-                    .bind(e.member_id.0)
-                    .bind(e.to.as_str())
-                    .execute(&mut *conn)
-                    .await?;
+                ops.push(json!({ "op": "member_role", "member_id": e.member_id.0, "role": e.to.as_str() }))
             }
-            Event::MemberErased(e) => {
-                sqlx::query(
-                    "UPDATE memberships SET status = 'erased', email_key = NULL WHERE tenant_id = $1 AND member_id = $2",
-                )
-                .bind(tenant)
-                .bind(e.member_id.0)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("DELETE FROM member_keys WHERE tenant_id = $1 AND member_id = $2")
-                    .bind(tenant)
-                    .bind(e.member_id.0)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Event::TenantErased(_) => {
-                for sql in [
-                    "UPDATE tenants SET status = 'erased', seats_used = 0, active_projects = 0 WHERE tenant_id = $1",
-                    "UPDATE memberships SET status = 'erased', email_key = NULL WHERE tenant_id = $1",
-                    "DELETE FROM member_keys WHERE tenant_id = $1",
-                    // An erased tenant sends nothing more (its endpoints' keys are gone too).
-                    "UPDATE webhook_endpoints SET deleted = true WHERE tenant_id = $1",
-                ] {
-                    sqlx::query(sql).bind(tenant).execute(&mut *conn).await?;
-                }
-            }
-            Event::MemberRemoved(e) => {
-                sqlx::query("UPDATE memberships SET status = 'removed' WHERE tenant_id = $1 AND member_id = $2")
-                    .bind(tenant)
-                    .bind(e.member_id.0)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            Event::MemberRemoved(e) => ops.push(json!({ "op": "member_remove", "member_id": e.member_id.0 })),
+            Event::MemberErased(e) => ops.push(json!({ "op": "member_erase", "member_id": e.member_id.0 })),
             Event::UsageRecorded(e) => {
                 let ids: Vec<&str> = e.records.iter().map(|r| r.id.as_str()).collect();
-                // A record id seen before violates usage_records_pkey: the command is retried
-                // against fresh state, where that record is skipped.
-                sqlx::query(
-                    "INSERT INTO usage_records (tenant_id, record_id, batch_id) SELECT $1, r, $2 FROM UNNEST($3::text[]) r",
-                )
-                .bind(tenant)
-                .bind(e.batch_id.0)
-                .bind(&ids)
-                .execute(&mut *conn)
-                .await?;
                 let mut months: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
                 for r in &e.records {
                     crate::usage::add_units(&mut months, month_of(r.occurred_at), r.quantity)?;
                 }
-                for (month, units) in months {
-                    sqlx::query(
-                        "INSERT INTO usage_counters (tenant_id, month, units) VALUES ($1, $2, $3)
-                         ON CONFLICT (tenant_id, month) DO UPDATE SET units = usage_counters.units + EXCLUDED.units",
-                    )
-                    .bind(tenant)
-                    .bind(month)
-                    .bind(units)
-                    .execute(&mut *conn)
-                    .await?;
-                }
+                let months: Vec<_> = months.into_iter().map(|(month, units)| json!({ "month": month, "units": units })).collect();
+                ops.push(json!({ "op": "usage", "batch_id": e.batch_id.0, "ids": ids, "months": months }));
             }
-            Event::WebhookCreated(e) => {
-                sqlx::query(
-                    "INSERT INTO webhook_endpoints (tenant_id, webhook_id, url, event_types, description, secret,
-                                                    created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                )
-                .bind(tenant)
-                .bind(e.webhook_id.0)
-                .bind(e.url.as_str())
-                .bind(&e.event_types)
-                .bind(e.description.as_ref().map(|d| d.as_str()))
-                .bind(e.secret.expose())
-                .bind(e.at)
-                .execute(&mut *conn)
-                .await?;
-            }
+            Event::WebhookCreated(e) => ops.push(json!({
+                "op": "webhook_insert", "webhook_id": e.webhook_id.0, "url": e.url.as_str(), "event_types": e.event_types,
+                "description": e.description.as_ref().map(|d| d.as_str()), "secret": e.secret.expose(), "at": e.at,
+            })),
             Event::WebhookUpdated(e) => {
-                sqlx::query(
-                    "UPDATE webhook_endpoints
-                        SET url = COALESCE($3, url), event_types = COALESCE($4, event_types),
-                            description = CASE WHEN $5 THEN $6 ELSE description END, updated_at = $7
-                      WHERE tenant_id = $1 AND webhook_id = $2",
-                )
-                .bind(tenant)
-                .bind(e.webhook_id.0)
-                .bind(e.url.as_ref().map(|u| u.as_str()))
-                .bind(e.event_types.as_ref())
-                .bind(e.description.is_some())
-                .bind(e.description.as_ref().and_then(|d| d.as_ref().map(|d| d.as_str())))
-                .bind(e.at)
-                .execute(&mut *conn)
-                .await?;
+                let mut op = json!({ "op": "webhook_update", "webhook_id": e.webhook_id.0, "at": e.at });
+                if let Some(url) = &e.url {
+                    op["url"] = json!(url.as_str());
+                }
+                if let Some(types) = &e.event_types {
+                    op["event_types"] = json!(types);
+                }
+                if let Some(d) = &e.description {
+                    op["description"] = json!(d.as_ref().map(|d| d.as_str()));
+                }
+                ops.push(op);
             }
             Event::WebhookDeleted(e) => {
-                sqlx::query(
-                    "UPDATE webhook_endpoints SET deleted = true, updated_at = $3 WHERE tenant_id = $1 AND webhook_id = $2",
-                )
-                .bind(tenant)
-                .bind(e.webhook_id.0)
-                .bind(e.at)
-                .execute(&mut *conn)
-                .await?;
+                ops.push(json!({ "op": "webhook_delete", "webhook_id": e.webhook_id.0, "at": e.at }))
             }
-            Event::WebhookSecretRotated(e) => {
-                sqlx::query(
-                    "UPDATE webhook_endpoints
-                        SET previous_secret = secret, previous_valid_until = $4, secret = $3, updated_at = $5
-                      WHERE tenant_id = $1 AND webhook_id = $2",
-                )
-                .bind(tenant)
-                .bind(e.webhook_id.0)
-                .bind(e.secret.expose())
-                .bind(e.previous_valid_until)
-                .bind(e.at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            // Counters only (moved below), or nothing inline (a replay is the delivery worker's).
+            Event::WebhookSecretRotated(e) => ops.push(json!({
+                "op": "webhook_rotate", "webhook_id": e.webhook_id.0, "secret": e.secret.expose(),
+                "previous_valid_until": e.previous_valid_until, "at": e.at,
+            })),
+            // Counters only, or nothing inline (a replay is the delivery worker's).
             Event::WebhookReplayRequested(_)
             | Event::ProjectCreated(_)
             | Event::ProjectRestored(_)
@@ -262,43 +143,28 @@ pub(crate) async fn apply(
             | Event::TaskStatusChanged(_) => {}
         }
     }
-    let deltas = counter_deltas(events.iter().copied());
-    if !counters_moved && deltas != (0, 0) {
-        adjust(conn, tenant, deltas).await?;
+    Ok((!ops.is_empty()).then_some(serde_json::Value::Array(ops)))
+}
+
+/// Applies `events` to the inline tables and moves the counters, in one call (`keel_inline`).
+async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[Event]) -> Result<(), StoreError> {
+    let (seats, projects) = counter_deltas(events);
+    let ops = ops(events)?;
+    if ops.is_none() && (seats, projects) == (0, 0) {
+        return Ok(());
     }
-    Ok(())
-}
-
-async fn exec(conn: &mut PgConnection, sql: &'static str, tenant: uuid::Uuid, value: &str) -> Result<(), StoreError> {
-    sqlx::query(sql).bind(tenant).bind(value).execute(conn).await?;
-    Ok(())
-}
-
-/// Moves the tenant's counters (see `counter_deltas`).
-async fn adjust(conn: &mut PgConnection, tenant: uuid::Uuid, (seats, projects): (i32, i32)) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE tenants SET seats_used = seats_used + $2, active_projects = active_projects + $3 WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .bind(seats)
-    .bind(projects)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(StoreError::NoControlPlaneRow(tenant.to_string()));
-    }
-    Ok(())
-}
-
-/// How many of the tenant's webhook endpoints are not deleted (the per-tenant limit; read under
-/// the tenant row lock by a create).
-pub async fn webhook_endpoints(tx: &mut TenantTx) -> Result<u64, StoreError> {
-    let tenant = tx.tenant();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1 AND NOT deleted")
+    sqlx::query("SELECT keel_inline($1, $2, $3, $4)")
         .bind(tenant.0)
-        .fetch_one(tx.conn())
-        .await?;
-    Ok(n as u64)
+        .bind(ops)
+        .bind(seats)
+        .bind(projects)
+        .execute(conn)
+        .await
+        .map_err(|e| match e.as_database_error().and_then(|d| d.code()).as_deref() {
+            Some("KL002") => StoreError::NoControlPlaneRow(tenant.to_string()),
+            _ => StoreError::from(e),
+        })?;
+    Ok(())
 }
 
 /// Replaces a tenant's inline tables with what its events say, in one transaction. Idempotency
@@ -321,8 +187,7 @@ pub async fn rebuild_tenant(tx: &mut TenantTx) -> Result<usize, StoreError> {
         let Some(last) = batch.last() else { break };
         after = last.log_position();
         let events: Vec<Event> = batch.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
-        let refs: Vec<&Event> = events.iter().collect();
-        apply(tx.conn(), tenant, &refs, false).await?;
+        apply(tx.conn(), tenant, &events).await?;
         applied += events.len();
     }
     Ok(applied)

@@ -195,10 +195,12 @@ pub async fn append_at(
     metadata: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Appended, StoreError> {
-    append_in(tx, known, events, metadata, now, None).await
+    append_in(tx, known, events, metadata, now, None, None).await
 }
 
-/// `append_at` that also stores `snapshot` (a state after the append) in the same statement.
+/// `append_at` that also stores `snapshot` (a state after the append) and `key` (the command's
+/// idempotency key with its answer) in the same call. With a key, `events` may be empty (a
+/// command that changed nothing stores its answer all the same).
 pub async fn append_in(
     tx: &mut TenantTx,
     known: &[StreamHead],
@@ -206,8 +208,9 @@ pub async fn append_in(
     metadata: &EventMetadata,
     now: DateTime<Utc>,
     snapshot: Option<&SnapshotDue<'_>>,
+    key: Option<&KeyToStore<'_>>,
 ) -> Result<Appended, StoreError> {
-    if events.is_empty() {
+    if events.is_empty() && key.is_none() {
         return Err(StoreError::NothingToAppend);
     }
     let tenant = tx.tenant();
@@ -215,14 +218,9 @@ pub async fn append_in(
     // verifies after a member's data key is erased.
     let mut sealed: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
     let master = tx.master_handle();
-    crate::crypto::seal(tx.conn(), master.as_deref(), tenant.0, events, &mut sealed).await?;
+    let keys = tx.data_keys.take();
+    crate::crypto::seal(tx.conn(), master.as_deref(), tenant.0, events, &mut sealed, keys.as_ref()).await?;
     let prepared = Prepared::new(tenant, known, events, sealed, metadata, now)?;
-
-    // The tenant's counters move in the append's call (one round trip fewer), except when the
-    // append creates the tenant's row itself (provisioning).
-    let fold = !events.iter().any(|e| matches!(e, Event::TenantProvisioned(_)));
-    let counters = if fold { inline::counter_deltas(events) } else { (0, 0) };
-    let last = prepared.call(tx.conn(), counters, &ReadGuard::default(), snapshot).await?;
 
     // The inline tables get what the log holds: an event with a secret as stored (sealed), so
     // the secret is in clear in no table, and a rebuild from the log writes the same rows.
@@ -239,9 +237,26 @@ pub async fn append_in(
             }
         })
         .collect::<Result<_, _>>()?;
-    let refs: Vec<&Event> = stored.iter().map(|e| e.as_ref()).collect();
-    inline::apply(tx.conn(), tenant, &refs, fold).await?;
+    let inline =
+        Inline { ops: inline::ops(stored.iter().map(|e| e.as_ref()))?, counters: inline::counter_deltas(events) };
+    let last = prepared.call(tx.conn(), &inline, &ReadGuard::default(), snapshot, key).await?;
     Ok(prepared.appended(last))
+}
+
+/// What an append changes besides the log, in its call: the inline tables' operations
+/// (`inline::ops`) and the tenant's counters (`inline::counter_deltas`).
+pub(crate) struct Inline {
+    pub(crate) ops: Option<serde_json::Value>,
+    pub(crate) counters: (i32, i32),
+}
+
+/// An idempotency key stored with the command's answer in the append's call. `response` is the
+/// answer's body; its `position` is set to the last appended event's by the call.
+pub struct KeyToStore<'a> {
+    pub key: &'a str,
+    pub request_hash: &'a [u8],
+    pub status: u16,
+    pub response: &'a serde_json::Value,
 }
 
 /// A snapshot due after an append: the aggregate's state after it, stored in the append's
@@ -296,9 +311,6 @@ impl Prepared {
         metadata: &EventMetadata,
         now: DateTime<Utc>,
     ) -> Result<Prepared, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::NothingToAppend);
-        }
         let recorded_at = now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now);
         let metadata = serde_json::to_value(metadata).map_err(|e| StoreError::Encode(e.to_string()))?;
         let mut heads: Vec<(Uuid, i64, Option<Vec<u8>>)> = Vec::new();
@@ -364,24 +376,25 @@ impl Prepared {
     }
 
     /// The id of the first event: what tells whether an append whose answer was lost landed.
-    pub(crate) fn first_event_id(&self) -> Uuid {
-        self.event_ids[0]
+    pub(crate) fn first_event_id(&self) -> Option<Uuid> {
+        self.event_ids.first().copied()
     }
 
-    /// Inserts the rows, moves the tenant's counters by `counters` and stores `snapshot`, after
-    /// checking `guard`: one call (`keel_append`), in the connection's transaction or as its own.
-    /// Returns the position of the last event.
+    /// Inserts the rows, applies `inline`, stores `snapshot` and `key`, after checking `guard`:
+    /// one call (`keel_append`), in the connection's transaction or as its own. Returns the
+    /// position of the last event (`LogPosition::START` when there was none).
     pub(crate) async fn call(
         &self,
         conn: &mut PgConnection,
-        counters: (i32, i32),
+        inline: &Inline,
         guard: &ReadGuard,
         snapshot: Option<&SnapshotDue<'_>>,
+        key: Option<&KeyToStore<'_>>,
     ) -> Result<LogPosition, StoreError> {
         let (deps, dep_versions): (Vec<Uuid>, Vec<i64>) = guard.streams.iter().copied().unzip();
         let rows = sqlx::query(
             "SELECT position, xid FROM keel_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                                               $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+                                   $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
         )
         .bind(self.tenant.0)
         .bind(&self.metadata)
@@ -395,8 +408,9 @@ impl Prepared {
         .bind(&self.payloads)
         .bind(&self.prev_hashes)
         .bind(&self.hashes)
-        .bind(counters.0)
-        .bind(counters.1)
+        .bind(inline.counters.0)
+        .bind(inline.counters.1)
+        .bind(&inline.ops)
         .bind(guard.tenant_status.as_deref())
         .bind(guard.caller.as_ref().map(|(u, _)| u.as_str()))
         .bind(guard.caller.as_ref().map(|(_, r)| r.as_str()))
@@ -407,6 +421,11 @@ impl Prepared {
         .bind(snapshot.map(|s| s.stream_type))
         .bind(snapshot.map(|s| s.state_version))
         .bind(snapshot.map(|s| s.state))
+        .bind(key.map(|k| k.key))
+        .bind(key.map(|k| k.request_hash))
+        .bind(key.map(|k| i32::from(k.status)))
+        .bind(key.map(|k| k.response))
+        .bind(crate::idempotency::RETENTION_HOURS)
         .fetch_all(conn)
         .await
         .map_err(|e| self.error(e))?;
@@ -470,6 +489,20 @@ pub async fn reveal(
         .map(|e| crate::crypto::Sealed { tenant_id: e.tenant_id.0, event_type: &e.event_type, payload: &mut e.payload })
         .collect();
     crate::crypto::reveal(conn, master, &mut items).await
+}
+
+/// `reveal` with the data keys a command's read found (`crypto::reveal_known`).
+pub(crate) async fn reveal_known(
+    conn: &mut PgConnection,
+    master: Option<&crate::MasterKey>,
+    events: &mut [RecordedEvent],
+    known: Option<&crate::crypto::DataKeys>,
+) -> Result<(), StoreError> {
+    let mut items: Vec<crate::crypto::Sealed<'_>> = events
+        .iter_mut()
+        .map(|e| crate::crypto::Sealed { tenant_id: e.tenant_id.0, event_type: &e.event_type, payload: &mut e.payload })
+        .collect();
+    crate::crypto::reveal_known(conn, master, &mut items, known).await
 }
 
 async fn reveal_in(tx: &mut TenantTx, events: &mut [RecordedEvent]) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ fn upstream() -> String {
 }
 
 /// Keel behind a fault proxy; `TestApp::db` still reaches the database directly.
-async fn app_behind_proxy(projector: bool, timeouts: PoolTimeouts) -> (TestApp, FaultProxy) {
+pub(crate) async fn app_behind_proxy(projector: bool, timeouts: PoolTimeouts) -> (TestApp, FaultProxy) {
     let proxy = FaultProxy::start(&upstream()).await;
     let db = crate::helpers::TestDb::new().await;
     let mut o = Options { projector, database_url: Some(proxy.url(&db.url)), ..Options::default() };
@@ -24,7 +24,7 @@ async fn app_behind_proxy(projector: bool, timeouts: PoolTimeouts) -> (TestApp, 
     (spawn_app_on(db, o).await, proxy)
 }
 
-fn quick() -> PoolTimeouts {
+pub(crate) fn quick() -> PoolTimeouts {
     PoolTimeouts { commit_resolve: Duration::from_secs(2), ..PoolTimeouts::default() }
 }
 
@@ -153,10 +153,8 @@ async fn a_connection_cut_at_any_step_before_the_commit_is_retried_not_a_500() {
     let (_, owner) = app.provision_on("cuts", "enterprise").await;
     let steps = [
         ("begin and tenant setting", "SELECT set_config('keel.tenant_id'"),
-        ("membership and tenant row", "LEFT JOIN memberships m"),
-        ("idempotency claim", "INSERT INTO idempotency_keys"),
-        ("append", "keel_append("),
-        ("idempotency answer", "UPDATE idempotency_keys SET status"),
+        ("read: membership, tenant row and key claim", "keel_command_read("),
+        ("append with the key's answer", "keel_append("),
     ];
     for (step, needle) in steps {
         for cut in [Cut::Before, Cut::After] {

@@ -36,6 +36,10 @@ struct Shared {
     /// Wakes every connection task to cut itself (the database went down).
     cut_all: Notify,
     fired: AtomicUsize,
+    /// Connections served so far (each gets the next number).
+    connections: AtomicUsize,
+    /// While `Some`, every statement run, with the number of the connection that ran it.
+    recorded: Mutex<Option<Vec<(usize, String)>>>,
 }
 
 pub struct FaultProxy {
@@ -96,6 +100,17 @@ impl FaultProxy {
         self.shared.down.store(false, Ordering::SeqCst);
     }
 
+    /// Starts recording every statement run through the proxy (`recorded`).
+    pub fn record(&self) {
+        *self.shared.recorded.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// The statements run since `record`, each with the number of the connection that ran it,
+    /// in the order they reached the proxy; recording stops.
+    pub fn recorded(&self) -> Vec<(usize, String)> {
+        self.shared.recorded.lock().unwrap().take().unwrap_or_default()
+    }
+
     fn rules(&self) -> std::sync::MutexGuard<'_, Vec<Rule>> {
         self.shared.rules.lock().unwrap()
     }
@@ -115,6 +130,7 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>) {
     });
     let mut statements: HashMap<Vec<u8>, String> = HashMap::new();
     let mut startup = true;
+    let connection = shared.connections.fetch_add(1, Ordering::SeqCst);
     loop {
         let message = tokio::select! {
             m = read_message(&mut client_read, startup) => m,
@@ -143,6 +159,9 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>) {
             }
             _ => None,
         };
+        if let (Some(sql), Some(log)) = (&sql, shared.recorded.lock().unwrap().as_mut()) {
+            log.push((connection, sql.clone()));
+        }
         let rule = sql.and_then(|sql| {
             let mut rules = shared.rules.lock().unwrap();
             let i = rules.iter().position(|r| sql.contains(&r.needle))?;

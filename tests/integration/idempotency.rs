@@ -105,3 +105,57 @@ async fn keys_are_per_tenant_and_provisioning_is_idempotent_too() {
     assert_eq!((first.status, again.status), (201, 201), "{}", again.body);
     assert_eq!(first.body, again.body);
 }
+
+/// A task command or a project's update with a key runs as the write path's two calls: the read
+/// looks the key up, the append stores it with the answer. Eight concurrent repeats append once
+/// and all get the first answer; a key whose command changed nothing still answers the same after
+/// the stream moved on; a key sent with another request is refused.
+#[tokio::test]
+async fn keys_on_the_two_call_path_answer_once_even_when_nothing_changed() {
+    let app = spawn_app().await;
+    let (_, owner) = app.provision("idem-calls").await;
+    let project = app.create_project(&owner, "Start").await.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/projects/{project}");
+    let before = app.event_count().await;
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let (client, base, token, path) = (app.client.clone(), app.base.clone(), owner.clone(), path.clone());
+        calls.push(tokio::spawn(async move {
+            let r = client
+                .patch(format!("{base}{path}"))
+                .bearer_auth(token)
+                .header("idempotency-key", "rename-once")
+                .json(&json!({"name": "Renamed"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let mut bodies = Vec::new();
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        bodies.push(body);
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "every repeat got the first answer: {bodies:?}");
+    assert_eq!(bodies[0]["version"], 2);
+    assert_eq!(app.event_count().await, before + 1, "appended once");
+
+    // Unchanged under a key, then the stream moves on: the key still answers version 2.
+    const SAME: &[(&str, &str)] = &[("idempotency-key", "same-name")];
+    let send = |name: &'static str, key: &'static [(&'static str, &'static str)]| {
+        app.send_with(reqwest::Method::PATCH, &path, &owner, Some(json!({ "name": name })), key)
+    };
+    let unchanged = send("Renamed", SAME).await;
+    assert_eq!((unchanged.status, &unchanged.body["version"]), (200, &json!(2)), "{}", unchanged.body);
+    let moved = send("Moved", &[]).await;
+    assert_eq!(moved.body["version"], 3, "{}", moved.body);
+    let replay = send("Renamed", SAME).await;
+    assert_eq!((replay.status, &replay.body), (200, &unchanged.body));
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+
+    let other = send("Else", SAME).await;
+    assert_eq!((other.status, other.body["code"].as_str()), (409, Some("idempotency-key-reused")), "{}", other.body);
+    assert_eq!(app.event_count().await, before + 2);
+}

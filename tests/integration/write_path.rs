@@ -64,7 +64,7 @@ async fn an_append_decided_on_a_read_that_changed_writes_nothing() {
         let known = known.clone();
         async move {
             let mut conn = store.write_conn().await.unwrap();
-            conn.append(tenant, &known, &[renamed(p, "Artemis")], &meta(), Utc::now(), &guard, None).await
+            conn.append(tenant, &known, &[renamed(p, "Artemis")], &meta(), Utc::now(), &guard, None, None).await
         }
     };
 
@@ -136,6 +136,7 @@ async fn the_append_call_moves_the_counters_and_stores_a_due_snapshot_in_its_tra
         Utc::now(),
         &ReadGuard::default(),
         Some(&due),
+        None,
     )
     .await
     .unwrap();
@@ -163,7 +164,8 @@ async fn the_append_call_moves_the_counters_and_stores_a_due_snapshot_in_its_tra
         member_id: keel_domain::MemberId::new_v7(),
         at: Utc::now(),
     });
-    let err = conn.append(tenant, &[], &[invited], &meta(), Utc::now(), &ReadGuard::default(), None).await.unwrap_err();
+    let err =
+        conn.append(tenant, &[], &[invited], &meta(), Utc::now(), &ReadGuard::default(), None, None).await.unwrap_err();
     assert!(matches!(err, StoreError::Config(_)), "{err}");
 }
 
@@ -250,4 +252,140 @@ async fn task_commands_in_two_calls_chain_snapshot_and_verify() {
     assert_eq!(r.status, 404, "{}", r.body);
     let r = app.post(&format!("/api/v1/projects/{pid}/tasks"), &other, json!({"title": "In yours"})).await;
     assert_eq!(r.status, 404, "{}", r.body);
+}
+
+/// A command sent (name, method, path, body, idempotency key) and the statements expected.
+type WireCase<'a> = (&'a str, reqwest::Method, String, Option<serde_json::Value>, Option<&'a str>, Vec<&'a str>);
+
+/// Every command, seen on the wire (through the fault proxy, which records what each connection
+/// runs): on the connection that runs its read, a command is its read call and its append call,
+/// framed by `BEGIN` and `COMMIT` when it runs as a transaction. A replayed idempotency key is
+/// its read alone. Sealing a new member's or endpoint's data stores its new data key first: one
+/// statement more (docs/performance.md "The write path").
+#[tokio::test]
+async fn every_command_reads_in_one_call_and_appends_in_one() {
+    let (app, proxy) = crate::db_faults::app_behind_proxy(false, crate::db_faults::quick()).await;
+    let (tenant, owner) = app.provision_on("wire", "enterprise").await;
+    let platform = app.platform_token();
+    let project = app.create_project(&owner, "Wire").await.body["id"].as_str().unwrap().to_owned();
+    let (member, _) = app.invite(tenant, &owner, "grace", "member").await;
+    let now = Utc::now().to_rfc3339();
+    let tx = ["BEGIN", "keel_command_read(", "keel_append(", "COMMIT"];
+    let calls = ["keel_command_read(", "keel_append("];
+    // A new member or endpoint: its data key is made before its fields are sealed.
+    let sealed = ["BEGIN", "keel_command_read(", "INSERT INTO member_keys", "keel_append(", "COMMIT"];
+    let usage = json!({"records": [{"id": "r1", "metric": "api.calls", "quantity": 1, "occurred_at": now}]});
+    let hook = json!({"url": "https://hooks.example.com/keel", "event_types": ["TaskCreated"]});
+    let invite = json!({"user_id": "lin", "email": "lin@example.test", "name": "Lin", "role": "member"});
+    let cases: Vec<WireCase> = vec![
+        (
+            "create a project",
+            reqwest::Method::POST,
+            "/api/v1/projects".into(),
+            Some(json!({"name": "P2"})),
+            None,
+            tx.to_vec(),
+        ),
+        (
+            "rename a project",
+            reqwest::Method::PATCH,
+            format!("/api/v1/projects/{project}"),
+            Some(json!({"name": "P3"})),
+            None,
+            calls.to_vec(),
+        ),
+        (
+            "rename with a key",
+            reqwest::Method::PATCH,
+            format!("/api/v1/projects/{project}"),
+            Some(json!({"name": "P4"})),
+            Some("k1"),
+            calls.to_vec(),
+        ),
+        (
+            "the key again",
+            reqwest::Method::PATCH,
+            format!("/api/v1/projects/{project}"),
+            Some(json!({"name": "P4"})),
+            Some("k1"),
+            vec!["keel_command_read("],
+        ),
+        (
+            "create a task",
+            reqwest::Method::POST,
+            format!("/api/v1/projects/{project}/tasks"),
+            Some(json!({"title": "T", "assignee": member})),
+            None,
+            calls.to_vec(),
+        ),
+        (
+            "create a task with a key",
+            reqwest::Method::POST,
+            format!("/api/v1/projects/{project}/tasks"),
+            Some(json!({"title": "U"})),
+            Some("k2"),
+            calls.to_vec(),
+        ),
+        (
+            "the same name under a new key: unchanged, the key still answered",
+            reqwest::Method::PATCH,
+            format!("/api/v1/projects/{project}"),
+            Some(json!({"name": "P4"})),
+            Some("k3"),
+            calls.to_vec(),
+        ),
+        (
+            "archive a project",
+            reqwest::Method::POST,
+            format!("/api/v1/projects/{project}/archive"),
+            None,
+            None,
+            tx.to_vec(),
+        ),
+        ("record usage", reqwest::Method::POST, "/api/v1/usage".into(), Some(usage.clone()), Some("k4"), tx.to_vec()),
+        (
+            "the same usage under a new key: unchanged, answered with the recording batch",
+            reqwest::Method::POST,
+            "/api/v1/usage".into(),
+            Some(usage),
+            Some("k5"),
+            tx.to_vec(),
+        ),
+        ("create a webhook", reqwest::Method::POST, "/api/v1/webhooks".into(), Some(hook), None, sealed.to_vec()),
+        (
+            "change a role",
+            reqwest::Method::PUT,
+            format!("/api/v1/members/{member}/role"),
+            Some(json!({"role": "admin"})),
+            None,
+            tx.to_vec(),
+        ),
+        ("invite a member", reqwest::Method::POST, "/api/v1/members".into(), Some(invite), None, sealed.to_vec()),
+    ];
+    for (name, method, path, body, key, expected) in cases {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        proxy.record();
+        let r = app.send_with(method, &path, &owner, body, &headers).await;
+        let seen = proxy.recorded();
+        assert!(r.status < 300, "{name}: {} {}", r.status, r.body);
+        assert_eq!(wire(&seen, &expected), expected, "{name}: {seen:#?}");
+    }
+    // A platform command: no caller role to read, the tenant row locked for update.
+    proxy.record();
+    let r = app.post(&format!("/api/v1/tenants/{}/suspend", tenant.0), &platform, json!({"reason": "wire"})).await;
+    let seen = proxy.recorded();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(wire(&seen, &tx), tx, "suspend: {seen:#?}");
+}
+
+/// The statements run on the connection that ran the command's read, each named by the first of
+/// `names` it contains (or shown whole); a new connection's own set-up (`SET ...`) is left out.
+fn wire<'a>(seen: &'a [(usize, String)], names: &[&'a str]) -> Vec<&'a str> {
+    let Some(conn) = seen.iter().find(|(_, sql)| sql.contains("keel_command_read(")).map(|(c, _)| *c) else {
+        return Vec::new();
+    };
+    seen.iter()
+        .filter(|(c, sql)| *c == conn && !sql.starts_with("SET "))
+        .map(|(_, sql)| names.iter().copied().find(|n| sql.contains(n)).unwrap_or(sql.as_str()))
+        .collect()
 }
