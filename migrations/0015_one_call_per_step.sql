@@ -105,7 +105,8 @@ DROP FUNCTION keel_append(uuid, jsonb, timestamptz, text[], uuid[], bigint[], uu
 -- it named (still active). A guard that no longer holds raises SQLSTATE KL001 and nothing is
 -- written: the command is decided again on fresh state. The stream versions themselves are
 -- guarded by the unique (tenant, stream, version), as for every append. Events arrive hashed
--- (store::hash, the one implementation `keel audit verify` also runs) and sealed. Then, in the
+-- (store::hash, the one implementation `keel audit verify` also runs) and sealed, with the data
+-- keys made for new members or endpoints. Then, in the
 -- same transaction: the inline tables (keel_inline), the snapshot when one is due, and the
 -- idempotency key with the answer (its `position` set to the last event's): a key that another
 -- request completed meanwhile is KL001 too, and the retry answers that request's response.
@@ -139,7 +140,10 @@ CREATE FUNCTION keel_append(
     p_request_hash bytea,
     p_key_status integer,
     p_key_response jsonb,
-    p_key_retention_hours integer
+    p_key_retention_hours integer,
+    p_key_owners uuid[],
+    p_wrapped_keys bytea[],
+    p_master_key_id text
 ) RETURNS TABLE ("position" bigint, xid text)
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -190,6 +194,12 @@ BEGIN
                                 WHERE m.tenant_id = p_tenant AND m.member_id = w.m AND m.status = 'active')) THEN
             RAISE EXCEPTION 'a member the command named is no longer active' USING ERRCODE = 'KL001';
         END IF;
+    END IF;
+
+    -- The data keys made for new members or endpoints, whose fields the events carry sealed.
+    IF coalesce(cardinality(p_key_owners), 0) > 0 THEN
+        INSERT INTO member_keys (tenant_id, member_id, wrapped_key, master_key_id)
+        SELECT p_tenant, o, w, p_master_key_id FROM unnest(p_key_owners, p_wrapped_keys) AS n(o, w);
     END IF;
 
     -- One row at a time, in the order given (an append is one event or a few): measured
@@ -481,8 +491,10 @@ GRANT EXECUTE ON FUNCTION keel_command_read(uuid, text, uuid[], text[], integer[
                                             text, text, bytea, integer, boolean, boolean, date[], text[]) TO keel_writer;
 REVOKE ALL ON FUNCTION keel_append(uuid, jsonb, timestamptz, text[], uuid[], bigint[], uuid[], text[], integer[], jsonb[],
                                    bytea[], bytea[], integer, integer, jsonb, text, text, text, uuid[], bigint[], uuid[],
-                                   uuid, text, integer, jsonb, text, bytea, integer, jsonb, integer) FROM PUBLIC;
+                                   uuid, text, integer, jsonb, text, bytea, integer, jsonb, integer, uuid[], bytea[],
+                                   text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION keel_append(uuid, jsonb, timestamptz, text[], uuid[], bigint[], uuid[], text[], integer[],
                                       jsonb[], bytea[], bytea[], integer, integer, jsonb, text, text, text, uuid[], bigint[],
-                                      uuid[], uuid, text, integer, jsonb, text, bytea, integer, jsonb, integer)
+                                      uuid[], uuid, text, integer, jsonb, text, bytea, integer, jsonb, integer, uuid[],
+                                      bytea[], text)
     TO keel_writer;

@@ -171,8 +171,9 @@ impl DataKeys {
 }
 
 /// Seals the personal fields of `payloads` (one per event, as they will be stored) in the
-/// transaction's tenant: a member's first event creates its data key. A key `known` from the
-/// command's read is not looked up again.
+/// transaction's tenant: a member's first event makes its data key, returned wrapped (as
+/// `(owner, wrapped key)`) for the append to store. A key `known` from the command's read is not
+/// looked up again.
 pub(crate) async fn seal(
     conn: &mut PgConnection,
     master: Option<&MasterKey>,
@@ -180,8 +181,9 @@ pub(crate) async fn seal(
     events: &[Event],
     payloads: &mut [Value],
     known: Option<&DataKeys>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
     let mut keys: HashMap<Uuid, Aes256Gcm> = HashMap::new();
+    let mut made = Vec::new();
     for (event, payload) in events.iter().zip(payloads.iter_mut()) {
         let fields = personal_fields(event.event_type()).iter().chain(secret_fields(event.event_type()));
         let Some(member) = owner_of(event.event_type(), payload) else { continue };
@@ -202,15 +204,7 @@ pub(crate) async fn seal(
                 Some(wrapped) => Aes256Gcm::new(&master.unwrap(&wrapped, tenant, member)?.into()),
                 None => {
                     let data_key: [u8; 32] = random();
-                    sqlx::query(
-                        "INSERT INTO member_keys (tenant_id, member_id, wrapped_key, master_key_id) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(tenant)
-                    .bind(member)
-                    .bind(master.wrap(&data_key, tenant, member))
-                    .bind(master.id())
-                    .execute(&mut *conn)
-                    .await?;
+                    made.push((member, master.wrap(&data_key, tenant, member)));
                     Aes256Gcm::new(&data_key.into())
                 }
             };
@@ -224,7 +218,7 @@ pub(crate) async fn seal(
             }
         }
     }
-    Ok(())
+    Ok(made)
 }
 
 /// One stored event's identity for `reveal`.

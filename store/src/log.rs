@@ -219,7 +219,8 @@ pub async fn append_in(
     let mut sealed: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
     let master = tx.master_handle();
     let keys = tx.data_keys.take();
-    crate::crypto::seal(tx.conn(), master.as_deref(), tenant.0, events, &mut sealed, keys.as_ref()).await?;
+    let new_keys =
+        crate::crypto::seal(tx.conn(), master.as_deref(), tenant.0, events, &mut sealed, keys.as_ref()).await?;
     let prepared = Prepared::new(tenant, known, events, sealed, metadata, now)?;
 
     // The inline tables get what the log holds: an event with a secret as stored (sealed), so
@@ -237,17 +238,24 @@ pub async fn append_in(
             }
         })
         .collect::<Result<_, _>>()?;
-    let inline =
-        Inline { ops: inline::ops(stored.iter().map(|e| e.as_ref()))?, counters: inline::counter_deltas(events) };
+    let inline = Inline {
+        ops: inline::ops(stored.iter().map(|e| e.as_ref()))?,
+        counters: inline::counter_deltas(events),
+        master_key_id: master.as_ref().map(|m| m.id().to_owned()),
+        new_keys,
+    };
     let last = prepared.call(tx.conn(), &inline, &ReadGuard::default(), snapshot, key).await?;
     Ok(prepared.appended(last))
 }
 
 /// What an append changes besides the log, in its call: the inline tables' operations
-/// (`inline::ops`) and the tenant's counters (`inline::counter_deltas`).
+/// (`inline::ops`), the tenant's counters (`inline::counter_deltas`) and new data keys.
 pub(crate) struct Inline {
     pub(crate) ops: Option<serde_json::Value>,
     pub(crate) counters: (i32, i32),
+    /// Data keys made for new members or endpoints (`crypto::seal`), wrapped under this master key.
+    pub(crate) new_keys: Vec<(Uuid, Vec<u8>)>,
+    pub(crate) master_key_id: Option<String>,
 }
 
 /// An idempotency key stored with the command's answer in the append's call. `response` is the
@@ -394,7 +402,8 @@ impl Prepared {
         let (deps, dep_versions): (Vec<Uuid>, Vec<i64>) = guard.streams.iter().copied().unzip();
         let rows = sqlx::query(
             "SELECT position, xid FROM keel_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                                   $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                                   $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
+                                   $31, $32, $33)",
         )
         .bind(self.tenant.0)
         .bind(&self.metadata)
@@ -426,6 +435,9 @@ impl Prepared {
         .bind(key.map(|k| i32::from(k.status)))
         .bind(key.map(|k| k.response))
         .bind(crate::idempotency::RETENTION_HOURS)
+        .bind(inline.new_keys.iter().map(|(o, _)| *o).collect::<Vec<Uuid>>())
+        .bind(inline.new_keys.iter().map(|(_, w)| w.as_slice()).collect::<Vec<&[u8]>>())
+        .bind(inline.master_key_id.as_deref())
         .fetch_all(conn)
         .await
         .map_err(|e| self.error(e))?;

@@ -222,7 +222,12 @@ impl WriteConn {
         }
         let payloads = events.iter().map(Event::payload).collect();
         let prepared = Prepared::new(tenant, known, events, payloads, metadata, now)?;
-        let inline = Inline { ops: None, counters: crate::inline::counter_deltas(events) };
+        let inline = Inline {
+            ops: None,
+            counters: crate::inline::counter_deltas(events),
+            new_keys: Vec::new(),
+            master_key_id: None,
+        };
         let called = prepared.call(&mut **self.conn()?, &inline, guard, snapshot, key).await;
         match called {
             Ok(last) => Ok(prepared.appended(last)),
