@@ -99,10 +99,10 @@ DROP FUNCTION keel_append(uuid, jsonb, timestamptz, text[], uuid[], bigint[], uu
 
 -- An append in one call, guarded by what the command read when it read in an earlier
 -- transaction (p_status and what follows it; all NULL inside a transaction that holds its locks
--- already): the tenant row's status (share-locked until the commit, or locked for update when
+-- already): the tenant row's status and plan (share-locked until the commit, or locked for update when
 -- the counters move, so a suspension or erasure waits for it and one that committed first is
 -- seen), the caller's role, the other streams it read (still at their versions) and the members
--- it named (still active). A guard that no longer holds raises SQLSTATE KL001 and nothing is
+-- it named (still active), and the usage months it added to (still within p_month_limit). A guard that no longer holds raises SQLSTATE KL001 and nothing is
 -- written: the command is decided again on fresh state. The stream versions themselves are
 -- guarded by the unique (tenant, stream, version), as for every append. Events arrive hashed
 -- (store::hash, the one implementation `keel audit verify` also runs) and sealed, with the data
@@ -143,13 +143,16 @@ CREATE FUNCTION keel_append(
     p_key_retention_hours integer,
     p_key_owners uuid[],
     p_wrapped_keys bytea[],
-    p_master_key_id text
+    p_master_key_id text,
+    p_plan text,
+    p_month_limit bigint
 ) RETURNS TABLE ("position" bigint, xid text)
 LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
 DECLARE
     v_status text;
+    v_plan text;
     v_position bigint;
     v_xid text;
     v_snap_version bigint;
@@ -161,11 +164,11 @@ BEGIN
     IF p_status IS NOT NULL THEN
         -- Locked for update when the counters move below: share-then-update would deadlock.
         IF p_seats <> 0 OR p_projects <> 0 THEN
-            SELECT t.status INTO v_status FROM tenants t WHERE t.tenant_id = p_tenant FOR UPDATE;
+            SELECT t.status, t.plan INTO v_status, v_plan FROM tenants t WHERE t.tenant_id = p_tenant FOR UPDATE;
         ELSE
-            SELECT t.status INTO v_status FROM tenants t WHERE t.tenant_id = p_tenant FOR SHARE;
+            SELECT t.status, t.plan INTO v_status, v_plan FROM tenants t WHERE t.tenant_id = p_tenant FOR SHARE;
         END IF;
-        IF v_status IS DISTINCT FROM p_status THEN
+        IF v_status IS DISTINCT FROM p_status OR (p_plan IS NOT NULL AND v_plan IS DISTINCT FROM p_plan) THEN
             RAISE EXCEPTION 'the tenant changed since the command read it' USING ERRCODE = 'KL001';
         END IF;
     END IF;
@@ -223,6 +226,19 @@ BEGIN
     -- The inline tables and the tenant's counters (store::inline), in the same transaction.
     IF p_inline IS NOT NULL OR p_seats <> 0 OR p_projects <> 0 THEN
         PERFORM keel_inline(p_tenant, p_inline, p_seats, p_projects);
+    END IF;
+    -- Usage decided on months' units read earlier: each month it added to must still be within
+    -- the plan's limit now that its counter is locked and moved.
+    IF p_month_limit IS NOT NULL THEN
+        IF EXISTS (
+            SELECT 1 FROM usage_counters u
+             WHERE u.tenant_id = p_tenant AND u.units > p_month_limit
+               AND u.month IN (SELECT (m ->> 'month')::date
+                                 FROM jsonb_array_elements(coalesce(p_inline, '[]'::jsonb)) AS o,
+                                      jsonb_array_elements(o -> 'months') AS m
+                                WHERE o ->> 'op' = 'usage')) THEN
+            RAISE EXCEPTION 'a usage month moved past its limit since the command read it' USING ERRCODE = 'KL001';
+        END IF;
     END IF;
 
     IF v_snap_version IS NOT NULL THEN
@@ -492,9 +508,9 @@ GRANT EXECUTE ON FUNCTION keel_command_read(uuid, text, uuid[], text[], integer[
 REVOKE ALL ON FUNCTION keel_append(uuid, jsonb, timestamptz, text[], uuid[], bigint[], uuid[], text[], integer[], jsonb[],
                                    bytea[], bytea[], integer, integer, jsonb, text, text, text, uuid[], bigint[], uuid[],
                                    uuid, text, integer, jsonb, text, bytea, integer, jsonb, integer, uuid[], bytea[],
-                                   text) FROM PUBLIC;
+                                   text, text, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION keel_append(uuid, jsonb, timestamptz, text[], uuid[], bigint[], uuid[], text[], integer[],
                                       jsonb[], bytea[], bytea[], integer, integer, jsonb, text, text, text, uuid[], bigint[],
                                       uuid[], uuid, text, integer, jsonb, text, bytea, integer, jsonb, integer, uuid[],
-                                      bytea[], text)
+                                      bytea[], text, text, bigint)
     TO keel_writer;

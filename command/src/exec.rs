@@ -248,13 +248,14 @@ pub(crate) async fn execute_with(
     }
 }
 
-/// Whether `cmd` runs as the write path's two calls: its events need no inline table or sealing
-/// and it counts against no limit under the tenant row's update lock. Its idempotency key, if
-/// any, is looked up by the read and stored with its answer by the append.
+/// Whether `cmd` runs as the write path's two calls: its events need no sealing, and no limit
+/// counted under the tenant row's update lock (a usage batch's months are checked again by the
+/// append). Its idempotency key, if any, is looked up by the read and stored with its answer by
+/// the append.
 fn in_two_calls(cmd: &Cmd) -> bool {
     !cmd.is_platform()
         && !cmd.locks_tenant()
-        && matches!(cmd, Cmd::Task(..) | Cmd::Project(_, ProjectCommand::Update { .. }))
+        && matches!(cmd, Cmd::Task(..) | Cmd::Project(_, ProjectCommand::Update { .. }) | Cmd::Usage(..))
 }
 
 fn to_read<A: Aggregate>(id: Uuid) -> StreamToRead {
@@ -363,9 +364,13 @@ async fn attempt_calls(
     if let Some(key) = read.key.take() {
         return held_key(meta, key);
     }
+    let usage = matches!(cmd, Cmd::Usage(_));
     let guard = ReadGuard {
         tenant_status: read.tenant_status.clone(),
         caller: Some((meta.principal.subject.clone(), role.as_str().to_owned())),
+        // Usage is decided under the plan's monthly limit, which the append checks again.
+        tenant_plan: read.tenant.as_ref().filter(|_| usage).map(|t| t.plan.as_str().to_owned()),
+        month_limit: read.tenant.as_ref().filter(|_| usage).map(|t| keel_domain::usage::month_limit(Some(t.plan))),
         ..ReadGuard::default()
     };
     let row = read.tenant.clone();

@@ -80,6 +80,11 @@ impl Decide for UsageBatch {
     }
 }
 
+/// The units a month may hold under `plan` (none: the ceiling any sum stays below).
+pub fn month_limit(plan: Option<Plan>) -> u64 {
+    plan.and_then(Plan::monthly_usage_limit).map_or(MAX_MONTH_UNITS, |l| l.min(MAX_MONTH_UNITS))
+}
+
 fn record_usage(
     batch_id: UsageBatchId,
     records: Vec<UsageInput>,
@@ -95,7 +100,7 @@ fn record_usage(
     if fresh.is_empty() {
         return Ok(vec![]);
     }
-    let limit = ctx.plan.and_then(Plan::monthly_usage_limit).map_or(MAX_MONTH_UNITS, |l| l.min(MAX_MONTH_UNITS));
+    let limit = month_limit(ctx.plan);
     let over = DomainError::LimitExceeded { limit: Limit::UsageUnits, limit_value: limit };
     let added = units_by_month(&fresh).ok_or_else(|| over.clone())?;
     for (month, units) in added {

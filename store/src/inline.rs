@@ -40,8 +40,9 @@ pub fn moves_counters(events: &[Event]) -> bool {
 }
 
 /// Whether `events` can be appended in one call as their own transaction
-/// (`write_path::WriteConn::append`): none writes an inline table other than the tenant's
-/// counters (which the call moves), and none carries personal data or a secret to seal.
+/// (`write_path::WriteConn::append`): none carries personal data or a secret to seal, and none
+/// writes an inline table whose invariants are decided under the tenant row's update lock
+/// (tenants, members, endpoints). Usage is: its months are checked again by the call.
 pub fn in_one_call(events: &[Event]) -> bool {
     events.iter().all(|e| match e {
         Event::WebhookReplayRequested(_)
@@ -52,7 +53,8 @@ pub fn in_one_call(events: &[Event]) -> bool {
         | Event::TaskCreated(_)
         | Event::TaskUpdated(_)
         | Event::TaskAssigned(_)
-        | Event::TaskStatusChanged(_) => true,
+        | Event::TaskStatusChanged(_)
+        | Event::UsageRecorded(_) => true,
         Event::TenantProvisioned(_)
         | Event::TenantPlanChanged(_)
         | Event::TenantSuspended(_)
@@ -62,7 +64,6 @@ pub fn in_one_call(events: &[Event]) -> bool {
         | Event::MemberRoleChanged(_)
         | Event::MemberRemoved(_)
         | Event::MemberErased(_)
-        | Event::UsageRecorded(_)
         | Event::WebhookCreated(_)
         | Event::WebhookUpdated(_)
         | Event::WebhookDeleted(_)

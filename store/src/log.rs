@@ -282,6 +282,11 @@ pub struct SnapshotDue<'a> {
 pub struct ReadGuard {
     /// The tenant row's status as read (`active`, ...); it is share-locked until the commit.
     pub tenant_status: Option<String>,
+    /// The tenant's plan as read (what a limit was decided under).
+    pub tenant_plan: Option<String>,
+    /// The monthly usage limit the usage was decided under: every month the append adds units to
+    /// stays within it.
+    pub month_limit: Option<u64>,
     /// The caller (user id) and the role it was authorised with.
     pub caller: Option<(String, String)>,
     /// Other streams decided on, each still at the version read (0: did not exist).
@@ -403,7 +408,7 @@ impl Prepared {
         let rows = sqlx::query(
             "SELECT position, xid FROM keel_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
                                    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
-                                   $31, $32, $33)",
+                                   $31, $32, $33, $34, $35)",
         )
         .bind(self.tenant.0)
         .bind(&self.metadata)
@@ -438,6 +443,8 @@ impl Prepared {
         .bind(inline.new_keys.iter().map(|(o, _)| *o).collect::<Vec<Uuid>>())
         .bind(inline.new_keys.iter().map(|(_, w)| w.as_slice()).collect::<Vec<&[u8]>>())
         .bind(inline.master_key_id.as_deref())
+        .bind(guard.tenant_plan.as_deref())
+        .bind(guard.month_limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
         .fetch_all(conn)
         .await
         .map_err(|e| self.error(e))?;

@@ -223,7 +223,7 @@ impl WriteConn {
         let payloads = events.iter().map(Event::payload).collect();
         let prepared = Prepared::new(tenant, known, events, payloads, metadata, now)?;
         let inline = Inline {
-            ops: None,
+            ops: crate::inline::ops(events)?,
             counters: crate::inline::counter_deltas(events),
             new_keys: Vec::new(),
             master_key_id: None,

@@ -58,6 +58,7 @@ async fn an_append_decided_on_a_read_that_changed_writes_nothing() {
         caller: Some(("ada".into(), "owner".into())),
         streams: vec![(q.0, 1)],
         active_members: vec![],
+        ..ReadGuard::default()
     };
     let append = |guard: ReadGuard| {
         let store = db.store.clone();
@@ -73,7 +74,9 @@ async fn an_append_decided_on_a_read_that_changed_writes_nothing() {
     let not_a_member = ReadGuard { caller: Some(("mallory".into(), "owner".into())), ..holds.clone() };
     let member_gone = ReadGuard { active_members: vec![Uuid::now_v7()], ..holds.clone() };
     let status_changed = ReadGuard { tenant_status: Some("suspended".into()), ..holds.clone() };
+    let plan_changed = ReadGuard { tenant_plan: Some("a plan it is not on".into()), ..holds.clone() };
     for (what, guard) in [
+        ("the tenant's plan", plan_changed),
         ("the caller's role", role_changed),
         ("a caller who is not a member", not_a_member),
         ("a named member", member_gone),
@@ -339,14 +342,21 @@ async fn every_command_reads_in_one_call_and_appends_in_one() {
             None,
             tx.to_vec(),
         ),
-        ("record usage", reqwest::Method::POST, "/api/v1/usage".into(), Some(usage.clone()), Some("k4"), tx.to_vec()),
+        (
+            "record usage",
+            reqwest::Method::POST,
+            "/api/v1/usage".into(),
+            Some(usage.clone()),
+            Some("k4"),
+            calls.to_vec(),
+        ),
         (
             "the same usage under a new key: unchanged, answered with the recording batch",
             reqwest::Method::POST,
             "/api/v1/usage".into(),
             Some(usage),
             Some("k5"),
-            tx.to_vec(),
+            calls.to_vec(),
         ),
         ("create a webhook", reqwest::Method::POST, "/api/v1/webhooks".into(), Some(hook), None, tx.to_vec()),
         (
