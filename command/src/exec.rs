@@ -319,7 +319,7 @@ fn read_request<'a>(cmd: &'a Cmd, meta: &'a WriteMeta, tenant: TenantId, fresh: 
     req
 }
 
-/// The answer to a key an earlier request holds: its stored response, or 422 when it was sent
+/// The answer to a key an earlier request holds: its stored response, or 409 when it was sent
 /// with another request.
 fn held_key(meta: &WriteMeta, key: KeyRead) -> Result<Done, Failure> {
     match key {

@@ -252,13 +252,14 @@ impl<C: Consumer> Runner<C> {
         let Some(from) = checkpoint::lock(&mut tx, &self.checkpoint_name, holder).await? else {
             return Err(RunError::LeaseLost);
         };
-        let mut batch = log::read_all_after(&mut tx, from, self.config.batch_size).await?;
+        let log::Batch { events: mut batch, more } =
+            log::read_batch_after(&mut tx, from, self.config.batch_size).await?;
         log::reveal(&mut tx, self.store.master_key(), &mut batch).await?;
         let Some(last) = batch.last().map(RecordedEvent::log_position) else {
             tx.rollback().await?;
             return Ok((0, true));
         };
-        let short = (batch.len() as i64) < self.config.batch_size;
+        let short = !more;
         // One span per batch that has events (empty polls make none), for traces.
         let span =
             tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
@@ -268,7 +269,7 @@ impl<C: Consumer> Runner<C> {
                     if !self.rebuild {
                         self.consumer.before_commit(&mut tx, &batch).await?;
                     }
-                    let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
+                    let state = if more { "catching_up" } else { "running" };
                     let state = if self.rebuild { "rebuilding" } else { state };
                     checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
                     tx.commit().await?;
@@ -304,11 +305,12 @@ impl<C: Consumer> Runner<C> {
         let started = Instant::now();
         let name = self.consumer.name();
         let from = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
-        let batch = {
+        let (batch, more) = {
             let mut conn = self.pool().acquire().await?;
-            let mut batch = log::read_all_after(&mut conn, from, self.config.batch_size).await?;
+            let log::Batch { events: mut batch, more } =
+                log::read_batch_after(&mut conn, from, self.config.batch_size).await?;
             log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
-            batch
+            (batch, more)
         };
         let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(0) };
         let span =
@@ -343,7 +345,7 @@ impl<C: Consumer> Runner<C> {
                 tx.rollback().await?;
                 return Err(RunError::LeaseLost);
             }
-            let state = if batch.len() as i64 >= self.config.batch_size { "catching_up" } else { "running" };
+            let state = if more { "catching_up" } else { "running" };
             checkpoint::save(&mut tx, &self.checkpoint_name, last, state).await?;
             tx.commit().await?;
             self.store.checkpoint_moved();
@@ -452,7 +454,7 @@ impl<C: Consumer> Runner<C> {
             let Some(from) = checkpoint::lock(conn, &self.checkpoint_name, None).await? else {
                 return Err(RunError::LeaseLost);
             };
-            let mut batch = log::read_all_after(conn, from, self.config.batch_size).await?;
+            let mut batch = log::read_batch_after(conn, from, self.config.batch_size).await?.events;
             log::reveal(conn, self.store.master_key(), &mut batch).await?;
             let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(total) };
             match self.apply_all(conn, &batch).await {

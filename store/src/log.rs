@@ -601,6 +601,49 @@ pub async fn read_all_after(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
+/// The most a consumer's batch holds, in stored payload bytes (`pg_column_size`, compressed as
+/// stored): besides its count limit, so that a log of large events (usage batches of 100 records)
+/// is read in smaller batches and every consumer's batch stays small in memory. A batch always
+/// holds at least one event.
+pub const BATCH_BYTES: i64 = 256 * 1024;
+
+/// A consumer's batch: `read_all_after` bounded by `BATCH_BYTES` too.
+pub struct Batch {
+    pub events: Vec<RecordedEvent>,
+    /// The batch was cut by a bound (count or bytes): more events may follow at once.
+    pub more: bool,
+}
+
+/// `read_all_after`, at most `limit` events and about `BATCH_BYTES` of payload.
+pub async fn read_batch_after(conn: &mut PgConnection, after: LogPosition, limit: i64) -> Result<Batch, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, inner_rows FROM (
+             SELECT e.*, sum(pg_column_size(e.payload)) OVER (ORDER BY e.transaction_id, e.position) AS run_bytes,
+                    count(*) OVER () AS inner_rows
+               FROM (SELECT * FROM events
+                      WHERE (transaction_id, position) > ($1::text::xid8, $2)
+                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                      ORDER BY transaction_id, position
+                      LIMIT $3) AS e) AS b
+          WHERE b.run_bytes - pg_column_size(b.payload) < $4
+          ORDER BY b.transaction_id, b.position"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.xid.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .bind(BATCH_BYTES)
+        .fetch_all(conn)
+        .await?;
+    let inner: i64 = match rows.first() {
+        Some(r) => r.try_get("inner_rows")?,
+        None => 0,
+    };
+    let events = rows.iter().map(RecordedEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    let more = inner >= limit || (events.len() as i64) < inner;
+    Ok(Batch { events, more })
+}
+
 /// The event at `position` (any tenant's: run it as the projector), not yet revealed.
 pub async fn read_at(conn: &mut PgConnection, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE position = $1");

@@ -184,3 +184,59 @@ async fn max_position(db: &TestDb) -> i64 {
     let mut su = db.superuser().await;
     sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events").fetch_one(&mut su).await.unwrap()
 }
+
+/// A consumer's batch is bounded by stored payload bytes as well as by count: a log of large
+/// events (usage batches of 100 records) is read in several batches, each saying that more
+/// follows, and together they hold every event once, in order. Small events fill the count.
+#[tokio::test]
+async fn a_consumers_batch_is_bounded_by_bytes_as_well_as_by_count() {
+    use keel_domain::event::{UsageRecord, UsageRecorded};
+    use keel_domain::values::{Metric, RecordId};
+    let db = TestDb::new().await;
+    let tenant = db.provision("batch-bytes", "ada").await;
+    let large = |_: usize| {
+        let records = (0..100)
+            .map(|_| UsageRecord {
+                id: RecordId::parse("id", &uuid::Uuid::new_v4().to_string()).unwrap(),
+                metric: Metric::parse("metric", "api.calls").unwrap(),
+                quantity: 1,
+                occurred_at: Utc::now(),
+            })
+            .collect();
+        Event::UsageRecorded(UsageRecorded { batch_id: keel_domain::UsageBatchId::new_v7(), records, at: Utc::now() })
+    };
+    for chunk in 0..10 {
+        let events: Vec<Event> = (0..10).map(|i| large(chunk * 10 + i)).collect();
+        let mut tx = db.store.begin_write(tenant).await.unwrap();
+        log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut conn = db.store.projector().acquire().await.unwrap();
+    let (mut from, mut seen, mut batches) = (LogPosition::START, Vec::new(), 0);
+    loop {
+        let batch = log::read_batch_after(&mut conn, from, 500).await.unwrap();
+        let Some(last) = batch.events.last() else { break };
+        batches += 1;
+        from = last.log_position();
+        seen.extend(batch.events.iter().map(|e| e.position));
+        assert!(batch.events.len() < 100, "one batch of {} large events", batch.events.len());
+        if !batch.more {
+            break;
+        }
+    }
+    assert!(batches > 1, "{batches} batch");
+    let all: Vec<i64> =
+        log::read_all_after(&mut conn, LogPosition::START, 1000).await.unwrap().iter().map(|e| e.position).collect();
+    // The tenant's own two events (provisioned, owner invited) and the hundred batches.
+    assert_eq!((seen.len(), &seen), (102, &all), "every event once, in order");
+
+    // Small events: the count bounds the batch.
+    let events: Vec<Event> = (0..20).map(|i| created(ProjectId::new_v7(), &format!("P{i}"))).collect();
+    let mut tx = db.store.begin_write(tenant).await.unwrap();
+    log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    let ten = log::read_batch_after(&mut conn, from, 10).await.unwrap();
+    assert_eq!((ten.events.len(), ten.more), (10, true));
+    let rest = log::read_batch_after(&mut conn, ten.events[9].log_position(), 500).await.unwrap();
+    assert_eq!((rest.events.len(), rest.more), (10, false));
+}
