@@ -14,6 +14,7 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -125,6 +126,11 @@ pub struct RunnerConfig {
     pub max_attempts: u32,
     /// This worker's name in leases.
     pub holder: String,
+    /// Batches that catch up (a consumer behind by more than a batch) running at once among the
+    /// runners made from this config: each holds its batch in memory, so when every projection
+    /// starts far behind (a new deployment, a restart after a burst of large events) the process
+    /// holds two batches, not one per projection. A consumer that is caught up takes none.
+    pub catch_up_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for RunnerConfig {
@@ -136,9 +142,14 @@ impl Default for RunnerConfig {
             lease_ttl: Duration::from_secs(5),
             max_attempts: 3,
             holder: default_holder(),
+            catch_up_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(CATCH_UP_SLOTS)),
         }
     }
 }
+
+/// How many batches catch up at once per set of runners (`RunnerConfig::catch_up_slots`): the
+/// machine's two cores are busy with two.
+pub const CATCH_UP_SLOTS: usize = 2;
 
 /// `host:pid:random`, unique per process.
 pub fn default_holder() -> String {
@@ -178,6 +189,9 @@ pub struct Runner<C> {
     rebuild: bool,
     /// Append notifications from the process's one listener (see `wake_on_appends`).
     wake: Option<watch::Receiver<u64>>,
+    /// Behind by more than a batch as far as this runner knows (so at first): its next batch
+    /// takes a catch-up slot.
+    behind: std::sync::atomic::AtomicBool,
 }
 
 enum Failed {
@@ -195,6 +209,7 @@ impl<C: Consumer> Runner<C> {
             checkpoint_name,
             rebuild: false,
             wake: None,
+            behind: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -244,7 +259,7 @@ impl<C: Consumer> Runner<C> {
     /// then it read all there was (or all the gap-safe horizon let through).
     async fn step_read(&self, holder: Option<&str>) -> Result<(usize, bool), RunError> {
         if C::DELIVERS && !self.rebuild {
-            return self.deliver_step(holder).await.map(|n| (n, false));
+            return self.deliver_step(holder).await;
         }
         let started = Instant::now();
         let name = self.consumer.name();
@@ -301,7 +316,7 @@ impl<C: Consumer> Runner<C> {
     /// holding an id, deliver it, then lock the checkpoint (and the lease) and save it if it has
     /// not moved meanwhile. A crash, or a lease lost, between the delivery and the commit
     /// delivers the batch again (the destination deduplicates by event id).
-    async fn deliver_step(&self, holder: Option<&str>) -> Result<usize, RunError> {
+    async fn deliver_step(&self, holder: Option<&str>) -> Result<(usize, bool), RunError> {
         let started = Instant::now();
         let name = self.consumer.name();
         let from = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
@@ -312,7 +327,7 @@ impl<C: Consumer> Runner<C> {
             log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
             (batch, more)
         };
-        let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok(0) };
+        let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok((0, true)) };
         let span =
             tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
         async move {
@@ -325,7 +340,7 @@ impl<C: Consumer> Runner<C> {
                         // An event Keel cannot read: what comes before it goes first, then it is
                         // retried and parked like any consumer's.
                         let i = batch.iter().position(|b| b.position == r.position).unwrap_or(0);
-                        return self.failed(holder, from, &batch, i, e).await;
+                        return self.failed(holder, from, &batch, i, e).await.map(|n| (n, false));
                     }
                 }
             }
@@ -354,7 +369,7 @@ impl<C: Consumer> Runner<C> {
             metrics::gauge!("keel_projection_checkpoint", "projection" => name).set(last.position as f64);
             metrics::histogram!("keel_projection_batch_seconds", "projection" => name)
                 .record(started.elapsed().as_secs_f64());
-            Ok(batch.len())
+            Ok((batch.len(), !more))
         }
         .instrument(span)
         .await
@@ -479,12 +494,23 @@ impl<C: Consumer> Runner<C> {
         let mut total = 0;
         let mut backoff = Duration::from_millis(20);
         loop {
+            let _slot = match self.behind.load(Ordering::Relaxed) {
+                true => Some(self.config.catch_up_slots.acquire().await.expect("the slots are never closed")),
+                false => None,
+            };
             match self.step_read(holder).await {
-                Ok((0, _)) => return Ok(total),
+                Ok((0, _)) => {
+                    self.behind.store(false, Ordering::Relaxed);
+                    return Ok(total);
+                }
                 // A short batch applied whole read everything there was (or all the horizon let
                 // through, which `held_back` rechecks): no empty step to learn that.
-                Ok((n, true)) => return Ok(total + n),
+                Ok((n, true)) => {
+                    self.behind.store(false, Ordering::Relaxed);
+                    return Ok(total + n);
+                }
                 Ok((n, false)) => {
+                    self.behind.store(true, Ordering::Relaxed);
                     total += n;
                     backoff = Duration::from_millis(20);
                 }
