@@ -186,7 +186,7 @@ async fn max_position(db: &TestDb) -> i64 {
 }
 
 /// A consumer's batch is bounded by stored payload bytes as well as by count: a log of large
-/// events (usage batches of 100 records) is read in several batches, each saying that more
+/// events (usage batches of 200 records, 20 KB each) is read in several batches, each saying that more
 /// follows, and together they hold every event once, in order. Small events fill the count.
 #[tokio::test]
 async fn a_consumers_batch_is_bounded_by_bytes_as_well_as_by_count() {
@@ -195,7 +195,7 @@ async fn a_consumers_batch_is_bounded_by_bytes_as_well_as_by_count() {
     let db = TestDb::new().await;
     let tenant = db.provision("batch-bytes", "ada").await;
     let large = |_: usize| {
-        let records = (0..100)
+        let records = (0..200)
             .map(|_| UsageRecord {
                 id: RecordId::parse("id", &uuid::Uuid::new_v4().to_string()).unwrap(),
                 metric: Metric::parse("metric", "api.calls").unwrap(),
