@@ -601,11 +601,11 @@ pub async fn read_all_after(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
-/// The most a consumer's batch holds, in payload bytes as sent (the JSON text): besides its count
-/// limit, so that a log of large events (usage batches of 100 records) is read in smaller
-/// batches and a batch stays small in memory (parsed, a payload takes several times its text).
-/// The stored size would not do: similar records compress to a tenth. A batch always holds at
-/// least one event.
+/// The most a consumer's batch holds, in payload bytes (uncompressed): besides its count limit,
+/// so that a log of large events (usage batches of 100 records) is read in smaller batches and a
+/// batch stays small in memory (parsed, a payload takes several times its text). A compressed
+/// payload is measured by its JSON text (similar records compress to a tenth), any other by its
+/// stored size, which costs nothing to learn. A batch always holds at least one event.
 pub const BATCH_BYTES: i64 = 1024 * 1024;
 
 /// A consumer's batch: `read_all_after` bounded by `BATCH_BYTES` too.
@@ -619,10 +619,11 @@ pub struct Batch {
 pub async fn read_batch_after(conn: &mut PgConnection, after: LogPosition, limit: i64) -> Result<Batch, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS}, inner_rows FROM (
-             SELECT e.*, octet_length(e.payload::text) AS bytes,
-                    sum(octet_length(e.payload::text)) OVER (ORDER BY e.transaction_id, e.position) AS run_bytes,
+             SELECT e.*, sum(e.bytes) OVER (ORDER BY e.transaction_id, e.position) AS run_bytes,
                     count(*) OVER () AS inner_rows
-               FROM (SELECT * FROM events
+               FROM (SELECT *, CASE WHEN pg_column_compression(payload) IS NULL THEN pg_column_size(payload)
+                                    ELSE octet_length(payload::text) END AS bytes
+                       FROM events
                       WHERE (transaction_id, position) > ($1::text::xid8, $2)
                         AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
                       ORDER BY transaction_id, position

@@ -185,7 +185,7 @@ async fn max_position(db: &TestDb) -> i64 {
     sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events").fetch_one(&mut su).await.unwrap()
 }
 
-/// A consumer's batch is bounded by stored payload bytes as well as by count: a log of large
+/// A consumer's batch is bounded by payload bytes as well as by count: a log of large
 /// events (usage batches of 200 records, 20 KB each) is read in several batches, each saying that more
 /// follows, and together they hold every event once, in order. Small events fill the count.
 #[tokio::test]
