@@ -324,6 +324,7 @@ DECLARE
     v_versions integer[] := p_state_versions;
     v_follow uuid;
     v_claimed text;
+    v_keyed uuid[];
     i integer;
 BEGIN
     PERFORM set_config('keel.tenant_id', p_tenant::text, true);
@@ -400,8 +401,10 @@ BEGIN
                                     AND ev.stream_version > coalesce(s.version, 0)) AS e ON true
              ORDER BY e.stream_version;
     END LOOP;
-    -- The data keys of the streams read (a member's or an endpoint's; sealed fields open with them).
-    IF coalesce(cardinality(v_streams), 0) > 0 THEN
+    -- The data keys of the member and endpoint streams read (their sealed fields open with them);
+    -- other streams have none, and a task command runs no statement for them.
+    v_keyed := ARRAY(SELECT x.s FROM unnest(v_streams, v_types) AS x(s, t) WHERE x.t IN ('member', 'webhook'));
+    IF cardinality(v_keyed) > 0 THEN
         RETURN QUERY
             SELECT 'datakey'::text, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
                    NULL::integer, NULL::integer,
@@ -410,7 +413,7 @@ BEGIN
                    NULL::uuid, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb, NULL::timestamptz, NULL::bytea,
                    NULL::bytea, k.member_id, NULL::text, NULL::text,
                    NULL::text, NULL::bigint, NULL::date, NULL::jsonb, k.wrapped_key
-              FROM member_keys k WHERE k.tenant_id = p_tenant AND k.member_id = ANY (v_streams);
+              FROM member_keys k WHERE k.tenant_id = p_tenant AND k.member_id = ANY (v_keyed);
     END IF;
     IF coalesce(cardinality(p_members), 0) > 0 THEN
         RETURN QUERY
@@ -443,27 +446,18 @@ BEGIN
             -- avoids deadlocks between calls that touch the same months.
             INSERT INTO usage_counters (tenant_id, month) SELECT p_tenant, m FROM unnest(p_months) AS m
                 ON CONFLICT (tenant_id, month) DO NOTHING;
-            RETURN QUERY
-                SELECT 'month'::text, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
-                       NULL::integer, NULL::integer,
-                       NULL::uuid, NULL::bigint, NULL::text, NULL::bigint, NULL::bytea, NULL::jsonb,
-                       NULL::bigint, NULL::text, NULL::uuid, NULL::text, NULL::uuid, NULL::bigint,
-                       NULL::uuid, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb, NULL::timestamptz, NULL::bytea,
-                       NULL::bytea, NULL::uuid, NULL::text, NULL::text,
-                       NULL::text, c.units, c.month, NULL::jsonb, NULL::bytea
-                  FROM (SELECT u.month, u.units FROM usage_counters u
-                         WHERE u.tenant_id = p_tenant AND u.month = ANY (p_months) ORDER BY u.month FOR UPDATE) AS c;
-        ELSE
-            RETURN QUERY
-                SELECT 'month'::text, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
-                       NULL::integer, NULL::integer,
-                       NULL::uuid, NULL::bigint, NULL::text, NULL::bigint, NULL::bytea, NULL::jsonb,
-                       NULL::bigint, NULL::text, NULL::uuid, NULL::text, NULL::uuid, NULL::bigint,
-                       NULL::uuid, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb, NULL::timestamptz, NULL::bytea,
-                       NULL::bytea, NULL::uuid, NULL::text, NULL::text,
-                       NULL::text, u.units, u.month, NULL::jsonb, NULL::bytea
-                  FROM usage_counters u WHERE u.tenant_id = p_tenant AND u.month = ANY (p_months);
+            PERFORM 1 FROM usage_counters u
+              WHERE u.tenant_id = p_tenant AND u.month = ANY (p_months) ORDER BY u.month FOR UPDATE;
         END IF;
+        RETURN QUERY
+            SELECT 'month'::text, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
+                   NULL::integer, NULL::integer,
+                   NULL::uuid, NULL::bigint, NULL::text, NULL::bigint, NULL::bytea, NULL::jsonb,
+                   NULL::bigint, NULL::text, NULL::uuid, NULL::text, NULL::uuid, NULL::bigint,
+                   NULL::uuid, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb, NULL::timestamptz, NULL::bytea,
+                   NULL::bytea, NULL::uuid, NULL::text, NULL::text,
+                   NULL::text, u.units, u.month, NULL::jsonb, NULL::bytea
+              FROM usage_counters u WHERE u.tenant_id = p_tenant AND u.month = ANY (p_months);
     END IF;
     IF coalesce(cardinality(p_usage_ids), 0) > 0 THEN
         -- One primary-key probe per id, whatever the table's statistics say.

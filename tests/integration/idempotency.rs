@@ -52,27 +52,16 @@ async fn eight_concurrent_repeats_append_once() {
     let app = spawn_app().await;
     let (_, owner) = app.provision("idem-race").await;
     let before = app.event_count().await;
-    let mut calls = Vec::new();
-    for _ in 0..8 {
-        let (client, base, token) = (app.client.clone(), app.base.clone(), owner.clone());
-        calls.push(tokio::spawn(async move {
-            let r = client
-                .post(format!("{base}/api/v1/projects"))
-                .bearer_auth(token)
-                .header("idempotency-key", "same-key")
-                .json(&json!({"name": "Once"}))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
-        }));
-    }
-    let mut bodies = Vec::new();
-    for c in calls {
-        let (status, body) = c.await.unwrap();
-        assert_eq!(status, 201, "{body}");
-        bodies.push(body);
-    }
+    let bodies = eight_at_once(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/projects",
+        &owner,
+        "same-key",
+        json!({"name": "Once"}),
+        201,
+    )
+    .await;
     assert!(bodies.iter().all(|b| *b == bodies[0]), "every repeat got the first response");
     assert_eq!(app.event_count().await, before + 1);
 }
@@ -117,27 +106,9 @@ async fn keys_on_the_two_call_path_answer_once_even_when_nothing_changed() {
     let project = app.create_project(&owner, "Start").await.body["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/projects/{project}");
     let before = app.event_count().await;
-    let mut calls = Vec::new();
-    for _ in 0..8 {
-        let (client, base, token, path) = (app.client.clone(), app.base.clone(), owner.clone(), path.clone());
-        calls.push(tokio::spawn(async move {
-            let r = client
-                .patch(format!("{base}{path}"))
-                .bearer_auth(token)
-                .header("idempotency-key", "rename-once")
-                .json(&json!({"name": "Renamed"}))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
-        }));
-    }
-    let mut bodies = Vec::new();
-    for c in calls {
-        let (status, body) = c.await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        bodies.push(body);
-    }
+    let bodies =
+        eight_at_once(&app, reqwest::Method::PATCH, &path, &owner, "rename-once", json!({"name": "Renamed"}), 200)
+            .await;
     assert!(bodies.iter().all(|b| *b == bodies[0]), "every repeat got the first answer: {bodies:?}");
     assert_eq!(bodies[0]["version"], 2);
     assert_eq!(app.event_count().await, before + 1, "appended once");
@@ -158,4 +129,36 @@ async fn keys_on_the_two_call_path_answer_once_even_when_nothing_changed() {
     let other = send("Else", SAME).await;
     assert_eq!((other.status, other.body["code"].as_str()), (409, Some("idempotency-key-reused")), "{}", other.body);
     assert_eq!(app.event_count().await, before + 2);
+}
+
+/// The same keyed request sent eight times at once; every answer must have `status`. Their bodies.
+async fn eight_at_once(
+    app: &crate::helpers::TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: serde_json::Value,
+    status: u16,
+) -> Vec<serde_json::Value> {
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let request = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        calls.push(tokio::spawn(async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let mut bodies = Vec::new();
+    for c in calls {
+        let (got, body) = c.await.unwrap();
+        assert_eq!(got, status, "{body}");
+        bodies.push(body);
+    }
+    bodies
 }
