@@ -136,7 +136,7 @@ async fn two_tenants_events_reach_their_own_endpoints_and_subjects_signed_in_ord
     assert_exactly_once_in_order(&app.db, &stream, &received).await;
     println!("NATS: {total} events once each; webhooks: {duplicates} redelivered after the crash");
     second.start_kill().unwrap();
-    js.delete_stream(&stream).await.unwrap();
+    crate::nats::drop_stream(&js, &stream).await;
 }
 
 async fn drive_ref(app: &TestApp, token: &str, rounds: usize, tag: &str, tasks: bool, pause: Duration) -> usize {

@@ -18,6 +18,47 @@ use uuid::Uuid;
 
 pub const SECRET: &[u8] = b"integration-tests-secret-0123456789abcdef";
 
+/// `keel serve` as a process of its own on `db_url`, on a fresh port, with the tests' JWT secret
+/// and master key, JSON log lines at `info` into `log`, and `env` on top (later pairs win).
+/// Returns the child (killed when dropped) and its address once it serves.
+pub async fn keel_serve(db_url: &str, log: &std::path::Path, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"));
+    cmd.arg("serve")
+        .env_remove("KEEL_MASTER_KEY_FILE")
+        .env_remove("KEEL_CONFIG")
+        .env("DATABASE_URL", db_url)
+        .env("KEEL_JWT_SECRET", std::str::from_utf8(SECRET).expect("an ASCII secret"))
+        .env("KEEL_MASTER_KEY", MASTER_KEY)
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_LOG", "info")
+        .env("KEEL_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(std::fs::File::create(log).unwrap()))
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    for _ in 0..240 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "serving")
+            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned));
+        if let Some(a) = addr {
+            return (child, a);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "keel serve exited:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("keel serve logs its address:\n{}", std::fs::read_to_string(log).unwrap());
+}
+
+/// A token signed with the tests' secret (`SECRET`), as `keel serve` processes check it.
+pub fn signed_token(tenant: Option<Uuid>, user: &str, platform: bool) -> String {
+    let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(SECRET.to_vec())));
+    auth.issue(user, tenant, platform, Duration::from_secs(3600))
+}
+
 /// The server that test databases are created on (a superuser connection).
 pub fn server_url() -> String {
     std::env::var("KEEL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())

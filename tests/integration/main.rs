@@ -47,6 +47,7 @@ mod registry;
 mod reporting;
 mod rest_spec;
 mod roles;
+mod scale_out;
 mod security;
 mod shedding;
 mod subscription_access;

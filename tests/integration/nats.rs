@@ -40,7 +40,18 @@ fn config(url: &str, stream: &str) -> NatsConfig {
 
 pub(crate) async fn jetstream() -> jetstream::Context {
     let client = async_nats::connect(NATS).await.expect("the NATS server with JetStream listens on 127.0.0.1:4222");
-    jetstream::new(client)
+    let mut js = jetstream::new(client);
+    // The whole suite shares one broker and two cores: its answers can take seconds.
+    js.set_timeout(Duration::from_secs(30));
+    js
+}
+
+/// Removes a test's stream. Cleanup, not a check: a broker too busy to answer in time leaves
+/// the stream to its `max_age` rather than failing the test that has already passed.
+pub(crate) async fn drop_stream(js: &jetstream::Context, stream: &str) {
+    if let Err(e) = js.delete_stream(stream).await {
+        eprintln!("stream {stream} left to its max_age: {e}");
+    }
 }
 
 /// One message as a consumer of the stream sees it.
@@ -198,7 +209,7 @@ async fn two_tenants_events_reach_their_own_subjects_once_in_log_order_with_the_
         assert!(Instant::now() < deadline, "the checkpoint follows the acks: {st:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    js.delete_stream(&stream).await.unwrap();
+    drop_stream(&js, &stream).await;
 }
 
 /// A TCP forwarder on `port` to the NATS server: the broker "coming back" at the URL Keel has.
@@ -294,7 +305,7 @@ async fn with_nats_away_commands_succeed_the_lag_and_error_show_and_it_catches_u
     );
     assert!(m.contains("keel_outbound_publish_seconds"), "{m}");
     proxy.abort();
-    js.delete_stream(&stream).await.unwrap();
+    drop_stream(&js, &stream).await;
 }
 
 #[tokio::test]
@@ -337,7 +348,7 @@ async fn an_erased_members_personal_data_is_published_as_erased() {
         let text = m.envelope.to_string();
         assert!(!text.contains("enc:v1:") && !text.contains("grace@example.test"), "{text}");
     }
-    js.delete_stream(&stream).await.unwrap();
+    drop_stream(&js, &stream).await;
 }
 
 fn serve(db: &TestDb, stream: &str) -> Child {
@@ -428,7 +439,7 @@ async fn a_publisher_killed_between_publish_and_checkpoint_republishes_and_jetst
     let received = read_all(&js, &stream).await;
     assert_eq!(received.len() as u64, total, "republished events were dropped as duplicates");
     assert_exactly_once_in_order(&db, &stream, &received).await;
-    js.delete_stream(&stream).await.unwrap();
+    drop_stream(&js, &stream).await;
 }
 
 /// A NATS address that accepts connections and never answers (a broker hung, or a black hole).

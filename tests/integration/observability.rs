@@ -61,35 +61,11 @@ fn attr(span: &Span, key: &str) -> Option<String> {
     })
 }
 
-/// `keel serve` on a fresh port with `env`; returns the child and its address once it serves.
+/// `keel serve` on a fresh port with `env` and this file's JWT secret.
 async fn serve(db: &TestDb, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(KEEL);
-    cmd.arg("serve")
-        .env_remove("KEEL_MASTER_KEY_FILE")
-        .env("DATABASE_URL", &db.url)
-        .env("KEEL_JWT_SECRET", SECRET)
-        .env("KEEL_MASTER_KEY", MASTER_KEY)
-        .env("KEEL_LISTEN", "127.0.0.1:0")
-        .env("KEEL_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    for _ in 0..240 {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let addr = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["fields"]["message"] == "serving")
-            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned));
-        if let Some(a) = addr {
-            return (child, a);
-        }
-        assert!(child.try_wait().unwrap().is_none(), "keel serve exited:\n{text}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("keel serve logs its address:\n{}", std::fs::read_to_string(log).unwrap());
+    let mut all = vec![("KEEL_JWT_SECRET", SECRET)];
+    all.extend_from_slice(env);
+    crate::helpers::keel_serve(&db.url, log, &all).await
 }
 
 fn token(tenant: uuid::Uuid, user: &str) -> String {
@@ -150,8 +126,10 @@ async fn a_request_is_traced_end_to_end_and_its_log_lines_carry_the_trace() {
     // The spans arrive at the receiver.
     let want_trace = hex::decode(trace).unwrap();
     let want_fresh = hex::decode(&fresh_trace).unwrap();
+    // A deadline, not a count of tries: under the whole suite's load an export can take a while.
     let mut seen = Vec::new();
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         seen = spans.lock().unwrap().clone();
         let names: HashSet<&str> = seen.iter().filter(|s| s.trace_id == want_trace).map(|s| s.name.as_str()).collect();
         let resolvers = seen.iter().any(|s| s.trace_id == want_fresh && s.name == "resolver");

@@ -11,7 +11,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub(crate) async fn subscribe(app: &TestApp, token: &str, query: &str) -> Socket {
-    let mut req = format!("{}/graphql/ws", app.base.replace("http://", "ws://")).into_client_request().unwrap();
+    subscribe_at(&app.base, token, query).await
+}
+
+/// `subscribe` on the server at `base` (`http://host:port`).
+pub(crate) async fn subscribe_at(base: &str, token: &str, query: &str) -> Socket {
+    let mut req = format!("{}/graphql/ws", base.replace("http://", "ws://")).into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");
     ws.send(Message::text(json!({"type": "connection_init", "payload": {"token": token}}).to_string())).await.unwrap();

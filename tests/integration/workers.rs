@@ -31,7 +31,7 @@ fn projector(db: &TestDb, batch: u32) -> Child {
 }
 
 /// Every read table, as text, in a stable order.
-async fn read_tables(db: &TestDb) -> Vec<String> {
+pub(crate) async fn read_tables(db: &TestDb) -> Vec<String> {
     let mut su = db.superuser().await;
     let mut out = Vec::new();
     for (table, key) in [
@@ -56,7 +56,7 @@ async fn replay(store: &Store, p: Projection, batch_size: i64) {
 }
 
 /// Empties every read table and checkpoint, then replays the whole log in this process.
-async fn fresh_replay(db: &TestDb) -> Vec<String> {
+pub(crate) async fn fresh_replay(db: &TestDb) -> Vec<String> {
     replay_in_batches_of(db, 500).await
 }
 
