@@ -37,6 +37,9 @@ impl Services {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub database_url: DatabaseUrl,
+    /// A streaming replica of that database for GraphQL and audit reads
+    /// (`KEEL_READ_DATABASE_URL`); the command side and the projections stay on the primary.
+    pub read_database_url: Option<DatabaseUrl>,
     pub listen: String,
     pub jwt: JwtConfig,
     pub consistency_wait: Duration,
@@ -132,6 +135,13 @@ impl App {
         )
         .await
         .context("cannot connect to the database (DATABASE_URL)")?;
+        let store = match &config.read_database_url {
+            Some(url) => store
+                .with_read_replica(url.expose_secret(), config.pools.reader, config.limits.db)
+                .await
+                .context("cannot connect to the read replica (KEEL_READ_DATABASE_URL)")?,
+            None => store,
+        };
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", config.listen))?;

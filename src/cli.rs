@@ -38,6 +38,12 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
 
+    /// PostgreSQL URL of a streaming replica of DATABASE_URL's database: GraphQL and audit reads
+    /// go there (with `Keel-Consistency` waiting for the replica), commands and projections stay
+    /// on the primary. Unset: everything reads the primary.
+    #[arg(long, env = "KEEL_READ_DATABASE_URL", global = true, hide_env_values = true)]
+    pub read_database_url: Option<DatabaseUrl>,
+
     /// Address the HTTP server (REST and GraphQL) listens on.
     #[arg(long, env = "KEEL_LISTEN", global = true, default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -894,6 +900,7 @@ mod tests {
 
         let config = AppConfig {
             database_url: s.database_url.clone().unwrap(),
+            read_database_url: None,
             listen: s.listen.clone(),
             jwt: JwtConfig::hs256(Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec())),
             consistency_wait: std::time::Duration::from_millis(s.consistency_wait_ms),

@@ -236,6 +236,63 @@ impl EmbeddedPg {
     }
 }
 
+impl EmbeddedPg {
+    /// A hot standby of this cluster under `data_dir`, streaming from it on a port of its own:
+    /// `pg_basebackup -R` (which writes the standby's connection settings), then a start. With
+    /// `apply_delay`, the standby replays each commit that long after the primary made it
+    /// (`recovery_min_apply_delay`): a lagging replica on purpose, for tests and the bench.
+    pub fn start_standby(
+        &self,
+        data_dir: &Path,
+        apply_delay: Option<std::time::Duration>,
+    ) -> anyhow::Result<EmbeddedPg> {
+        fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let data_dir = fs::canonicalize(data_dir)?;
+        let root = data_dir.join("pg");
+        fs::create_dir_all(root.join("run"))?;
+        if let Some((uid, gid)) = self.run_as {
+            for dir in [root.clone(), root.join("run")] {
+                std::os::unix::fs::chown(&dir, Some(uid.as_raw()), Some(gid.as_raw()))
+                    .with_context(|| format!("cannot chown {}", dir.display()))?;
+            }
+        }
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
+        let standby = EmbeddedPg {
+            bindir: self.bindir.clone(),
+            root,
+            run_as: self.run_as,
+            port: pick_port(&data_dir.join("pg-port"))?,
+            password: self.password.clone(),
+            started: true,
+        };
+        let out = standby
+            .command("pg_basebackup")
+            .arg("-D")
+            .arg(standby.pgdata())
+            .args(["-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-U", SUPERUSER])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .env("PGPASSWORD", &self.password)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run pg_basebackup")?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Some(delay) = apply_delay {
+            use std::io::Write;
+            let mut conf = fs::OpenOptions::new().append(true).open(standby.pgdata().join("postgresql.auto.conf"))?;
+            writeln!(conf, "recovery_min_apply_delay = '{}ms'", delay.as_millis())?;
+        }
+        standby.pg_ctl_start()?;
+        Ok(standby)
+    }
+}
+
 /// How `pg_ctl stop` ends the server's sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {

@@ -77,7 +77,10 @@ impl Consumer for Projection {
         for (tenant, streams) in by_tenant {
             // NOTIFY payloads are small: past 100 streams, say "all of this tenant".
             let streams = (streams.len() <= 100).then_some(streams);
-            let payload = serde_json::json!({ "p": self.0.name, "t": tenant, "s": streams }).to_string();
+            // `x`: the batch's last position, so a process reading from a replica can hold the
+            // change back until the replica has applied it.
+            let at = batch.last().map(|e| e.log_position().to_string());
+            let payload = serde_json::json!({ "p": self.0.name, "t": tenant, "s": streams, "x": at }).to_string();
             keel_store::notify_projected(conn, &payload).await?;
         }
         Ok(())

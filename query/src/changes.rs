@@ -1,7 +1,8 @@
-//! What the projections changed, as they commit: one LISTEN connection per process, fanned out
-//! to the subscriptions of this process.
+//! What the projections changed, as they commit: one LISTEN connection per process (on the
+//! primary: a standby cannot LISTEN), fanned out to the subscriptions of this process; with a
+//! read replica, each change only once the replica has applied it.
 
-use keel_store::Store;
+use keel_store::{LogPosition, Store};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,40 @@ pub struct Change {
     pub t: Uuid,
     /// The streams it touched (`None`: too many to list).
     pub s: Option<Vec<Uuid>>,
+    /// The log position the batch applied up to (its checkpoint after the commit).
+    #[serde(default)]
+    pub x: Option<String>,
+}
+
+/// How long a change waits for the replica before a warning says the replica is behind (it
+/// goes on waiting: a subscriber never hears of a change it could not then read).
+const REPLICA_BEHIND_WARNING: Duration = Duration::from_secs(5);
+
+/// With a read replica, waits until the replica's checkpoint of `c.p` has reached `c.x`: the
+/// subscription that reads after this push reads from the replica. `seen` keeps each
+/// projection's last known replica position so a burst of changes costs one look.
+async fn until_replica_has(store: &Store, c: &Change, seen: &mut std::collections::HashMap<String, LogPosition>) {
+    let Some(want) = c.x.as_deref().and_then(LogPosition::parse) else { return };
+    if seen.get(&c.p).is_some_and(|at| *at >= want) {
+        return;
+    }
+    let began = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(2);
+    let mut warned = false;
+    loop {
+        if let Ok(at) = keel_store::checkpoint::read(store.read_pool(), &c.p).await {
+            seen.insert(c.p.clone(), at);
+            if at >= want {
+                return;
+            }
+        }
+        if !warned && began.elapsed() > REPLICA_BEHIND_WARNING {
+            warned = true;
+            tracing::warn!(projection = %c.p, tenant_id = %c.t, "the read replica is behind: subscriptions wait for it");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
 }
 
 #[derive(Clone)]
@@ -38,6 +73,7 @@ impl Changes {
                 let (tx, _) = broadcast::channel(1024);
                 let sender = tx.clone();
                 tokio::spawn(async move {
+                    let mut seen = std::collections::HashMap::new();
                     loop {
                         let mut l = match keel_store::listen(store.reader(), keel_store::PROJECTED_CHANNEL).await {
                             Ok(l) => l,
@@ -51,6 +87,9 @@ impl Changes {
                             match l.recv().await {
                                 Ok(n) => {
                                     if let Ok(c) = serde_json::from_str::<Change>(n.payload()) {
+                                        if store.has_read_replica() {
+                                            until_replica_has(&store, &c, &mut seen).await;
+                                        }
                                         let _ = sender.send(c);
                                     }
                                 }

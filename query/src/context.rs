@@ -135,6 +135,7 @@ impl RequestCtx {
         }
         self.role
             .get_or_try_init(|| async {
+                self.until_replica_reached().await?;
                 let mut tx = self.read_tx().await?;
                 let role = access::member_role(&mut tx, &self.principal.subject).await.map_err(internal)?;
                 tx.commit().await.map_err(internal)?;
@@ -162,6 +163,28 @@ impl RequestCtx {
             Some(r) if allowed(r) => Ok(r),
             Some(r) => Err(forbidden(&format!("the {} role cannot read this", r.as_str()))),
             None => Err(forbidden("you are not an active member of this tenant")),
+        }
+    }
+
+    /// With a read replica and a `Keel-Consistency` position: waits (at most the configured
+    /// time, then marks the answer stale) until the replica has replayed that position, so the
+    /// membership a command just made is there before the role is looked up.
+    async fn until_replica_reached(&self) -> Result<(), Error> {
+        let Some(want) = self.consistency.filter(|_| self.store.has_read_replica()) else { return Ok(()) };
+        let deadline = Instant::now() + self.wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let at = self.store.guarded(checkpoint::highest(self.store.read_pool())).await.map_err(internal)?;
+            if at >= want {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.stale.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
         }
     }
 
@@ -194,7 +217,8 @@ impl RequestCtx {
             let moved = self.store.checkpoint_moves();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            let at = self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)?;
+            let at =
+                self.store.guarded(checkpoint::read(self.store.read_pool(), projection)).await.map_err(internal)?;
             if at >= want {
                 return Ok(true);
             }
@@ -211,7 +235,7 @@ impl RequestCtx {
 
     /// Where `projection` stands now.
     pub(crate) async fn checkpoint_of(&self, projection: &str) -> Result<LogPosition, Error> {
-        self.store.guarded(checkpoint::read(self.store.reader(), projection)).await.map_err(internal)
+        self.store.guarded(checkpoint::read(self.store.read_pool(), projection)).await.map_err(internal)
     }
 }
 

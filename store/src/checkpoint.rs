@@ -159,6 +159,19 @@ pub async fn read(pool: &PgPool, name: &str) -> Result<LogPosition, StoreError> 
     }
 }
 
+/// The furthest any consumer has applied. On a replica: every event up to it has been replayed
+/// there, with what its append wrote in the same transaction (a checkpoint commits after the
+/// events it applied, and a standby replays commits in order).
+pub async fn highest(pool: &PgPool) -> Result<LogPosition, StoreError> {
+    let rows =
+        sqlx::query("SELECT last_xid::text AS xid, last_position FROM projection_checkpoints").fetch_all(pool).await?;
+    let mut top = LogPosition::START;
+    for r in &rows {
+        top = top.max(to_position(r)?);
+    }
+    Ok(top)
+}
+
 /// Whether any committed event lies after checkpoint `name`, ignoring the gap-safe horizon: true
 /// while an older transaction still holds back events that have already committed. One statement.
 pub async fn has_events_after_checkpoint(pool: &PgPool, name: &str) -> Result<bool, StoreError> {

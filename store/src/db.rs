@@ -108,6 +108,9 @@ pub struct Store {
     writer: PgPool,
     reader: PgPool,
     projector: PgPool,
+    /// `keel_reader` on a streaming replica (`KEEL_READ_DATABASE_URL`): GraphQL and audit reads,
+    /// and the checkpoints their consistency waits look at (`read_pool`).
+    replica: Option<PgPool>,
     appended: std::sync::Arc<tokio::sync::Notify>,
     /// Woken when a projection worker of this process commits a checkpoint (`checkpoint_moved`).
     checkpoints: std::sync::Arc<tokio::sync::Notify>,
@@ -206,6 +209,7 @@ impl Store {
             writer,
             reader: role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement).await?,
             projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement).await?,
+            replica: None,
             appended,
             checkpoints: std::sync::Arc::default(),
             master: master.map(std::sync::Arc::new),
@@ -213,6 +217,29 @@ impl Store {
             breaker,
             commit_resolve: t.commit_resolve,
         })
+    }
+
+    /// Sends the query side's reads (`begin_read`, `read_pool`) to a streaming replica of this
+    /// database, as `keel_reader` with the reader's pool size and timeouts. The replica lags:
+    /// whoever needs a command's effect waits on the replica's own checkpoints (`read_pool`),
+    /// which it replays in commit order with the read tables they describe.
+    pub async fn with_read_replica(
+        mut self,
+        replica_url: &str,
+        size: u32,
+        timeouts: PoolTimeouts,
+    ) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(replica_url)
+            .map_err(|e| StoreError::Config(format!("KEEL_READ_DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
+            .application_name("keel");
+        self.replica =
+            Some(role_pool(&options, "keel_reader", size, timeouts.acquire, timeouts.reader_statement).await?);
+        Ok(self)
+    }
+
+    /// Whether query-side reads go to a replica (`with_read_replica`).
+    pub fn has_read_replica(&self) -> bool {
+        self.replica.is_some()
     }
 
     /// Whether the database answered this process's last probe (`breaker`).
@@ -299,9 +326,16 @@ impl Store {
         &self.writer
     }
 
-    /// The query side: read tables, checkpoints, memberships.
+    /// The query side on the primary: read tables, checkpoints, memberships, LISTEN.
     pub fn reader(&self) -> &PgPool {
         &self.reader
+    }
+
+    /// Where GraphQL and audit reads run: the replica when there is one (`with_read_replica`),
+    /// else `reader`. A consistency wait reads its checkpoints here too, so it waits for the
+    /// copy it will read from.
+    pub fn read_pool(&self) -> &PgPool {
+        self.replica.as_ref().unwrap_or(&self.reader)
     }
 
     /// Projection workers: every tenant's events, read tables, checkpoints.
@@ -352,7 +386,7 @@ impl Store {
 
     pub async fn begin_read(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let started = std::time::Instant::now();
-        let tx = self.guarded(TenantTx::begin(&self.reader, tenant)).await;
+        let tx = self.guarded(TenantTx::begin(self.read_pool(), tenant)).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => Pool::Reader.name()).record(started.elapsed().as_secs_f64());
         Ok(TenantTx { master: self.master.clone(), ..tx? })
     }
@@ -360,7 +394,7 @@ impl Store {
     /// A read-only transaction that sees one snapshot throughout (an export of many pages).
     pub async fn begin_read_snapshot(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let tx = self
-            .guarded(TenantTx::begin_as(&self.reader, tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            .guarded(TenantTx::begin_as(self.read_pool(), tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             .await?;
         Ok(TenantTx { master: self.master.clone(), ..tx })
     }

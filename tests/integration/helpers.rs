@@ -257,6 +257,7 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
 pub async fn spawn_app_on(db: TestDb, o: Options) -> TestApp {
     let config = AppConfig {
         database_url: o.database_url.unwrap_or_else(|| db.url.clone()).into(),
+        read_database_url: None,
         listen: "127.0.0.1:0".into(),
         jwt: o.jwt.unwrap_or_else(|| JwtConfig::hs256(Secret::new(SECRET.to_vec()))),
         consistency_wait: o.consistency_wait,

@@ -44,6 +44,7 @@ mod readme;
 mod rebuild;
 mod receiver;
 mod registry;
+mod replica;
 mod reporting;
 mod rest_spec;
 mod roles;

@@ -233,6 +233,7 @@ async fn platform_calls_are_limited_per_operator() {
 async fn second_process(first: &TestApp, limits: EdgeLimits) -> (String, tokio::sync::oneshot::Sender<()>) {
     let config = AppConfig {
         database_url: first.db.url.clone().into(),
+        read_database_url: None,
         listen: "127.0.0.1:0".into(),
         jwt: JwtConfig::hs256(Secret::new(SECRET.to_vec())),
         consistency_wait: Duration::from_secs(2),
@@ -384,6 +385,7 @@ async fn a_bad_redis_url_stops_start_up() {
     };
     let config = AppConfig {
         database_url: db.url.clone().into(),
+        read_database_url: None,
         listen: "127.0.0.1:0".into(),
         jwt: JwtConfig::hs256(Secret::new(SECRET.to_vec())),
         consistency_wait: Duration::from_secs(2),
