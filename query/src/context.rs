@@ -83,6 +83,7 @@ pub(crate) fn listing(e: StoreError) -> Error {
         | StoreError::NothingToAppend
         | StoreError::NoControlPlaneRow(_)
         | StoreError::UsageOverflow(_)
+        | StoreError::Backend(_)
         | StoreError::NoStoredResponse(_)
         | StoreError::ReadSetChanged(_)
         | StoreError::OutcomeUnknown

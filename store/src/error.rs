@@ -56,6 +56,9 @@ pub enum StoreError {
     Unavailable,
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// Another event store behind `EventStore` (KurrentDB) failed or refused the call.
+    #[error("event store: {0}")]
+    Backend(String),
 }
 
 impl StoreError {
@@ -82,6 +85,7 @@ impl StoreError {
             | StoreError::NothingToAppend
             | StoreError::NoControlPlaneRow(_)
             | StoreError::UsageOverflow(_)
+            | StoreError::Backend(_)
             | StoreError::NoStoredResponse(_)
             | StoreError::OutcomeUnknown => false,
         }

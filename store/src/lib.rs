@@ -5,6 +5,9 @@ pub mod analyst;
 pub mod audit;
 pub mod breaker;
 pub mod checkpoint;
+pub mod event_store;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
 pub mod crypto;
 mod db;
 pub mod dead_letter;
