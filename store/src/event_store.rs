@@ -47,6 +47,11 @@ pub trait EventStore: Send + Sync {
     /// Before the first event.
     fn start(&self) -> Self::Position;
 
+    /// The position of the last event committed now (`start` when there is none): where a
+    /// consumer that wants only what comes next begins. (A transaction still open may yet commit
+    /// below it in PostgreSQL; consumers that must see everything keep a checkpoint instead.)
+    fn end(&self) -> impl Future<Output = Result<Self::Position, StoreError>> + Send;
+
     /// Appends `events`, all of stream `stream_id`, when its last version is `expected`; returns
     /// the position of the last one.
     fn append(
@@ -126,6 +131,21 @@ impl EventStore for PgEventStore {
         LogPosition::START
     }
 
+    async fn end(&self) -> Result<LogPosition, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(self.store.pool(Pool::Projector))
+        .await?;
+        match row {
+            None => Ok(LogPosition::START),
+            Some((xid, position)) => Ok(LogPosition {
+                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
+                position,
+            }),
+        }
+    }
+
     async fn append(
         &self,
         tenant: TenantId,
@@ -136,13 +156,28 @@ impl EventStore for PgEventStore {
     ) -> Result<LogPosition, StoreError> {
         one_stream(stream_id, events)?;
         let mut tx = self.store.begin_write(tenant).await?;
-        let appended = log::append(&mut tx, &[(stream_id, expected)], events, metadata, Utc::now()).await?;
-        tx.commit().await?;
-        self.store.events_appended();
-        Ok(appended.last)
+        match log::append(&mut tx, &[(stream_id, expected)], events, metadata, Utc::now()).await {
+            Ok(appended) => {
+                tx.commit().await?;
+                self.store.events_appended();
+                Ok(appended.last)
+            }
+            // A stream expected new is refused by the unique version, which names the version
+            // that exists, not the head: say where the stream is.
+            Err(StoreError::Conflict { .. }) => {
+                drop(tx);
+                let actual = self.read_stream(tenant, stream_id).await?.last().map_or(0, |e| e.version);
+                Err(StoreError::Conflict { stream_id, expected, actual })
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    async fn read_stream(&self, tenant: TenantId, stream_id: Uuid) -> Result<Vec<StoredEvent<LogPosition>>, StoreError> {
+    async fn read_stream(
+        &self,
+        tenant: TenantId,
+        stream_id: Uuid,
+    ) -> Result<Vec<StoredEvent<LogPosition>>, StoreError> {
         let mut tx = self.store.begin_write(tenant).await?;
         let rows = log::read_stream(&mut tx, stream_id).await?;
         tx.commit().await?;

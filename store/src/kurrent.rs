@@ -107,6 +107,12 @@ impl EventStore for KurrentStore {
         Position::start()
     }
 
+    async fn end(&self) -> Result<Position, StoreError> {
+        let options = ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1);
+        let mut read = self.client.read_all(&options).await.map_err(backend)?;
+        Ok(read.next().await.map_err(backend)?.map_or(Position::start(), |r| r.get_original_event().position))
+    }
+
     async fn append(
         &self,
         tenant: TenantId,

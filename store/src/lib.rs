@@ -5,17 +5,17 @@ pub mod analyst;
 pub mod audit;
 pub mod breaker;
 pub mod checkpoint;
-pub mod event_store;
-#[cfg(feature = "kurrentdb")]
-pub mod kurrent;
 pub mod crypto;
 mod db;
 pub mod dead_letter;
 mod error;
+pub mod event_store;
 pub mod footprint;
 pub mod hash;
 pub mod idempotency;
 pub mod inline;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
 pub mod log;
 pub mod ops;
 pub mod read;
