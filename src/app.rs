@@ -40,6 +40,9 @@ pub struct AppConfig {
     /// A streaming replica of that database for GraphQL and audit reads
     /// (`KEEL_READ_DATABASE_URL`); the command side and the projections stay on the primary.
     pub read_database_url: Option<DatabaseUrl>,
+    /// Set when `database_url` is a transaction pooler (PgBouncer in transaction mode): the same
+    /// database past the pooler, for what needs a session (LISTEN) (`KEEL_DIRECT_DATABASE_URL`).
+    pub direct_database_url: Option<DatabaseUrl>,
     pub listen: String,
     pub jwt: JwtConfig,
     pub consistency_wait: Duration,
@@ -127,13 +130,27 @@ struct OpsState {
 impl App {
     /// Connects the service roles (the database must be migrated) and binds the listener.
     pub async fn build(config: AppConfig) -> anyhow::Result<App> {
-        let store = Store::connect_with(
-            config.database_url.expose_secret(),
-            config.pools,
-            config.limits.db,
-            Some(config.master_key.clone()),
-        )
-        .await
+        let store = match &config.direct_database_url {
+            None => {
+                Store::connect_with(
+                    config.database_url.expose_secret(),
+                    config.pools,
+                    config.limits.db,
+                    Some(config.master_key.clone()),
+                )
+                .await
+            }
+            Some(direct) => {
+                Store::connect_pooled(
+                    config.database_url.expose_secret(),
+                    direct.expose_secret(),
+                    config.pools,
+                    config.limits.db,
+                    Some(config.master_key.clone()),
+                )
+                .await
+            }
+        }
         .context("cannot connect to the database (DATABASE_URL)")?;
         let store = match &config.read_database_url {
             Some(url) => store
@@ -364,7 +381,11 @@ async fn readyz(State(ops): State<OpsState>) -> Response {
 
 async fn metrics(State(ops): State<OpsState>) -> Response {
     ops.metrics.run_upkeep();
-    let pools = [("writer", ops.store.writer()), ("reader", ops.store.reader()), ("projector", ops.store.projector())];
+    let pools = [
+        ("writer", ops.store.writer().raw()),
+        ("reader", ops.store.reader().raw()),
+        ("projector", ops.store.projector().raw()),
+    ];
     for (name, pool) in pools {
         metrics::gauge!("keel_db_pool_connections", "pool" => name).set(pool.size() as f64);
         metrics::gauge!("keel_db_pool_idle_connections", "pool" => name).set(pool.num_idle() as f64);

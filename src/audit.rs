@@ -62,7 +62,7 @@ pub async fn export(
 /// Recomputes every hash chain (of one tenant, or all) and prints a summary; a broken link is
 /// printed with its stream, version and position and ends in an error (exit code 1).
 pub async fn verify(store: &Store, tenant: Option<uuid::Uuid>) -> anyhow::Result<()> {
-    let mut conn = store.projector().acquire().await?;
+    let mut conn = store.projector().unit().await?;
     let report = audit::verify(&mut conn, tenant, |n| {
         if n % 100_000 == 0 {
             eprintln!("keel: verified {n} events");

@@ -382,6 +382,7 @@ async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)
     let app = App::build(AppConfig {
         database_url: url.into(),
         read_database_url: None,
+        direct_database_url: None,
         listen: "127.0.0.1:0".into(),
         jwt: jwt.clone(),
         consistency_wait: Duration::from_secs(2),

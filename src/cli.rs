@@ -44,6 +44,14 @@ pub struct Settings {
     #[arg(long, env = "KEEL_READ_DATABASE_URL", global = true, hide_env_values = true)]
     pub read_database_url: Option<DatabaseUrl>,
 
+    /// The same database as DATABASE_URL reached directly, when DATABASE_URL is a transaction
+    /// pooler (PgBouncer with pool_mode = transaction): LISTEN connects here, and every unit of
+    /// work through the pooler is a transaction that sets its role. The pooled login must be the
+    /// `keel_pooled` role (or another that is neither superuser nor owner). Unset: DATABASE_URL
+    /// is a direct connection.
+    #[arg(long, env = "KEEL_DIRECT_DATABASE_URL", global = true, hide_env_values = true)]
+    pub direct_database_url: Option<DatabaseUrl>,
+
     /// Address the HTTP server (REST and GraphQL) listens on.
     #[arg(long, env = "KEEL_LISTEN", global = true, default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -901,6 +909,7 @@ mod tests {
         let config = AppConfig {
             database_url: s.database_url.clone().unwrap(),
             read_database_url: None,
+            direct_database_url: None,
             listen: s.listen.clone(),
             jwt: JwtConfig::hs256(Secret::new(s.jwt_secret.as_ref().unwrap().expose_secret().as_bytes().to_vec())),
             consistency_wait: std::time::Duration::from_millis(s.consistency_wait_ms),

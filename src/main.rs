@@ -241,6 +241,7 @@ fn app_config(
         database_url,
         listen: s.listen.clone(),
         read_database_url: s.read_database_url.clone(),
+        direct_database_url: s.direct_database_url.clone(),
         jwt,
         consistency_wait: Duration::from_millis(s.consistency_wait_ms),
         body_limit: s.body_limit,

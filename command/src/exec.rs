@@ -204,7 +204,9 @@ pub(crate) async fn execute_with(
     let mut attempt = 0;
     // Whether an earlier attempt lost a race (not only its connection).
     let mut raced = false;
-    let mut in_calls = in_two_calls(&cmd);
+    // Behind a transaction pooler two calls cannot be two transactions of one session: one
+    // transaction then.
+    let mut in_calls = in_two_calls(&cmd) && !state.store.pooled();
     loop {
         let tried = if in_calls {
             attempt_calls(state, meta, tenant, &cmd, created, clock, &md, attempt).await

@@ -75,7 +75,7 @@ impl Changes {
                 tokio::spawn(async move {
                     let mut seen = std::collections::HashMap::new();
                     loop {
-                        let mut l = match keel_store::listen(store.reader(), keel_store::PROJECTED_CHANNEL).await {
+                        let mut l = match keel_store::listen(&store, keel_store::PROJECTED_CHANNEL).await {
                             Ok(l) => l,
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot listen for projection changes; retrying");

@@ -9,8 +9,8 @@ pub mod dead_letters;
 
 use keel_domain::Event;
 use keel_store::{LogPosition, Pool, RecordedEvent, Store, StoreError, checkpoint, log};
+use sqlx::PgConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -229,7 +229,7 @@ impl<C: Consumer> Runner<C> {
         &self.consumer
     }
 
-    fn pool(&self) -> &PgPool {
+    fn pool(&self) -> &keel_store::RolePool {
         self.store.pool(self.consumer.pool())
     }
 
@@ -321,10 +321,11 @@ impl<C: Consumer> Runner<C> {
         let name = self.consumer.name();
         let from = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
         let (batch, more) = {
-            let mut conn = self.pool().acquire().await?;
+            let mut conn = self.pool().unit().await?;
             let log::Batch { events: mut batch, more } =
                 log::read_batch_after(&mut conn, from, self.config.batch_size).await?;
             log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
+            conn.done().await?;
             (batch, more)
         };
         let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok((0, true)) };
@@ -698,7 +699,7 @@ pub fn wake_on_appends(
 
 /// A LISTEN connection of its own (outside the pool, which it would otherwise hold forever).
 async fn listen(store: &Store) -> Option<PgListener> {
-    match keel_store::listen(store.pool(Pool::Projector), keel_store::EVENTS_CHANNEL).await {
+    match keel_store::listen(store, keel_store::EVENTS_CHANNEL).await {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %e, "cannot LISTEN; polling only");

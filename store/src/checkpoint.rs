@@ -4,11 +4,11 @@
 use crate::error::StoreError;
 use crate::log::LogPosition;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Row};
 use std::time::Duration;
 
 /// Creates the checkpoint row of `name` when missing.
-pub async fn ensure(pool: &PgPool, name: &str) -> Result<(), StoreError> {
+pub async fn ensure(pool: &crate::RolePool, name: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
         .bind(name)
         .execute(pool)
@@ -19,7 +19,12 @@ pub async fn ensure(pool: &PgPool, name: &str) -> Result<(), StoreError> {
 /// Takes or renews the lease of `name` for `holder` when it is free, expired, or already
 /// `holder`'s. Returns whether `holder` holds it now. Expiry is judged by the database's clock,
 /// the same for every worker.
-pub async fn acquire_lease(pool: &PgPool, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+pub async fn acquire_lease(
+    pool: &crate::RolePool,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
     ensure(pool, name).await?;
     let row = sqlx::query(
         "UPDATE projection_checkpoints
@@ -35,7 +40,7 @@ pub async fn acquire_lease(pool: &PgPool, name: &str, holder: &str, ttl: Duratio
     Ok(row.is_some())
 }
 
-pub async fn release_lease(pool: &PgPool, name: &str, holder: &str) -> Result<(), StoreError> {
+pub async fn release_lease(pool: &crate::RolePool, name: &str, holder: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE projection_checkpoints SET lease_holder = NULL, lease_expires_at = NULL WHERE name = $1 AND lease_holder = $2",
     )
@@ -109,13 +114,13 @@ pub async fn rollback_batch(conn: &mut PgConnection) -> Result<(), StoreError> {
 }
 
 /// The checkpoints of rebuilds in progress or left behind (`NAME@rebuild`), by name.
-pub async fn rebuild_names(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+pub async fn rebuild_names(pool: &crate::RolePool) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT name FROM projection_checkpoints WHERE name LIKE '%@rebuild' ORDER BY name")
         .fetch_all(pool)
         .await?)
 }
 
-pub async fn set_state(pool: &PgPool, name: &str, state: &str, error: Option<&str>) -> Result<(), StoreError> {
+pub async fn set_state(pool: &crate::RolePool, name: &str, state: &str, error: Option<&str>) -> Result<(), StoreError> {
     ensure(pool, name).await?;
     sqlx::query("UPDATE projection_checkpoints SET state = $2, last_error = $3, updated_at = now() WHERE name = $1")
         .bind(name)
@@ -148,7 +153,7 @@ pub async fn replace(conn: &mut PgConnection, to: &str, from: &str) -> Result<()
 }
 
 /// The checkpoint as readers see it; `START` before the projection ever ran.
-pub async fn read(pool: &PgPool, name: &str) -> Result<LogPosition, StoreError> {
+pub async fn read(pool: &crate::RolePool, name: &str) -> Result<LogPosition, StoreError> {
     let r = sqlx::query("SELECT last_xid::text AS xid, last_position FROM projection_checkpoints WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
@@ -162,7 +167,7 @@ pub async fn read(pool: &PgPool, name: &str) -> Result<LogPosition, StoreError> 
 /// The furthest any consumer has applied. On a replica: every event up to it has been replayed
 /// there, with what its append wrote in the same transaction (a checkpoint commits after the
 /// events it applied, and a standby replays commits in order).
-pub async fn highest(pool: &PgPool) -> Result<LogPosition, StoreError> {
+pub async fn highest(pool: &crate::RolePool) -> Result<LogPosition, StoreError> {
     let rows =
         sqlx::query("SELECT last_xid::text AS xid, last_position FROM projection_checkpoints").fetch_all(pool).await?;
     let mut top = LogPosition::START;
@@ -174,7 +179,7 @@ pub async fn highest(pool: &PgPool) -> Result<LogPosition, StoreError> {
 
 /// Whether any committed event lies after checkpoint `name`, ignoring the gap-safe horizon: true
 /// while an older transaction still holds back events that have already committed. One statement.
-pub async fn has_events_after_checkpoint(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
+pub async fn has_events_after_checkpoint(pool: &crate::RolePool, name: &str) -> Result<bool, StoreError> {
     // An ordered LIMIT 1 walks the (transaction_id, position) index from the checkpoint.
     let row = sqlx::query(
         "SELECT 1 FROM events e
@@ -217,7 +222,7 @@ pub struct Status {
 }
 
 /// The status of `name` (as the projector, which sees every tenant's events).
-pub async fn status(pool: &PgPool, name: &str) -> Result<Status, StoreError> {
+pub async fn status(pool: &crate::RolePool, name: &str) -> Result<Status, StoreError> {
     ensure(pool, name).await?;
     let r = sqlx::query(
         "SELECT c.last_xid::text AS xid, c.last_position, c.state, c.lease_holder,

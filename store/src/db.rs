@@ -21,7 +21,7 @@ pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
 }
 
 /// True when every migration this binary knows has been applied successfully.
-pub async fn migrations_current(pool: &PgPool) -> Result<bool, StoreError> {
+pub async fn migrations_current(pool: &crate::RolePool) -> Result<bool, StoreError> {
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
         .fetch_all(pool)
         .await?;
@@ -105,12 +105,15 @@ impl Pool {
 /// table, nor BYPASSRLS, so Row-Level Security applies to everything it does.
 #[derive(Clone, Debug)]
 pub struct Store {
-    writer: PgPool,
-    reader: PgPool,
-    projector: PgPool,
+    writer: RolePool,
+    reader: RolePool,
+    projector: RolePool,
     /// `keel_reader` on a streaming replica (`KEEL_READ_DATABASE_URL`): GraphQL and audit reads,
     /// and the checkpoints their consistency waits look at (`read_pool`).
-    replica: Option<PgPool>,
+    replica: Option<RolePool>,
+    /// Behind a transaction pooler: where LISTEN connects, past the pooler
+    /// (`KEEL_DIRECT_DATABASE_URL`).
+    direct: Option<PgConnectOptions>,
     appended: std::sync::Arc<tokio::sync::Notify>,
     /// Woken when a projection worker of this process commits a checkpoint (`checkpoint_moved`).
     checkpoints: std::sync::Arc<tokio::sync::Notify>,
@@ -133,55 +136,242 @@ pub enum CommitOutcome {
     Unknown,
 }
 
+/// A service role's pool. On a direct connection each connection takes its role and statement
+/// timeout once, when it connects (`SET ROLE`). Behind a transaction pooler (PgBouncer in
+/// transaction mode, `Store::connect_pooled`) a connection keeps nothing between transactions
+/// and a statement outside one may run its two protocol steps on two server connections; so
+/// there every unit of work is a transaction that sets the role and the timeout first
+/// (`unit`, `begin_sql`), and prepared statements are not cached.
+#[derive(Clone, Debug)]
+pub struct RolePool {
+    pool: PgPool,
+    /// `SET LOCAL ROLE ..; SET LOCAL statement_timeout = ..; DEALLOCATE ALL` behind a pooler;
+    /// `None` directly.
+    local: Option<std::sync::Arc<str>>,
+}
+
+/// One unit of work on a `RolePool` outside any caller's transaction: the pool's connection as
+/// it is, or behind a pooler a transaction that has set the role. `done` commits the latter; a
+/// unit dropped without it writes nothing behind a pooler, so every unit that writes ends in
+/// `done`.
+pub enum Unit {
+    Conn(sqlx::pool::PoolConnection<Postgres>),
+    Tx(Transaction<'static, Postgres>),
+}
+
+impl std::ops::Deref for Unit {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Unit::Conn(c) => c,
+            Unit::Tx(t) => t,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Unit {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Unit::Conn(c) => c,
+            Unit::Tx(t) => t,
+        }
+    }
+}
+
+impl Unit {
+    /// Ends the unit: commits it behind a pooler, returns the connection otherwise.
+    pub async fn done(self) -> Result<(), StoreError> {
+        if let Unit::Tx(t) = self {
+            t.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+impl RolePool {
+    /// The sqlx pool, for a statement that needs no role of its own (a probe, a NOTIFY) or for
+    /// code that knows it runs directly (tests, the bench).
+    pub fn raw(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether this pool sits behind a transaction pooler.
+    pub fn pooled(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// A connection for one unit of work (see `Unit`).
+    pub async fn unit(&self) -> Result<Unit, StoreError> {
+        match &self.local {
+            None => Ok(Unit::Conn(self.pool.acquire().await?)),
+            Some(local) => {
+                let sql = format!("BEGIN; {local}");
+                Ok(Unit::Tx(self.pool.begin_with(sqlx::AssertSqlSafe(sql)).await?))
+            }
+        }
+    }
+
+    /// A transaction on this pool, with its role set behind a pooler.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(self.begin_sql("BEGIN"))).await?)
+    }
+
+    /// A transaction's opening statement `begin` with, behind a pooler, the role and the timeout
+    /// set for it; one simple query either way.
+    pub(crate) fn begin_sql(&self, begin: &str) -> String {
+        match &self.local {
+            None => begin.to_owned(),
+            Some(local) => format!("{begin}; {local}"),
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+}
+
+/// A `RolePool` runs statements as a pool does: directly, each on a connection of the pool;
+/// behind a pooler, each as a transaction of its own that sets the role first (its rows are read
+/// whole before the commit). Code written against a pool stays correct behind PgBouncer.
+impl<'p> sqlx::Executor<'p> for &'_ RolePool {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures::stream::BoxStream<
+        'e,
+        Result<sqlx::Either<sqlx::postgres::PgQueryResult, sqlx::postgres::PgRow>, sqlx::Error>,
+    >
+    where
+        'p: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        use futures::{StreamExt, TryStreamExt};
+        let Some(local) = self.local.clone() else { return self.pool.fetch_many(query) };
+        let pool = self.pool.clone();
+        futures::stream::once(async move {
+            let mut tx = pool.begin_with(sqlx::AssertSqlSafe(format!("BEGIN; {local}"))).await?;
+            let items: Vec<_> = (&mut *tx).fetch_many(query).try_collect().await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(futures::stream::iter(items.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures::future::BoxFuture<'e, Result<Option<sqlx::postgres::PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        let Some(local) = self.local.clone() else { return self.pool.fetch_optional(query) };
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let mut tx = pool.begin_with(sqlx::AssertSqlSafe(format!("BEGIN; {local}"))).await?;
+            let row = (&mut *tx).fetch_optional(query).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [sqlx::postgres::PgTypeInfo],
+    ) -> futures::future::BoxFuture<'e, Result<sqlx::postgres::PgStatement, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        self.pool.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e>(
+        self,
+        sql: sqlx::SqlStr,
+    ) -> futures::future::BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        self.pool.describe(sql)
+    }
+}
+
+/// The statements that set a service role and its statement timeout (milliseconds, formatted
+/// here: no caller text reaches them): per connection, or per transaction with `LOCAL`.
+fn role_settings(role: &'static str, statement: Duration, local: bool) -> String {
+    let scope = if local { " LOCAL" } else { "" };
+    format!("SET{scope} ROLE {role}; SET{scope} statement_timeout = {}", statement.as_millis())
+}
+
 async fn role_pool(
     options: &PgConnectOptions,
     role: &'static str,
     size: u32,
     acquire: Duration,
     statement: Duration,
-) -> Result<PgPool, StoreError> {
-    let set_role: &'static str = match role {
-        "keel_writer" => "SET ROLE keel_writer",
-        "keel_reader" => "SET ROLE keel_reader",
-        _ => "SET ROLE keel_projector",
-    };
-    let pool = PgPoolOptions::new()
-        .max_connections(size)
-        .min_connections(0)
-        .acquire_timeout(acquire)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute(set_role).await?;
-                // A number of milliseconds, formatted here: no caller text reaches this statement.
-                // A backend checks every second that its client is still there while a statement
-                // runs or waits on a lock: the statements of a process killed mid-request are
-                // cancelled within a second instead of holding their place in a lock queue (and
-                // the locks they get) until their statement timeout.
-                let timeout = format!(
-                    "SET statement_timeout = {}; SET client_connection_check_interval = {CLIENT_CHECK_MS}",
-                    statement.as_millis()
-                );
-                conn.execute(sqlx::AssertSqlSafe(timeout)).await?;
-                Ok(())
+    pooled: bool,
+) -> Result<RolePool, StoreError> {
+    debug_assert!(matches!(role, "keel_writer" | "keel_reader" | "keel_projector"));
+    let builder = PgPoolOptions::new().max_connections(size).min_connections(0).acquire_timeout(acquire);
+    let (pool, local) = if pooled {
+        // sqlx names every prepared statement (`sqlx_s_<n>`, counted per client connection) and,
+        // with its cache off, never reuses or closes one. A server connection passes from client
+        // to client, so each transaction first drops the statements an earlier client left there
+        // (`DEALLOCATE ALL`, in the same simple query as its BEGIN): its own names cannot clash.
+        let options = options.clone().statement_cache_capacity(0);
+        let pool = builder.connect_with(options).await?;
+        let local = format!("{}; DEALLOCATE ALL", role_settings(role, statement, true));
+        (pool, Some(std::sync::Arc::<str>::from(local)))
+    } else {
+        let pool = builder
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // A backend checks every second that its client is still there while a
+                    // statement runs or waits on a lock: the statements of a process killed
+                    // mid-request are cancelled within a second instead of holding their place in
+                    // a lock queue (and the locks they get) until their statement timeout.
+                    let set = format!(
+                        "{}; SET client_connection_check_interval = {CLIENT_CHECK_MS}",
+                        role_settings(role, statement, false)
+                    );
+                    conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                    Ok(())
+                })
             })
-        })
-        .connect_with(options.clone())
-        .await?;
-    // Refuse to run with a role that would bypass Row-Level Security.
-    let row = sqlx::query(
-        "SELECT r.rolname::text AS name, r.rolsuper, r.rolbypassrls,
-                EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = current_schema() AND t.tableowner = current_user) AS owns
-         FROM pg_roles r WHERE r.rolname = current_user",
-    )
-    .fetch_one(&pool)
-    .await?;
-    let (name, sup, bypass, owns): (String, bool, bool, bool) =
-        (row.try_get("name")?, row.try_get("rolsuper")?, row.try_get("rolbypassrls")?, row.try_get("owns")?);
-    if name != role || sup || bypass || owns {
-        return Err(StoreError::Config(format!(
-            "service role {role} is unsafe (current_user={name}, superuser={sup}, bypassrls={bypass}, owns tables={owns})"
-        )));
+            .connect_with(options.clone())
+            .await?;
+        (pool, None)
+    };
+    let pool = RolePool { pool, local };
+    // Refuse to run with a role that would bypass Row-Level Security; behind a pooler, refuse a
+    // login that could (a statement outside a unit would run as it).
+    let check = "SELECT r.rolname::text AS name, r.rolsuper, r.rolbypassrls,
+                EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = current_schema() AND t.tableowner = r.rolname) AS owns
+         FROM pg_roles r WHERE r.rolname = ";
+    let mut unit = pool.unit().await?;
+    for (who, expect) in [("current_user", Some(role)), ("session_user", None)] {
+        if who == "session_user" && !pooled {
+            continue;
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{check}{who}"))).fetch_one(&mut *unit).await?;
+        let (name, sup, bypass, owns): (String, bool, bool, bool) =
+            (row.try_get("name")?, row.try_get("rolsuper")?, row.try_get("rolbypassrls")?, row.try_get("owns")?);
+        if expect.is_some_and(|r| r != name) || sup || bypass || owns {
+            let what = if who == "session_user" { "the pooled login" } else { "service role" };
+            return Err(StoreError::Config(format!(
+                "{what} for {role} is unsafe (user={name}, superuser={sup}, bypassrls={bypass}, owns tables={owns})"
+            )));
+        }
     }
+    unit.done().await?;
     Ok(pool)
 }
 
@@ -197,19 +387,56 @@ impl Store {
         timeouts: PoolTimeouts,
         master: Option<MasterKey>,
     ) -> Result<Store, StoreError> {
+        Store::open(database_url, None, sizes, timeouts, master).await
+    }
+
+    /// `connect_with` through a transaction pooler at `pooled_url` (PgBouncer in transaction
+    /// mode): every unit of work is a transaction that sets its role (`RolePool`), and LISTEN,
+    /// which needs a session, connects past the pooler to `direct_url`. The pooled login must be
+    /// neither superuser nor owner (migrations make `keel_pooled` for it).
+    pub async fn connect_pooled(
+        pooled_url: &str,
+        direct_url: &str,
+        sizes: PoolSizes,
+        timeouts: PoolTimeouts,
+        master: Option<MasterKey>,
+    ) -> Result<Store, StoreError> {
+        Store::open(pooled_url, Some(direct_url), sizes, timeouts, master).await
+    }
+
+    async fn open(
+        database_url: &str,
+        direct_url: Option<&str>,
+        sizes: PoolSizes,
+        timeouts: PoolTimeouts,
+        master: Option<MasterKey>,
+    ) -> Result<Store, StoreError> {
         let t = timeouts;
         let options = PgConnectOptions::from_str(database_url)
             .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
-        let writer = role_pool(&options, "keel_writer", sizes.writer, t.acquire, t.writer_statement).await?;
+        let direct = match direct_url {
+            None => None,
+            Some(u) => Some(
+                PgConnectOptions::from_str(u)
+                    .map_err(|e| {
+                        StoreError::Config(format!("KEEL_DIRECT_DATABASE_URL is not a valid PostgreSQL URL: {e}"))
+                    })?
+                    .application_name("keel"),
+            ),
+        };
+        let pooled = direct.is_some();
+        let writer = role_pool(&options, "keel_writer", sizes.writer, t.acquire, t.writer_statement, pooled).await?;
         let breaker = crate::breaker::Breaker::start(options.clone(), t.probe);
         let appended = std::sync::Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(notify_appends(writer.clone(), appended.clone()));
+        tokio::spawn(notify_appends(writer.raw().clone(), appended.clone()));
         Ok(Store {
             writer,
-            reader: role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement).await?,
-            projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement).await?,
+            reader: role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement, pooled).await?,
+            projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement, pooled)
+                .await?,
             replica: None,
+            direct,
             appended,
             checkpoints: std::sync::Arc::default(),
             master: master.map(std::sync::Arc::new),
@@ -217,6 +444,19 @@ impl Store {
             breaker,
             commit_resolve: t.commit_resolve,
         })
+    }
+
+    /// Whether this store sits behind a transaction pooler (`connect_pooled`).
+    pub fn pooled(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Where a LISTEN connection goes: past the pooler when there is one, else where the pools go.
+    pub fn listen_options(&self) -> PgConnectOptions {
+        match &self.direct {
+            Some(d) => d.clone(),
+            None => self.reader.raw().connect_options().as_ref().clone(),
+        }
     }
 
     /// Sends the query side's reads (`begin_read`, `read_pool`) to a streaming replica of this
@@ -232,8 +472,9 @@ impl Store {
         let options = PgConnectOptions::from_str(replica_url)
             .map_err(|e| StoreError::Config(format!("KEEL_READ_DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
             .application_name("keel");
+        let pooled = self.pooled();
         self.replica =
-            Some(role_pool(&options, "keel_reader", size, timeouts.acquire, timeouts.reader_statement).await?);
+            Some(role_pool(&options, "keel_reader", size, timeouts.acquire, timeouts.reader_statement, pooled).await?);
         Ok(self)
     }
 
@@ -322,29 +563,29 @@ impl Store {
     }
 
     /// The command side: appends and inline tables.
-    pub fn writer(&self) -> &PgPool {
+    pub fn writer(&self) -> &RolePool {
         &self.writer
     }
 
     /// The query side on the primary: read tables, checkpoints, memberships, LISTEN.
-    pub fn reader(&self) -> &PgPool {
+    pub fn reader(&self) -> &RolePool {
         &self.reader
     }
 
     /// Where GraphQL and audit reads run: the replica when there is one (`with_read_replica`),
     /// else `reader`. A consistency wait reads its checkpoints here too, so it waits for the
     /// copy it will read from.
-    pub fn read_pool(&self) -> &PgPool {
+    pub fn read_pool(&self) -> &RolePool {
         self.replica.as_ref().unwrap_or(&self.reader)
     }
 
     /// Projection workers: every tenant's events, read tables, checkpoints.
-    pub fn projector(&self) -> &PgPool {
+    pub fn projector(&self) -> &RolePool {
         &self.projector
     }
 
     /// The pool of one service role.
-    pub fn pool(&self, pool: Pool) -> &PgPool {
+    pub fn pool(&self, pool: Pool) -> &RolePool {
         match pool {
             Pool::Writer => &self.writer,
             Pool::Reader => &self.reader,
@@ -364,7 +605,9 @@ impl Store {
         begin: &'static str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let started = std::time::Instant::now();
-        let tx = self.guarded(async { Ok(self.pool(pool).begin_with(begin).await?) }).await;
+        let role = self.pool(pool);
+        let sql = role.begin_sql(begin);
+        let tx = self.guarded(async { Ok(role.raw().begin_with(sqlx::AssertSqlSafe(sql)).await?) }).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
         tx
     }
@@ -446,15 +689,19 @@ pub struct TenantTx {
 }
 
 impl TenantTx {
-    pub async fn begin(pool: &PgPool, tenant: TenantId) -> Result<TenantTx, StoreError> {
+    pub async fn begin(pool: &RolePool, tenant: TenantId) -> Result<TenantTx, StoreError> {
         Self::begin_as(pool, tenant, "BEGIN").await
     }
 
-    async fn begin_as(pool: &PgPool, tenant: TenantId, begin: &'static str) -> Result<TenantTx, StoreError> {
+    async fn begin_as(pool: &RolePool, tenant: TenantId, begin: &'static str) -> Result<TenantTx, StoreError> {
         // One round trip for both: the tenant is a UUID (hex digits and dashes), so it can be
         // written into the statement.
-        let sql = format!("{begin}; SELECT set_config('keel.tenant_id', '{}', true)", tenant.0.hyphenated());
-        let tx = pool.begin_with(sqlx::AssertSqlSafe(sql)).await?;
+        let sql = format!(
+            "{}; SELECT set_config('keel.tenant_id', '{}', true)",
+            pool.begin_sql(begin),
+            tenant.0.hyphenated()
+        );
+        let tx = pool.raw().begin_with(sqlx::AssertSqlSafe(sql)).await?;
         Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false, data_keys: None })
     }
 

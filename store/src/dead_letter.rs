@@ -6,7 +6,7 @@
 use crate::error::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 /// One parked event.
@@ -46,7 +46,7 @@ fn from_row(r: &sqlx::postgres::PgRow) -> Result<DeadLetter, StoreError> {
 
 /// Dead letters in log order, of one projection or all; the acknowledged ones only when asked.
 pub async fn list(
-    pool: &PgPool,
+    pool: &crate::RolePool,
     projection: Option<&str>,
     acknowledged_too: bool,
 ) -> Result<Vec<DeadLetter>, StoreError> {
@@ -60,7 +60,7 @@ pub async fn list(
 }
 
 /// Dead letter `id`, acknowledged or not.
-pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+pub async fn get(pool: &crate::RolePool, id: i64) -> Result<Option<DeadLetter>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM projection_dead_letters WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
     row.as_ref().map(from_row).transpose()
@@ -160,7 +160,7 @@ pub enum Skipped {
 }
 
 /// Acknowledges dead letter `id` as `actor`, in one transaction with its record.
-pub async fn skip(pool: &PgPool, id: i64, actor: &str) -> Result<Skipped, StoreError> {
+pub async fn skip(pool: &crate::RolePool, id: i64, actor: &str) -> Result<Skipped, StoreError> {
     let mut tx = pool.begin().await?;
     let Some(dl) = lock(&mut tx, id).await? else { return Ok(Skipped::NotFound) };
     if dl.acknowledged_at.is_some() {
@@ -184,7 +184,7 @@ pub async fn skip(pool: &PgPool, id: i64, actor: &str) -> Result<Skipped, StoreE
 }
 
 /// The ids of `projection`'s active (unacknowledged) dead letters, in log order.
-pub async fn active_ids(pool: &PgPool, projection: &str) -> Result<Vec<i64>, StoreError> {
+pub async fn active_ids(pool: &crate::RolePool, projection: &str) -> Result<Vec<i64>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT id FROM projection_dead_letters WHERE projection = $1 AND acknowledged_at IS NULL ORDER BY xid, position",
     )
@@ -211,7 +211,7 @@ pub struct Action {
 }
 
 /// The recorded actions, oldest first, of one projection or all.
-pub async fn actions(pool: &PgPool, projection: Option<&str>) -> Result<Vec<Action>, StoreError> {
+pub async fn actions(pool: &crate::RolePool, projection: Option<&str>) -> Result<Vec<Action>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, dead_letter_id, projection, position, tenant_id, event_id, event_type, action, outcome, error, actor, at
            FROM projection_dead_letter_actions WHERE ($1::text IS NULL OR projection = $1) ORDER BY id",
@@ -241,7 +241,7 @@ pub async fn actions(pool: &PgPool, projection: Option<&str>) -> Result<Vec<Acti
 
 /// How many retries and skips of `projection`'s dead letters ended each way, as
 /// `(action, outcome, count)` (for the `/metrics` counter; the table only grows).
-pub async fn action_counts(pool: &PgPool, projection: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+pub async fn action_counts(pool: &crate::RolePool, projection: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT action, outcome, count(*) FROM projection_dead_letter_actions WHERE projection = $1 GROUP BY action, outcome",
     )

@@ -185,9 +185,10 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_all(&self, after: LogPosition, max: usize) -> Result<Vec<StoredEvent<LogPosition>>, StoreError> {
-        let mut conn = self.store.pool(Pool::Projector).acquire().await?;
+        let mut conn = self.store.pool(Pool::Projector).unit().await?;
         let mut batch = log::read_batch_after(&mut conn, after, max.max(1) as i64).await?.events;
         log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
+        conn.done().await?;
         batch.into_iter().map(stored).collect()
     }
 

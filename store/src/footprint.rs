@@ -4,7 +4,7 @@
 //! and page overhead are not counted). Every row is read, so the answer is cached.
 
 use crate::error::StoreError;
-use sqlx::{PgPool, Row};
+use sqlx::Row;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -33,7 +33,7 @@ const TABLES: [&str; 9] = [
 ];
 
 /// Every tenant's footprint, largest first, measured now over the projector pool.
-pub async fn measure(projector: &PgPool) -> Result<Vec<TenantFootprint>, StoreError> {
+pub async fn measure(projector: &crate::RolePool) -> Result<Vec<TenantFootprint>, StoreError> {
     let bytes = TABLES
         .iter()
         .map(|t| format!("SELECT tenant_id, sum(pg_column_size(x.*))::bigint AS bytes FROM {t} x GROUP BY tenant_id"))
@@ -68,7 +68,7 @@ impl Cache {
     /// The footprints, measured at most `max_age` ago, and how old they are.
     pub async fn get(
         &self,
-        projector: &PgPool,
+        projector: &crate::RolePool,
         max_age: Duration,
     ) -> Result<(Arc<Vec<TenantFootprint>>, Duration), StoreError> {
         let fresh = |c: &Self| {

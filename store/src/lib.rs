@@ -28,7 +28,7 @@ pub mod write_path;
 
 pub use crypto::MasterKey;
 pub use db::{
-    ACQUIRE_SECONDS, CommitOutcome, MIGRATOR, Pool, PoolSizes, PoolTimeouts, Store, TenantTx, migrate,
+    ACQUIRE_SECONDS, CommitOutcome, MIGRATOR, Pool, PoolSizes, PoolTimeouts, RolePool, Store, TenantTx, Unit, migrate,
     migrations_current,
 };
 pub use error::StoreError;
@@ -47,10 +47,13 @@ pub async fn notify_projected(conn: &mut sqlx::PgConnection, payload: &str) -> R
     Ok(())
 }
 
-/// A LISTEN connection of its own on `channel` (outside `pool`, which it would otherwise hold
-/// forever), made with `pool`'s connect options.
-pub async fn listen(pool: &sqlx::PgPool, channel: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
-    let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+/// A LISTEN connection of its own on `channel` (outside the pools, which it would otherwise hold
+/// forever), past the transaction pooler when there is one (`Store::listen_options`): LISTEN
+/// needs a session.
+pub async fn listen(store: &Store, channel: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
+    // A pool of one of its own: the listener reconnects through it when its connection drops.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(store.listen_options());
+    let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
     l.listen(channel).await?;
     Ok(l)
 }

@@ -679,7 +679,7 @@ pub async fn later_in_stream(
 }
 
 /// How many events the log holds (every tenant's: run it as the projector).
-pub async fn count_all(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
+pub async fn count_all(pool: &crate::RolePool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
 }
 

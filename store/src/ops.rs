@@ -1,10 +1,10 @@
 //! Operator statements of the composition root: readiness, the embedded server's database.
 
 use crate::error::StoreError;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 /// Whether `pool` reaches the database (one trivial statement).
-pub async fn reachable(pool: &PgPool) -> bool {
+pub async fn reachable(pool: &crate::RolePool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
 

@@ -6,7 +6,7 @@
 use crate::error::StoreError;
 use crate::log::LogPosition;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -344,7 +344,7 @@ pub struct Health {
 /// Records an attempt and the endpoint's new health in one transaction, and after a 2xx takes
 /// the event off the queue. `false` (and nothing written) when `holder` no longer holds the
 /// endpoint's lease.
-pub async fn record(pool: &PgPool, holder: &str, a: &Attempt, health: &Health) -> Result<bool, StoreError> {
+pub async fn record(pool: &crate::RolePool, holder: &str, a: &Attempt, health: &Health) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     let held = sqlx::query(
         "SELECT 1 FROM webhook_endpoint_state
@@ -426,7 +426,12 @@ pub async fn record(pool: &PgPool, holder: &str, a: &Attempt, health: &Health) -
 
 /// Renews `holder`'s leases and takes free (or expired) ones up to `max` in all; returns the
 /// endpoints `holder` holds now. Deleted endpoints are never leased (nor held on to).
-pub async fn lease(pool: &PgPool, holder: &str, ttl: Duration, max: i64) -> Result<Vec<EndpointKey>, StoreError> {
+pub async fn lease(
+    pool: &crate::RolePool,
+    holder: &str,
+    ttl: Duration,
+    max: i64,
+) -> Result<Vec<EndpointKey>, StoreError> {
     let rows = sqlx::query(
         "WITH mine AS (
               UPDATE webhook_endpoint_state s SET lease_expires_at = now() + make_interval(secs => $2)
@@ -459,7 +464,7 @@ pub async fn lease(pool: &PgPool, holder: &str, ttl: Duration, max: i64) -> Resu
 }
 
 /// Gives up `holder`'s leases (a worker that stops).
-pub async fn release(pool: &PgPool, holder: &str) -> Result<(), StoreError> {
+pub async fn release(pool: &crate::RolePool, holder: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE webhook_endpoint_state SET lease_holder = NULL, lease_expires_at = NULL WHERE lease_holder = $1",
     )
@@ -470,7 +475,7 @@ pub async fn release(pool: &PgPool, holder: &str) -> Result<(), StoreError> {
 }
 
 /// Deletes delivery log rows older than `keep`, in bounded chunks; returns how many.
-pub async fn prune(pool: &PgPool, keep: Duration) -> Result<u64, StoreError> {
+pub async fn prune(pool: &crate::RolePool, keep: Duration) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let n = sqlx::query(
@@ -510,7 +515,7 @@ pub struct EndpointStatus {
 }
 
 /// Every endpoint that is not deleted, by tenant and creation.
-pub async fn statuses(pool: &PgPool) -> Result<Vec<EndpointStatus>, StoreError> {
+pub async fn statuses(pool: &crate::RolePool) -> Result<Vec<EndpointStatus>, StoreError> {
     let rows = sqlx::query(
         "SELECT s.tenant_id, s.webhook_id, e.url, s.state, s.pending, s.consecutive_failures, s.next_attempt_at,
                 s.last_error, s.dropped, s.delivered_xid::text AS delivered_xid, s.delivered_position,
@@ -563,7 +568,7 @@ pub struct Summary {
     pub max_lag_seconds: f64,
 }
 
-pub async fn summary(pool: &PgPool) -> Result<Summary, StoreError> {
+pub async fn summary(pool: &crate::RolePool) -> Result<Summary, StoreError> {
     let rows = sqlx::query(
         "SELECT state, count(*) AS n, COALESCE(sum(pending), 0)::bigint AS pending FROM webhook_endpoint_state
           WHERE state <> 'deleted' GROUP BY state",

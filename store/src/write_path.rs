@@ -138,7 +138,10 @@ impl Store {
     /// writer pool's acquire time.
     pub async fn write_conn(&self) -> Result<WriteConn, StoreError> {
         let started = std::time::Instant::now();
-        let conn = self.guarded(async { Ok(self.writer().acquire().await?) }).await;
+        // Two calls as two transactions of their own need a session between them: behind a
+        // transaction pooler commands take the one-transaction path instead.
+        debug_assert!(!self.pooled(), "the two-call path needs a direct connection");
+        let conn = self.guarded(async { Ok(self.writer().raw().acquire().await?) }).await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => Pool::Writer.name()).record(started.elapsed().as_secs_f64());
         Ok(WriteConn { conn: Some(conn?), store: self.clone(), pid: None })
     }

@@ -84,7 +84,7 @@ async fn every_service_role_connection_carries_its_statement_timeout() {
         assert_eq!(check, "1s");
     }
     // A pool whose only connection is lent out answers within its acquire timeout.
-    let held = store.writer().acquire().await.unwrap();
+    let held = store.writer().raw().acquire().await.unwrap();
     let started = Instant::now();
     let err = store.begin_write(keel_domain::TenantId::new_v7()).await.err().expect("no connection is free");
     assert!(err.is_pool_timeout(), "{err:?}");

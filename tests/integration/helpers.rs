@@ -205,6 +205,8 @@ pub struct Options {
     /// Keel reaches the test database through this URL (a `FaultProxy`'s) instead of directly;
     /// `TestApp::db` still reaches it directly.
     pub database_url: Option<String>,
+    /// `KEEL_DIRECT_DATABASE_URL`: `database_url` is then a transaction pooler.
+    pub direct_database_url: Option<String>,
     /// Events out (a NATS publisher); none by default.
     pub outbound: keel_outbound::OutboundConfig,
     /// What webhook URLs may name; https to public hosts only by default.
@@ -223,6 +225,7 @@ impl Default for Options {
             console: keel_console::ConsoleConfig::default(),
             jwt: None,
             database_url: None,
+            direct_database_url: None,
             outbound: keel_outbound::OutboundConfig::default(),
             webhooks: keel_command::WebhookSettings::default(),
         }
@@ -258,6 +261,7 @@ pub async fn spawn_app_on(db: TestDb, o: Options) -> TestApp {
     let config = AppConfig {
         database_url: o.database_url.unwrap_or_else(|| db.url.clone()).into(),
         read_database_url: None,
+        direct_database_url: o.direct_database_url.map(Into::into),
         listen: "127.0.0.1:0".into(),
         jwt: o.jwt.unwrap_or_else(|| JwtConfig::hs256(Secret::new(SECRET.to_vec()))),
         consistency_wait: o.consistency_wait,

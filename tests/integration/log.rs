@@ -100,7 +100,7 @@ async fn events_of_a_stream_are_hash_chained() {
 
 /// Reads everything after `from` the way a projection does, through the projector role.
 async fn poll(db: &TestDb, from: LogPosition) -> Vec<RecordedEvent> {
-    let mut conn = db.store.projector().acquire().await.unwrap();
+    let mut conn = db.store.projector().raw().acquire().await.unwrap();
     log::read_all_after(&mut conn, from, 1000).await.unwrap()
 }
 
@@ -211,7 +211,7 @@ async fn a_consumers_batch_is_bounded_by_bytes_as_well_as_by_count() {
         log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
         tx.commit().await.unwrap();
     }
-    let mut conn = db.store.projector().acquire().await.unwrap();
+    let mut conn = db.store.projector().raw().acquire().await.unwrap();
     let (mut from, mut seen, mut batches) = (LogPosition::START, Vec::new(), 0);
     loop {
         let batch = log::read_batch_after(&mut conn, from, 500).await.unwrap();

@@ -37,6 +37,7 @@ mod observability;
 mod openapi;
 mod operator_tools;
 mod ops;
+mod pooler;
 mod projection;
 mod rate_limits;
 mod read_models;

@@ -48,7 +48,7 @@ pub(crate) async fn all_readable(db: &TestDb) {
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut su).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut conn = db.store.projector().acquire().await.unwrap();
+        let mut conn = db.store.projector().raw().acquire().await.unwrap();
         if log::read_all_after(&mut conn, LogPosition::START, 100_000).await.unwrap().len() as i64 == total {
             return;
         }

@@ -234,6 +234,7 @@ async fn second_process(first: &TestApp, limits: EdgeLimits) -> (String, tokio::
     let config = AppConfig {
         database_url: first.db.url.clone().into(),
         read_database_url: None,
+        direct_database_url: None,
         listen: "127.0.0.1:0".into(),
         jwt: JwtConfig::hs256(Secret::new(SECRET.to_vec())),
         consistency_wait: Duration::from_secs(2),
@@ -386,6 +387,7 @@ async fn a_bad_redis_url_stops_start_up() {
     let config = AppConfig {
         database_url: db.url.clone().into(),
         read_database_url: None,
+        direct_database_url: None,
         listen: "127.0.0.1:0".into(),
         jwt: JwtConfig::hs256(Secret::new(SECRET.to_vec())),
         consistency_wait: Duration::from_secs(2),

@@ -55,7 +55,7 @@ async fn every_read_model_applies_exactly_the_event_kinds_its_descriptor_lists()
     let total = app.event_count().await as usize;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let events = loop {
-        let mut conn = store.projector().acquire().await.unwrap();
+        let mut conn = store.projector().raw().acquire().await.unwrap();
         let mut events = log::read_all_after(&mut conn, LogPosition::START, 10_000).await.unwrap();
         if events.len() == total {
             log::reveal(&mut conn, store.master_key(), &mut events).await.unwrap();

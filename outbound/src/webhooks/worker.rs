@@ -87,7 +87,7 @@ pub async fn run(store: Store, config: WebhookConfig, holder: String, mut shutdo
     });
     let pool = shared.store.pool(Pool::Projector).clone();
     let mut tasks: HashMap<EndpointKey, (JoinHandle<()>, Arc<Notify>)> = HashMap::new();
-    let mut listener = keel_store::listen(&pool, wd::CHANNEL).await.ok();
+    let mut listener = keel_store::listen(&shared.store, wd::CHANNEL).await.ok();
     let lease_every = (shared.config.lease_ttl / 3).max(Duration::from_millis(100));
     let mut next_lease = Instant::now();
     let mut next_metrics = Instant::now();
@@ -164,7 +164,7 @@ pub async fn run(store: Store, config: WebhookConfig, holder: String, mut shutdo
             },
         }
         if listener.is_none() {
-            listener = keel_store::listen(&pool, wd::CHANNEL).await.ok();
+            listener = keel_store::listen(&shared.store, wd::CHANNEL).await.ok();
             if listener.is_some() {
                 // What was notified while it was away is looked at now.
                 tasks.values().for_each(|(_, w)| w.notify_one());
@@ -205,9 +205,12 @@ async fn endpoint(shared: Arc<Shared>, key: EndpointKey, wake: Arc<Notify>, mut 
         }
         let work = {
             let _db = shared.db.acquire().await.expect("never closed");
-            match shared.store.pool(Pool::Projector).acquire().await {
-                Ok(mut conn) => wd::work(&mut conn, key).await,
-                Err(e) => Err(e.into()),
+            match shared.store.pool(Pool::Projector).unit().await {
+                Ok(mut conn) => match wd::work(&mut conn, key).await {
+                    Ok(w) => conn.done().await.map(|()| w),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             }
         };
         let wait = match work {
@@ -262,7 +265,7 @@ async fn attempt(shared: &Shared, key: EndpointKey, w: &Work) -> Result<bool, St
     // The event as the tenant may see it now: a retry after an erasure carries `[erased]`.
     let (recorded, secrets) = {
         let _db = shared.db.acquire().await.expect("never closed");
-        let mut conn = shared.store.pool(Pool::Projector).acquire().await?;
+        let mut conn = shared.store.pool(Pool::Projector).unit().await?;
         let mut recorded = log::read_at(&mut conn, head.at.position)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("queued event {} is not in the log", head.at.position)))?;
@@ -278,6 +281,7 @@ async fn attempt(shared: &Shared, key: EndpointKey, w: &Work) -> Result<bool, St
         {
             secrets.push(s);
         }
+        conn.done().await?;
         (recorded, secrets)
     };
     let attempted_at = Utc::now();
