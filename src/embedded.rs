@@ -293,6 +293,22 @@ impl EmbeddedPg {
     }
 }
 
+impl EmbeddedPg {
+    /// Makes a standby the primary (`pg_ctl promote`), as a failover manager does.
+    pub fn promote(&self) -> anyhow::Result<()> {
+        let out = self.command("pg_ctl").arg("promote").arg("-w").arg("-D").arg(self.pgdata()).output()?;
+        if !out.status.success() {
+            bail!("pg_ctl promote failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// The postmaster's process id while it runs.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.pgdata().join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+}
+
 /// How `pg_ctl stop` ends the server's sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {

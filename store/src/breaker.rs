@@ -12,7 +12,7 @@
 
 use crate::error::StoreError;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,74 @@ impl Default for ProbeSettings {
     }
 }
 
+/// The hosts of a multi-host `DATABASE_URL` (`postgres://u@h1:5432,h2:5432/db`), one of which is
+/// the writable primary. The probe asks the current one whether it still is
+/// (`pg_is_in_recovery()`); when it is not, or cannot be reached, the probe asks the others, and
+/// the first that is writable becomes current: the pools that follow it connect there from then
+/// on (connections to the old host fail and are replaced). Until one is found, the breaker is
+/// open and requests get a 503.
+#[derive(Debug)]
+pub(crate) struct Hosts {
+    candidates: Vec<PgConnectOptions>,
+    current: std::sync::atomic::AtomicUsize,
+    followers: std::sync::Mutex<Vec<PgPool>>,
+}
+
+impl Hosts {
+    /// The hosts of `options`, with the writable one (found now) current.
+    pub(crate) async fn find(candidates: Vec<PgConnectOptions>, timeout: Duration) -> Result<Hosts, StoreError> {
+        for (i, c) in candidates.iter().enumerate() {
+            if tokio::time::timeout(timeout, writable(c)).await.unwrap_or(false) {
+                return Ok(Hosts {
+                    candidates,
+                    current: std::sync::atomic::AtomicUsize::new(i),
+                    followers: std::sync::Mutex::default(),
+                });
+            }
+        }
+        Err(StoreError::Config(format!("none of the {} hosts of DATABASE_URL is a writable primary", candidates.len())))
+    }
+
+    pub(crate) fn current(&self) -> PgConnectOptions {
+        self.candidates[self.current.load(std::sync::atomic::Ordering::Relaxed)].clone()
+    }
+
+    /// `pool` connects to whichever host is the primary from now on.
+    pub(crate) fn follow(&self, pool: &PgPool) {
+        self.followers.lock().expect("not poisoned").push(pool.clone());
+    }
+
+    fn move_to(&self, i: usize) {
+        self.current.store(i, std::sync::atomic::Ordering::Relaxed);
+        let c = &self.candidates[i];
+        tracing::warn!(host = c.get_host(), port = c.get_port(), "a new primary: the pools connect there now");
+        for pool in self.followers.lock().expect("not poisoned").iter() {
+            let moved = pool.connect_options().as_ref().clone().host(c.get_host()).port(c.get_port());
+            pool.set_connect_options(moved);
+        }
+    }
+
+    /// Looks for a writable host other than the current one; moves there when found.
+    async fn relocate(&self, timeout: Duration) -> bool {
+        let now = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        for (i, c) in self.candidates.iter().enumerate().filter(|(i, _)| *i != now) {
+            if tokio::time::timeout(timeout, writable(c)).await.unwrap_or(false) {
+                self.move_to(i);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Whether the server at `options` answers and accepts writes.
+async fn writable(options: &PgConnectOptions) -> bool {
+    let Ok(mut c) = PgConnection::connect_with(options).await else { return false };
+    let primary = sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(&mut c).await;
+    let _ = c.close().await;
+    primary.unwrap_or(false)
+}
+
 /// Shared by a `Store`'s clones and its probe task.
 #[derive(Debug)]
 pub(crate) struct Breaker {
@@ -55,13 +123,13 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     /// A closed breaker and its probe, which runs until `stop` or until the breaker is dropped.
-    pub(crate) fn start(options: PgConnectOptions, settings: ProbeSettings) -> Arc<Breaker> {
+    pub(crate) fn start(options: PgConnectOptions, settings: ProbeSettings, hosts: Option<Arc<Hosts>>) -> Arc<Breaker> {
         let breaker = Arc::new(Breaker {
             open: watch::Sender::new(false),
             wake: Notify::new(),
             stopped: std::sync::atomic::AtomicBool::new(false),
         });
-        tokio::spawn(probe(Arc::downgrade(&breaker), options, settings));
+        tokio::spawn(probe(Arc::downgrade(&breaker), options, settings, hosts));
         breaker
     }
 
@@ -121,16 +189,28 @@ impl Breaker {
     }
 }
 
-async fn probe(breaker: std::sync::Weak<Breaker>, options: PgConnectOptions, settings: ProbeSettings) {
+async fn probe(
+    breaker: std::sync::Weak<Breaker>,
+    options: PgConnectOptions,
+    settings: ProbeSettings,
+    hosts: Option<Arc<Hosts>>,
+) {
     let mut conn: Option<PgConnection> = None;
     loop {
         let Some(b) = breaker.upgrade() else { return };
         if b.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let ok = tokio::time::timeout(settings.timeout, check(&mut conn, &options)).await.unwrap_or(false);
+        let mut ok = match &hosts {
+            None => tokio::time::timeout(settings.timeout, check(&mut conn, &options)).await.unwrap_or(false),
+            // The current host must still be the primary: a standby answers `SELECT 1` too.
+            Some(h) => tokio::time::timeout(settings.timeout, writable(&h.current())).await.unwrap_or(false),
+        };
         if !ok {
             conn = None;
+            if let Some(h) = &hosts {
+                ok = h.relocate(settings.timeout).await;
+            }
         }
         let was_open = b.is_open();
         if was_open == ok {

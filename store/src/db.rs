@@ -136,6 +136,40 @@ pub enum CommitOutcome {
     Unknown,
 }
 
+/// The URL of each host of a libpq-style multi-host URL (`postgres://u:p@h1:5432,h2:5433/db`),
+/// or the URL alone. `target_session_attrs` is dropped: Keel always looks for the writable host.
+pub(crate) fn host_urls(url: &str) -> Vec<String> {
+    let Some((scheme, rest)) = url.split_once("://") else { return vec![url.to_owned()] };
+    let (authority, tail) = rest.find(['/', '?']).map_or((rest, ""), |i| rest.split_at(i));
+    let (userinfo, hosts) = authority.rfind('@').map_or(("", authority), |i| (&authority[..=i], &authority[i + 1..]));
+    if !hosts.contains(',') {
+        return vec![url.to_owned()];
+    }
+    let tail = match tail.split_once('?') {
+        None => tail.to_owned(),
+        Some((path, query)) => {
+            let kept: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("target_session_attrs=")).collect();
+            if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) }
+        }
+    };
+    hosts.split(',').map(|h| format!("{scheme}://{userinfo}{h}{tail}")).collect()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_urls;
+
+    #[test]
+    fn a_multi_host_url_is_one_url_per_host() {
+        assert_eq!(
+            host_urls("postgres://u:p@a:5432,b:5433/keel?target_session_attrs=read-write&sslmode=disable"),
+            vec!["postgres://u:p@a:5432/keel?sslmode=disable", "postgres://u:p@b:5433/keel?sslmode=disable"]
+        );
+        assert_eq!(host_urls("postgres://a,b/keel"), vec!["postgres://a/keel", "postgres://b/keel"]);
+        assert_eq!(host_urls("postgres://u@a:1/k?x=1"), vec!["postgres://u@a:1/k?x=1"]);
+    }
+}
+
 /// A service role's pool. On a direct connection each connection takes its role and statement
 /// timeout once, when it connects (`SET ROLE`). Behind a transaction pooler (PgBouncer in
 /// transaction mode, `Store::connect_pooled`) a connection keeps nothing between transactions
@@ -412,9 +446,31 @@ impl Store {
         master: Option<MasterKey>,
     ) -> Result<Store, StoreError> {
         let t = timeouts;
-        let options = PgConnectOptions::from_str(database_url)
-            .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))?
-            .application_name("keel");
+        let parse = |u: &str| {
+            PgConnectOptions::from_str(u)
+                .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))
+                .map(|o| o.application_name("keel"))
+        };
+        let urls = host_urls(database_url);
+        let hosts = match urls.len() {
+            1 => None,
+            _ if direct_url.is_some() => {
+                return Err(StoreError::Config(
+                    "a multi-host DATABASE_URL names the servers themselves, not a pooler: unset KEEL_DIRECT_DATABASE_URL"
+                        .into(),
+                ));
+            }
+            _ => {
+                let candidates = urls.iter().map(|u| parse(u)).collect::<Result<Vec<_>, _>>()?;
+                Some(std::sync::Arc::new(
+                    crate::breaker::Hosts::find(candidates, t.probe.timeout.max(t.acquire)).await?,
+                ))
+            }
+        };
+        let options = match &hosts {
+            Some(h) => h.current(),
+            None => parse(database_url)?,
+        };
         let direct = match direct_url {
             None => None,
             Some(u) => Some(
@@ -427,14 +483,21 @@ impl Store {
         };
         let pooled = direct.is_some();
         let writer = role_pool(&options, "keel_writer", sizes.writer, t.acquire, t.writer_statement, pooled).await?;
-        let breaker = crate::breaker::Breaker::start(options.clone(), t.probe);
+        let reader = role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement, pooled).await?;
+        let projector =
+            role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement, pooled).await?;
+        if let Some(h) = &hosts {
+            for p in [&writer, &reader, &projector] {
+                h.follow(p.raw());
+            }
+        }
+        let breaker = crate::breaker::Breaker::start(options.clone(), t.probe, hosts);
         let appended = std::sync::Arc::new(tokio::sync::Notify::new());
         tokio::spawn(notify_appends(writer.raw().clone(), appended.clone()));
         Ok(Store {
             writer,
-            reader: role_pool(&options, "keel_reader", sizes.reader, t.acquire, t.reader_statement, pooled).await?,
-            projector: role_pool(&options, "keel_projector", sizes.projector, t.acquire, t.projector_statement, pooled)
-                .await?,
+            reader,
+            projector,
             replica: None,
             direct,
             appended,

@@ -22,6 +22,7 @@ mod deadlines;
 mod demo;
 mod drain;
 mod erasure;
+mod failover;
 mod graphql;
 mod graphql_api;
 mod graphql_fuzz;

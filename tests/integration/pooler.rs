@@ -7,6 +7,7 @@
 use crate::helpers::{Options, TestDb, server_url, spawn_app_on};
 use crate::subscriptions::{next_json, subscribe};
 use serde_json::json;
+use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::process::Child;
@@ -73,6 +74,7 @@ async fn the_core_flows_hold_through_pgbouncer_in_transaction_mode() {
     pooled.set_username("keel_pooled").unwrap();
     pooled.set_password(None).unwrap();
     let direct = db.url.clone();
+    let pooled_url = pooled.to_string();
     let app = spawn_app_on(
         db,
         Options { database_url: Some(pooled.to_string()), direct_database_url: Some(direct), ..Options::default() },
@@ -181,8 +183,23 @@ async fn the_core_flows_hold_through_pgbouncer_in_transaction_mode() {
             break;
         }
     }
-    // Nothing was written twice.
+    // However many connections Keel opened to PgBouncer, the server saw at most its pool.
     let mut su = app.db.superuser().await;
+    let server_side: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'keel_pooled' AND datname = current_database()",
+    )
+    .fetch_one(&mut su)
+    .await
+    .unwrap();
+    assert!(server_side <= 4, "{server_side} server connections for a pool of 4");
+    println!("server connections through PgBouncer: {server_side} (Keel's pools: up to 24 clients)");
+    // The pooled login itself may read nothing: a statement outside a unit that set its role
+    // is refused, never run with more rights.
+    let mut login = sqlx::PgConnection::connect(&pooled_url).await.unwrap();
+    let refused = sqlx::query("SELECT count(*) FROM events").fetch_one(&mut login).await;
+    let e = refused.expect_err("the pooled login reads nothing by itself").to_string();
+    assert!(e.contains("permission denied"), "{e}");
+    // Nothing was written twice.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'TaskCreated'")
         .fetch_one(&mut su)
         .await

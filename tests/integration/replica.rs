@@ -18,10 +18,10 @@ use uuid::Uuid;
 /// How far behind the standby replays, on purpose.
 const DELAY: Duration = Duration::from_secs(3);
 
-/// The primary and its delayed standby, stopped (immediately) when dropped.
-struct Pair {
-    primary: Arc<EmbeddedPg>,
-    standby: Arc<EmbeddedPg>,
+/// A primary and its standby, stopped (immediately) when dropped.
+pub(crate) struct Pair {
+    pub(crate) primary: Arc<EmbeddedPg>,
+    pub(crate) standby: Arc<EmbeddedPg>,
 }
 
 impl Drop for Pair {
@@ -31,20 +31,20 @@ impl Drop for Pair {
     }
 }
 
-async fn pair(dir: &Path) -> Pair {
+/// A private primary (migrated) and a hot standby streaming from it, replaying `delay` behind.
+pub(crate) async fn pair(dir: &Path, delay: Option<Duration>) -> Pair {
     let bindir = find_bindir(None).expect("PostgreSQL's server binaries");
     let (d, b) = (dir.join("primary"), bindir.clone());
     let primary = Arc::new(tokio::task::spawn_blocking(move || EmbeddedPg::start(&d, &b)).await.unwrap().unwrap());
     primary.ensure_database().await.unwrap();
     keel_store::migrate(&primary.database_url()).await.expect("migrations apply");
     let (p, d) = (primary.clone(), dir.join("standby"));
-    let standby =
-        Arc::new(tokio::task::spawn_blocking(move || p.start_standby(&d, Some(DELAY))).await.unwrap().unwrap());
+    let standby = Arc::new(tokio::task::spawn_blocking(move || p.start_standby(&d, delay)).await.unwrap().unwrap());
     Pair { primary, standby }
 }
 
 /// The same database on the standby's port.
-fn standby_url(pair: &Pair) -> String {
+pub(crate) fn standby_url(pair: &Pair) -> String {
     let url = pair.primary.database_url();
     url.replace(&format!(":{}/", pair.primary.port()), &format!(":{}/", pair.standby.port()))
 }
@@ -88,7 +88,7 @@ async fn on_standby(url: &str, project: &str) -> Option<String> {
 async fn reads_from_a_lagging_replica_wait_for_a_commands_position_and_pushes_wait_for_the_replica() {
     let dir = std::env::temp_dir().join(format!("keel-replica-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let pg = pair(&dir).await;
+    let pg = pair(&dir, Some(DELAY)).await;
     let (primary, replica) = (pg.primary.database_url(), standby_url(&pg));
     // One instance waits up to 30 s for a position, the other only 500 ms.
     let (_patient, patient) = keel_serve(

@@ -330,6 +330,14 @@ async fn two_instances_behind_haproxy_keep_one_truth_and_one_takes_over_when_the
     want.retain(|id| !logged_set.contains(id));
     assert!(want.is_empty(), "answered 2xx but not in the log: {want:?}");
 
+    // What two instances hold of the database after the load (docs/scaling.md's figure).
+    let connections: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'keel'",
+    )
+    .fetch_one(&mut su)
+    .await
+    .unwrap();
+    println!("server connections of two instances after the load: {connections}");
     // Each projection and publisher has one holder, spread over the two instances or not.
     caught_up(&db, Duration::from_secs(30)).await;
     let before = holders(&db).await;
