@@ -102,12 +102,45 @@ impl Hosts {
     }
 }
 
-/// Whether the server at `options` answers and accepts writes.
+/// Asks whether a server is the primary: not a standby, and not made read-only meanwhile (a
+/// failover manager does so while it promotes or demotes). A simple query: no statement to
+/// prepare on each probe.
+const IS_PRIMARY: &str = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'";
+
+async fn is_primary(c: &mut PgConnection) -> bool {
+    use sqlx::Executor;
+    match c.fetch_optional(IS_PRIMARY).await {
+        Ok(Some(row)) => sqlx::Row::try_get::<bool, _>(&row, 0).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Whether the server at `options` answers and accepts writes (a connection of its own).
 async fn writable(options: &PgConnectOptions) -> bool {
     let Ok(mut c) = PgConnection::connect_with(options).await else { return false };
-    let primary = sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(&mut c).await;
+    let primary = is_primary(&mut c).await;
     let _ = c.close().await;
-    primary.unwrap_or(false)
+    primary
+}
+
+/// `writable` on the kept connection, or on a new one when it is gone or the host changed.
+async fn check_writable(conn: &mut Option<PgConnection>, options: &PgConnectOptions) -> bool {
+    if let Some(c) = conn.as_mut()
+        && is_primary(c).await
+    {
+        return true;
+    }
+    *conn = None;
+    match PgConnection::connect_with(options).await {
+        Ok(mut c) => {
+            let ok = is_primary(&mut c).await;
+            if ok {
+                *conn = Some(c);
+            }
+            ok
+        }
+        Err(_) => false,
+    }
 }
 
 /// Shared by a `Store`'s clones and its probe task.
@@ -204,7 +237,9 @@ async fn probe(
         let mut ok = match &hosts {
             None => tokio::time::timeout(settings.timeout, check(&mut conn, &options)).await.unwrap_or(false),
             // The current host must still be the primary: a standby answers `SELECT 1` too.
-            Some(h) => tokio::time::timeout(settings.timeout, writable(&h.current())).await.unwrap_or(false),
+            Some(h) => {
+                tokio::time::timeout(settings.timeout, check_writable(&mut conn, &h.current())).await.unwrap_or(false)
+            }
         };
         if !ok {
             conn = None;

@@ -123,7 +123,10 @@ pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            // 25006: the server refuses writes — a standby, or a primary a failover manager is
+            // promoting or demoting (pg_auto_failover sets `default_transaction_read_only`
+            // meanwhile). Nothing was written, and the primary is elsewhere or not yet there.
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
         }
         _ => false,
     }
