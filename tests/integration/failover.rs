@@ -238,7 +238,9 @@ async fn a_killed_primary_loses_no_acknowledged_command_and_keel_finds_the_promo
 /// and `postgresql-15-auto-failover`; `.ci/run` installs them), each in a process group of its
 /// own. A keeper restarts a Postgres that died, so a node is killed whole: SIGKILL to its group.
 struct Formation {
+    /// Each `pg_autoctl` leads a process group of the same id.
     groups: Vec<i32>,
+    children: Vec<std::process::Child>,
     ports: [u16; 3],
 }
 
@@ -246,6 +248,9 @@ impl Drop for Formation {
     fn drop(&mut self) {
         for g in &self.groups {
             let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{g}")]).status();
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
         }
     }
 }
@@ -284,6 +289,7 @@ impl Formation {
         }
         let child = cmd.spawn().expect("pg_autoctl starts");
         self.groups.push(child.id() as i32);
+        self.children.push(child);
     }
 
     async fn start(dir: &Path) -> Formation {
@@ -291,7 +297,8 @@ impl Formation {
         if nix::unistd::Uid::effective().is_root() {
             let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir).status();
         }
-        let mut f = Formation { groups: Vec::new(), ports: [free_port(), free_port(), free_port()] };
+        let mut f =
+            Formation { groups: Vec::new(), children: Vec::new(), ports: [free_port(), free_port(), free_port()] };
         let common = |pgdata: &str, port: u16| {
             vec![
                 format!("--pgdata={}", dir.join(pgdata).display()),
