@@ -362,7 +362,120 @@ pub async fn run(admin_url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) 
         .context("CREATE DATABASE (needs CREATEDB)")?;
     let result = run_in(&url, opts, progress).await;
     let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
-    result
+    let mut report = result?;
+    if opts.runs(&["replica_lag"]) {
+        report.cases.push(replica_lag_case(opts, progress).await?);
+    }
+    Ok(report)
+}
+
+/// replica_lag: how far a streaming standby trails the primary under the write load. A private
+/// primary and a hot standby (`pg_basebackup`, asynchronous, on this machine; not the server of
+/// DATABASE_URL), with the append load (Keel's one-call append, then the plain insert, in
+/// alternating rounds) on the primary while the primary's `pg_stat_replication.replay_lag` is
+/// sampled every 20 ms. Its `keel_ops_s`/`baseline_ops_s`/`ratio` are the append rates with a
+/// standby attached; its `p50_ms`/`p99_ms` are the standby's replay lag under Keel's load, and
+/// `baseline_p50_ms`/`baseline_p99_ms` under the plain insert's.
+async fn replica_lag_case(opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<CaseResult> {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    progress("replica_lag: a private primary and standby");
+    let bindir = crate::embedded::find_bindir(None)?;
+    let dir = std::env::temp_dir().join(format!("keel-bench-replica-{}", Uuid::new_v4().simple()));
+    let (d, b) = (dir.join("primary"), bindir.clone());
+    let primary = Arc::new(tokio::task::spawn_blocking(move || crate::embedded::EmbeddedPg::start(&d, &b)).await??);
+    let stop_all = |primary: Arc<crate::embedded::EmbeddedPg>, standby: Option<Arc<crate::embedded::EmbeddedPg>>| {
+        if let Some(s) = standby {
+            let _ = s.stop_with(crate::embedded::StopMode::Immediate);
+        }
+        let _ = primary.stop_with(crate::embedded::StopMode::Immediate);
+        let _ = std::fs::remove_dir_all(&dir);
+    };
+    let measured = async {
+        primary.ensure_database().await?;
+        let url = primary.database_url();
+        keel_store::migrate(&url).await?;
+        let p = primary.clone();
+        let sdir = dir.join("standby");
+        let standby = Arc::new(tokio::task::spawn_blocking(move || p.start_standby(&sdir, None)).await??);
+        let result = async {
+            let mut owner = PgConnection::connect(&url).await?;
+            owner.execute(PLAIN_SQL).await?;
+            let plain = PgPoolOptions::new().max_connections(opts.clients as u32 + 2).connect(&url).await?;
+            let sizes = PoolSizes { writer: opts.clients as u32 + 2, reader: 2, projector: 2 };
+            let store = Store::connect(&url, sizes, Some(keel_store::MasterKey::generate())).await?;
+            let mut tenants = Vec::new();
+            for c in 0..opts.clients.max(1) {
+                tenants.push(provision(&store, &format!("replica-{c}")).await?);
+            }
+            let tenants = Arc::new(tenants);
+            // 1 while the baseline runs, 2 while Keel does; the sampler files each lag under it.
+            let phase = Arc::new(AtomicU8::new(0));
+            let lags: Arc<std::sync::Mutex<[Vec<Duration>; 3]>> = Arc::default();
+            let sampler = {
+                let (phase, lags, url) = (phase.clone(), lags.clone(), url.clone());
+                tokio::spawn(async move {
+                    let Ok(mut c) = PgConnection::connect(&url).await else { return };
+                    loop {
+                        let lag: Result<Option<f64>, _> = sqlx::query_scalar(
+                            "SELECT (EXTRACT(epoch FROM max(replay_lag)) * 1000)::float8 FROM pg_stat_replication",
+                        )
+                        .fetch_one(&mut c)
+                        .await;
+                        let ms = lag.ok().flatten().unwrap_or(0.0);
+                        let at = phase.load(Ordering::Relaxed) as usize;
+                        lags.lock().expect("not poisoned")[at].push(Duration::from_secs_f64(ms / 1000.0));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            };
+            let (ph_b, ph_k) = (phase.clone(), phase.clone());
+            let mut case = alternate(
+                "replica_lag",
+                opts,
+                progress,
+                || {
+                    ph_b.store(1, Ordering::Relaxed);
+                    let p = plain.clone();
+                    closed_loop(opts.clients, opts.round, move |_, _| {
+                        let p = p.clone();
+                        async move { plain_insert(&p).await }
+                    })
+                },
+                || {
+                    ph_k.store(2, Ordering::Relaxed);
+                    let (s, t) = (store.clone(), tenants.clone());
+                    closed_loop(opts.clients, opts.round, move |c, _| {
+                        let (s, tenant) = (s.clone(), t[c]);
+                        async move { one_call_append(&s, tenant).await }
+                    })
+                },
+            )
+            .await?;
+            sampler.abort();
+            let mut lags = std::mem::take(&mut *lags.lock().expect("not poisoned"));
+            case.p50_ms = percentile(&mut lags[2], 0.50);
+            case.p99_ms = percentile(&mut lags[2], 0.99);
+            case.baseline_p50_ms = percentile(&mut lags[1], 0.50);
+            case.baseline_p99_ms = percentile(&mut lags[1], 0.99);
+            store.close().await;
+            plain.close().await;
+            owner.close().await?;
+            Ok::<_, anyhow::Error>(case)
+        }
+        .await;
+        Ok::<_, anyhow::Error>((result, standby))
+    }
+    .await;
+    match measured {
+        Ok((result, standby)) => {
+            stop_all(primary, Some(standby));
+            result
+        }
+        Err(e) => {
+            stop_all(primary, None);
+            Err(e)
+        }
+    }
 }
 
 async fn run_in(url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {

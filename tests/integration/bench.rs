@@ -35,7 +35,8 @@ async fn every_bench_case_produces_numbers() {
             "big_status_filter",
             "big_priority_filter",
             "busy_neighbour",
-            "append_large_log"
+            "append_large_log",
+            "replica_lag"
         ]
     );
     for c in &report.cases {
@@ -48,5 +49,5 @@ async fn every_bench_case_produces_numbers() {
         assert!(json["cases"][0].get(key).is_some(), "{key}");
     }
     assert!(json["machine"]["peak_rss_kb"].as_u64().is_some_and(|k| k > 0));
-    assert!(table(&report).lines().count() == 16);
+    assert!(table(&report).lines().count() == 17);
 }
