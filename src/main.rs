@@ -454,7 +454,8 @@ async fn serve(s: &Settings, service: Service) -> anyhow::Result<()> {
 }
 
 async fn migrate(s: &Settings) -> anyhow::Result<()> {
-    match &s.database_url {
+    // Migrations hold a session's advisory lock: past a transaction pooler when there is one.
+    match s.direct_database_url.as_ref().or(s.database_url.as_ref()) {
         Some(url) => keel_store::migrate(url.expose_secret()).await?,
         None => {
             let pg = start_embedded(s).await?;

@@ -14,10 +14,27 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Applies pending migrations over one connection as the `DATABASE_URL` user (the owner).
 pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
-    let mut conn = PgConnection::connect(database_url).await?;
+    let mut conn = primary_of(database_url).await?;
     MIGRATOR.run(&mut conn).await.map_err(|e| StoreError::Migration(e.to_string()))?;
     conn.close().await?;
     Ok(())
+}
+
+/// A connection to `database_url`, or with several hosts to the one that takes writes.
+async fn primary_of(database_url: &str) -> Result<PgConnection, StoreError> {
+    let urls = host_urls(database_url);
+    if urls.len() == 1 {
+        return Ok(PgConnection::connect(database_url).await?);
+    }
+    for u in &urls {
+        let Ok(mut c) = PgConnection::connect(u).await else { continue };
+        let primary: Result<bool, _> = sqlx::query_scalar("SELECT NOT pg_is_in_recovery()").fetch_one(&mut c).await;
+        if primary.unwrap_or(false) {
+            return Ok(c);
+        }
+        let _ = c.close().await;
+    }
+    Err(StoreError::Config(format!("none of the {} hosts of DATABASE_URL is a writable primary", urls.len())))
 }
 
 /// True when every migration this binary knows has been applied successfully.
@@ -715,6 +732,9 @@ impl Store {
         self.writer.close().await;
         self.reader.close().await;
         self.projector.close().await;
+        if let Some(r) = &self.replica {
+            r.close().await;
+        }
     }
 }
 

@@ -174,15 +174,7 @@ where
     assert_eq!(logged.len(), ids.len(), "no task without its key's answer");
 
     // The hash chains verify on the new primary.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["audit", "verify", "--tenant", &tenant.to_string()])
-        .env("DATABASE_URL", new_primary)
-        .env("KEEL_MASTER_KEY", crate::helpers::MASTER_KEY)
-        .env_remove("KEEL_MASTER_KEY_FILE")
-        .env("KEEL_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    crate::helpers::assert_audit_verifies(new_primary, tenant);
 }
 
 /// Whether `url`'s server takes writes now.

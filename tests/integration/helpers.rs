@@ -53,6 +53,21 @@ pub async fn keel_serve(db_url: &str, log: &std::path::Path, env: &[(&str, &str)
     panic!("keel serve logs its address:\n{}", std::fs::read_to_string(log).unwrap());
 }
 
+/// `keel audit verify --tenant` against `db_url` with the tests' master key: panics with its
+/// output unless every hash chain of the tenant verifies.
+pub fn assert_audit_verifies(db_url: &str, tenant: Uuid) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["audit", "verify", "--tenant", &tenant.to_string()])
+        .env("DATABASE_URL", db_url)
+        .env("KEEL_MASTER_KEY", MASTER_KEY)
+        .env_remove("KEEL_MASTER_KEY_FILE")
+        .env_remove("KEEL_CONFIG")
+        .env("KEEL_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 /// A token signed with the tests' secret (`SECRET`), as `keel serve` processes check it.
 pub fn signed_token(tenant: Option<Uuid>, user: &str, platform: bool) -> String {
     let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(SECRET.to_vec())));
@@ -257,7 +272,23 @@ pub async fn spawn_app_with(o: Options) -> TestApp {
 }
 
 /// `spawn_app_with` on a database the caller made (to learn its URL first).
-pub async fn spawn_app_on(db: TestDb, o: Options) -> TestApp {
+pub async fn spawn_app_on(db: TestDb, mut o: Options) -> TestApp {
+    // `KEEL_TEST_VIA_PGBOUNCER=host:port` runs every in-process app through that PgBouncer (in
+    // transaction mode, with `keel_pooled` in its auth file): the suite's flows behind a pooler.
+    if let Ok(bouncer) = std::env::var("KEEL_TEST_VIA_PGBOUNCER")
+        && o.database_url.is_none()
+    {
+        let mut su = db.superuser().await;
+        sqlx::query("ALTER ROLE keel_pooled LOGIN").execute(&mut su).await.unwrap();
+        let mut pooled = url::Url::parse(&db.url).unwrap();
+        let (host, port) = bouncer.rsplit_once(':').expect("host:port");
+        pooled.set_host(Some(host)).unwrap();
+        pooled.set_port(Some(port.parse().unwrap())).unwrap();
+        pooled.set_username("keel_pooled").unwrap();
+        pooled.set_password(None).unwrap();
+        o.database_url = Some(pooled.to_string());
+        o.direct_database_url = Some(db.url.clone());
+    }
     let config = AppConfig {
         database_url: o.database_url.unwrap_or_else(|| db.url.clone()).into(),
         read_database_url: None,
