@@ -51,7 +51,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
-    let (_keel, addr) = keel_serve(
+    let (keel, addr) = keel_serve(
         both,
         &dir.join("keel.log"),
         &[("KEEL_REQUEST_TIMEOUT_MS", &DEADLINE_MS.to_string()), ("KEEL_DB_PROBE_INTERVAL_MS", "200")],
@@ -175,6 +175,38 @@ where
 
     // The hash chains verify on the new primary.
     crate::helpers::assert_audit_verifies(new_primary, tenant);
+
+    // The projections, on the new primary, applied each event once: once they are past the
+    // last event and Keel has stopped, the read tables equal a fresh replay of the log.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let behind: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT c.name, (SELECT count(*) FROM events e
+                              WHERE (e.transaction_id, e.position) > (c.last_xid, c.last_position))
+               FROM projection_checkpoints c WHERE c.name = ANY($1)",
+        )
+        .bind(keel_projections::names().collect::<Vec<_>>())
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        if behind.len() == keel_projections::names().count() && behind.iter().all(|(_, n)| *n == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the projections catch up on the new primary: {behind:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(keel);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live = crate::workers::read_tables_at(new_primary).await;
+    let store = keel_store::Store::connect(
+        new_primary,
+        keel_store::PoolSizes { writer: 2, reader: 2, projector: 2 },
+        Some(crate::helpers::master_key()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(live, crate::workers::replay_at(new_primary, &store, 500).await, "read tables equal a replay");
+    store.close().await;
 }
 
 /// Whether `url`'s server takes writes now.

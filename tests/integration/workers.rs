@@ -32,7 +32,12 @@ fn projector(db: &TestDb, batch: u32) -> Child {
 
 /// Every read table, as text, in a stable order.
 pub(crate) async fn read_tables(db: &TestDb) -> Vec<String> {
-    let mut su = db.superuser().await;
+    read_tables_at(&db.url).await
+}
+
+/// `read_tables` of the database at `url` (as a superuser).
+pub(crate) async fn read_tables_at(url: &str) -> Vec<String> {
+    let mut su = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
     let mut out = Vec::new();
     for (table, key) in [
         ("rm_projects", "tenant_id, project_id"),
@@ -61,7 +66,13 @@ pub(crate) async fn fresh_replay(db: &TestDb) -> Vec<String> {
 }
 
 async fn replay_in_batches_of(db: &TestDb, n: i64) -> Vec<String> {
-    let mut su = db.superuser().await;
+    replay_at(&db.url, &db.store, n).await
+}
+
+/// Empties every read table and checkpoint of the database at `url`, replays the whole log
+/// through `store` (on that database) in batches of `n`, and returns the read tables.
+pub(crate) async fn replay_at(url: &str, store: &Store, n: i64) -> Vec<String> {
+    let mut su = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
     su.execute(
         "TRUNCATE rm_projects, rm_tasks, rm_members, rm_task_throughput, rm_task_completions, rm_usage_daily,
                   rm_usage_monthly, rm_tenants; DELETE FROM projection_checkpoints",
@@ -69,9 +80,9 @@ async fn replay_in_batches_of(db: &TestDb, n: i64) -> Vec<String> {
     .await
     .unwrap();
     for projection in keel_projections::all() {
-        replay(&db.store, projection, n).await;
+        replay(store, projection, n).await;
     }
-    read_tables(db).await
+    read_tables_at(url).await
 }
 
 async fn caught_up(store: &Store) -> bool {
