@@ -122,6 +122,22 @@ pub struct Settings {
     #[arg(long, env = "KEEL_REQUEST_TIMEOUT_MS", global = true, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Connections the writer role's pool may open (commands). An instance holds at most the
+    /// three pools' sum plus three LISTEN connections and the probe's (docs/scaling.md).
+    #[arg(long, env = "KEEL_DB_WRITER_CONNECTIONS", global = true, default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_writer_connections: u32,
+
+    /// Connections the reader role's pool may open (GraphQL, memberships).
+    #[arg(long, env = "KEEL_DB_READER_CONNECTIONS", global = true, default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_reader_connections: u32,
+
+    /// Connections the projector role's pool may open (projections, publishers, webhooks).
+    #[arg(long, env = "KEEL_DB_PROJECTOR_CONNECTIONS", global = true, default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_projector_connections: u32,
+
     /// How long a request may wait for a connection from a database pool, in ms (503 past it).
     #[arg(long, env = "KEEL_DB_ACQUIRE_TIMEOUT_MS", global = true, default_value_t = 5_000)]
     pub db_acquire_timeout_ms: u64,

@@ -249,7 +249,11 @@ fn app_config(
         runner: runner_config(s),
         outbound: outbound_config(s),
         webhooks: webhook_settings(s),
-        pools: PoolSizes::default(),
+        pools: PoolSizes {
+            writer: s.db_writer_connections,
+            reader: s.db_reader_connections,
+            projector: s.db_projector_connections,
+        },
         master_key,
         limits: keel::EdgeLimits {
             request_timeout: Duration::from_millis(s.request_timeout_ms.max(1)),

@@ -420,9 +420,17 @@ async fn pg_auto_failover_promotes_the_standby_and_keel_loses_no_acknowledged_co
     let formation = Formation::start(&dir).await;
     keel_store::migrate(&formation.url(1)).await.expect("migrations apply on the primary");
     // The standby is synchronous (pg_auto_failover's default for two nodes).
+    // The monitor sets it on the primary once the standby is secondary: wait for it.
     let mut c = PgConnection::connect(&formation.url(1)).await.unwrap();
-    let sync: String = sqlx::query_scalar("SHOW synchronous_standby_names").fetch_one(&mut c).await.unwrap();
-    assert!(!sync.is_empty(), "a synchronous standby");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sync: String = sqlx::query_scalar("SHOW synchronous_standby_names").fetch_one(&mut c).await.unwrap();
+        if !sync.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a synchronous standby: {}", logs(&dir));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     c.close().await.unwrap();
     let (p1, p2) = (formation.ports[1], formation.ports[2]);
     let both = format!("postgres://postgres@127.0.0.1:{p1},127.0.0.1:{p2}/keel");

@@ -92,6 +92,10 @@ async fn instance(db: &TestDb, dir: &Path, name: &str, redis_prefix: &str) -> (C
             ("KEEL_REDIS_KEY_PREFIX", redis_prefix),
             ("KEEL_RATE_LIMIT", "60/m,burst=30"),
             ("KEEL_LEASE_TTL_SECS", &LEASE_TTL_SECS.to_string()),
+            // The suite's PostgreSQL serves every test at once: small pools.
+            ("KEEL_DB_WRITER_CONNECTIONS", "6"),
+            ("KEEL_DB_READER_CONNECTIONS", "3"),
+            ("KEEL_DB_PROJECTOR_CONNECTIONS", "4"),
         ],
     )
     .await
