@@ -264,15 +264,15 @@ impl RolePool {
 
     /// A transaction on this pool, with its role set behind a pooler.
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(self.begin_sql("BEGIN"))).await?)
+        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(self.begin_sql("BEGIN").into_owned())).await?)
     }
 
     /// A transaction's opening statement `begin` with, behind a pooler, the role and the timeout
     /// set for it; one simple query either way.
-    pub(crate) fn begin_sql(&self, begin: &str) -> String {
+    pub(crate) fn begin_sql(&self, begin: &'static str) -> std::borrow::Cow<'static, str> {
         match &self.local {
-            None => begin.to_owned(),
-            Some(local) => format!("{begin}; {local}"),
+            None => begin.into(),
+            Some(local) => format!("{begin}; {local}").into(),
         }
     }
 
@@ -686,8 +686,14 @@ impl Store {
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let started = std::time::Instant::now();
         let role = self.pool(pool);
-        let sql = role.begin_sql(begin);
-        let tx = self.guarded(async { Ok(role.raw().begin_with(sqlx::AssertSqlSafe(sql)).await?) }).await;
+        let tx = self
+            .guarded(async {
+                Ok(match role.begin_sql(begin) {
+                    std::borrow::Cow::Borrowed(sql) => role.raw().begin_with(sql).await?,
+                    std::borrow::Cow::Owned(sql) => role.raw().begin_with(sqlx::AssertSqlSafe(sql)).await?,
+                })
+            })
+            .await;
         metrics::histogram!(ACQUIRE_SECONDS, "pool" => pool.name()).record(started.elapsed().as_secs_f64());
         tx
     }

@@ -132,18 +132,10 @@ impl EventStore for PgEventStore {
     }
 
     async fn end(&self) -> Result<LogPosition, StoreError> {
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1",
-        )
-        .fetch_optional(self.store.pool(Pool::Projector))
-        .await?;
-        match row {
-            None => Ok(LogPosition::START),
-            Some((xid, position)) => Ok(LogPosition {
-                xid: xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?,
-                position,
-            }),
-        }
+        let mut conn = self.store.pool(Pool::Projector).unit().await?;
+        let head = log::head_position(&mut conn).await?;
+        conn.done().await?;
+        Ok(head.unwrap_or(LogPosition::START))
     }
 
     async fn append(

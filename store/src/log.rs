@@ -683,12 +683,14 @@ pub async fn count_all(pool: &crate::RolePool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
 }
 
-/// The newest position in the log visible to this connection, ignoring the gap-safe horizon
-/// (for lag reporting).
+/// The newest position in the log visible to this connection, in log order (transaction, then
+/// position), ignoring the gap-safe horizon (for lag reporting and `EventStore::end`).
 pub async fn head_position(conn: &mut PgConnection) -> Result<Option<LogPosition>, StoreError> {
-    let row = sqlx::query("SELECT transaction_id::text AS xid, position FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT transaction_id::text AS xid, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
     match row {
         None => Ok(None),
         Some(r) => {

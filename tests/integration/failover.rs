@@ -6,7 +6,7 @@
 //! one by itself, and every command answered 2xx is in the new primary's log exactly once, with
 //! its hash chain intact.
 
-use crate::helpers::{keel_serve, signed_token};
+use crate::helpers::{free_port, keel_serve, signed_token};
 use crate::replica::{pair, standby_url};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -277,10 +277,6 @@ impl Drop for Formation {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Formation {

@@ -68,6 +68,11 @@ pub fn assert_audit_verifies(db_url: &str, tenant: Uuid) {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+/// A loopback port nothing listens on now (for a server the test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A token signed with the tests' secret (`SECRET`), as `keel serve` processes check it.
 pub fn signed_token(tenant: Option<Uuid>, user: &str, platform: bool) -> String {
     let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(SECRET.to_vec())));

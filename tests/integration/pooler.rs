@@ -26,7 +26,7 @@ fn pgbouncer_bin() -> PathBuf {
 /// runs as root (PgBouncer refuses root).
 pub(crate) async fn pgbouncer(dir: &Path, pool_size: u32) -> (Child, u16) {
     let server = url::Url::parse(&server_url()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::helpers::free_port();
     // Trust: PgBouncer checks no password and logs in to the server as the client's user.
     std::fs::write(dir.join("users.txt"), "\"keel_pooled\" \"\"\n").unwrap();
     let ini = format!(

@@ -6,7 +6,7 @@
 //! one instance is killed: the other takes its leases within the TTL and the balancer's clients
 //! see no error.
 
-use crate::helpers::{TestDb, keel_serve, signed_token};
+use crate::helpers::{TestDb, free_port, keel_serve, signed_token};
 use crate::subscriptions::{next_json, subscribe_at};
 use crate::workers::{fresh_replay, read_tables};
 use keel_store::checkpoint;
@@ -30,10 +30,6 @@ fn haproxy_bin() -> PathBuf {
 
 fn redis_url() -> String {
     std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// HAProxy in front of `backends`, round robin, checking each one's `/readyz`: a backend that
