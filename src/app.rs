@@ -159,6 +159,12 @@ impl App {
                 .context("cannot connect to the read replica (KEEL_READ_DATABASE_URL)")?,
             None => store,
         };
+        // The dedicated databases registered with the platform (docs/tenancy.md).
+        let router =
+            keel_store::placement::Router::connect(&store, config.pools, config.limits.db, Some(&config.master_key))
+                .await
+                .context("cannot connect to the dedicated databases (keel databases list)")?;
+        let store = store.with_router(router);
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", config.listen))?;
@@ -282,6 +288,11 @@ impl App {
             Some(c) => {
                 let mut w = keel_projections::spawn_all(&self.store, c, &stop_rx);
                 w.extend(keel_outbound::spawn_all(&self.store, &self.outbound, c, &stop_rx));
+                // Each dedicated database has its own workers, leases and checkpoints.
+                for (_, shard) in self.store.shards() {
+                    w.extend(keel_projections::spawn_all(&shard, c, &stop_rx));
+                    w.extend(keel_outbound::spawn_all(&shard, &self.outbound, c, &stop_rx));
+                }
                 w
             }
             None => Vec::new(),

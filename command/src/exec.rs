@@ -200,6 +200,9 @@ pub(crate) async fn execute_with(
     if cmd.is_platform() && !meta.principal.platform {
         return Err(Problem::forbidden("this command needs the platform:admin scope"));
     }
+    // The tenant's own database (docs/tenancy.md): the pool's store unless it is placed elsewhere.
+    let routed = CommandState { store: state.store.for_tenant(tenant).await.map_err(errors::store)?, ..state.clone() };
+    let state = &routed;
     let md = metadata(meta, clock.is_demo());
     let mut attempt = 0;
     // Whether an earlier attempt lost a race (not only its connection).

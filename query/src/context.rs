@@ -80,6 +80,8 @@ pub(crate) fn listing(e: StoreError) -> Error {
         | StoreError::Migration(_)
         | StoreError::Key(_)
         | StoreError::Encode(_)
+        | StoreError::Archive(_)
+        | StoreError::Placement(_)
         | StoreError::NothingToAppend
         | StoreError::NoControlPlaneRow(_)
         | StoreError::UsageOverflow(_)

@@ -381,7 +381,14 @@ async fn execute(
     } else {
         &state.schema
     };
-    let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), consistency, state.consistency_wait));
+    let store = match tenant_store(&state.store, &principal).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the tenant's database");
+            return request_error(media, Code::DatabaseUnavailable, "the tenant's database cannot be reached");
+        }
+    };
+    let ctx = Arc::new(RequestCtx::new(principal, store, consistency, state.consistency_wait));
     let mut data = state.data(ctx.clone());
     data.insert(limits::Vetted);
     let request = with_data(request, data);
@@ -458,6 +465,14 @@ fn with_data(mut request: Request, data: Data) -> Request {
 
 /// The bearer token of a connection-init payload: `{"token": "..."}` or
 /// `{"Authorization": "Bearer ..."}`.
+/// The store of the caller's tenant (docs/tenancy.md); the platform's own for a platform caller.
+async fn tenant_store(store: &Store, principal: &Principal) -> Result<Store, keel_store::StoreError> {
+    match principal.tenant_id {
+        Some(t) => store.for_tenant(keel_domain::TenantId(t)).await,
+        None => Ok(store.clone()),
+    }
+}
+
 fn token_of(payload: &serde_json::Value) -> Option<&str> {
     if let Some(t) = payload.get("token").and_then(|t| t.as_str()) {
         return Some(t);
@@ -531,7 +546,11 @@ async fn serve_socket(state: QueryState, protocol: GraphQLProtocol, socket: WebS
                 tracing::info!(error = %e, "subscription token refused");
                 refuse(Ending::Forbidden)
             })?;
-            let ctx = Arc::new(RequestCtx::new(principal, state.store.clone(), None, state.consistency_wait));
+            let store = tenant_store(&state.store, &principal).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot find the tenant's database");
+                refuse(Ending::Forbidden)
+            })?;
+            let ctx = Arc::new(RequestCtx::new(principal, store, None, state.consistency_wait));
             tokio::spawn(watch_access(ctx.clone(), state.changes.clone(), expires, end_tx));
             Ok(state.data(ctx))
         }

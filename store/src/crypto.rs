@@ -115,6 +115,17 @@ impl MasterKey {
         &self.id
     }
 
+    /// Seals a platform setting (a registered database's URL) bound to what it is for: a sealed
+    /// value moved under another name does not open.
+    pub fn seal_setting(&self, purpose: &str, plain: &[u8]) -> Vec<u8> {
+        seal_bytes(&self.cipher, plain, format!("keel-setting:{purpose}").as_bytes())
+    }
+
+    pub fn open_setting(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        open_bytes(&self.cipher, sealed, format!("keel-setting:{purpose}").as_bytes())
+            .ok_or_else(|| StoreError::Key(format!("the sealed {purpose} does not open with master key {}", self.id)))
+    }
+
     fn wrap(&self, data_key: &[u8; 32], tenant: Uuid, member: Uuid) -> Vec<u8> {
         seal_bytes(&self.cipher, data_key, &aad(tenant, member, "data-key"))
     }

@@ -141,6 +141,9 @@ pub struct Store {
     /// Whether the database is reachable: requests are refused at once while it is not.
     breaker: std::sync::Arc<crate::breaker::Breaker>,
     pub(crate) commit_resolve: Duration,
+    /// The dedicated databases and the directory (`placement`); `None` while every tenant lives
+    /// in this database.
+    pub(crate) router: Option<std::sync::Arc<crate::placement::Router>>,
 }
 
 /// What became of a transaction whose `COMMIT` got no answer.
@@ -523,6 +526,7 @@ impl Store {
             footprints: std::sync::Arc::default(),
             breaker,
             commit_resolve: t.commit_resolve,
+            router: None,
         })
     }
 
@@ -738,6 +742,11 @@ impl Store {
         self.writer.close().await;
         self.reader.close().await;
         self.projector.close().await;
+        if let Some(r) = &self.router {
+            for (_, shard) in r.shards() {
+                Box::pin(shard.close()).await;
+            }
+        }
         if let Some(r) = &self.replica {
             r.close().await;
         }
@@ -792,6 +801,19 @@ impl TenantTx {
         );
         let tx = pool.raw().begin_with(sqlx::AssertSqlSafe(sql)).await?;
         Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false, data_keys: None })
+    }
+
+    /// A tenant transaction on a plain pool of the owner's login (no service role): what a bulk
+    /// load (`archive::import`, a move) runs in, since COPY into a table with Row-Level Security
+    /// needs a login that bypasses it.
+    pub async fn begin_owner(
+        pool: &PgPool,
+        tenant: TenantId,
+        master: Option<MasterKey>,
+    ) -> Result<TenantTx, StoreError> {
+        let role = RolePool { pool: pool.clone(), local: None };
+        let tx = Self::begin_as(&role, tenant, "BEGIN").await?;
+        Ok(TenantTx { master: master.map(std::sync::Arc::new), ..tx })
     }
 
     /// Counts every statement run through this transaction into `counter`.

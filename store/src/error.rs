@@ -34,6 +34,13 @@ pub enum StoreError {
     /// A setting the store cannot work with: `DATABASE_URL`, the master key, a service role.
     #[error("{0}")]
     Config(String),
+    /// A tenant archive refused on import (`archive`): broken chain, tampering, truncation.
+    #[error("the archive is refused: {0}")]
+    Archive(String),
+    /// Bridge tenancy (`placement`): an unknown database, a tenant placed twice, a move that
+    /// cannot go on.
+    #[error("{0}")]
+    Placement(String),
     #[error("migration failed: {0}")]
     Migration(String),
     /// A member's wrapped data key that does not open with the configured master key.
@@ -82,6 +89,8 @@ impl StoreError {
             | StoreError::Migration(_)
             | StoreError::Key(_)
             | StoreError::Encode(_)
+            | StoreError::Archive(_)
+            | StoreError::Placement(_)
             | StoreError::NothingToAppend
             | StoreError::NoControlPlaneRow(_)
             | StoreError::UsageOverflow(_)

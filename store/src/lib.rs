@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod analyst;
+pub mod archive;
 pub mod audit;
 pub mod breaker;
 pub mod checkpoint;
@@ -18,6 +19,7 @@ pub mod inline;
 pub mod kurrent;
 pub mod log;
 pub mod ops;
+pub mod placement;
 pub mod read;
 pub mod rebuild;
 pub mod snapshot;

@@ -31,6 +31,10 @@ pub(crate) struct ProvisionTenantBody {
     /// `free`, `team` or `enterprise`.
     plan: String,
     owner: OwnerBody,
+    /// Where the tenant lives: `pool` (the default, the platform's own database) or the name of
+    /// a dedicated database registered with `keel databases add`.
+    #[serde(default)]
+    database: Option<String>,
 }
 
 /// Provisioning with an `Idempotency-Key` derives the tenant id from the key, so that a repeat
@@ -54,6 +58,9 @@ pub(crate) async fn provision(
         None => MemberId::new_v7(),
     };
     let b = w.body;
+    if let Some(database) = b.database.as_deref() {
+        place(&state, tenant_id, database).await?;
+    }
     let cmd = Cmd::Tenant(TenantCommand::Provision(ProvisionTenant {
         tenant_id,
         owner_member_id: member,
@@ -63,6 +70,24 @@ pub(crate) async fn provision(
         owner: OwnerInput { user_id: b.owner.user_id, email: b.owner.email, name: b.owner.name },
     }));
     execute(&state, &w.meta, tenant_id, cmd, true).await
+}
+
+/// Places a tenant about to be provisioned in `database`; an unknown name is the body's fault.
+async fn place(state: &CommandState, tenant: TenantId, database: &str) -> Result<(), Problem> {
+    let field = |message: String| {
+        Problem::validation(
+            format!("database: {message}"),
+            vec![keel_gateway::problem::FieldError { field: "database".into(), message }],
+        )
+    };
+    if database != keel_store::placement::POOL && !keel_store::placement::valid_name(database) {
+        return Err(field("is not a database name (1 to 40 of a-z, 0-9, _ and -, starting with a letter)".into()));
+    }
+    match state.store.place_tenant(tenant, database).await {
+        Ok(()) => Ok(()),
+        Err(keel_store::StoreError::Placement(m)) => Err(field(m)),
+        Err(e) => Err(crate::errors::store(e)),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,0 +1,265 @@
+//! Bridge tenancy (docs/tenancy.md): the databases registered with the platform, the directory
+//! of which tenant lives in which, and the routing of a tenant's work to its database.
+//!
+//! The platform's own database (`DATABASE_URL`) is the pool and holds the directory:
+//! `keel_databases` (each dedicated database's URL, sealed with the master key) and
+//! `tenant_placements` (a tenant with no row lives in the pool). A `Store` with a `Router`
+//! hands each tenant's work to that tenant's database (`Store::for_tenant`).
+
+use crate::error::StoreError;
+use crate::{MasterKey, PoolSizes, PoolTimeouts, Store};
+use chrono::{DateTime, Utc};
+use keel_domain::TenantId;
+use sqlx::PgConnection;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The name of the platform's own database in the directory.
+pub const POOL: &str = "pool";
+
+/// At most this many tenants' placements are cached per process; past it the cache starts over.
+const CACHE_LIMIT: usize = 100_000;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Registered {
+    pub name: String,
+    pub added_at: DateTime<Utc>,
+}
+
+/// Whether `name` may name a dedicated database.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    name != POOL
+        && (1..=40).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+fn purpose(name: &str) -> String {
+    format!("database-url:{name}")
+}
+
+/// Registers database `name` at `url` in the directory of `conn`'s database (the pool), its URL
+/// sealed with `master`. The caller has migrated `url` first.
+pub async fn add(conn: &mut PgConnection, master: &MasterKey, name: &str, url: &str) -> Result<(), StoreError> {
+    if !valid_name(name) {
+        return Err(StoreError::Placement(format!(
+            "{name:?} is not a database name: 1 to 40 of a-z, 0-9, _ and -, starting with a letter, and not \"pool\""
+        )));
+    }
+    let sealed = master.seal_setting(&purpose(name), url.as_bytes());
+    let done = sqlx::query(
+        "INSERT INTO keel_databases (name, url_sealed, key_id) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(sealed)
+    .bind(master.id())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::Placement(format!("a database named {name} is registered already")));
+    }
+    sqlx::query("SELECT pg_notify('keel_placement', '')").execute(&mut *conn).await?;
+    Ok(())
+}
+
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Registered>, StoreError> {
+    let rows: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT name, added_at FROM keel_databases ORDER BY name").fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(|(name, added_at)| Registered { name, added_at }).collect())
+}
+
+/// Every registered database with its URL opened.
+pub async fn urls(conn: &mut PgConnection, master: Option<&MasterKey>) -> Result<Vec<(String, String)>, StoreError> {
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT name, url_sealed FROM keel_databases ORDER BY name").fetch_all(&mut *conn).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let master = master.ok_or_else(|| {
+        StoreError::Config("dedicated databases are registered: their URLs open only with KEEL_MASTER_KEY".into())
+    })?;
+    rows.into_iter()
+        .map(|(name, sealed)| {
+            let url = master.open_setting(&purpose(&name), &sealed)?;
+            let url = String::from_utf8(url).map_err(|_| StoreError::Key("a sealed URL is not UTF-8".into()))?;
+            Ok((name, url))
+        })
+        .collect()
+}
+
+/// The URL of registered database `name`.
+pub async fn url_of(conn: &mut PgConnection, master: Option<&MasterKey>, name: &str) -> Result<String, StoreError> {
+    urls(conn, master)
+        .await?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, u)| u)
+        .ok_or_else(|| StoreError::Placement(format!("no database named {name} is registered (keel databases add)")))
+}
+
+/// Where `tenant` lives: `pool` or a registered name, with its epoch (moves so far).
+pub async fn placement_of(conn: &mut PgConnection, tenant: Uuid) -> Result<(String, i32), StoreError> {
+    let row: Option<(String, i32)> =
+        sqlx::query_as("SELECT database, epoch FROM tenant_placements WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.unwrap_or_else(|| (POOL.to_owned(), 0)))
+}
+
+/// Every tenant placed in a dedicated database, by id.
+pub async fn placements(conn: &mut PgConnection) -> Result<HashMap<Uuid, String>, StoreError> {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT tenant_id, database FROM tenant_placements WHERE database <> 'pool'")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Places a tenant that does not exist yet in `database` (a registered name, or `pool`). A tenant
+/// placed already keeps its place: placing it again in the same database is a no-op, elsewhere an
+/// error.
+pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Result<(), StoreError> {
+    if database != POOL {
+        let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keel_databases WHERE name = $1)")
+            .bind(database)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !known {
+            return Err(StoreError::Placement(format!("no database named {database} is registered")));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO tenant_placements (tenant_id, database) VALUES ($1, $2) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(database)
+    .execute(&mut *conn)
+    .await?;
+    let (at, _) = placement_of(conn, tenant).await?;
+    if at != database {
+        return Err(StoreError::Placement(format!("tenant {tenant} lives in {at} already")));
+    }
+    Ok(())
+}
+
+/// The dedicated databases' stores of one process, and a cache of the directory.
+pub struct Router {
+    shards: HashMap<String, Store>,
+    cache: std::sync::Mutex<HashMap<Uuid, String>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("databases", &self.shards.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Router {
+    /// Connects a store to each registered database (pools of `sizes`, `timeouts`).
+    pub async fn connect(
+        pool: &Store,
+        sizes: PoolSizes,
+        timeouts: PoolTimeouts,
+        master: Option<&MasterKey>,
+    ) -> Result<Option<Arc<Router>>, StoreError> {
+        let mut unit = pool.reader().unit().await?;
+        let urls = urls(&mut unit, master).await?;
+        unit.done().await?;
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let mut shards = HashMap::new();
+        for (name, url) in urls {
+            let store = Store::connect_with(&url, sizes, timeouts, master.cloned())
+                .await
+                .map_err(|e| StoreError::Placement(format!("cannot connect to database {name}: {e}")))?;
+            shards.insert(name, store);
+        }
+        Ok(Some(Arc::new(Router { shards, cache: std::sync::Mutex::default() })))
+    }
+
+    /// Each dedicated database's store, by name.
+    pub fn shards(&self) -> impl Iterator<Item = (&str, &Store)> {
+        self.shards.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    fn cached(&self, tenant: Uuid) -> Option<String> {
+        self.cache.lock().expect("cache lock").get(&tenant).cloned()
+    }
+
+    fn remember(&self, tenant: Uuid, database: String) {
+        let mut c = self.cache.lock().expect("cache lock");
+        if c.len() >= CACHE_LIMIT {
+            c.clear();
+        }
+        c.insert(tenant, database);
+    }
+}
+
+impl Store {
+    /// The store of the database `tenant` lives in: this one without dedicated databases or for a
+    /// tenant of the pool. The directory is read once per tenant and process, then cached.
+    pub async fn for_tenant(&self, tenant: TenantId) -> Result<Store, StoreError> {
+        let Some(router) = self.router.as_ref() else { return Ok(self.clone()) };
+        let name = match router.cached(tenant.0) {
+            Some(n) => n,
+            None => {
+                let mut unit = self.guarded(self.reader().unit()).await?;
+                let (name, _) = placement_of(&mut unit, tenant.0).await?;
+                unit.done().await?;
+                router.remember(tenant.0, name.clone());
+                name
+            }
+        };
+        if name == POOL {
+            return Ok(self.clone());
+        }
+        router.shards.get(&name).cloned().ok_or_else(|| {
+            StoreError::Placement(format!(
+                "tenant {tenant} lives in database {name}, which this process has not connected"
+            ))
+        })
+    }
+
+    /// Places a tenant about to be provisioned (`place`) in this store's directory.
+    pub async fn place_tenant(&self, tenant: TenantId, database: &str) -> Result<(), StoreError> {
+        let mut unit = self.guarded(self.writer().unit()).await?;
+        place(&mut unit, tenant.0, database).await?;
+        unit.done().await?;
+        if let Some(r) = &self.router {
+            r.remember(tenant.0, database.to_owned());
+        }
+        Ok(())
+    }
+
+    /// This store with the dedicated databases of `router`.
+    pub fn with_router(mut self, router: Option<Arc<Router>>) -> Store {
+        self.router = router;
+        self
+    }
+
+    /// The dedicated databases' stores (none without a router).
+    pub fn shards(&self) -> Vec<(String, Store)> {
+        match &self.router {
+            Some(r) => r.shards().map(|(n, s)| (n.to_owned(), s.clone())).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_short_lowercase_words_and_never_pool() {
+        assert!(valid_name("eu-acme"));
+        assert!(valid_name("a1_b"));
+        for bad in ["pool", "", "1abc", "Acme", "a b", "a;drop", &"a".repeat(41)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}
