@@ -465,6 +465,24 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCmd,
     },
+    /// Dedicated databases a tenant can be placed in or moved to (docs/tenancy.md).
+    Databases {
+        #[command(subcommand)]
+        command: DatabasesCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabasesCmd {
+    /// Migrate the database at URL and register it as NAME (its URL sealed with the master key).
+    Add {
+        /// 1 to 40 of a-z, 0-9, _ and -, starting with a letter; not `pool`.
+        name: String,
+        /// A PostgreSQL URL whose login owns the database (as DATABASE_URL's does).
+        url: String,
+    },
+    /// Every registered database and how many tenants live in it.
+    List,
 }
 
 /// The waits of `KEEL_WEBHOOKS_RETRY_SCHEDULE` (one value, so clap does not read a list).
@@ -575,6 +593,47 @@ pub enum TenantCmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write everything a tenant is (events with their hashes, data keys, idempotency keys,
+    /// inline tables) to one archive file (docs/tenancy.md).
+    Export {
+        /// The tenant's id.
+        tenant: uuid::Uuid,
+        /// The archive file to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load an archive made by `keel tenant export` into the pool or a registered database,
+    /// checking every hash chain; a broken or tampered archive is refused and nothing is written.
+    Import {
+        /// The archive file.
+        archive: PathBuf,
+        /// Where the tenant will live: `pool` (default) or a registered database.
+        #[arg(long, default_value = "pool")]
+        database: String,
+    },
+    /// Move a tenant to another database while it keeps serving (docs/tenancy.md, "Moving a
+    /// tenant"); run it again to resume a move that stopped.
+    Move {
+        /// The tenant's id.
+        tenant: uuid::Uuid,
+        /// `pool` or a registered database.
+        #[arg(long)]
+        to: String,
+        /// The longest the tenant's writes may wait at the switch.
+        #[arg(long, default_value = "800ms", value_parser = humantime::parse_duration)]
+        fence: std::time::Duration,
+        /// Delete the tenant's rows from the database it left at once, instead of keeping them
+        /// for the retention period.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Delete the rows of tenants that moved away from each database once their retention has
+    /// passed (or at once with --now).
+    Retire {
+        /// Retire every departed tenant now, whatever its retention.
+        #[arg(long)]
+        now: bool,
     },
     /// Erase a tenant's personal data and close it (irreversible).
     Erase {

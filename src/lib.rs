@@ -17,6 +17,7 @@ pub mod outbound_cmd;
 pub mod secrets;
 pub mod subscribe;
 pub mod telemetry;
+pub mod tenancy_cmd;
 pub mod tenant_arg;
 pub mod tenant_cmd;
 

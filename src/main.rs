@@ -43,6 +43,7 @@ async fn main() {
         Command::Demo { command } => demo(&cli.settings, command).await,
         Command::Config { .. } => config_check(&cli.settings, effective.unwrap_or_default()),
         Command::Tenant { command } => tenant(&cli.settings, command).await,
+        Command::Databases { command } => databases(&cli.settings, command).await,
         Command::Chaos(args) => chaos(&cli.settings, args).await,
     };
     // The last spans leave before the process does (a few seconds at most, off the runtime).
@@ -691,24 +692,36 @@ async fn audit(s: &Settings, command: AuditCmd) -> anyhow::Result<()> {
         AuditCmd::Verify { .. } => cli_master_key(s)?,
     };
     with_keel_database(s, async |url: &str| {
-        let store = keel_store::Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, key)
+        let sizes = PoolSizes { writer: 1, reader: 1, projector: 1 };
+        let store = keel_store::Store::connect(url, sizes, key.clone())
             .await
             .context("cannot connect (is the database migrated? run keel migrate)")?;
+        // Tenants placed in dedicated databases are read there (docs/tenancy.md).
+        let router =
+            keel_store::placement::Router::connect(&store, sizes, keel_store::PoolTimeouts::default(), key.as_ref())
+                .await?;
+        let store = store.with_router(router);
         let result = async {
             match command {
                 AuditCmd::Export { tenant, from, to } => {
-                    let info = keel::tenant_arg::find_at(url, &tenant).await?;
+                    let (id, slug) = keel::tenant_arg::find_anywhere(url, &tenant).await?;
                     let out = std::io::stdout().lock();
-                    let n = keel::audit::export(&store, keel_domain::TenantId(info.tenant_id), from, to, out).await?;
-                    eprintln!("keel: exported {n} events of tenant {} ({})", info.tenant_id, info.slug);
+                    let at = store.for_tenant(keel_domain::TenantId(id)).await?;
+                    let n = keel::audit::export(&at, keel_domain::TenantId(id), from, to, out).await?;
+                    eprintln!("keel: exported {n} events of tenant {id} ({slug})");
                     Ok(())
                 }
-                AuditCmd::Verify { tenant } => {
-                    let tenant = match tenant {
-                        Some(t) => Some(keel::tenant_arg::find_at(url, &t).await?.tenant_id),
-                        None => None,
-                    };
-                    keel::audit::verify(&store, tenant).await
+                AuditCmd::Verify { tenant: Some(t) } => {
+                    let (id, _) = keel::tenant_arg::find_anywhere(url, &t).await?;
+                    keel::audit::verify(&store.for_tenant(keel_domain::TenantId(id)).await?, Some(id)).await
+                }
+                AuditCmd::Verify { tenant: None } => {
+                    keel::audit::verify(&store, None).await?;
+                    for (name, shard) in store.shards() {
+                        println!("database {name}:");
+                        keel::audit::verify(&shard, None).await?;
+                    }
+                    Ok(())
                 }
             }
         }
@@ -834,7 +847,19 @@ fn config_check(s: &Settings, effective: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn databases(s: &Settings, command: keel::cli::DatabasesCmd) -> anyhow::Result<()> {
+    let key = cli_master_key(s)?;
+    with_keel_database(s, async |url: &str| keel::tenancy_cmd::databases(url, key, command).await).await
+}
+
 async fn tenant(s: &Settings, command: TenantCmd) -> anyhow::Result<()> {
+    if matches!(
+        command,
+        TenantCmd::Export { .. } | TenantCmd::Import { .. } | TenantCmd::Move { .. } | TenantCmd::Retire { .. }
+    ) {
+        let key = cli_master_key(s)?;
+        return with_keel_database(s, async |url: &str| keel::tenancy_cmd::tenant(url, key, command).await).await;
+    }
     // A new tenant's owner has personal data, sealed under the key the server uses.
     let key = match command {
         TenantCmd::Create { .. } => Some(required_cli_master_key(s)?),

@@ -25,3 +25,21 @@ pub async fn find_at(database_url: &str, tenant: &str) -> anyhow::Result<TenantI
     let _ = conn.close().await;
     info
 }
+
+/// The tenant named by id or slug as `(id, slug)`: looked up in the platform view, or, for an id
+/// the view does not know, taken as it is when the directory places it in a dedicated database
+/// (whose tenants the pool's platform view does not list).
+pub async fn find_anywhere(database_url: &str, tenant: &str) -> anyhow::Result<(uuid::Uuid, String)> {
+    let mut conn = PgConnection::connect(database_url).await.context("cannot connect to the database")?;
+    let found = find(&mut conn, tenant).await;
+    let result = match (found, tenant.trim().parse::<uuid::Uuid>()) {
+        (Ok(info), _) => Ok((info.tenant_id, info.slug)),
+        (Err(e), Ok(id)) => match keel_store::placement::placed(&mut conn, id).await? {
+            Some(at) if at != keel_store::placement::POOL => Ok((id, format!("in {at}"))),
+            _ => Err(e),
+        },
+        (Err(e), Err(_)) => Err(e),
+    };
+    let _ = conn.close().await;
+    result
+}

@@ -91,6 +91,9 @@ fn json_flag(c: &TenantCmd) -> bool {
         | TenantCmd::Suspend { json, .. }
         | TenantCmd::Reactivate { json, .. }
         | TenantCmd::Erase { json, .. } => *json,
+        TenantCmd::Export { .. } | TenantCmd::Import { .. } | TenantCmd::Move { .. } | TenantCmd::Retire { .. } => {
+            false
+        }
     }
 }
 
@@ -99,9 +102,18 @@ fn json_flag(c: &TenantCmd) -> bool {
 /// its problem+json body on stdout).
 pub async fn run(url: &str, key: Option<keel_store::MasterKey>, command: TenantCmd) -> anyhow::Result<()> {
     let json = json_flag(&command);
-    let store = Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, key)
+    let store = Store::connect(url, PoolSizes { writer: 1, reader: 1, projector: 1 }, key.clone())
         .await
         .context("cannot connect (is the database migrated? run keel migrate)")?;
+    // A tenant placed in a dedicated database is written there (docs/tenancy.md).
+    let router = keel_store::placement::Router::connect(
+        &store,
+        PoolSizes { writer: 1, reader: 1, projector: 1 },
+        keel_store::PoolTimeouts::default(),
+        key.as_ref(),
+    )
+    .await?;
+    let store = store.with_router(router);
     let result = run_on(&store, url, command).await;
     store.close().await;
     match result {
@@ -155,6 +167,9 @@ async fn run_on(store: &Store, url: &str, command: TenantCmd) -> anyhow::Result<
             Ok(if json { format!("{}\n", serde_json::to_string_pretty(&detail)?) } else { text(&detail) })
         }
         TenantCmd::List { plan, json } => list(store, plan.as_deref(), json).await,
+        TenantCmd::Export { .. } | TenantCmd::Import { .. } | TenantCmd::Move { .. } | TenantCmd::Retire { .. } => {
+            anyhow::bail!("bridge tenancy commands run through keel::tenancy_cmd")
+        }
     }
 }
 

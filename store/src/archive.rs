@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use uuid::Uuid;
 
 pub const MAGIC: &str = "KEEL-TENANT-ARCHIVE v1";
@@ -354,6 +354,33 @@ fn tenant_of(line: &[u8], cols: &str) -> Result<Uuid, StoreError> {
     let at = cols.split(',').position(|c| c == "tenant_id").ok_or_else(|| refuse("a section has no tenant_id"))?;
     let raw = line.split(|b| *b == b'\t').nth(at).ok_or_else(|| refuse("a row is short of fields"))?;
     parsed(&field(raw), "tenant_id")
+}
+
+/// The tenant an archive file holds, from its first line.
+pub fn peek_tenant(path: &std::path::Path) -> Result<Uuid, StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
+    let mut first = String::new();
+    std::io::BufReader::new(file)
+        .take(64 * 1024)
+        .read_line(&mut first)
+        .map_err(|e| refuse(format!("cannot read: {e}")))?;
+    let json = first.strip_prefix(MAGIC).ok_or_else(|| refuse("this is not a Keel tenant archive"))?;
+    let header: Header = serde_json::from_str(json.trim()).map_err(|e| refuse(format!("the header: {e}")))?;
+    Ok(header.tenant_id)
+}
+
+/// Whether the database of `conn` holds any event of `tenant`.
+pub async fn has_events(conn: &mut PgConnection, tenant: Uuid) -> Result<bool, StoreError> {
+    use sqlx::Connection;
+    // Row-Level Security binds the owner too: the tenant is set for the one query.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *tx).await?;
+    let found = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1)")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(found)
 }
 
 /// Loads an archive into the database of `pool` (the owner's login; see `TenantTx::begin_owner`)

@@ -60,7 +60,7 @@ pub async fn add(conn: &mut PgConnection, master: &MasterKey, name: &str, url: &
     if done.rows_affected() == 0 {
         return Err(StoreError::Placement(format!("a database named {name} is registered already")));
     }
-    sqlx::query("SELECT pg_notify('keel_placement', '')").execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -138,6 +138,7 @@ pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Res
     .bind(database)
     .execute(&mut *conn)
     .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(tenant.to_string()).execute(&mut *conn).await?;
     let (at, _) = placement_of(conn, tenant).await?;
     if at != database {
         return Err(StoreError::Placement(format!("tenant {tenant} lives in {at} already")));
@@ -148,8 +149,14 @@ pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Res
 /// The dedicated databases' stores of one process, and a cache of the directory.
 pub struct Router {
     shards: HashMap<String, Store>,
-    cache: std::sync::Mutex<HashMap<Uuid, String>>,
+    cache: std::sync::Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
 }
+
+/// A cached placement is read again after this long, even if no notice of a move arrived.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The channel a directory change is announced on (payload: the tenant, or empty for all).
+pub const CHANNEL: &str = "keel_placement";
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,7 +185,9 @@ impl Router {
                 .map_err(|e| StoreError::Placement(format!("cannot connect to database {name}: {e}")))?;
             shards.insert(name, store);
         }
-        Ok(Some(Arc::new(Router { shards, cache: std::sync::Mutex::default() })))
+        let router = Arc::new(Router { shards, cache: std::sync::Mutex::default() });
+        tokio::spawn(forget_on_notice(pool.clone(), Arc::downgrade(&router)));
+        Ok(Some(router))
     }
 
     /// Each dedicated database's store, by name.
@@ -187,7 +196,8 @@ impl Router {
     }
 
     fn cached(&self, tenant: Uuid) -> Option<String> {
-        self.cache.lock().expect("cache lock").get(&tenant).cloned()
+        let c = self.cache.lock().expect("cache lock");
+        c.get(&tenant).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(n, _)| n.clone())
     }
 
     fn remember(&self, tenant: Uuid, database: String) {
@@ -195,8 +205,64 @@ impl Router {
         if c.len() >= CACHE_LIMIT {
             c.clear();
         }
-        c.insert(tenant, database);
+        c.insert(tenant, (database, std::time::Instant::now()));
     }
+
+    /// Drops the cached placement of `tenant` (all with `None`): the next request reads the
+    /// directory.
+    pub fn forget(&self, tenant: Option<Uuid>) {
+        let mut c = self.cache.lock().expect("cache lock");
+        match tenant {
+            Some(t) => {
+                c.remove(&t);
+            }
+            None => c.clear(),
+        }
+    }
+}
+
+/// Listens for directory changes on the pool and forgets what they touch, until the router is
+/// dropped. A lost connection is retried; meanwhile the cache's TTL bounds how stale it gets.
+async fn forget_on_notice(pool: Store, router: std::sync::Weak<Router>) {
+    loop {
+        let mut listener = match crate::listen(&pool, CHANNEL).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for placement changes; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if router.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            let Some(r) = router.upgrade() else { return };
+            drop(r);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await {
+                Err(_) => continue,
+                Ok(Ok(n)) => {
+                    let Some(r) = router.upgrade() else { return };
+                    r.forget(n.payload().parse().ok());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "lost the placement listener; reconnecting");
+                    if let Some(r) = router.upgrade() {
+                        r.forget(None);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `tenant` has a row in the directory, and where.
+pub async fn placed(conn: &mut PgConnection, tenant: Uuid) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT database FROM tenant_placements WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 impl Store {

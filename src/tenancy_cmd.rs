@@ -1,0 +1,125 @@
+//! `keel databases` and `keel tenant export|import|move|retire`: bridge tenancy from the command
+//! line (docs/tenancy.md). The work is the store's (`placement`, `archive`, `relocate`); this
+//! module finds the databases and prints what was done.
+
+use crate::cli::{DatabasesCmd, TenantCmd};
+use anyhow::{Context, bail};
+use keel_store::placement::{self, POOL};
+use keel_store::{MasterKey, archive};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::time::Instant;
+
+/// `keel databases add|list` against the platform's database at `url`.
+pub async fn databases(url: &str, key: Option<MasterKey>, command: DatabasesCmd) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await.context("cannot connect to the platform's database")?;
+    match command {
+        DatabasesCmd::Add { name, url: target } => {
+            let key = key.context("a database's URL is sealed with the master key: set KEEL_MASTER_KEY")?;
+            if !placement::valid_name(&name) {
+                bail!(
+                    "{name:?} is not a database name: 1 to 40 of a-z, 0-9, _ and -, starting with a letter, not \"pool\""
+                );
+            }
+            keel_store::migrate(&target).await.with_context(|| format!("cannot migrate database {name}"))?;
+            let mut t = PgConnection::connect(&target).await?;
+            let version = archive::schema_version(&mut t).await?;
+            let _ = t.close().await;
+            placement::add(&mut conn, &key, &name, &target).await?;
+            println!(
+                "registered database {name} (migrated to schema version {version}); restart Keel's instances to serve it"
+            );
+        }
+        DatabasesCmd::List => {
+            let placed = placement::placements(&mut conn).await?;
+            println!("{:<40} {:>8}  added", "name", "tenants");
+            println!("{:<40} {:>8}  -", POOL, "-");
+            for d in placement::list(&mut conn).await? {
+                let n = placed.values().filter(|v| **v == d.name).count();
+                println!("{:<40} {:>8}  {}", d.name, n, d.added_at.to_rfc3339());
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// A one-connection pool on `url` as its own login (the owner's): bulk loads bypass the
+/// service roles.
+async fn owner_pool(url: &str) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new().max_connections(2).connect(url).await?)
+}
+
+/// The URL of `database` (`pool` is the platform's own, `url`).
+async fn url_of(url: &str, key: Option<&MasterKey>, database: &str) -> anyhow::Result<String> {
+    if database == POOL {
+        return Ok(url.to_owned());
+    }
+    let mut conn = PgConnection::connect(url).await?;
+    let found = placement::url_of(&mut conn, key, database).await;
+    let _ = conn.close().await;
+    Ok(found?)
+}
+
+/// `keel tenant export|import|move|retire` against the platform's database at `url`.
+pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> anyhow::Result<()> {
+    match command {
+        TenantCmd::Export { tenant, out } => {
+            let mut conn = PgConnection::connect(url).await?;
+            let (database, _) = placement::placement_of(&mut conn, tenant).await?;
+            let _ = conn.close().await;
+            let mut source = PgConnection::connect(&url_of(url, key.as_ref(), &database).await?).await?;
+            let started = Instant::now();
+            let done = match &out {
+                Some(path) => {
+                    let file =
+                        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+                    archive::export(&mut source, keel_domain::TenantId(tenant), file).await?
+                }
+                None => archive::export(&mut source, keel_domain::TenantId(tenant), std::io::stdout().lock()).await?,
+            };
+            if done.events == 0 {
+                bail!("tenant {tenant} has no events in database {database}");
+            }
+            eprintln!(
+                "keel: exported {} events ({} bytes) of tenant {tenant} from {database} in {:.2} s",
+                done.events,
+                done.bytes,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        TenantCmd::Import { archive: path, database } => {
+            let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let input = std::io::BufReader::with_capacity(1 << 20, file);
+            let mut conn = PgConnection::connect(url).await?;
+            let header = archive::peek_tenant(&path)?;
+            if let Some(at) = placement::placed(&mut conn, header).await? {
+                bail!("tenant {header} is placed already, in {at}");
+            }
+            let target_url = url_of(url, key.as_ref(), &database).await?;
+            if database != POOL && archive::has_events(&mut conn, header).await? {
+                bail!("tenant {header} has events in the pool already");
+            }
+            let pool = owner_pool(&target_url).await?;
+            let started = Instant::now();
+            let done = archive::import(&pool, key.clone(), input, &format!("archive {}", path.display())).await?;
+            let secs = started.elapsed().as_secs_f64();
+            pool.close().await;
+            if database != POOL {
+                placement::place(&mut conn, done.tenant_id, &database).await?;
+            }
+            let _ = conn.close().await;
+            println!(
+                "imported tenant {} into {database}: {} events in {} streams, every hash chain holds ({:.2} s, {:.0} events/s)",
+                done.tenant_id,
+                done.events,
+                done.streams,
+                secs,
+                done.events as f64 / secs.max(1e-9)
+            );
+        }
+        TenantCmd::Move { .. } | TenantCmd::Retire { .. } => bail!("not yet"),
+        _ => bail!("not a bridge tenancy command"),
+    }
+    Ok(())
+}
