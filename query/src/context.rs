@@ -121,14 +121,29 @@ impl RequestCtx {
         Ok(self.store.begin_read(tenant).await.map_err(internal)?.counting(self.statements.clone()))
     }
 
-    /// A read transaction for a platform operator: no tenant, the platform view open.
-    pub(crate) async fn platform_tx(&self) -> Result<TenantTx, Error> {
+    /// A read transaction for a platform operator on one of the platform's databases
+    /// (`databases`): no tenant, the platform view open.
+    pub(crate) async fn platform_tx_on(&self, store: &Store) -> Result<TenantTx, Error> {
         if !self.principal.platform {
             return Err(forbidden("only platform operators read the platform view"));
         }
-        let tx =
-            self.store.begin_read(TenantId(Uuid::nil())).await.map_err(internal)?.counting(self.statements.clone());
+        let tx = store.begin_read(TenantId(Uuid::nil())).await.map_err(internal)?.counting(self.statements.clone());
         tx.as_platform().await.map_err(internal)
+    }
+
+    /// The platform's databases: the pool, then each dedicated one (docs/tenancy.md).
+    pub(crate) fn databases(&self) -> Vec<(String, Store)> {
+        let mut all = vec![(keel_store::placement::POOL.to_owned(), self.store.clone())];
+        all.extend(self.store.shards());
+        all
+    }
+
+    /// Where each tenant placed outside the pool lives (empty with no dedicated database).
+    pub(crate) async fn directory(&self) -> Result<std::collections::HashMap<Uuid, String>, Error> {
+        if self.store.shards().is_empty() {
+            return Ok(Default::default());
+        }
+        self.store.guarded(self.store.directory()).await.map_err(internal)
     }
 
     /// The caller's active role in the tenant, or `None` for a non-member.

@@ -9,6 +9,7 @@ use async_graphql::{Context, EmptyMutation, Enum, ID, InputObject, Object, Resul
 use chrono::{Datelike, NaiveDate, Utc};
 use keel_domain::{Plan as DomainPlan, Role as DomainRole};
 use keel_store::access;
+use keel_store::placement::POOL;
 use keel_store::read::{members, projects, tasks, tenants, throughput, usage};
 use uuid::Uuid;
 
@@ -495,15 +496,29 @@ impl Platform {
         let at = after.as_deref().map(|c| time_cursor(ordering, c)).transpose()?;
         r.consistent(&[&tenants::MODEL]).await?;
         let plan = plan.map(|p| p.as_str());
-        let mut tx = r.platform_tx().await?;
-        let rows = tenants::page(&mut tx, plan, at, i64::from(first) + 1).await.map_err(internal)?;
-        let total = if wants_total(ctx) {
-            TotalCount::Known(tenants::count(&mut tx, plan).await.map_err(internal)?)
-        } else {
-            TotalCount::NotAsked
-        };
-        tx.commit().await.map_err(internal)?;
-        Ok(TenantConnection::from_rows(rows, first, after.is_some(), total, |t| {
+        // Every database's page from the same cursor, merged in (created, id) order: the
+        // platform's tenants wherever they live (docs/tenancy.md). A tenant's rows left behind
+        // in a database it moved from are not its placement and are skipped.
+        let directory = r.directory().await?;
+        let (mut rows, mut total) = (Vec::new(), keel_store::read::Count::exact(0));
+        for (database, store) in r.databases() {
+            let mut tx = r.platform_tx_on(&store).await?;
+            let page = tenants::page(&mut tx, plan, at, i64::from(first) + 1).await.map_err(internal)?;
+            if wants_total(ctx) {
+                let c = tenants::count(&mut tx, plan).await.map_err(internal)?;
+                total = keel_store::read::Count { n: total.n + c.n, capped: total.capped || c.capped };
+            }
+            tx.commit().await.map_err(internal)?;
+            rows.extend(
+                page.into_iter()
+                    .filter(|t| directory.get(&t.tenant_id).map_or(POOL, String::as_str) == database)
+                    .map(|t| (database.clone(), t)),
+            );
+        }
+        rows.sort_by_key(|(_, t)| (t.created_at, t.tenant_id));
+        rows.truncate(first as usize + 1);
+        let total = if wants_total(ctx) { TotalCount::Known(total) } else { TotalCount::NotAsked };
+        Ok(TenantConnection::from_rows(rows, first, after.is_some(), total, |(_, t)| {
             cursor::encode(ordering, Some(t.created_at.timestamp_micros().to_string()), t.tenant_id)
         }))
     }
@@ -522,7 +537,18 @@ impl Platform {
         if !r.principal.platform {
             return Err(forbidden("only platform operators read the platform view"));
         }
-        let (rows, age) = r.store.tenant_footprints(std::time::Duration::from_secs(60)).await.map_err(internal)?;
+        // Every database's footprints, largest first; a tenant's rows left in a database it
+        // moved from are not counted as its use.
+        let directory = r.directory().await?;
+        let (mut rows, mut age) = (Vec::new(), std::time::Duration::ZERO);
+        for (database, store) in r.databases() {
+            let (some, a) = store.tenant_footprints(std::time::Duration::from_secs(60)).await.map_err(internal)?;
+            age = age.max(a);
+            rows.extend(
+                some.iter().filter(|f| directory.get(&f.tenant_id).map_or(POOL, String::as_str) == database).cloned(),
+            );
+        }
+        rows.sort_by(|a, b| b.storage_bytes.cmp(&a.storage_bytes).then(a.tenant_id.cmp(&b.tenant_id)));
         Ok(rows
             .iter()
             .take(first as usize)
@@ -539,9 +565,19 @@ impl Platform {
     async fn tenants_by_plan(&self, ctx: &Context<'_>) -> Result<Vec<PlanCount>> {
         let r = req(ctx);
         r.consistent(&[&tenants::MODEL]).await?;
-        let mut tx = r.platform_tx().await?;
-        let rows = tenants::by_plan(&mut tx).await.map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
-        Ok(rows.into_iter().map(|(p, count)| PlanCount { plan: p.into(), count }).collect())
+        // Summed over every database.
+        let mut counts: Vec<(keel_domain::Plan, i64)> = Vec::new();
+        for (_, store) in r.databases() {
+            let mut tx = r.platform_tx_on(&store).await?;
+            for (plan, n) in tenants::by_plan(&mut tx).await.map_err(internal)? {
+                match counts.iter_mut().find(|(p, _)| *p == plan) {
+                    Some((_, total)) => *total += n,
+                    None => counts.push((plan, n)),
+                }
+            }
+            tx.commit().await.map_err(internal)?;
+        }
+        counts.sort_by_key(|(p, _)| p.as_str());
+        Ok(counts.into_iter().map(|(p, count)| PlanCount { plan: p.into(), count }).collect())
     }
 }

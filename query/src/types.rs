@@ -384,7 +384,7 @@ macro_rules! connection {
 connection!(ProjectConnection, ProjectEdge, Project, ProjectRow);
 connection!(TaskConnection, TaskEdge, Task, TaskRow);
 connection!(MemberConnection, MemberEdge, Member, MemberRow);
-connection!(TenantConnection, TenantEdge, PlatformTenant, PlatformTenantRow);
+connection!(TenantConnection, TenantEdge, PlatformTenant, (String, PlatformTenantRow));
 connection!(EventConnection, EventEdge, AuditEvent, keel_store::RecordedEvent);
 
 /// One event of the log, for audit reviewers. `payload` has the current shape of its type
@@ -467,11 +467,15 @@ pub struct PlatformTenant {
     pub(crate) seats_used: i32,
     pub(crate) active_projects: i32,
     pub(crate) created_at: DateTime<Utc>,
+    /// Where the tenant lives: `pool` (the platform's own database) or the name of a dedicated
+    /// database (docs/tenancy.md).
+    pub(crate) database: String,
 }
 
-impl From<PlatformTenantRow> for PlatformTenant {
-    fn from(r: PlatformTenantRow) -> Self {
+impl From<(String, PlatformTenantRow)> for PlatformTenant {
+    fn from((database, r): (String, PlatformTenantRow)) -> Self {
         PlatformTenant {
+            database,
             id: ID(r.tenant_id.to_string()),
             name: r.name,
             slug: r.slug,

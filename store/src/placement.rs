@@ -301,6 +301,14 @@ impl Store {
         Ok(())
     }
 
+    /// Every tenant placed outside the pool, by id (the directory, read now).
+    pub async fn directory(&self) -> Result<HashMap<Uuid, String>, StoreError> {
+        let mut unit = self.reader().unit().await?;
+        let all = placements(&mut unit).await?;
+        unit.done().await?;
+        Ok(all)
+    }
+
     /// This store with the dedicated databases of `router`.
     pub fn with_router(mut self, router: Option<Arc<Router>>) -> Store {
         self.router = router;
