@@ -74,9 +74,12 @@ pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> an
                 Some(path) => {
                     let file =
                         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-                    archive::export(&mut source, keel_domain::TenantId(tenant), file).await?
+                    archive::export(&mut source, keel_domain::TenantId(tenant), key.as_ref(), file).await?
                 }
-                None => archive::export(&mut source, keel_domain::TenantId(tenant), std::io::stdout().lock()).await?,
+                None => {
+                    archive::export(&mut source, keel_domain::TenantId(tenant), key.as_ref(), std::io::stdout().lock())
+                        .await?
+                }
             };
             if done.events == 0 {
                 bail!("tenant {tenant} has no events in database {database}");

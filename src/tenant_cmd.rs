@@ -28,7 +28,7 @@ pub struct TenantDetail {
 /// The control-plane row of `id` (read in a write transaction of the tenant, rolled back: the
 /// row is the writer's).
 async fn detail(store: &Store, id: TenantId) -> anyhow::Result<Option<TenantDetail>> {
-    let mut tx = store.begin_write(id).await?;
+    let mut tx = store.for_tenant(id).await?.begin_write(id).await?;
     let row = keel_store::access::tenant_row(&mut tx, false).await;
     tx.rollback().await?;
     Ok(row?.map(|r| TenantDetail {
@@ -174,7 +174,7 @@ async fn run_on(store: &Store, url: &str, command: TenantCmd) -> anyhow::Result<
 }
 
 async fn find(url: &str, tenant: &str) -> anyhow::Result<TenantId> {
-    Ok(TenantId(crate::tenant_arg::find_at(url, tenant).await?.tenant_id))
+    Ok(TenantId(crate::tenant_arg::find_anywhere(url, tenant).await?.0))
 }
 
 fn written(done: &PlatformOutcome, detail: Option<&TenantDetail>, json: bool) -> String {

@@ -23,6 +23,7 @@ use crate::hash::{HashedFields, canonical_bytes, chain_hash};
 use crate::{MasterKey, TenantTx};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use hmac::{Hmac, Mac};
 use keel_domain::TenantId;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
@@ -104,12 +105,22 @@ fn select_rows(table: &str, cols: &str, tenant: Uuid) -> String {
 struct Digesting<W: Write> {
     out: W,
     sha: Sha256,
+    seal: Option<Hmac<Sha256>>,
     bytes: u64,
+}
+
+/// The archive's seal: HMAC-SHA256 under a key derived from the master key, so an archive
+/// changed and re-digested by someone without the key is refused.
+fn sealer(master: Option<&MasterKey>) -> Option<Hmac<Sha256>> {
+    master.map(|m| Hmac::<Sha256>::new_from_slice(&m.derive("tenant-archive")).expect("HMAC takes any key"))
 }
 
 impl<W: Write> Digesting<W> {
     fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
         self.sha.update(b);
+        if let Some(h) = self.seal.as_mut() {
+            h.update(b);
+        }
         self.bytes += b.len() as u64;
         self.out.write_all(b)
     }
@@ -122,8 +133,13 @@ fn io(e: std::io::Error) -> StoreError {
 /// Writes `tenant` to `out`: one consistent cut (a repeatable-read snapshot) of its events and
 /// rows. `conn` must see every row of the tenant (the owner's login; the tenant is set for
 /// Row-Level Security).
-pub async fn export(conn: &mut PgConnection, tenant: TenantId, out: impl Write) -> Result<Exported, StoreError> {
-    let mut w = Digesting { out: std::io::BufWriter::new(out), sha: Sha256::new(), bytes: 0 };
+pub async fn export(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    master: Option<&MasterKey>,
+    out: impl Write,
+) -> Result<Exported, StoreError> {
+    let mut w = Digesting { out: std::io::BufWriter::new(out), sha: Sha256::new(), seal: sealer(master), bytes: 0 };
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {SESSION}; SELECT set_config('keel.tenant_id', '{}', true)",
         tenant.0.hyphenated()
@@ -135,7 +151,10 @@ pub async fn export(conn: &mut PgConnection, tenant: TenantId, out: impl Write) 
     let events = result?;
     let bytes = w.bytes;
     let digest = hex::encode(w.sha.finalize_reset());
-    let end = serde_json::json!({ "events": events, "sha256": digest });
+    let mut end = serde_json::json!({ "events": events, "sha256": digest });
+    if let Some(h) = w.seal.take() {
+        end["seal"] = hex::encode(h.finalize().into_bytes()).into();
+    }
     w.out.write_all(format!("@end {end}\n").as_bytes()).map_err(io)?;
     w.out.flush().map_err(io)?;
     Ok(Exported { events, bytes })
@@ -184,6 +203,7 @@ fn refuse(why: impl Into<String>) -> StoreError {
 struct Lines<R: BufRead> {
     input: R,
     sha: Sha256,
+    seal: Option<Hmac<Sha256>>,
     line: Vec<u8>,
 }
 
@@ -200,6 +220,9 @@ impl<R: BufRead> Lines<R> {
         }
         if !self.line.starts_with(b"@end ") {
             self.sha.update(&self.line);
+            if let Some(h) = self.seal.as_mut() {
+                h.update(&self.line);
+            }
         }
         Ok(Some(&self.line[..self.line.len() - 1]))
     }
@@ -392,7 +415,7 @@ pub async fn import(
     input: impl BufRead,
     source: &str,
 ) -> Result<Imported, StoreError> {
-    let mut lines = Lines { input, sha: Sha256::new(), line: Vec::with_capacity(4096) };
+    let mut lines = Lines { input, sha: Sha256::new(), seal: sealer(master.as_ref()), line: Vec::with_capacity(4096) };
     let first = lines.expect()?;
     let text = std::str::from_utf8(first).map_err(|_| refuse("the first line is not UTF-8"))?;
     let json = text.strip_prefix(MAGIC).ok_or_else(|| refuse("this is not a Keel tenant archive"))?;
@@ -516,6 +539,18 @@ pub async fn import(
         .ok_or_else(|| refuse("the archive has no end line (truncated)"))?;
     if trailer["sha256"].as_str() != Some(digest.as_str()) {
         return Err(refuse("the archive's digest does not match its contents"));
+    }
+    if let Some(h) = lines.seal.take() {
+        let seal = trailer["seal"].as_str().and_then(|s| hex::decode(s).ok());
+        match seal {
+            None => return Err(refuse("the archive is not sealed (exported without the master key)")),
+            Some(s) if h.verify_slice(&s).is_err() => {
+                return Err(refuse(
+                    "the archive's seal does not match: it was changed, or sealed with another master key",
+                ));
+            }
+            Some(_) => {}
+        }
     }
     if trailer["events"].as_u64() != Some(events) {
         return Err(refuse("the archive's event count does not match its events"));

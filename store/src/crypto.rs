@@ -115,6 +115,12 @@ impl MasterKey {
         &self.id
     }
 
+    /// A key for `purpose` derived from this one (the tenant archive's seal): never the master
+    /// key itself.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        Sha256::digest([b"keel-derive:", purpose.as_bytes(), b":", self.bytes.as_slice()].concat()).into()
+    }
+
     /// Seals a platform setting (a registered database's URL) bound to what it is for: a sealed
     /// value moved under another name does not open.
     pub fn seal_setting(&self, purpose: &str, plain: &[u8]) -> Vec<u8> {

@@ -153,6 +153,15 @@ pub fn drop_database(name: &str) {
     .join();
 }
 
+/// Drops the named database when it goes out of scope.
+pub struct DropDatabase(pub String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        drop_database(&self.0);
+    }
+}
+
 /// A migrated database and a `Store` on it, without a server.
 pub struct TestDb {
     pub name: String,

@@ -57,6 +57,7 @@ mod subscription_access;
 mod subscriptions;
 mod suspension;
 mod tasks;
+mod tenancy;
 mod tenant_cli;
 mod tenant_locks;
 mod tidy;
