@@ -366,7 +366,109 @@ pub async fn run(admin_url: &str, opts: &BenchOptions, progress: &(dyn Fn(&str) 
     if opts.runs(&["replica_lag"]) {
         report.cases.push(replica_lag_case(opts, progress).await?);
     }
+    if opts.runs(&["import"]) {
+        report.cases.push(import_case(admin_url, opts, progress).await?);
+    }
     Ok(report)
+}
+
+/// A database of its own on the server of `admin_url` for the length of `work`, dropped after.
+async fn with_scratch_database<T>(
+    admin_url: &str,
+    tag: &str,
+    work: impl AsyncFnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let db = format!("keel_bench_{tag}_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let (head, _) = admin_url.rsplit_once('/').context("DATABASE_URL names a database")?;
+    let mut admin = PgConnection::connect(admin_url).await?;
+    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).await?;
+    let result = work(&format!("{head}/{db}")).await;
+    let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
+    result
+}
+
+/// import: `keel tenant import`'s rate (docs/tenancy.md). One tenant of `100,000 × scale`
+/// events (at least 2,000: projects created, a thousand to a transaction) is exported once;
+/// each round loads the archive into a new migrated database — COPY with every hash chain
+/// checked, the inline tables derived and compared, the seal checked — against plain PostgreSQL:
+/// COPY of the same event rows into a table like `events` (its indexes and constraints, no
+/// checks). Rates are events per second; `p50_ms`/`p99_ms` are the rounds' median and longest
+/// import, `baseline_p50_ms`/`baseline_p99_ms` the plain COPY's.
+async fn import_case(
+    admin_url: &str,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<CaseResult> {
+    let n = ((100_000.0 * opts.scale) as usize).max(2_000);
+    let master = keel_store::MasterKey::generate();
+    progress(&format!("import: a tenant of {n} events, exported once"));
+    let archive: Vec<u8> = with_scratch_database(admin_url, "import_src", async |url: &str| {
+        keel_store::migrate(url).await?;
+        let store = Store::connect(url, PoolSizes { writer: 2, reader: 1, projector: 1 }, Some(master.clone())).await?;
+        let tenant = provision(&store, "import").await?;
+        let mut left = n.saturating_sub(2);
+        while left > 0 {
+            let batch: Vec<Event> = (0..left.min(1000)).map(|i| project_created(&format!("P{i}"))).collect();
+            let mut tx = store.begin_write(tenant).await?;
+            log::append(&mut tx, &[], &batch, &meta(), Utc::now()).await?;
+            tx.commit().await?;
+            left -= batch.len();
+        }
+        store.close().await;
+        let mut conn = PgConnection::connect(url).await?;
+        let mut out = Vec::new();
+        keel_store::archive::export(&mut conn, tenant, Some(&master), &mut out).await?;
+        Ok(out)
+    })
+    .await?;
+    let text = std::str::from_utf8(&archive).context("the archive is UTF-8")?;
+    let start = text.find("@section events").context("an events section")?;
+    let body = &text[start + text[start..].find('\n').context("a section line")? + 1..];
+    let rows = &body[..body.find("\\.\n").context("the end of the events")?];
+    let events = rows.lines().count() as f64;
+    let (mut keel_s, mut base_s) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds.max(1) {
+        progress(&format!("import: round {} of {}", round + 1, opts.rounds.max(1)));
+        let (k, b) = with_scratch_database(admin_url, "import_dst", async |url: &str| {
+            keel_store::migrate(url).await?;
+            let mut conn = PgConnection::connect(url).await?;
+            conn.execute("CREATE TABLE bench_copy (LIKE events INCLUDING ALL)").await?;
+            let started = Instant::now();
+            let mut copy = conn
+                .copy_in_raw(&format!("COPY bench_copy ({}) FROM STDIN", keel_store::archive::EVENT_COLUMNS))
+                .await?;
+            for chunk in rows.as_bytes().chunks(1 << 20) {
+                copy.send(chunk).await?;
+            }
+            copy.finish().await?;
+            let b = started.elapsed();
+            let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+            let started = Instant::now();
+            let done =
+                keel_store::archive::import(&pool, Some(master.clone()), std::io::Cursor::new(&archive), "bench")
+                    .await?;
+            let k = started.elapsed();
+            anyhow::ensure!(done.events as f64 == events, "imported {} of {events} events", done.events);
+            pool.close().await;
+            Ok((k, b))
+        })
+        .await?;
+        keel_s.push(k);
+        base_s.push(b);
+    }
+    let rate = |d: &Vec<Duration>| median(d.iter().map(|d| events / d.as_secs_f64().max(1e-9)).collect());
+    let (keel_rate, base_rate) = (rate(&keel_s), rate(&base_s));
+    Ok(CaseResult {
+        name: "import".into(),
+        keel_ops_s: keel_rate,
+        baseline_ops_s: base_rate,
+        ratio: keel_rate / base_rate.max(1e-9),
+        p50_ms: percentile(&mut keel_s, 0.5),
+        p99_ms: percentile(&mut keel_s, 1.0),
+        baseline_p50_ms: percentile(&mut base_s, 0.5),
+        baseline_p99_ms: percentile(&mut base_s, 1.0),
+        peak_rss_kb: read_kb("/proc/self/status", "VmHWM:"),
+    })
 }
 
 /// replica_lag: how far a streaming standby trails the primary under the write load. A private
