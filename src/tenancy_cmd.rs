@@ -66,7 +66,7 @@ pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> an
     match command {
         TenantCmd::Export { tenant, out } => {
             let mut conn = PgConnection::connect(url).await?;
-            let (database, _) = placement::placement_of(&mut conn, tenant).await?;
+            let database = placement::placement_of(&mut conn, tenant).await?.database;
             let _ = conn.close().await;
             let mut source = PgConnection::connect(&url_of(url, key.as_ref(), &database).await?).await?;
             let started = Instant::now();

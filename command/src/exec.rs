@@ -161,18 +161,40 @@ impl Clock {
 
 /// What a command answered: written (or unchanged), or the stored answer to its idempotency key.
 pub(crate) enum Done {
-    Written { status: StatusCode, id: Uuid, version: i64, position: LogPosition },
+    Written { status: StatusCode, id: Uuid, version: i64, position: LogPosition, database: String },
     Replayed { status: u16, response: serde_json::Value },
 }
 
 impl Done {
     pub(crate) fn into_response(self) -> Response {
         match self {
-            Done::Written { status, id, version, position } => crate::respond::written(status, id, version, position),
+            Done::Written { status, id, version, position, database } => {
+                crate::respond::written(status, id, version, &keel_store::placement::token(position, &database))
+            }
             Done::Replayed { status, response } => crate::respond::replay(status, response),
         }
     }
+
+    /// The answer as the tenant's database `database` gives it: its token names that database
+    /// (a stored answer's too, which was stored without it).
+    fn in_database(self, database: &str) -> Done {
+        match self {
+            Done::Written { status, id, version, position, .. } => {
+                Done::Written { status, id, version, position, database: database.to_owned() }
+            }
+            Done::Replayed { status, mut response } => {
+                if let Some(t) = response["position"].as_str() {
+                    response["position"] = keel_store::placement::tag_token(t, database).into();
+                }
+                Done::Replayed { status, response }
+            }
+        }
+    }
 }
+
+/// How long a command waits for a moving tenant's new database to be named in the directory
+/// before it answers 503 (the move's fence itself is bounded by `keel tenant move --fence`).
+const MOVED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs `cmd` in `tenant` and answers `created` (201) or 200.
 pub(crate) async fn execute(
@@ -201,25 +223,46 @@ pub(crate) async fn execute_with(
         return Err(Problem::forbidden("this command needs the platform:admin scope"));
     }
     // The tenant's own database (docs/tenancy.md): the pool's store unless it is placed elsewhere.
-    let routed = CommandState { store: state.store.for_tenant(tenant).await.map_err(errors::store)?, ..state.clone() };
-    let state = &routed;
+    let base = state;
+    let route = async || -> Result<CommandState, Problem> {
+        Ok(CommandState { store: base.store.for_tenant(tenant).await.map_err(errors::store)?, ..base.clone() })
+    };
+    let mut routed = route().await?;
+    let mut moved_since: Option<std::time::Instant> = None;
     let md = metadata(meta, clock.is_demo());
     let mut attempt = 0;
     // Whether an earlier attempt lost a race (not only its connection).
     let mut raced = false;
     // Behind a transaction pooler two calls cannot be two transactions of one session: one
     // transaction then.
-    let mut in_calls = in_two_calls(&cmd) && !state.store.pooled();
+    let mut in_calls = in_two_calls(&cmd) && !routed.store.pooled();
     loop {
+        let state = &routed;
         let tried = if in_calls {
             attempt_calls(state, meta, tenant, &cmd, created, clock, &md, attempt).await
         } else {
             attempt_once(state, meta, tenant, &cmd, created, clock, &md, attempt).await
         };
         let failure = match tried {
-            Ok(done) => return Ok(done),
+            Ok(done) => return Ok(done.in_database(state.store.database_name())),
             Err(f) => f,
         };
+        // The tenant moved while this command ran (or the directory was read before the move):
+        // nothing was written; it runs again where the directory now says, waiting, not failing,
+        // while the move switches over.
+        if let Failure::Store(e) = &failure
+            && e.is_tenant_moved()
+        {
+            let since = *moved_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= MOVED_WAIT {
+                return Err(errors::store(StoreError::Unavailable));
+            }
+            tracing::info!("the tenant moved to another database; following it");
+            base.store.forget_placement(tenant);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            routed = route().await?;
+            continue;
+        }
         match failure {
             Failure::NeedsTransaction if in_calls => {
                 in_calls = false;
@@ -387,7 +430,7 @@ async fn attempt_calls(
     if !o.unchanged {
         state.store.events_appended();
     }
-    Ok(Done::Written { status, id: o.id, version: o.version, position: o.position })
+    Ok(Done::Written { status, id: o.id, version: o.version, position: o.position, database: String::new() })
 }
 
 fn key_answer(meta: &WriteMeta, created: bool) -> Option<KeyAnswer<'_>> {
@@ -541,7 +584,7 @@ async fn attempt_once(
     if !o.unchanged {
         state.store.events_appended();
     }
-    Ok(Done::Written { status, id: o.id, version: o.version, position: o.position })
+    Ok(Done::Written { status, id: o.id, version: o.version, position: o.position, database: String::new() })
 }
 
 /// Commits the attempt. When the connection is lost with the `COMMIT` in flight, the events may

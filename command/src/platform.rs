@@ -67,8 +67,8 @@ pub async fn execute(store: &Store, actor: &str, command: PlatformCommand) -> Re
     };
     let state = CommandState { store: store.clone(), webhooks: WebhookSettings::default() };
     match execute_with(&state, &meta, tenant, Cmd::Tenant(cmd), created, Clock::System).await? {
-        Done::Written { id, version, position, .. } => {
-            Ok(PlatformOutcome { id, version, position: position.to_string() })
+        Done::Written { id, version, position, database, .. } => {
+            Ok(PlatformOutcome { id, version, position: keel_store::placement::token(position, &database) })
         }
         // Without an idempotency key nothing is replayed.
         Done::Replayed { .. } => Err(Problem::internal()),

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keel_store::LogPosition;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -20,12 +19,13 @@ pub(crate) struct Written {
     pub(crate) position: String,
 }
 
-pub(crate) fn written_body(id: Uuid, version: i64, position: LogPosition) -> serde_json::Value {
+/// `position`: a `LogPosition`, or a token that names its database (`placement::token`).
+pub(crate) fn written_body(id: Uuid, version: i64, position: impl std::fmt::Display) -> serde_json::Value {
     serde_json::to_value(Written { id, version, position: position.to_string() }).expect("serializes")
 }
 
-pub(crate) fn written(status: StatusCode, id: Uuid, version: i64, position: LogPosition) -> Response {
-    respond(status, written_body(id, version, position))
+pub(crate) fn written(status: StatusCode, id: Uuid, version: i64, token: &str) -> Response {
+    respond(status, written_body(id, version, token))
 }
 
 /// The stored first response to an idempotency key, as it was.

@@ -333,7 +333,7 @@ async fn execute(
 ) -> Response {
     let consistency = match headers.get(CONSISTENCY_HEADER) {
         None => None,
-        Some(v) => match v.to_str().ok().and_then(LogPosition::parse) {
+        Some(v) => match v.to_str().ok().and_then(keel_store::placement::parse_token) {
             Some(p) => Some(p),
             None => {
                 return Problem::new(
@@ -381,7 +381,7 @@ async fn execute(
     } else {
         &state.schema
     };
-    let store = match tenant_store(&state.store, &principal).await {
+    let (store, consistency) = match read_side(&state.store, &principal, consistency).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot find the tenant's database");
@@ -465,12 +465,30 @@ fn with_data(mut request: Request, data: Data) -> Request {
 
 /// The bearer token of a connection-init payload: `{"token": "..."}` or
 /// `{"Authorization": "Bearer ..."}`.
-/// The store of the caller's tenant (docs/tenancy.md); the platform's own for a platform caller.
-async fn tenant_store(store: &Store, principal: &Principal) -> Result<Store, keel_store::StoreError> {
-    match principal.tenant_id {
-        Some(t) => store.for_tenant(keel_domain::TenantId(t)).await,
-        None => Ok(store.clone()),
-    }
+/// Where the caller's reads are served and what they wait for (docs/tenancy.md): the tenant's
+/// database, or right after a move the one it left until the new one's read models caught up.
+/// A token names the database whose log it is: in the database it names it waits as it is; one
+/// from a database the tenant left waits for the new database's copy of its last event.
+async fn read_side(
+    store: &Store,
+    principal: &Principal,
+    token: Option<(LogPosition, String)>,
+) -> Result<(Store, Option<LogPosition>), keel_store::StoreError> {
+    let pool = keel_store::placement::POOL;
+    let Some(tenant) = principal.tenant_id else {
+        return Ok((store.clone(), token.filter(|(_, db)| db == pool).map(|(at, _)| at)));
+    };
+    let p = store.placement(keel_domain::TenantId(tenant)).await?;
+    let (db, want) = match token {
+        None => (p.reads().to_owned(), None),
+        Some((at, db)) if db == p.database => (db, Some(at)),
+        Some((at, db)) if p.reads_from.as_deref() == Some(db.as_str()) => (db, Some(at)),
+        Some(_) => match &p.reads_from {
+            Some(from) => (from.clone(), None),
+            None => (p.database.clone(), p.arrived),
+        },
+    };
+    Ok((store.database(&db)?, want))
 }
 
 fn token_of(payload: &serde_json::Value) -> Option<&str> {
@@ -546,7 +564,7 @@ async fn serve_socket(state: QueryState, protocol: GraphQLProtocol, socket: WebS
                 tracing::info!(error = %e, "subscription token refused");
                 refuse(Ending::Forbidden)
             })?;
-            let store = tenant_store(&state.store, &principal).await.map_err(|e| {
+            let (store, _) = read_side(&state.store, &principal, None).await.map_err(|e| {
                 tracing::warn!(error = %e, "cannot find the tenant's database");
                 refuse(Ending::Forbidden)
             })?;

@@ -144,6 +144,8 @@ pub struct Store {
     /// The dedicated databases and the directory (`placement`); `None` while every tenant lives
     /// in this database.
     pub(crate) router: Option<std::sync::Arc<crate::placement::Router>>,
+    /// This database's name in the directory when it is a dedicated one (`None`: the pool).
+    pub(crate) name: Option<std::sync::Arc<str>>,
 }
 
 /// What became of a transaction whose `COMMIT` got no answer.
@@ -527,6 +529,7 @@ impl Store {
             breaker,
             commit_resolve: t.commit_resolve,
             router: None,
+            name: None,
         })
     }
 

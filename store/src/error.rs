@@ -119,6 +119,12 @@ impl StoreError {
         matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"))
     }
 
+    /// The tenant moved to another database (SQLSTATE KL020 from the write fence): the write
+    /// goes where the directory now says.
+    pub fn is_tenant_moved(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("KL020"))
+    }
+
     /// No connection came free in the pool within its acquire timeout.
     pub fn is_pool_timeout(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut))

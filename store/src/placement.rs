@@ -27,6 +27,27 @@ pub struct Registered {
     pub added_at: DateTime<Utc>,
 }
 
+/// A consistency token: the log position, and after `@` the database whose log it is (none for
+/// the pool's), so a token still means something after its tenant moved.
+pub fn token(position: crate::LogPosition, database: &str) -> String {
+    if database == POOL { position.to_string() } else { format!("{position}@{database}") }
+}
+
+/// A token as `token` writes it: its position and database.
+pub fn parse_token(text: &str) -> Option<(crate::LogPosition, String)> {
+    let (at, database) = match text.trim().split_once('@') {
+        Some((at, db)) if db == POOL || valid_name(db) => (at, db.to_owned()),
+        Some(_) => return None,
+        None => (text, POOL.to_owned()),
+    };
+    Some((crate::LogPosition::parse(at)?, database))
+}
+
+/// A stored answer's token as it reads from `database`: an untagged one is that database's.
+pub fn tag_token(text: &str, database: &str) -> String {
+    if text.contains('@') || database == POOL { text.to_owned() } else { format!("{text}@{database}") }
+}
+
 /// Whether `name` may name a dedicated database.
 pub fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -99,14 +120,49 @@ pub async fn url_of(conn: &mut PgConnection, master: Option<&MasterKey>, name: &
         .ok_or_else(|| StoreError::Placement(format!("no database named {name} is registered (keel databases add)")))
 }
 
-/// Where `tenant` lives: `pool` or a registered name, with its epoch (moves so far).
-pub async fn placement_of(conn: &mut PgConnection, tenant: Uuid) -> Result<(String, i32), StoreError> {
-    let row: Option<(String, i32)> =
-        sqlx::query_as("SELECT database, epoch FROM tenant_placements WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.unwrap_or_else(|| (POOL.to_owned(), 0)))
+/// Where a tenant lives, as the directory says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `pool` or a registered name: where its commands are written.
+    pub database: String,
+    /// Right after a move, until its read models have caught up there: the database it left,
+    /// whose read models serve its reads meanwhile.
+    pub reads_from: Option<String>,
+    /// After a move: this database's position of the last event copied, where a consistency
+    /// token of the database it came from is satisfied.
+    pub arrived: Option<crate::LogPosition>,
+}
+
+impl Placement {
+    pub fn pool() -> Placement {
+        Placement { database: POOL.to_owned(), reads_from: None, arrived: None }
+    }
+
+    /// The database whose read models serve the tenant's reads now.
+    pub fn reads(&self) -> &str {
+        self.reads_from.as_deref().unwrap_or(&self.database)
+    }
+}
+
+/// Where `tenant` lives (the pool when the directory has no row).
+pub async fn placement_of(conn: &mut PgConnection, tenant: Uuid) -> Result<Placement, StoreError> {
+    let row: Option<(String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT database, reads_from, arrived_xid, arrived_position FROM tenant_placements WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        None => Placement::pool(),
+        Some((database, reads_from, xid, position)) => Placement {
+            database,
+            reads_from,
+            arrived: match (xid.and_then(|x| x.parse().ok()), position) {
+                (Some(xid), Some(position)) => Some(crate::LogPosition { xid, position }),
+                _ => None,
+            },
+        },
+    })
 }
 
 /// Every tenant placed in a dedicated database, by id.
@@ -139,7 +195,7 @@ pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Res
     .execute(&mut *conn)
     .await?;
     sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(tenant.to_string()).execute(&mut *conn).await?;
-    let (at, _) = placement_of(conn, tenant).await?;
+    let at = placement_of(conn, tenant).await?.database;
     if at != database {
         return Err(StoreError::Placement(format!("tenant {tenant} lives in {at} already")));
     }
@@ -149,7 +205,7 @@ pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Res
 /// The dedicated databases' stores of one process, and a cache of the directory.
 pub struct Router {
     shards: HashMap<String, Store>,
-    cache: std::sync::Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
+    cache: std::sync::Mutex<HashMap<Uuid, (Placement, std::time::Instant)>>,
 }
 
 /// A cached placement is read again after this long, even if no notice of a move arrived.
@@ -195,12 +251,12 @@ impl Router {
         self.shards.iter().map(|(n, s)| (n.as_str(), s))
     }
 
-    fn cached(&self, tenant: Uuid) -> Option<String> {
+    fn cached(&self, tenant: Uuid) -> Option<Placement> {
         let c = self.cache.lock().expect("cache lock");
-        c.get(&tenant).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(n, _)| n.clone())
+        c.get(&tenant).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(p, _)| p.clone())
     }
 
-    fn remember(&self, tenant: Uuid, database: String) {
+    fn remember(&self, tenant: Uuid, database: Placement) {
         let mut c = self.cache.lock().expect("cache lock");
         if c.len() >= CACHE_LIMIT {
             c.clear();
@@ -266,28 +322,49 @@ pub async fn placed(conn: &mut PgConnection, tenant: Uuid) -> Result<Option<Stri
 }
 
 impl Store {
-    /// The store of the database `tenant` lives in: this one without dedicated databases or for a
-    /// tenant of the pool. The directory is read once per tenant and process, then cached.
-    pub async fn for_tenant(&self, tenant: TenantId) -> Result<Store, StoreError> {
-        let Some(router) = self.router.as_ref() else { return Ok(self.clone()) };
-        let name = match router.cached(tenant.0) {
-            Some(n) => n,
-            None => {
-                let mut unit = self.guarded(self.reader().unit()).await?;
-                let (name, _) = placement_of(&mut unit, tenant.0).await?;
-                unit.done().await?;
-                router.remember(tenant.0, name.clone());
-                name
-            }
-        };
+    /// Where `tenant` lives: read from the directory once per tenant and process, then cached
+    /// (at most `CACHE_TTL`, and forgotten at once on a notice of a move).
+    pub async fn placement(&self, tenant: TenantId) -> Result<Placement, StoreError> {
+        let Some(router) = self.router.as_ref() else { return Ok(Placement::pool()) };
+        if let Some(p) = router.cached(tenant.0) {
+            return Ok(p);
+        }
+        let mut unit = self.guarded(self.reader().unit()).await?;
+        let p = placement_of(&mut unit, tenant.0).await?;
+        unit.done().await?;
+        router.remember(tenant.0, p.clone());
+        Ok(p)
+    }
+
+    /// The store of database `name` (`pool` is this one).
+    pub fn database(&self, name: &str) -> Result<Store, StoreError> {
         if name == POOL {
             return Ok(self.clone());
         }
-        router.shards.get(&name).cloned().ok_or_else(|| {
-            StoreError::Placement(format!(
-                "tenant {tenant} lives in database {name}, which this process has not connected"
-            ))
+        self.router.as_ref().and_then(|r| r.shards.get(name)).cloned().ok_or_else(|| {
+            StoreError::Placement(format!("database {name} is not connected in this process (restart it)"))
         })
+    }
+
+    /// The store of the database `tenant` lives in, where its commands are written: this one
+    /// without dedicated databases or for a tenant of the pool.
+    pub async fn for_tenant(&self, tenant: TenantId) -> Result<Store, StoreError> {
+        if self.router.is_none() {
+            return Ok(self.clone());
+        }
+        self.database(&self.placement(tenant).await?.database)
+    }
+
+    /// Forgets the cached placement of `tenant`: the next lookup reads the directory.
+    pub fn forget_placement(&self, tenant: TenantId) {
+        if let Some(r) = &self.router {
+            r.forget(Some(tenant.0));
+        }
+    }
+
+    /// The directory's name of this store's database: `pool` for the platform's own.
+    pub fn database_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(POOL)
     }
 
     /// Places a tenant about to be provisioned (`place`) in this store's directory.
@@ -295,9 +372,7 @@ impl Store {
         let mut unit = self.guarded(self.writer().unit()).await?;
         place(&mut unit, tenant.0, database).await?;
         unit.done().await?;
-        if let Some(r) = &self.router {
-            r.remember(tenant.0, database.to_owned());
-        }
+        self.forget_placement(tenant);
         Ok(())
     }
 
@@ -327,6 +402,21 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_name_their_database_except_the_pools() {
+        let at = crate::LogPosition { xid: 7, position: 42 };
+        assert_eq!(token(at, POOL), "7.42");
+        assert_eq!(token(at, "eu-1"), "7.42@eu-1");
+        assert_eq!(parse_token("7.42"), Some((at, POOL.to_owned())));
+        assert_eq!(parse_token("7.42@eu-1"), Some((at, "eu-1".to_owned())));
+        assert_eq!(parse_token("7.42@pool"), Some((at, POOL.to_owned())));
+        assert_eq!(parse_token("7.42@Bad Name"), None);
+        assert_eq!(parse_token("x@eu-1"), None);
+        assert_eq!(tag_token("7.42", "eu-1"), "7.42@eu-1");
+        assert_eq!(tag_token("7.42@pool", "eu-1"), "7.42@pool");
+        assert_eq!(tag_token("7.42", POOL), "7.42");
+    }
 
     #[test]
     fn database_names_are_short_lowercase_words_and_never_pool() {

@@ -65,8 +65,8 @@ async fn with_secret(
         execute_with(state, w, tenant, Cmd::Webhook(id, cmd, state.webhooks), created, crate::exec::Clock::System)
             .await?;
     Ok(match done {
-        Done::Written { status, id, version, position } => {
-            let mut body = crate::respond::written_body(id, version, position);
+        Done::Written { status, id, version, position, database } => {
+            let mut body = crate::respond::written_body(id, version, keel_store::placement::token(position, &database));
             body["secret"] = serde_json::Value::String(secret.expose().to_owned());
             crate::respond::respond(status, body)
         }
