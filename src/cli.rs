@@ -627,6 +627,13 @@ pub enum TenantCmd {
         /// for the retention period.
         #[arg(long)]
         purge: bool,
+        /// How long the database the tenant left keeps its rows (without --purge), e.g. 7d.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        retention: std::time::Duration,
+        /// Testing: stop the process abruptly once this step is done (batch, target-final,
+        /// departed, switched, serving, retired), as a crash there would.
+        #[arg(long, hide = true)]
+        crash_after: Option<String>,
     },
     /// Delete the rows of tenants that moved away from each database once their retention has
     /// passed (or at once with --now).

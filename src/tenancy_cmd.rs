@@ -5,7 +5,7 @@
 use crate::cli::{DatabasesCmd, TenantCmd};
 use anyhow::{Context, bail};
 use keel_store::placement::{self, POOL};
-use keel_store::{MasterKey, archive};
+use keel_store::{MasterKey, archive, relocate};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Instant;
@@ -121,7 +121,73 @@ pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> an
                 done.events as f64 / secs.max(1e-9)
             );
         }
-        TenantCmd::Move { .. } | TenantCmd::Retire { .. } => bail!("not yet"),
+        TenantCmd::Move { tenant, to, fence, purge, retention, crash_after } => {
+            let key = key.context("a move opens personal data: set KEEL_MASTER_KEY")?;
+            let control = owner_pool(url).await?;
+            let from = match relocate::under_way(&control, tenant).await? {
+                Some((from, under_way_to)) if under_way_to == to => from,
+                Some((from, under_way_to)) => {
+                    bail!(
+                        "a move of tenant {tenant} from {from} to {under_way_to} is under way: run it again with --to {under_way_to}"
+                    )
+                }
+                None => {
+                    let mut conn = control.acquire().await?;
+                    placement::placement_of(&mut conn, tenant).await?.database
+                }
+            };
+            let ends = relocate::Ends {
+                source: owner_pool(&url_of(url, Some(&key), &from).await?).await?,
+                source_name: from.clone(),
+                target: owner_pool(&url_of(url, Some(&key), &to).await?).await?,
+                target_name: to.clone(),
+                control,
+                master: Some(key),
+            };
+            let started = Instant::now();
+            let step = |s: &str| {
+                eprintln!("keel: move of {tenant}: {s} ({:.1} s)", started.elapsed().as_secs_f64());
+                if crash_after.as_deref() == Some(s) {
+                    std::process::abort();
+                }
+            };
+            let opts = relocate::MoveOptions {
+                fence,
+                purge,
+                retention,
+                catch_up: std::time::Duration::from_secs(600),
+                step: &step,
+            };
+            let moved = relocate::run(&ends, tenant, &opts).await?;
+            println!(
+                "moved tenant {tenant} from {from} to {to}{}: {} events copied ({} under the fence), writes paused {} ms, \
+                 {} fences abandoned, every hash chain holds ({:.1} s)",
+                if moved.resumed { " (resumed)" } else { "" },
+                moved.events,
+                moved.fenced_events,
+                moved.fence_ms,
+                moved.fences_abandoned,
+                started.elapsed().as_secs_f64()
+            );
+            if !purge {
+                println!(
+                    "the rows in {from} are retired after {} (keel tenant retire)",
+                    humantime::format_duration(retention)
+                );
+            }
+        }
+        TenantCmd::Retire { now } => {
+            let mut conn = PgConnection::connect(url).await?;
+            let names: Vec<String> = placement::list(&mut conn).await?.into_iter().map(|d| d.name).collect();
+            let _ = conn.close().await;
+            for name in std::iter::once(POOL.to_owned()).chain(names) {
+                let pool = owner_pool(&url_of(url, key.as_ref(), &name).await?).await?;
+                for t in relocate::retire_due(&pool, now).await? {
+                    println!("retired tenant {t} from {name}");
+                }
+                pool.close().await;
+            }
+        }
         _ => bail!("not a bridge tenancy command"),
     }
     Ok(())

@@ -46,7 +46,7 @@ const DERIVED: [&str; 5] = ["tenants", "memberships", "usage_counters", "usage_r
 
 /// COPY text is read and written with these settings, so timestamps are ISO in UTC whatever the
 /// server's defaults.
-const SESSION: &str = "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'postgres'; SET LOCAL bytea_output = 'hex'; SET LOCAL extra_float_digits = 1";
+pub(crate) const SESSION: &str = "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'postgres'; SET LOCAL bytea_output = 'hex'; SET LOCAL extra_float_digits = 1";
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Header {
@@ -195,7 +195,7 @@ async fn copy_section<W: Write>(
     Ok(rows)
 }
 
-fn refuse(why: impl Into<String>) -> StoreError {
+pub(crate) fn refuse(why: impl Into<String>) -> StoreError {
     StoreError::Archive(why.into())
 }
 
@@ -244,7 +244,7 @@ fn section(line: &[u8], table: &str) -> Result<String, StoreError> {
 }
 
 /// One field of a COPY text line, unescaped; `None` for `\N`.
-fn field(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+pub(crate) fn field(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
     if raw == b"\\N" {
         return None;
     }
@@ -318,7 +318,11 @@ fn bytea(f: &Option<Cow<'_, [u8]>>, name: &str) -> Result<Option<Vec<u8>>, Store
 
 /// An event line's stream and hash after checking it against `chains` (each stream's last
 /// version and hash so far); the line is refused unless it continues its stream's chain.
-fn check_event(line: &[u8], tenant: Uuid, chains: &mut HashMap<Uuid, (i64, [u8; 32])>) -> Result<(), StoreError> {
+pub(crate) fn check_event(
+    line: &[u8],
+    tenant: Uuid,
+    chains: &mut HashMap<Uuid, (i64, [u8; 32])>,
+) -> Result<(), StoreError> {
     let raw: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
     if raw.len() != 12 {
         return Err(refuse(format!("an event line has {} fields, not 12", raw.len())));

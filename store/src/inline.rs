@@ -148,7 +148,7 @@ pub(crate) fn ops<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Opt
 }
 
 /// Applies `events` to the inline tables and moves the counters, in one call (`keel_inline`).
-async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[Event]) -> Result<(), StoreError> {
+pub(crate) async fn apply(conn: &mut PgConnection, tenant: TenantId, events: &[Event]) -> Result<(), StoreError> {
     let (seats, projects) = counter_deltas(events);
     let ops = ops(events)?;
     if ops.is_none() && (seats, projects) == (0, 0) {

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod placement;
 pub mod read;
 pub mod rebuild;
+pub mod relocate;
 pub mod snapshot;
 pub mod usage;
 pub mod webhook_delivery;

@@ -524,7 +524,7 @@ pub(crate) async fn reveal_known(
     crate::crypto::reveal_known(conn, master, &mut items, known).await
 }
 
-async fn reveal_in(tx: &mut TenantTx, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
+pub(crate) async fn reveal_in(tx: &mut TenantTx, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
     let master = tx.master_handle();
     reveal(tx.conn(), master.as_deref(), events).await
 }

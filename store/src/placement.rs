@@ -209,7 +209,7 @@ pub struct Router {
 }
 
 /// A cached placement is read again after this long, even if no notice of a move arrived.
-const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The channel a directory change is announced on (payload: the tenant, or empty for all).
 pub const CHANNEL: &str = "keel_placement";
