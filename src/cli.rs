@@ -630,6 +630,9 @@ pub enum TenantCmd {
         /// How long the database the tenant left keeps its rows (without --purge), e.g. 7d.
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         retention: std::time::Duration,
+        /// How long to wait for the new database's read models to catch up with the tenant.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        catch_up: std::time::Duration,
         /// Testing: stop the process abruptly once this step is done (batch, target-final,
         /// departed, switched, serving, retired), as a crash there would.
         #[arg(long, hide = true)]

@@ -121,7 +121,7 @@ pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> an
                 done.events as f64 / secs.max(1e-9)
             );
         }
-        TenantCmd::Move { tenant, to, fence, purge, retention, crash_after } => {
+        TenantCmd::Move { tenant, to, fence, purge, retention, catch_up, crash_after } => {
             let key = key.context("a move opens personal data: set KEEL_MASTER_KEY")?;
             let control = owner_pool(url).await?;
             let from = match relocate::under_way(&control, tenant).await? {
@@ -151,13 +151,7 @@ pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> an
                     std::process::abort();
                 }
             };
-            let opts = relocate::MoveOptions {
-                fence,
-                purge,
-                retention,
-                catch_up: std::time::Duration::from_secs(600),
-                step: &step,
-            };
+            let opts = relocate::MoveOptions { fence, purge, retention, catch_up, step: &step };
             let moved = relocate::run(&ends, tenant, &opts).await?;
             println!(
                 "moved tenant {tenant} from {from} to {to}{}: {} events copied ({} under the fence), writes paused {} ms, \

@@ -229,13 +229,18 @@ async fn probe(
     hosts: Option<Arc<Hosts>>,
 ) {
     let mut conn: Option<PgConnection> = None;
+    // A connect that outlasts one probe's timeout goes on into the next (a SCRAM login on a
+    // loaded machine can take longer than a probe waits; starting over would never finish).
+    let mut connecting: Option<Connecting> = None;
     loop {
         let Some(b) = breaker.upgrade() else { return };
         if b.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let mut ok = match &hosts {
-            None => tokio::time::timeout(settings.timeout, check(&mut conn, &options)).await.unwrap_or(false),
+            None => tokio::time::timeout(settings.timeout, check(&mut conn, &mut connecting, &options))
+                .await
+                .unwrap_or(false),
             // The current host must still be the primary: a standby answers `SELECT 1` too.
             Some(h) => {
                 tokio::time::timeout(settings.timeout, check_writable(&mut conn, &h.current())).await.unwrap_or(false)
@@ -249,10 +254,15 @@ async fn probe(
         }
         let was_open = b.is_open();
         if was_open == ok {
+            let (port, database) = (options.get_port(), options.get_database().unwrap_or_default());
             if ok {
-                tracing::info!("the database answers again: requests go through");
+                tracing::info!(port, database, "the database answers again: requests go through");
             } else {
-                tracing::warn!("the database is unreachable: requests are answered 503 until it answers");
+                tracing::warn!(
+                    port,
+                    database,
+                    "the database is unreachable: requests are answered 503 until it answers"
+                );
             }
         }
         b.set(!ok);
@@ -262,15 +272,26 @@ async fn probe(
     }
 }
 
-/// `SELECT 1` on the kept connection, or on a new one when it is gone.
-async fn check(conn: &mut Option<PgConnection>, options: &PgConnectOptions) -> bool {
+type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>;
+
+/// `SELECT 1` on the kept connection, or on a new one when it is gone (the connect under way, if
+/// an earlier probe started one).
+async fn check(
+    conn: &mut Option<PgConnection>,
+    connecting: &mut Option<Connecting>,
+    options: &PgConnectOptions,
+) -> bool {
     if let Some(c) = conn.as_mut()
         && c.ping().await.is_ok()
     {
         return true;
     }
     *conn = None;
-    match PgConnection::connect_with(options).await {
+    let options = options.clone();
+    let pending = connecting.get_or_insert_with(|| Box::pin(async move { PgConnection::connect_with(&options).await }));
+    let done = pending.await;
+    *connecting = None;
+    match done {
         Ok(mut c) => {
             let ok = c.ping().await.is_ok();
             if ok {
@@ -278,7 +299,10 @@ async fn check(conn: &mut Option<PgConnection>, options: &PgConnectOptions) -> b
             }
             ok
         }
-        Err(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "the availability probe cannot connect");
+            false
+        }
     }
 }
 

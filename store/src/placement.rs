@@ -236,9 +236,10 @@ impl Router {
         }
         let mut shards = HashMap::new();
         for (name, url) in urls {
-            let store = Store::connect_with(&url, sizes, timeouts, master.cloned())
+            let mut store = Store::connect_with(&url, sizes, timeouts, master.cloned())
                 .await
                 .map_err(|e| StoreError::Placement(format!("cannot connect to database {name}: {e}")))?;
+            store.name = Some(Arc::from(name.as_str()));
             shards.insert(name, store);
         }
         let router = Arc::new(Router { shards, cache: std::sync::Mutex::default() });

@@ -33,6 +33,7 @@ mod idp;
 mod limits;
 mod log;
 mod members;
+mod moves;
 mod nats;
 mod observability;
 mod openapi;

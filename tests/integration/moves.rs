@@ -1,0 +1,241 @@
+//! `keel tenant move` (docs/tenancy.md, "Moving a tenant"): a tenant moved from the pool to a
+//! dedicated database on a second PostgreSQL cluster and back while clients drive it, and a
+//! move stopped abruptly at each of its steps, then run again.
+
+use crate::helpers::{Options, TestApp, TestDb, spawn_app_on};
+use crate::tenancy::{events_of, keel, ok, scratch, text};
+use keel::embedded::{EmbeddedPg, StopMode, find_bindir};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A second PostgreSQL cluster of the test's own, on another port; stopped when dropped.
+struct Cluster(Arc<EmbeddedPg>);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.0.stop_with(StopMode::Immediate);
+    }
+}
+
+async fn second_cluster(dir: &std::path::Path) -> (Cluster, String) {
+    let bindir = find_bindir(None).expect("PostgreSQL's server binaries");
+    let d = dir.to_path_buf();
+    let pg = Arc::new(tokio::task::spawn_blocking(move || EmbeddedPg::start(&d, &bindir)).await.unwrap().unwrap());
+    pg.ensure_database().await.unwrap();
+    let url = pg.database_url();
+    (Cluster(pg), url)
+}
+
+/// A pool with a dedicated database on a second cluster registered, and a server on it.
+async fn platform(name: &str) -> (Cluster, String, String, Arc<TestApp>) {
+    let dir = scratch(name);
+    let (cluster, dedicated) = second_cluster(&dir.join("dedicated")).await;
+    let pool = TestDb::new().await;
+    let pool_url = pool.url.clone();
+    ok(&pool_url, &["databases", "add", "dedicated", &dedicated]).await;
+    let app = Arc::new(spawn_app_on(pool, Options::default()).await);
+    (cluster, pool_url, dedicated, app)
+}
+
+/// The figure after `label` in `out` ("writes paused 12 ms" → 12).
+fn figure(out: &str, label: &str) -> u64 {
+    let at = out.find(label).unwrap_or_else(|| panic!("{label} in {out}")) + label.len();
+    out[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+struct Load {
+    /// (status, latency, task id, token) of every command.
+    writes: Vec<(u16, Duration, Option<String>, Option<String>)>,
+    read_errors: Vec<String>,
+}
+
+/// Creates tasks in `project` as `token` until `stop`, reading its latest write back now and then.
+fn drive(app: Arc<TestApp>, token: String, project: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Load> {
+    tokio::spawn(async move {
+        let mut load = Load { writes: Vec::new(), read_errors: Vec::new() };
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let started = Instant::now();
+            let r =
+                app.post(&format!("/api/v1/projects/{project}/tasks"), &token, json!({"title": format!("t{i}")})).await;
+            if r.status != 201 && load.read_errors.len() < 3 {
+                load.read_errors.push(format!("write {}: {}", r.status, r.body));
+            }
+            let id = r.body["id"].as_str().map(str::to_owned);
+            let at = r.body["position"].as_str().map(str::to_owned);
+            load.writes.push((r.status, started.elapsed(), id.clone(), at.clone()));
+            if i % 5 == 0
+                && let (Some(id), Some(at)) = (id, at)
+            {
+                let q = format!("{{ task(id: \"{id}\") {{ title }} }}");
+                let read = app.graphql(&token, &q, Some(&at)).await;
+                if !read.body["errors"].is_null() || read.body["data"]["task"].is_null() {
+                    load.read_errors.push(read.body.to_string());
+                }
+            }
+        }
+        load
+    })
+}
+
+async fn placed_in(pool_url: &str, tenant: Uuid) -> String {
+    let mut su = <sqlx::PgConnection as sqlx::Connection>::connect(pool_url).await.unwrap();
+    sqlx::query_scalar("SELECT database FROM tenant_placements WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut su)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| "pool".into())
+}
+
+#[tokio::test]
+async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fails() {
+    let (_cluster, pool_url, dedicated, app) = platform("moves-load").await;
+    let (mover, mover_owner) = app.provision("mover").await;
+    let (_stayer, stayer_owner) = app.provision("stayer").await;
+    let before = app.create_project(&mover_owner, "Before").await;
+    let before_token = before.body["position"].as_str().unwrap().to_owned();
+    let before_id = before.body["id"].as_str().unwrap().to_owned();
+    let stayer_project = app.create_project(&stayer_owner, "Stays").await.body["id"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let movers: Vec<_> =
+        (0..3).map(|_| drive(app.clone(), mover_owner.clone(), before_id.clone(), stop.clone())).collect();
+    let stayer = drive(app.clone(), stayer_owner.clone(), stayer_project, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let out = ok(
+        &pool_url,
+        &["tenant", "move", &mover.0.to_string(), "--to", "dedicated", "--fence", "800ms", "--catch-up", "60s"],
+    )
+    .await;
+    let paused_out = figure(&out, "writes paused");
+    assert_eq!(placed_in(&pool_url, mover.0).await, "dedicated");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A token of the dedicated period, for after the move back.
+    let during = app.create_project(&mover_owner, "During").await;
+    let during_token = during.body["position"].as_str().unwrap().to_owned();
+    assert!(during_token.ends_with("@dedicated"), "a token names its database: {during_token}");
+    let back =
+        ok(&pool_url, &["tenant", "move", &mover.0.to_string(), "--to", "pool", "--fence", "800ms", "--purge"]).await;
+    let paused_back = figure(&back, "writes paused");
+    assert_eq!(placed_in(&pool_url, mover.0).await, "pool");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut mover_writes = Vec::new();
+    let mut read_errors = Vec::new();
+    for m in movers {
+        let l = m.await.unwrap();
+        mover_writes.extend(l.writes);
+        read_errors.extend(l.read_errors);
+    }
+    let stayer = stayer.await.unwrap();
+    let failed: Vec<_> = mover_writes.iter().filter(|w| w.0 != 201).map(|w| w.0).collect();
+    assert!(failed.is_empty(), "no command of the moving tenant failed: {} of them: {read_errors:?}", failed.len());
+    assert!(stayer.writes.iter().all(|w| w.0 == 201), "the neighbour saw no error");
+    assert!(read_errors.is_empty(), "reads after writes answered: {read_errors:?}");
+    let longest = mover_writes.iter().map(|w| w.1).max().unwrap();
+    let stayer_longest = stayer.writes.iter().map(|w| w.1).max().unwrap();
+    let through_dedicated = mover_writes.iter().filter(|w| w.3.as_deref().is_some_and(|t| t.contains('@'))).count();
+    eprintln!(
+        "moves under load: {} writes of the moving tenant ({} while it lived in the dedicated database), longest \
+         {} ms; fences {} ms and {} ms; the neighbour's {} writes, longest {} ms",
+        mover_writes.len(),
+        through_dedicated,
+        longest.as_millis(),
+        paused_out,
+        paused_back,
+        stayer.writes.len(),
+        stayer_longest.as_millis()
+    );
+    assert!(through_dedicated > 0, "the load ran while the tenant lived in the dedicated database");
+
+    // Every acknowledged task is in the pool's log exactly once; nothing is left in the
+    // dedicated database (the move back purged it).
+    let events = events_of(&pool_url, mover.0).await;
+    for (_, _, id, _) in &mover_writes {
+        let id: Uuid = id.as_ref().unwrap().parse().unwrap();
+        assert_eq!(events.iter().filter(|e| e.0 == id).count(), 1, "task {id} once in the log");
+    }
+    assert!(events_of(&dedicated, mover.0).await.is_empty(), "the dedicated copy was retired");
+    let verify = ok(&pool_url, &["audit", "verify", "--tenant", &mover.0.to_string()]).await;
+    assert!(verify.contains("every hash chain holds"), "{verify}");
+
+    // Tokens from before either move still work: they wait for the copy of their write.
+    for (token, name) in [(&before_token, "Before"), (&during_token, "During")] {
+        let q = "{ projects(first: 10) { edges { node { name } } } }";
+        let r = app.graphql(&mover_owner, q, Some(token)).await;
+        assert!(r.body["extensions"]["consistency"].is_null(), "{token}: not stale: {}", r.body);
+        assert!(r.body.to_string().contains(name), "{token}: {}", r.body);
+    }
+
+    // The read models equal a fresh replay of the log.
+    let app = Arc::into_inner(app).expect("the load has ended");
+    let mut app = app;
+    app.shut_down().await.unwrap();
+    let tables = crate::workers::read_tables_at(&pool_url).await;
+    assert_eq!(crate::workers::replay_at(&pool_url, &app.db.store, 500).await, tables, "read models equal a replay");
+}
+
+#[tokio::test]
+async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_again_to_the_end() {
+    let (_cluster, pool_url, dedicated, app) = platform("moves-crash").await;
+    let (tenant, owner) = app.provision("crashy").await;
+    let project = app.create_project(&owner, "Crash").await.body["id"].as_str().unwrap().to_owned();
+    for i in 0..20 {
+        let r = app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": format!("c{i}")})).await;
+        assert_eq!(r.status, 201);
+    }
+    let id = tenant.0.to_string();
+    let mut written = Vec::new();
+    let mut here = "pool";
+    let steps = ["batch", "target-final", "departed", "switched", "serving"];
+    for (n, step) in steps.iter().chain(steps.iter()).chain(["retired"].iter()).enumerate() {
+        let to = if here == "pool" { "dedicated" } else { "pool" };
+        let purge = *step == "retired";
+        let mut args = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms", "--crash-after", step];
+        if purge {
+            args.push("--purge");
+        }
+        let crashed = keel(&pool_url, &args).await;
+        assert!(!crashed.status.success(), "{step}: the move stopped there: {}", text(&crashed.stderr));
+        assert!(text(&crashed.stderr).contains(&format!(": {step} (")), "{step}: {}", text(&crashed.stderr));
+
+        // Stopped there, the tenant is in one place: reads answer, and a write made now (which
+        // may wait while the move runs again) lands once.
+        let r = app.graphql(&owner, "{ projects(first: 5) { edges { node { name } } } }", None).await;
+        assert!(r.body["errors"].is_null(), "{step}: reads answer: {}", r.body);
+        let write = {
+            let (app, owner, project) = (app.clone(), owner.clone(), project.clone());
+            tokio::spawn(async move {
+                app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": format!("after {n}")}))
+                    .await
+            })
+        };
+        let mut resume = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms"];
+        if purge {
+            resume.push("--purge");
+        }
+        let out = ok(&pool_url, &resume).await;
+        assert!(out.contains("every hash chain holds"), "{step}: {out}");
+        let w = write.await.unwrap();
+        assert_eq!(w.status, 201, "{step}: the write made while stopped lands: {}", w.body);
+        written.push(w.body["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+        assert_eq!(placed_in(&pool_url, tenant.0).await, to, "{step}");
+        here = to;
+
+        // Everything written so far is in the tenant's database once, and its chains hold.
+        let url = if to == "pool" { &pool_url } else { &dedicated };
+        let events = events_of(url, tenant.0).await;
+        for w in &written {
+            assert_eq!(events.iter().filter(|e| e.0 == *w).count(), 1, "{step}: task {w} once");
+        }
+        let verify = ok(&pool_url, &["audit", "verify", "--tenant", &id]).await;
+        assert!(verify.contains("every hash chain holds"), "{step}: {verify}");
+    }
+}
