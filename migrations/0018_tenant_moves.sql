@@ -103,3 +103,4 @@ CREATE TRIGGER events_retire_only_the_departed
 
 GRANT SELECT ON tenants_departed TO keel_writer, keel_reader, keel_projector;
 GRANT SELECT ON tenant_arrivals TO keel_reader, keel_projector;
+GRANT SELECT ON imported_events TO keel_writer;

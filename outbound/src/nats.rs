@@ -175,6 +175,9 @@ impl NatsPublisher {
 }
 
 impl Consumer for NatsPublisher {
+    // What was imported or moved here, the database it came from sent already.
+    const SKIPS_IMPORTED: bool = true;
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -94,6 +94,11 @@ pub trait Consumer: Send + Sync + 'static {
     /// that takes seconds to answer must not be waited for inside one.
     const DELIVERS: bool = false;
 
+    /// True for a consumer that sends events out of Keel: it skips events that came into this
+    /// database by an import or a move (`imported_events`), which the database they came from
+    /// sent already; its checkpoint moves past them all the same.
+    const SKIPS_IMPORTED: bool = false;
+
     /// Hands a run of decoded events, in order, to the destination (only when `DELIVERS`); the
     /// checkpoint moves past them only after this returns `Ok`.
     fn deliver(&self, _items: &[keel_store::read::Item<'_>]) -> impl Future<Output = Result<(), ConsumeError>> + Send {
@@ -274,6 +279,10 @@ impl<C: Consumer> Runner<C> {
             tx.rollback().await?;
             return Ok((0, true));
         };
+        if C::SKIPS_IMPORTED {
+            let runs = imported_runs(&mut tx, &batch).await?;
+            batch.retain(|e| !log::is_imported(e, &runs));
+        }
         let short = !more;
         // One span per batch that has events (empty polls make none), for traces.
         let span =
@@ -320,19 +329,22 @@ impl<C: Consumer> Runner<C> {
         let started = Instant::now();
         let name = self.consumer.name();
         let from = checkpoint::read(self.pool(), &self.checkpoint_name).await?;
-        let (batch, more) = {
+        let batch = {
             let mut conn = self.pool().unit().await?;
             let log::Batch { events: mut batch, more } =
                 log::read_batch_after(&mut conn, from, self.config.batch_size).await?;
             log::reveal(&mut conn, self.store.master_key(), &mut batch).await?;
+            let runs = if C::SKIPS_IMPORTED { imported_runs(&mut conn, &batch).await? } else { Vec::new() };
             conn.done().await?;
-            (batch, more)
+            (batch, more, runs)
         };
+        let (batch, more, runs) = (batch.0, batch.1, batch.2);
         let Some(last) = batch.last().map(RecordedEvent::log_position) else { return Ok((0, true)) };
         let span =
             tracing::info_span!("projection_batch", projection = name, events = batch.len(), after = from.position);
         async move {
-            let wanted: Vec<&RecordedEvent> = batch.iter().filter(|r| self.consumer.wants(&r.event_type)).collect();
+            let wanted: Vec<&RecordedEvent> =
+                batch.iter().filter(|r| self.consumer.wants(&r.event_type) && !log::is_imported(r, &runs)).collect();
             let mut items = Vec::with_capacity(wanted.len());
             for r in wanted {
                 match r.decode() {
@@ -726,4 +738,16 @@ async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
         Some(l) => l.recv().await.map(|_| ()),
         None => std::future::pending().await,
     }
+}
+
+/// The imported runs overlapping `batch` (none for an empty batch).
+async fn imported_runs(
+    conn: &mut PgConnection,
+    batch: &[RecordedEvent],
+) -> Result<Vec<(uuid::Uuid, i64, i64)>, StoreError> {
+    let (Some(from), Some(to)) = (batch.iter().map(|e| e.position).min(), batch.iter().map(|e| e.position).max())
+    else {
+        return Ok(Vec::new());
+    };
+    log::imported_between(conn, from, to).await
 }

@@ -120,6 +120,28 @@ impl RecordedEvent {
     }
 }
 
+/// The runs of events that came into this database by import or move (`imported_events`) and
+/// overlap positions `from..=to`: (tenant, first position, last position).
+pub async fn imported_between(
+    conn: &mut PgConnection,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(Uuid, i64, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT tenant_id, first_position, last_position FROM imported_events
+          WHERE first_position <= $2 AND last_position >= $1",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Whether `e` lies in one of `runs` (from `imported_between`).
+pub fn is_imported(e: &RecordedEvent, runs: &[(Uuid, i64, i64)]) -> bool {
+    runs.iter().any(|(t, first, last)| *t == e.tenant_id.0 && (*first..=*last).contains(&e.position))
+}
+
 pub(crate) const COLUMNS: &str = "position, transaction_id::text AS xid, tenant_id, stream_type, stream_id, stream_version, \
      event_id, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash";
 

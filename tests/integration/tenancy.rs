@@ -89,7 +89,7 @@ async fn read_until(app: &crate::helpers::TestApp, token: &str, query: &str, don
 
 /// A tenant with a bit of everything: projects (one under an idempotency key), tasks, a member
 /// with sealed personal data, usage.
-async fn busy_tenant(app: &crate::helpers::TestApp, slug: &str) -> (Uuid, String) {
+async fn busy_tenant(app: &crate::helpers::TestApp, slug: &str) -> (Uuid, String, String) {
     let (tenant, owner) = app.provision(slug).await;
     let keyed = app
         .send_with(
@@ -113,13 +113,50 @@ async fn busy_tenant(app: &crate::helpers::TestApp, slug: &str) -> (Uuid, String
         .post("/api/v1/usage", &owner, json!({"records": [{"id": format!("u-{slug}-1"), "metric": "api.calls", "quantity": 3, "occurred_at": chrono::Utc::now()}]}))
         .await;
     assert!(usage.status == 201 || usage.status == 200, "usage: {} {}", usage.status, usage.body);
-    (tenant.0, owner)
+    (tenant.0, owner, project)
+}
+
+/// Webhooks may name loopback http URLs (the tests' endpoints).
+fn loopback_webhooks() -> Options {
+    let policy = keel_outbound::destination::DestinationPolicy { allow_http: true, allow_private: true };
+    let mut o = Options {
+        webhooks: keel_command::WebhookSettings {
+            policy: keel_domain::webhook::UrlPolicy { allow_http: true, allow_private: true },
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    o.outbound.webhooks.policy = policy;
+    o
+}
+
+/// The event ids `tenant`'s webhooks have queued or tried in the database at `url`.
+async fn sent_or_queued(url: &str, tenant: Uuid) -> Vec<Uuid> {
+    let mut su = PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT event_id FROM webhook_queue WHERE tenant_id = $1 UNION SELECT event_id FROM webhook_deliveries WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut su)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
 async fn an_archive_carries_a_tenant_to_another_platform_with_every_chain_checked() {
-    let source = spawn_app_on(TestDb::new().await, Options::default()).await;
-    let (tenant, _) = busy_tenant(&source, "carried").await;
+    let source = spawn_app_on(TestDb::new().await, loopback_webhooks()).await;
+    let (tenant, source_owner, alpha) = busy_tenant(&source, "carried").await;
+    // An endpoint (that never answers): the source queues what follows its creation.
+    let hook = source
+        .post(
+            "/api/v1/webhooks",
+            &source_owner,
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["TaskCreated"]}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.body);
+    post_ok(&source, &format!("/api/v1/projects/{alpha}/tasks"), &source_owner, json!({"title": "after the hook"}))
+        .await;
     let dir = scratch("carried");
     let file = dir.join("carried.keel");
     let file_arg = file.to_str().unwrap();
@@ -146,7 +183,8 @@ async fn an_archive_carries_a_tenant_to_another_platform_with_every_chain_checke
 
     // A server on the new platform projects the imported history and answers the old key with
     // its first response; the member's sealed email opens there.
-    let app = spawn_app_on(target, Options::default()).await;
+    let target_url = target.url.clone();
+    let app = spawn_app_on(target, loopback_webhooks()).await;
     let owner = app.token(keel_domain::TenantId(tenant), "owner-carried");
     let data = read_until(&app, &owner, "{ projects(first: 10) { edges { node { name } } } }", |d| {
         d["projects"]["edges"].as_array().is_some_and(|e| e.len() == 2)
@@ -171,8 +209,30 @@ async fn an_archive_carries_a_tenant_to_another_platform_with_every_chain_checke
     })
     .await;
     assert!(members.to_string().contains("ann-carried@example.test"), "personal data opens: {members}");
-    // New work goes on from where the history ended.
-    app.create_project(&owner, "Gamma").await;
+    // New work goes on from where the history ended, and goes out: the endpoint's route came
+    // with the history, but nothing imported is sent again (the source sent it).
+    let gamma = post_ok(&app, &format!("/api/v1/projects/{alpha}/tasks"), &owner, json!({"title": "Gamma"})).await;
+    let gamma_event: Uuid = sqlx::query_scalar("SELECT event_id FROM events WHERE stream_id = $1::uuid")
+        .bind(gamma["id"].as_str().unwrap())
+        .fetch_one(&mut PgConnection::connect(&target_url).await.unwrap())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sent_or_queued(&target_url, tenant).await.contains(&gamma_event) {
+        assert!(Instant::now() < deadline, "the new event is queued for the endpoint");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let imported: Vec<Uuid> = events_of(&target_url, tenant).await.into_iter().map(|e| e.2).collect();
+    let resent: Vec<_> = sent_or_queued(&target_url, tenant)
+        .await
+        .into_iter()
+        .filter(|e| imported.contains(e) && *e != gamma_event)
+        .collect();
+    assert!(resent.is_empty(), "imported events are not sent again: {resent:?}");
+    assert!(
+        sent_or_queued(&source.db.url, tenant).await.len() >= 1,
+        "the source had queued its own (the check above is not vacuous)"
+    );
 }
 
 /// The archive's bytes with `from` replaced by `to` once, after the line starting `after`.
@@ -212,7 +272,7 @@ fn unsealed(archive: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_tampered_or_broken_archive_is_refused_and_nothing_is_written() {
     let source = spawn_app_on(TestDb::new().await, Options::default()).await;
-    let (tenant, _) = busy_tenant(&source, "sealed").await;
+    let (tenant, _, _) = busy_tenant(&source, "sealed").await;
     let dir = scratch("sealed");
     let file = dir.join("sealed.keel");
     ok(&source.db.url, &["tenant", "export", &tenant.to_string(), "--out", file.to_str().unwrap()]).await;

@@ -62,16 +62,28 @@ impl Consumer for Fanout {
     async fn consume_batch(&self, conn: &mut PgConnection, items: &[Item<'_>]) -> Result<(), ConsumeError> {
         let mut run: Vec<Queued<'_>> = Vec::new();
         let mut touched: Vec<EndpointKey> = Vec::new();
+        // Events that came here by an import or a move were sent by the database they came
+        // from: their routes are kept (what follows them is sent), nothing of theirs is queued.
+        let imported = match (items.iter().map(|i| i.0.position).min(), items.iter().map(|i| i.0.position).max()) {
+            (Some(from), Some(to)) => keel_store::log::imported_between(conn, from, to).await?,
+            _ => Vec::new(),
+        };
         for (recorded, event) in items {
             let tenant = recorded.tenant_id.0;
+            let was_sent = keel_store::log::is_imported(recorded, &imported);
+            if was_sent && matches!(event, Event::WebhookReplayRequested(_)) {
+                continue;
+            }
             // Every event goes to the endpoints that take it, a webhook's own events too (to
             // the tenant's other endpoints: an endpoint takes what follows its creation).
-            run.push(Queued {
-                tenant_id: tenant,
-                at: recorded.log_position(),
-                event_id: recorded.event_id,
-                event_type: &recorded.event_type,
-            });
+            if !was_sent {
+                run.push(Queued {
+                    tenant_id: tenant,
+                    at: recorded.log_position(),
+                    event_id: recorded.event_id,
+                    event_type: &recorded.event_type,
+                });
+            }
             let is_route_change = matches!(
                 event,
                 Event::WebhookCreated(_)
