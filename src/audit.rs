@@ -88,7 +88,20 @@ pub async fn verify(store: &Store, tenant: Option<uuid::Uuid>) -> anyhow::Result
 
 /// Re-seals every data key under `new`, in one transaction as `keel_keys` (which sees every
 /// tenant's keys and nothing else). Events are not touched.
+/// Every dedicated database's keys first, then the pool's with the sealed database URLs
+/// (docs/tenancy.md): until the pool's commit the URLs open with the old key, so a rotation
+/// stopped part way is run again with the old key.
 pub async fn rotate_keys(database_url: &str, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
     let mut conn = PgConnection::connect(database_url).await.context("cannot connect (DATABASE_URL)")?;
-    Ok(keel_store::crypto::rotate_as_keys_role(&mut conn, old, new).await?)
+    let mut n = 0;
+    for (name, url) in keel_store::placement::urls(&mut conn, Some(old)).await? {
+        let mut c = PgConnection::connect(&url).await.with_context(|| format!("cannot connect to database {name}"))?;
+        n += keel_store::crypto::rotate_as_keys_role(&mut c, old, new).await?;
+        let _ = c.close().await;
+    }
+    n += keel_store::crypto::rotate_as_keys_role(&mut conn, old, new).await?;
+    let mut tx = conn.begin().await?;
+    keel_store::placement::reseal(&mut tx, old, new).await?;
+    tx.commit().await?;
+    Ok(n)
 }

@@ -65,45 +65,52 @@ impl Changes {
         Changes { store, sender: Arc::new(OnceCell::new()) }
     }
 
-    /// Every change from now on; the listener starts with the first subscriber.
+    /// Every change from now on, from every database of the platform (docs/tenancy.md); the
+    /// listeners start with the first subscriber.
     pub async fn subscribe(&self) -> broadcast::Receiver<Change> {
         let store = self.store.clone();
         self.sender
             .get_or_init(|| async move {
                 let (tx, _) = broadcast::channel(1024);
-                let sender = tx.clone();
-                tokio::spawn(async move {
-                    let mut seen = std::collections::HashMap::new();
-                    loop {
-                        let mut l = match keel_store::listen(&store, keel_store::PROJECTED_CHANNEL).await {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot listen for projection changes; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                                continue;
-                            }
-                        };
-                        loop {
-                            match l.recv().await {
-                                Ok(n) => {
-                                    if let Ok(c) = serde_json::from_str::<Change>(n.payload()) {
-                                        if store.has_read_replica() {
-                                            until_replica_has(&store, &c, &mut seen).await;
-                                        }
-                                        let _ = sender.send(c);
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "projection change listener lost; reconnecting");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(forward(store.clone(), tx.clone()));
+                for (_, shard) in store.shards() {
+                    tokio::spawn(forward(shard, tx.clone()));
+                }
                 tx
             })
             .await
             .subscribe()
+    }
+}
+
+/// Hands every change the projections of `store`'s database commit to `sender`, reconnecting
+/// when the listener is lost.
+async fn forward(store: Store, sender: broadcast::Sender<Change>) {
+    let mut seen = std::collections::HashMap::new();
+    loop {
+        let mut l = match keel_store::listen(&store, keel_store::PROJECTED_CHANNEL).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for projection changes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            match l.recv().await {
+                Ok(n) => {
+                    if let Ok(c) = serde_json::from_str::<Change>(n.payload()) {
+                        if store.has_read_replica() {
+                            until_replica_has(&store, &c, &mut seen).await;
+                        }
+                        let _ = sender.send(c);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection change listener lost; reconnecting");
+                    break;
+                }
+            }
+        }
     }
 }

@@ -85,6 +85,24 @@ pub async fn add(conn: &mut PgConnection, master: &MasterKey, name: &str, url: &
     Ok(())
 }
 
+/// Seals every registered database's URL again under `new` (a master key rotation).
+pub async fn reseal(conn: &mut PgConnection, old: &MasterKey, new: &MasterKey) -> Result<u64, StoreError> {
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT name, url_sealed FROM keel_databases ORDER BY name FOR UPDATE")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (name, sealed) in &rows {
+        let url = old.open_setting(&purpose(name), sealed)?;
+        sqlx::query("UPDATE keel_databases SET url_sealed = $2, key_id = $3 WHERE name = $1")
+            .bind(name)
+            .bind(new.seal_setting(&purpose(name), &url))
+            .bind(new.id())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Registered>, StoreError> {
     let rows: Vec<(String, DateTime<Utc>)> =
         sqlx::query_as("SELECT name, added_at FROM keel_databases ORDER BY name").fetch_all(&mut *conn).await?;

@@ -389,9 +389,17 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
     let (pooled, pooled_owner) = provision("pooled", None).await;
     let (dedicated, dedicated_owner) = provision("dedicated", Some("dedicated")).await;
 
-    // The same flows for both: commands, read-your-writes, a member, usage.
+    // The same flows for both: commands, read-your-writes, a member, a subscription.
     for (tenant, owner, slug) in [(pooled, &pooled_owner, "pooled"), (dedicated, &dedicated_owner, "dedicated")] {
+        let mut ws =
+            crate::subscriptions::subscribe(&app, owner, "subscription { dashboardChanged { activeProjects } }").await;
         let p = app.create_project(owner, &format!("{slug} launch")).await;
+        let pushed = crate::subscriptions::next_json(&mut ws, Duration::from_secs(15)).await;
+        assert_eq!(
+            pushed.as_ref().map(|v| v["payload"]["data"]["dashboardChanged"]["activeProjects"].clone()),
+            Some(json!(1)),
+            "{slug}: the subscription hears its tenant's change: {pushed:?}"
+        );
         let at = p.body["position"].as_str().unwrap().to_owned();
         let id = p.body["id"].as_str().unwrap();
         post_ok(&app, &format!("/api/v1/projects/{id}/tasks"), owner, json!({"title": "first"})).await;
@@ -449,6 +457,49 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
     assert!(suspended.contains("suspended"), "{suspended}");
     let r = app.post("/api/v1/projects", &dedicated_owner, json!({"name": "while suspended"})).await;
     assert_eq!(r.status, 423, "the suspension landed where the tenant lives: {}", r.body);
+    // The audit export reads the dedicated database, and key rotation re-seals its data keys
+    // and the registered URL.
+    let exported = keel(&pool_url, &["audit", "export", "--tenant", &dedicated.0.to_string()]).await;
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let lines = text(&exported.stdout).lines().count();
+    assert_eq!(lines, events_of(&ded_url, dedicated.0).await.len(), "every event of the dedicated tenant");
+    assert!(text(&exported.stdout).contains("bea-dedicated@example.test"), "personal data opened");
+    let dir = scratch("side-by-side");
+    let new_key = dir.join("new.key");
+    let rotated = keel(&pool_url, &["keys", "rotate", "--new-key-file", new_key.to_str().unwrap()]).await;
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let new_hex = std::fs::read_to_string(&new_key).unwrap();
+    let new_id = keel_store::MasterKey::parse(&new_hex).unwrap().id().to_owned();
+    for url in [&pool_url, &ded_url] {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT master_key_id FROM member_keys")
+            .fetch_all(&mut PgConnection::connect(url).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ids, vec![new_id.clone()], "every data key re-sealed in {url}");
+    }
+    let listed = tokio::process::Command::new(KEEL)
+        .args(["databases", "list"])
+        .env("DATABASE_URL", &pool_url)
+        .env("KEEL_MASTER_KEY", new_hex.trim())
+        .env_remove("KEEL_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let verify = tokio::process::Command::new(KEEL)
+        .args(["audit", "verify", "--tenant", &dedicated.0.to_string()])
+        .env("DATABASE_URL", &pool_url)
+        .env("KEEL_MASTER_KEY", new_hex.trim())
+        .env_remove("KEEL_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        verify.status.success() && text(&verify.stdout).contains("every hash chain holds"),
+        "the URL opens with the new key: {}",
+        text(&verify.stderr)
+    );
+
     // Erasure, through the platform route, in the dedicated database.
     let r = app.post(&format!("/api/v1/tenants/{}/erase", dedicated.0), &platform, json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
