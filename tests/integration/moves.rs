@@ -37,6 +37,19 @@ async fn platform(name: &str) -> (Cluster, String, String, Arc<TestApp>) {
     let pool_url = pool.url.clone();
     ok(&pool_url, &["databases", "add", "dedicated", &dedicated]).await;
     let app = Arc::new(spawn_app_on(pool, Options::default()).await);
+    // The dedicated database's workers have connected (each a password login to the second
+    // cluster, slow in a debug build) before the test's load starts.
+    let mut su = <sqlx::PgConnection as sqlx::Connection>::connect(&dedicated).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projection_checkpoints").fetch_one(&mut su).await.unwrap();
+        if n >= keel_store::read::MODELS.len() as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dedicated database's projection workers start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     (cluster, pool_url, dedicated, app)
 }
 
@@ -47,8 +60,8 @@ fn figure(out: &str, label: &str) -> u64 {
 }
 
 struct Load {
-    /// (status, latency, task id, token) of every command.
-    writes: Vec<(u16, Duration, Option<String>, Option<String>)>,
+    /// (status, latency, task id, token, started) of every command.
+    writes: Vec<(u16, Duration, Option<String>, Option<String>, Instant)>,
     read_errors: Vec<String>,
 }
 
@@ -67,7 +80,7 @@ fn drive(app: Arc<TestApp>, token: String, project: String, stop: Arc<AtomicBool
             }
             let id = r.body["id"].as_str().map(str::to_owned);
             let at = r.body["position"].as_str().map(str::to_owned);
-            load.writes.push((r.status, started.elapsed(), id.clone(), at.clone()));
+            load.writes.push((r.status, started.elapsed(), id.clone(), at.clone(), started));
             if i % 5 == 0
                 && let (Some(id), Some(at)) = (id, at)
             {
@@ -108,11 +121,14 @@ async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fa
     let stayer = drive(app.clone(), stayer_owner.clone(), stayer_project, stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let mut moving = Vec::new();
+    let began = Instant::now();
     let out = ok(
         &pool_url,
         &["tenant", "move", &mover.0.to_string(), "--to", "dedicated", "--fence", "800ms", "--catch-up", "60s"],
     )
     .await;
+    moving.push((began, Instant::now()));
     let paused_out = figure(&out, "writes paused");
     assert_eq!(placed_in(&pool_url, mover.0).await, "dedicated");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -120,8 +136,10 @@ async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fa
     let during = app.create_project(&mover_owner, "During").await;
     let during_token = during.body["position"].as_str().unwrap().to_owned();
     assert!(during_token.ends_with("@dedicated"), "a token names its database: {during_token}");
+    let began = Instant::now();
     let back =
         ok(&pool_url, &["tenant", "move", &mover.0.to_string(), "--to", "pool", "--fence", "800ms", "--purge"]).await;
+    moving.push((began, Instant::now()));
     let paused_back = figure(&back, "writes paused");
     assert_eq!(placed_in(&pool_url, mover.0).await, "pool");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -142,6 +160,23 @@ async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fa
     let longest = mover_writes.iter().map(|w| w.1).max().unwrap();
     let stayer_longest = stayer.writes.iter().map(|w| w.1).max().unwrap();
     let through_dedicated = mover_writes.iter().filter(|w| w.3.as_deref().is_some_and(|t| t.contains('@'))).count();
+    // The neighbour's latency while a move ran against the rest of the run (reported, not
+    // asserted: tests do not fail on timings).
+    let in_move = |w: &&(u16, Duration, Option<String>, Option<String>, Instant)| {
+        moving.iter().any(|(a, b)| w.4 >= *a && w.4 <= *b)
+    };
+    let p99 = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get((v.len().saturating_sub(1)) * 99 / 100).map_or(0, |d| d.as_millis())
+    };
+    let (inside, outside): (Vec<_>, Vec<_>) = stayer.writes.iter().partition(|w| in_move(w));
+    eprintln!(
+        "the neighbour: p99 {} ms over {} writes while a move ran, {} ms over {} writes otherwise",
+        p99(inside.iter().map(|w| w.1).collect()),
+        inside.len(),
+        p99(outside.iter().map(|w| w.1).collect()),
+        outside.len()
+    );
     eprintln!(
         "moves under load: {} writes of the moving tenant ({} while it lived in the dedicated database), longest \
          {} ms; fences {} ms and {} ms; the neighbour's {} writes, longest {} ms",
@@ -158,7 +193,7 @@ async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fa
     // Every acknowledged task is in the pool's log exactly once; nothing is left in the
     // dedicated database (the move back purged it).
     let events = events_of(&pool_url, mover.0).await;
-    for (_, _, id, _) in &mover_writes {
+    for (_, _, id, _, _) in &mover_writes {
         let id: Uuid = id.as_ref().unwrap().parse().unwrap();
         assert_eq!(events.iter().filter(|e| e.0 == id).count(), 1, "task {id} once in the log");
     }
