@@ -273,4 +273,19 @@ async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_agai
         let verify = ok(&pool_url, &["audit", "verify", "--tenant", &id]).await;
         assert!(verify.contains("every hash chain holds"), "{step}: {verify}");
     }
+
+    // Without --purge the database left keeps the tenant's rows for the retention period;
+    // `keel tenant retire` deletes them once it has passed (or at once with --now).
+    let (to, left) = if here == "pool" { ("dedicated", &pool_url) } else { ("pool", &dedicated) };
+    ok(&pool_url, &["tenant", "move", &id, "--to", to, "--retention", "1h"]).await;
+    assert!(!events_of(left, tenant.0).await.is_empty(), "kept for the retention period");
+    let none = ok(&pool_url, &["tenant", "retire"]).await;
+    assert!(none.trim().is_empty(), "nothing is due yet: {none}");
+    let retired = ok(&pool_url, &["tenant", "retire", "--now"]).await;
+    assert!(retired.contains(&format!("retired tenant {id}")), "{retired}");
+    assert!(events_of(left, tenant.0).await.is_empty(), "the rows left behind are gone");
+    let r = app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "after retiring"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let verify = ok(&pool_url, &["audit", "verify", "--tenant", &id]).await;
+    assert!(verify.contains("every hash chain holds"), "{verify}");
 }

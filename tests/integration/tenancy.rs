@@ -358,7 +358,7 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&sealed).contains(&ded_name), "the URL is kept sealed, not in the clear");
     let pool_url = pool.url.clone();
-    let app = spawn_app_on(pool, Options::default()).await;
+    let app = spawn_app_on(pool, loopback_webhooks()).await;
     let platform = app.platform_token();
 
     // Hostile placements are the body's fault, with the field.
@@ -411,6 +411,29 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
         })
         .await;
         assert_eq!(dash["dashboard"]["memberCount"], 2);
+    }
+
+    // Webhooks: the dedicated database's fan-out queues the dedicated tenant's events.
+    let hook = app
+        .post(
+            "/api/v1/webhooks",
+            &dedicated_owner,
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["TaskCreated"]}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.body);
+    let project = app.create_project(&dedicated_owner, "hooked").await.body["id"].as_str().unwrap().to_owned();
+    let task =
+        post_ok(&app, &format!("/api/v1/projects/{project}/tasks"), &dedicated_owner, json!({"title": "ping"})).await;
+    let task_event: Uuid = sqlx::query_scalar("SELECT event_id FROM events WHERE stream_id = $1::uuid")
+        .bind(task["id"].as_str().unwrap())
+        .fetch_one(&mut PgConnection::connect(&ded_url).await.unwrap())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sent_or_queued(&ded_url, dedicated.0).await.contains(&task_event) {
+        assert!(Instant::now() < deadline, "the dedicated tenant's event is queued for its endpoint");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Each tenant's rows are in its own database only.
