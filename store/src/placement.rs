@@ -164,7 +164,8 @@ impl Placement {
 
 /// Where `tenant` lives (the pool when the directory has no row).
 pub async fn placement_of(conn: &mut PgConnection, tenant: Uuid) -> Result<Placement, StoreError> {
-    let row: Option<(String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+    type Row = (String, Option<String>, Option<String>, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT database, reads_from, arrived_xid, arrived_position FROM tenant_placements WHERE tenant_id = $1",
     )
     .bind(tenant)

@@ -413,14 +413,14 @@ async fn copy_batch(ends: &Ends, tenant: Uuid, chains: &mut Chains, _fenced: Opt
     let mut read = src.begin().await?;
     sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *read).await?;
     sqlx::raw_sql(SESSION).execute(&mut *read).await?;
-    let (lines, reached) = read_source(&mut *read, tenant, after, Some(BATCH), false).await?;
+    let (lines, reached) = read_source(&mut read, tenant, after, Some(BATCH), false).await?;
     if lines.is_empty() {
         read.rollback().await?;
         tx.rollback().await?;
         return Ok(0);
     }
     let mut snapshot = chains.clone();
-    write_target(&mut tx, ends, &mut *read, tenant, &lines, &mut snapshot, reached).await?;
+    write_target(&mut tx, ends, &mut read, tenant, &lines, &mut snapshot, reached).await?;
     read.rollback().await?;
     tx.commit().await?;
     *chains = snapshot;
@@ -434,13 +434,13 @@ async fn copy_member_keys(
     target: &mut PgConnection,
     tenant: Uuid,
 ) -> Result<(), StoreError> {
-    let keys: Vec<(Uuid, Vec<u8>, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
-        sqlx::query_as(
-            "SELECT member_id, wrapped_key, master_key_id, created_at, rotated_at FROM member_keys WHERE tenant_id = $1",
-        )
-        .bind(tenant)
-        .fetch_all(&mut *source)
-        .await?;
+    type Key = (Uuid, Vec<u8>, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
+    let keys: Vec<Key> = sqlx::query_as(
+        "SELECT member_id, wrapped_key, master_key_id, created_at, rotated_at FROM member_keys WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *source)
+    .await?;
     for (member, wrapped, key_id, created, rotated) in keys {
         sqlx::query(
             "INSERT INTO member_keys (tenant_id, member_id, wrapped_key, master_key_id, created_at, rotated_at)
@@ -541,12 +541,12 @@ async fn fence(
     // Every writer of the tenant has committed or waits: what is in the log is all there is.
     let mut tx = tenant_tx(&ends.target, tenant, ends.master.as_ref()).await?;
     let after = cursor(tx.conn(), tenant).await?;
-    let (lines, reached) = read_source(&mut *s, tenant, after, None, true).await?;
+    let (lines, reached) = read_source(&mut s, tenant, after, None, true).await?;
     let mut snapshot = chains.clone();
-    write_target(&mut tx, ends, &mut *s, tenant, &lines, &mut snapshot, reached).await?;
-    copy_idempotency_keys(&mut *s, tx.conn(), tenant, &ends.source_name).await?;
+    write_target(&mut tx, ends, &mut s, tenant, &lines, &mut snapshot, reached).await?;
+    copy_idempotency_keys(&mut s, tx.conn(), tenant, &ends.source_name).await?;
     sqlx::query("DELETE FROM tenants_departed WHERE tenant_id = $1").bind(tenant).execute(tx.conn()).await?;
-    let (want, have) = (heads(&mut *s, tenant).await?, heads(tx.conn(), tenant).await?);
+    let (want, have) = (heads(&mut s, tenant).await?, heads(tx.conn(), tenant).await?);
     if want != have {
         return Err(StoreError::Placement(format!(
             "the copy does not match the source ({} events against {}); nothing was switched",

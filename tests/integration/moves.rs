@@ -59,9 +59,11 @@ fn figure(out: &str, label: &str) -> u64 {
     out[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
 
+/// A command's status, latency, task id, token and start.
+type Write = (u16, Duration, Option<String>, Option<String>, Instant);
+
 struct Load {
-    /// (status, latency, task id, token, started) of every command.
-    writes: Vec<(u16, Duration, Option<String>, Option<String>, Instant)>,
+    writes: Vec<Write>,
     read_errors: Vec<String>,
 }
 
@@ -162,9 +164,7 @@ async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fa
     let through_dedicated = mover_writes.iter().filter(|w| w.3.as_deref().is_some_and(|t| t.contains('@'))).count();
     // The neighbour's latency while a move ran against the rest of the run (reported, not
     // asserted: tests do not fail on timings).
-    let in_move = |w: &&(u16, Duration, Option<String>, Option<String>, Instant)| {
-        moving.iter().any(|(a, b)| w.4 >= *a && w.4 <= *b)
-    };
+    let in_move = |w: &&Write| moving.iter().any(|(a, b)| w.4 >= *a && w.4 <= *b);
     let p99 = |mut v: Vec<Duration>| {
         v.sort();
         v.get((v.len().saturating_sub(1)) * 99 / 100).map_or(0, |d| d.as_millis())
