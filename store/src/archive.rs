@@ -4,17 +4,19 @@
 //! PostgreSQL's COPY text format under a line naming the table and its columns.
 //!
 //! ```text
-//! KEEL-TENANT-ARCHIVE v1 {"tenant_id":"…","schema_version":17,"exported_at":"…"}
-//! @section events tenant_id,stream_type,…,hash
-//! <one COPY text line per event, in log order>
+//! KEEL-TENANT-ARCHIVE v1 {"tenant_id":"…","schema_version":18,"exported_at":"…"}
+//! @section member_keys tenant_id,member_id,…
+//! <one COPY text line per row>
 //! \.
-//! @section member_keys …            (then idempotency_keys, tenants, memberships, …)
-//! @end {"events":1234,"sha256":"<hex of every byte before this line>"}
+//! @section idempotency_keys …
+//! @section events tenant_id,stream_type,…,hash      (one line per event, in log order)
+//! @section tenants …                                (then memberships, usage, webhook endpoints)
+//! @end {"events":1234,"sha256":"<hex of every byte before this line>","seal":"<HMAC>"}
 //! ```
 //!
-//! An import loads the events with COPY while it checks every stream's hash chain in log order,
-//! then derives the inline tables from those events (`inline::rebuild_tenant`) and compares them
-//! with the archive's, row for row; a broken chain, a row of another tenant, a digest or
+//! An import loads the events with COPY, a chunk at a time, while it checks every stream's hash
+//! chain in log order, and applies each chunk's inline tables as the write path does
+//! (`inline::apply`); then it compares those derived tables with the archive's, row for row; a broken chain, a row of another tenant, a digest or
 //! count that does not match, or a derived table that differs refuses the archive and leaves
 //! the target as it was (one transaction).
 
@@ -37,6 +39,9 @@ pub const MAGIC: &str = "KEEL-TENANT-ARCHIVE v1";
 /// The event columns an archive carries: all but the position and transaction id, which the
 /// target assigns (the hash covers neither).
 pub const EVENT_COLUMNS: &str = "tenant_id,stream_type,stream_id,stream_version,event_id,event_type,schema_version,payload,metadata,recorded_at,prev_hash,hash";
+
+/// Events per COPY in an import, each followed by its inline tables.
+const CHUNK: usize = 5_000;
 
 /// Tables copied as they are: nothing in the log derives them.
 const KEPT: [&str; 2] = ["member_keys", "idempotency_keys"];
@@ -168,8 +173,13 @@ async fn export_in<W: Write>(conn: &mut PgConnection, tenant: Uuid, w: &mut Dige
         "COPY (SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = '{}' ORDER BY transaction_id, position) TO STDOUT",
         tenant.hyphenated()
     );
+    // The data keys first: an import opens personal data with them as the events stream in.
+    for table in KEPT {
+        let cols = columns(conn, table).await?;
+        copy_section(conn, w, table, &cols, &select_rows(table, &cols, tenant)).await?;
+    }
     let events = copy_section(conn, w, "events", EVENT_COLUMNS, &events_sql).await?;
-    for table in KEPT.iter().chain(DERIVED.iter()) {
+    for table in DERIVED {
         let cols = columns(conn, table).await?;
         copy_section(conn, w, table, &cols, &select_rows(table, &cols, tenant)).await?;
     }
@@ -316,13 +326,14 @@ fn bytea(f: &Option<Cow<'_, [u8]>>, name: &str) -> Result<Option<Vec<u8>>, Store
     hex::decode(hex_text).map(Some).map_err(|_| refuse(format!("{name} is not hex")))
 }
 
-/// An event line's stream and hash after checking it against `chains` (each stream's last
-/// version and hash so far); the line is refused unless it continues its stream's chain.
+/// An event line, parsed, after checking it against `chains` (each stream's last version and
+/// hash so far); the line is refused unless it continues its stream's chain. Its position and
+/// transaction id are the target's to assign (0 here).
 pub(crate) fn check_event(
     line: &[u8],
     tenant: Uuid,
     chains: &mut HashMap<Uuid, (i64, [u8; 32])>,
-) -> Result<(), StoreError> {
+) -> Result<crate::RecordedEvent, StoreError> {
     let raw: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
     if raw.len() != 12 {
         return Err(refuse(format!("an event line has {} fields, not 12", raw.len())));
@@ -356,14 +367,16 @@ pub(crate) fn check_event(
     if prev_hash.as_deref() != want_prev {
         return Err(broken("prev_hash is not the hash of the previous event"));
     }
+    let (stream_type, event_type) = (text(&f[1], "stream_type")?, text(&f[5], "event_type")?);
+    let schema_version = parsed(&f[6], "schema_version")?;
     let canonical = canonical_bytes(&HashedFields {
         tenant_id,
-        stream_type: text(&f[1], "stream_type")?,
+        stream_type,
         stream_id,
         stream_version,
         event_id,
-        event_type: text(&f[5], "event_type")?,
-        schema_version: parsed(&f[6], "schema_version")?,
+        event_type,
+        schema_version,
         recorded_at,
         payload: &payload,
         metadata: &metadata,
@@ -373,7 +386,22 @@ pub(crate) fn check_event(
         return Err(broken("the stored hash does not match the event's contents"));
     }
     chains.insert(stream_id, (stream_version, computed));
-    Ok(())
+    Ok(crate::RecordedEvent {
+        position: 0,
+        xid: 0,
+        tenant_id: TenantId(tenant_id),
+        stream_type: stream_type.to_owned(),
+        stream_id,
+        stream_version,
+        event_id,
+        event_type: event_type.to_owned(),
+        schema_version,
+        payload,
+        metadata,
+        recorded_at,
+        prev_hash,
+        hash,
+    })
 }
 
 /// The value of column `tenant_id` in a COPY text line of `cols`.
@@ -426,7 +454,9 @@ pub async fn import(
     let header: Header = serde_json::from_str(json.trim()).map_err(|e| refuse(format!("the header: {e}")))?;
     let tenant = header.tenant_id;
     let mut tx = TenantTx::begin_owner(pool, TenantId(tenant), master).await?;
-    sqlx::raw_sql(SESSION).execute(tx.conn()).await?;
+    let started = std::time::Instant::now();
+    // A bulk load of a tenant that is not served here yet: the write fence does not apply.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{SESSION}; SET LOCAL keel.bulk = 'on'"))).execute(tx.conn()).await?;
     let here = schema_version(tx.conn()).await?;
     if here != header.schema_version {
         return Err(refuse(format!(
@@ -442,46 +472,8 @@ pub async fn import(
         return Err(refuse(format!("tenant {tenant} already has events in this database")));
     }
 
-    // The events: COPY while each line's chain is checked; a break aborts the COPY.
-    let cols = section(lines.expect()?, "events")?;
-    if cols != EVENT_COLUMNS {
-        return Err(refuse("the events section has other columns than this version of Keel writes"));
-    }
-    let mut chains: HashMap<Uuid, (i64, [u8; 32])> = HashMap::new();
-    let mut events = 0u64;
-    {
-        let mut copy = tx.conn().copy_in_raw(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN")).await?;
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        loop {
-            let line = match lines.expect() {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = copy.abort("the archive is refused").await;
-                    return Err(e);
-                }
-            };
-            if line == b"\\." {
-                break;
-            }
-            if let Err(e) = check_event(line, tenant, &mut chains) {
-                let _ = copy.abort("the archive is refused").await;
-                return Err(e);
-            }
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-            events += 1;
-            if buf.len() >= 1 << 20 {
-                copy.send(buf.as_slice()).await?;
-                buf.clear();
-            }
-        }
-        if !buf.is_empty() {
-            copy.send(buf.as_slice()).await?;
-        }
-        copy.finish().await?;
-    }
-
-    // Rows no event derives, as they are (each row of this tenant).
+    // Rows no event derives, as they are (each row of this tenant): the data keys open the
+    // events' personal data as they come.
     for table in KEPT {
         let cols = section(lines.expect()?, table)?;
         if cols != columns(tx.conn(), table).await? {
@@ -505,9 +497,45 @@ pub async fn import(
             copy.finish().await?;
         }
     }
+    let kept = started.elapsed();
+
+    // The events: COPY a chunk at a time while each line's chain is checked (a break aborts
+    // the COPY), then the chunk's inline tables, derived from the events themselves.
+    let cols = section(lines.expect()?, "events")?;
+    if cols != EVENT_COLUMNS {
+        return Err(refuse("the events section has other columns than this version of Keel writes"));
+    }
+    let mut chains: HashMap<Uuid, (i64, [u8; 32])> = HashMap::new();
+    let mut events = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk: Vec<crate::RecordedEvent> = Vec::with_capacity(CHUNK);
+    loop {
+        let line = lines.expect()?;
+        let end = line == b"\\.";
+        if !end {
+            chunk.push(check_event(line, tenant, &mut chains)?);
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+            events += 1;
+        }
+        if (end && !chunk.is_empty()) || chunk.len() >= CHUNK {
+            let mut copy = tx.conn().copy_in_raw(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN")).await?;
+            copy.send(buf.as_slice()).await?;
+            copy.finish().await?;
+            buf.clear();
+            crate::log::reveal_in(&mut tx, &mut chunk).await?;
+            let decoded = chunk.iter().map(|e| e.decode()).collect::<Result<Vec<_>, _>>()?;
+            crate::inline::apply(tx.conn(), TenantId(tenant), &decoded).await?;
+            chunk.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    let derived = started.elapsed();
 
     // The inline tables, derived from the events just loaded, must equal the archive's.
-    crate::inline::rebuild_tenant(&mut tx).await?;
+
     for table in DERIVED {
         let cols = section(lines.expect()?, table)?;
         if cols != columns(tx.conn(), table).await? {
@@ -534,6 +562,13 @@ pub async fn import(
         }
     }
 
+    tracing::debug!(
+        events,
+        kept_ms = kept.as_millis() as u64,
+        events_ms = (derived - kept).as_millis() as u64,
+        compare_ms = (started.elapsed() - derived).as_millis() as u64,
+        "import phases"
+    );
     let end = lines.expect()?.to_vec();
     let digest = hex::encode(lines.sha.finalize_reset());
     let trailer: serde_json::Value = std::str::from_utf8(&end)

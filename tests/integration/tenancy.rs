@@ -285,7 +285,7 @@ async fn a_tampered_or_broken_archive_is_refused_and_nothing_is_written() {
         let text = String::from_utf8(good.clone()).unwrap();
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         let first = lines.iter().position(|l| l.starts_with(events_at)).unwrap() + 1;
-        let end = lines.iter().position(|l| l == "\\.").unwrap();
+        let end = first + lines[first..].iter().position(|l| l == "\\.").unwrap();
         let stream = |l: &str| l.split('\t').nth(2).unwrap().to_owned();
         let (a, b) = (first..end)
             .flat_map(|i| (i + 1..end).map(move |j| (i, j)))
