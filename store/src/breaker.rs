@@ -272,7 +272,11 @@ async fn probe(
     }
 }
 
-type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>;
+type Connecting =
+    (std::time::Instant, std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>);
+
+/// How long a probe's connect may go on across probes before it is started again.
+const STALE_CONNECT: Duration = Duration::from_secs(10);
 
 /// `SELECT 1` on the kept connection, or on a new one when it is gone (the connect under way, if
 /// an earlier probe started one).
@@ -287,8 +291,14 @@ async fn check(
         return true;
     }
     *conn = None;
+    // A connect that has hung for long (a server that accepted and went silent) is given up.
+    if connecting.as_ref().is_some_and(|(since, _)| since.elapsed() > STALE_CONNECT) {
+        *connecting = None;
+    }
     let options = options.clone();
-    let pending = connecting.get_or_insert_with(|| Box::pin(async move { PgConnection::connect_with(&options).await }));
+    let (_, pending) = connecting.get_or_insert_with(|| {
+        (std::time::Instant::now(), Box::pin(async move { PgConnection::connect_with(&options).await }))
+    });
     let done = pending.await;
     *connecting = None;
     match done {

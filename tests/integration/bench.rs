@@ -36,7 +36,8 @@ async fn every_bench_case_produces_numbers() {
             "big_priority_filter",
             "busy_neighbour",
             "append_large_log",
-            "replica_lag"
+            "replica_lag",
+            "import"
         ]
     );
     for c in &report.cases {
@@ -49,5 +50,5 @@ async fn every_bench_case_produces_numbers() {
         assert!(json["cases"][0].get(key).is_some(), "{key}");
     }
     assert!(json["machine"]["peak_rss_kb"].as_u64().is_some_and(|k| k > 0));
-    assert!(table(&report).lines().count() == 17);
+    assert!(table(&report).lines().count() == 18);
 }
