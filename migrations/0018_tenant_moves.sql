@@ -104,3 +104,10 @@ CREATE TRIGGER events_retire_only_the_departed
 GRANT SELECT ON tenants_departed TO keel_writer, keel_reader, keel_projector;
 GRANT SELECT ON tenant_arrivals TO keel_reader, keel_projector;
 GRANT SELECT ON imported_events TO keel_writer;
+
+-- A command that appends no event but stores its idempotency key (an unchanged keyed command)
+-- passes the same fence.
+CREATE TRIGGER idempotency_keys_tenant_here
+    BEFORE INSERT OR UPDATE ON idempotency_keys
+    FOR EACH ROW WHEN (current_setting('keel.bulk', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION keel_tenant_here();

@@ -261,6 +261,7 @@ pub(crate) async fn execute_with(
             base.store.forget_placement(tenant);
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             routed = route().await?;
+            in_calls = in_calls && !routed.store.pooled();
             continue;
         }
         match failure {

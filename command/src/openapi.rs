@@ -318,6 +318,11 @@ fn field_constraints() -> Vec<(&'static str, &'static str, serde_json::Value)> {
             json!({"pattern": "^[a-z0-9][a-z0-9-]{1,62}$", "minLength": 2, "maxLength": 63}),
         ),
         ("ProvisionTenantBody", "plan", plans.clone()),
+        (
+            "ProvisionTenantBody",
+            "database",
+            json!({"pattern": "^(pool|[a-z][a-z0-9_-]{0,39})$", "minLength": 1, "maxLength": 40}),
+        ),
         ("OwnerBody", "user_id", user_id.clone()),
         ("OwnerBody", "email", email.clone()),
         ("OwnerBody", "name", name(200)),

@@ -478,7 +478,16 @@ async fn read_side(
     let Some(tenant) = principal.tenant_id else {
         return Ok((store.clone(), token.filter(|(_, db)| db == pool).map(|(at, _)| at)));
     };
-    let p = store.placement(keel_domain::TenantId(tenant)).await?;
+    let mut p = store.placement(keel_domain::TenantId(tenant)).await?;
+    // A token of a database this process does not place the tenant in: its placement may have
+    // moved since it was cached; read it again.
+    if let Some((_, db)) = &token
+        && *db != p.database
+        && p.reads_from.as_deref() != Some(db.as_str())
+    {
+        store.forget_placement(keel_domain::TenantId(tenant));
+        p = store.placement(keel_domain::TenantId(tenant)).await?;
+    }
     let (db, want) = match token {
         None => (p.reads().to_owned(), None),
         Some((at, db)) if db == p.database => (db, Some(at)),

@@ -346,7 +346,12 @@ pub(crate) fn check_event(
     let stream_id: Uuid = parsed(&f[2], "stream_id")?;
     let stream_version: i64 = parsed(&f[3], "stream_version")?;
     let event_id: Uuid = parsed(&f[4], "event_id")?;
-    let recorded_at = DateTime::parse_from_str(text(&f[9], "recorded_at")?, "%Y-%m-%d %H:%M:%S%.f%#z")
+    let at_text = text(&f[9], "recorded_at")?;
+    // PostgreSQL keeps microseconds: more digits would be hashed here and rounded there.
+    if at_text.split_once('.').is_some_and(|(_, frac)| frac.chars().take_while(char::is_ascii_digit).count() > 6) {
+        return Err(refuse("recorded_at has more than microseconds"));
+    }
+    let recorded_at = DateTime::parse_from_str(at_text, "%Y-%m-%d %H:%M:%S%.f%#z")
         .map_err(|_| refuse("recorded_at does not parse"))?
         .with_timezone(&Utc);
     let payload: serde_json::Value =
@@ -453,6 +458,11 @@ pub async fn import(
     let json = text.strip_prefix(MAGIC).ok_or_else(|| refuse("this is not a Keel tenant archive"))?;
     let header: Header = serde_json::from_str(json.trim()).map_err(|e| refuse(format!("the header: {e}")))?;
     let tenant = header.tenant_id;
+    // The digest and the chains are what anyone could compute again; only the seal says the
+    // archive is as this platform wrote it.
+    if master.is_none() {
+        return Err(refuse("the archive's seal is checked with the master key: set KEEL_MASTER_KEY"));
+    }
     let mut tx = TenantTx::begin_owner(pool, TenantId(tenant), master).await?;
     let started = std::time::Instant::now();
     // A bulk load of a tenant that is not served here yet: the write fence does not apply.
@@ -470,6 +480,15 @@ pub async fn import(
         .await?;
     if exists {
         return Err(refuse(format!("tenant {tenant} already has events in this database")));
+    }
+    let departed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants_departed WHERE tenant_id = $1)")
+        .bind(tenant)
+        .fetch_one(tx.conn())
+        .await?;
+    if departed {
+        return Err(refuse(format!(
+            "tenant {tenant} departed from this database: keel tenant retire --now first, or import elsewhere"
+        )));
     }
 
     // Rows no event derives, as they are (each row of this tenant): the data keys open the

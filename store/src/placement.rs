@@ -225,6 +225,8 @@ pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Res
 pub struct Router {
     shards: HashMap<String, Store>,
     cache: std::sync::Mutex<HashMap<Uuid, (Placement, std::time::Instant)>>,
+    /// Moves on every `forget`: a lookup that began before one does not cache what it read.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A cached placement is read again after this long, even if no notice of a move arrived.
@@ -261,7 +263,7 @@ impl Router {
             store.name = Some(Arc::from(name.as_str()));
             shards.insert(name, store);
         }
-        let router = Arc::new(Router { shards, cache: std::sync::Mutex::default() });
+        let router = Arc::new(Router { shards, cache: std::sync::Mutex::default(), generation: Default::default() });
         tokio::spawn(forget_on_notice(pool.clone(), Arc::downgrade(&router)));
         Ok(Some(router))
     }
@@ -287,6 +289,7 @@ impl Router {
     /// Drops the cached placement of `tenant` (all with `None`): the next request reads the
     /// directory.
     pub fn forget(&self, tenant: Option<Uuid>) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut c = self.cache.lock().expect("cache lock");
         match tenant {
             Some(t) => {
@@ -315,11 +318,17 @@ async fn forget_on_notice(pool: Store, router: std::sync::Weak<Router>) {
         loop {
             let Some(r) = router.upgrade() else { return };
             drop(r);
-            match tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await {
+            // `try_recv` says when the connection was lost (notices meanwhile are gone).
+            match tokio::time::timeout(std::time::Duration::from_secs(5), listener.try_recv()).await {
                 Err(_) => continue,
-                Ok(Ok(n)) => {
+                Ok(Ok(Some(n))) => {
                     let Some(r) = router.upgrade() else { return };
                     r.forget(n.payload().parse().ok());
+                }
+                Ok(Ok(None)) => {
+                    if let Some(r) = router.upgrade() {
+                        r.forget(None);
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lost the placement listener; reconnecting");
@@ -349,10 +358,13 @@ impl Store {
         if let Some(p) = router.cached(tenant.0) {
             return Ok(p);
         }
+        let generation = router.generation.load(std::sync::atomic::Ordering::SeqCst);
         let mut unit = self.guarded(self.reader().unit()).await?;
         let p = placement_of(&mut unit, tenant.0).await?;
         unit.done().await?;
-        router.remember(tenant.0, p.clone());
+        if router.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            router.remember(tenant.0, p.clone());
+        }
         Ok(p)
     }
 

@@ -76,6 +76,8 @@ const BATCH: usize = 20_000;
 /// Catching up stops, and the fence is tried, once a batch brings fewer events than this.
 const SHORT: usize = 200;
 const FENCE_TRIES: u32 = 20;
+/// At most this many events are copied under the fence (more: catch up first).
+const FENCED_MAX: usize = 2_000;
 
 /// Each stream's last version and hash.
 type Chains = HashMap<Uuid, (i64, [u8; 32])>;
@@ -93,24 +95,64 @@ pub async fn run(ends: &Ends, tenant: Uuid, opts: &MoveOptions<'_>) -> Result<Mo
             "a move opens personal data to apply the inline tables: set KEEL_MASTER_KEY".into(),
         ));
     }
+    // One move of a tenant at a time: a session lock on the platform's database, held by this
+    // connection until the move ends (or its process does).
+    let mut guard = ends.control.acquire().await?;
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('keel.move:' || $1::text, 0))")
+        .bind(tenant)
+        .fetch_one(&mut *guard)
+        .await?;
+    if !mine {
+        return Err(StoreError::Placement(format!("another move of tenant {tenant} is running")));
+    }
+    let result = run_locked(ends, tenant, opts).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended('keel.move:' || $1::text, 0))")
+        .bind(tenant)
+        .execute(&mut *guard)
+        .await;
+    result
+}
+
+async fn run_locked(ends: &Ends, tenant: Uuid, opts: &MoveOptions<'_>) -> Result<Moved, StoreError> {
     let mut moved = Moved::default();
-    let step = begin(ends, tenant, opts.purge, &mut moved).await?;
+    let mut step = begin(ends, tenant, opts.purge, &mut moved).await?;
+    // Stopped between the source's departure and the directory's switch: the copy is whole;
+    // only the switch is left.
+    let departed_to: Option<String> = {
+        let mut tx = tenant_tx(&ends.source, tenant, None).await?;
+        let to = sqlx::query_scalar("SELECT to_database FROM tenants_departed WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(tx.conn())
+            .await?;
+        tx.rollback().await?;
+        to
+    };
+    if step == "copying" && departed_to.as_deref() == Some(ends.target_name.as_str()) {
+        step = "switched".into();
+    }
     if step == "copying" {
         prepare_target(ends, tenant).await?;
         let mut chains = target_chains(ends, tenant).await?;
         let mut tries = 0;
         loop {
-            // Bulk copy, then the tail, until a batch is short.
+            // Bulk copy, then the tail, until what is left is small enough to copy under the
+            // fence (a long transaction elsewhere can hold the gap-safe horizon back: then wait).
             loop {
                 let n = copy_batch(ends, tenant, &mut chains, None).await?;
                 moved.events += n as u64;
                 if n > 0 {
                     (opts.step)("batch");
                 }
-                if n < SHORT {
+                if n < SHORT && left_to_copy(ends, tenant).await? <= FENCED_MAX as i64 {
                     break;
                 }
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
+            // Everything up to the copy's cursor is the same on both sides before the fence;
+            // under it only the tail is copied, each event continuing its checked chain.
+            check_copied(ends, tenant).await?;
             match fence(ends, tenant, &mut chains, opts, &mut moved).await? {
                 true => break,
                 false => {
@@ -152,6 +194,9 @@ pub async fn run(ends: &Ends, tenant: Uuid, opts: &MoveOptions<'_>) -> Result<Mo
         .await?;
     if purge {
         tokio::time::sleep(crate::placement::CACHE_TTL + Duration::from_secs(1)).await;
+        // The source's events out send what it held before they are deleted (the target skips
+        // them as imported).
+        wait_for_events_out(ends, tenant, opts.catch_up).await?;
         retire(&ends.source, tenant).await?;
         (opts.step)("retired");
     }
@@ -240,6 +285,12 @@ async fn prepare_target(ends: &Ends, tenant: Uuid) -> Result<(), StoreError> {
         .await?;
     if departed {
         retire(&ends.target, tenant).await?;
+        // Retired: the target takes the tenant's copy now (a resumed move keeps what it copied).
+        let mut c = ends.target.acquire().await?;
+        let mut tx = c.begin().await?;
+        sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM tenants_departed WHERE tenant_id = $1").bind(tenant).execute(&mut *tx).await?;
+        tx.commit().await?;
     }
     let arriving: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_arrivals WHERE tenant_id = $1 AND from_database = $2)")
@@ -499,15 +550,64 @@ async fn copy_idempotency_keys(
     Ok(())
 }
 
-/// Each stream's head and the number of events: equal on both sides when the copy is whole.
-async fn heads(conn: &mut PgConnection, tenant: Uuid) -> Result<(i64, String), StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events WHERE tenant_id = $1),
-                COALESCE(string_agg(h, ',' ORDER BY h), '')
-           FROM (SELECT DISTINCT ON (stream_id) stream_id::text || ':' || stream_version || ':' || encode(hash, 'hex') AS h
-                   FROM events WHERE tenant_id = $1 ORDER BY stream_id, stream_version DESC) s",
+/// How many of the tenant's source events lie past the copy's cursor, committed or not yet
+/// visible to the gap-safe read.
+async fn left_to_copy(ends: &Ends, tenant: Uuid) -> Result<i64, StoreError> {
+    let after = cursor(&mut *ends.target.acquire().await?, tenant).await?;
+    let mut c = ends.source.acquire().await?;
+    let mut tx = c.begin().await?;
+    sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *tx).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND (transaction_id, position) > ($2::text::xid8, $3)",
     )
     .bind(tenant)
+    .bind(after.xid.to_string())
+    .bind(after.position)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    Ok(n)
+}
+
+/// Compares what the target holds with the source's events up to the copy's cursor (which no
+/// late commit can change): the same number, and every stream's head (version and hash).
+async fn check_copied(ends: &Ends, tenant: Uuid) -> Result<(), StoreError> {
+    let mut t = tenant_tx(&ends.target, tenant, None).await?;
+    let upto = cursor(t.conn(), tenant).await?;
+    let have = heads(t.conn(), tenant, None).await?;
+    t.rollback().await?;
+    let mut c = ends.source.acquire().await?;
+    let mut s = c.begin().await?;
+    sqlx::query("SELECT set_config('keel.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut *s).await?;
+    let want = heads(&mut s, tenant, Some(upto)).await?;
+    s.rollback().await?;
+    if want != have {
+        return Err(StoreError::Placement(format!(
+            "the copy does not match the source ({} events against {}); nothing was switched",
+            have.0, want.0
+        )));
+    }
+    Ok(())
+}
+
+/// Each stream's head and the number of events: equal on both sides when the copy is whole.
+/// `upto`: only the events at or before that position of the log.
+async fn heads(conn: &mut PgConnection, tenant: Uuid, upto: Option<LogPosition>) -> Result<(i64, String), StoreError> {
+    let (xid, position) = match upto {
+        Some(p) => (Some(p.xid.to_string()), Some(p.position)),
+        None => (None, None),
+    };
+    Ok(sqlx::query_as(
+        "WITH mine AS (SELECT stream_id, stream_version, hash FROM events WHERE tenant_id = $1
+                         AND ($2::text IS NULL OR (transaction_id, position) <= ($2::text::xid8, $3)))
+         SELECT (SELECT count(*) FROM mine),
+                COALESCE(string_agg(h, ',' ORDER BY h), '')
+           FROM (SELECT DISTINCT ON (stream_id) stream_id::text || ':' || stream_version || ':' || encode(hash, 'hex') AS h
+                   FROM mine ORDER BY stream_id, stream_version DESC) s",
+    )
+    .bind(tenant)
+    .bind(xid)
+    .bind(position)
     .fetch_one(&mut *conn)
     .await?)
 }
@@ -538,21 +638,44 @@ async fn fence(
     }
     let fenced_at = Instant::now();
     let budget = opts.fence.mul_f64(0.8);
-    // Every writer of the tenant has committed or waits: what is in the log is all there is.
-    let mut tx = tenant_tx(&ends.target, tenant, ends.master.as_ref()).await?;
-    let after = cursor(tx.conn(), tenant).await?;
-    let (lines, reached) = read_source(&mut s, tenant, after, None, true).await?;
-    let mut snapshot = chains.clone();
-    write_target(&mut tx, ends, &mut s, tenant, &lines, &mut snapshot, reached).await?;
-    copy_idempotency_keys(&mut s, tx.conn(), tenant, &ends.source_name).await?;
-    sqlx::query("DELETE FROM tenants_departed WHERE tenant_id = $1").bind(tenant).execute(tx.conn()).await?;
-    let (want, have) = (heads(&mut s, tenant).await?, heads(tx.conn(), tenant).await?);
-    if want != have {
+    // The source must still be the tenant's home: not departed (another move, or this one's
+    // earlier run, switched it away) and named by the directory.
+    let departed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants_departed WHERE tenant_id = $1)")
+        .bind(tenant)
+        .fetch_one(&mut *s)
+        .await?;
+    let home = crate::placement::placement_of(&mut *ends.control.acquire().await?, tenant).await?.database;
+    if departed || home != ends.source_name {
         return Err(StoreError::Placement(format!(
-            "the copy does not match the source ({} events against {}); nothing was switched",
-            have.0, want.0
+            "tenant {tenant} no longer lives in {} (the directory names {home}); nothing was switched",
+            ends.source_name
         )));
     }
+    // Every writer of the tenant has committed or waits: what is in the log is all there is.
+    // Nothing under the fence may take longer than its bound: past it, it is rolled back.
+    let timeout = format!("SET LOCAL statement_timeout = {}", budget.as_millis().max(1));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(timeout.clone())).execute(&mut *s).await?;
+    let mut tx = tenant_tx(&ends.target, tenant, ends.master.as_ref()).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(timeout)).execute(tx.conn()).await?;
+    let mut snapshot = chains.clone();
+    let copied = async {
+        let after = cursor(tx.conn(), tenant).await?;
+        let (lines, reached) = read_source(&mut s, tenant, after, Some(FENCED_MAX + 1), true).await?;
+        if lines.len() > FENCED_MAX {
+            return Ok(None);
+        }
+        write_target(&mut tx, ends, &mut s, tenant, &lines, &mut snapshot, reached).await?;
+        copy_idempotency_keys(&mut s, tx.conn(), tenant, &ends.source_name).await?;
+        sqlx::query("DELETE FROM tenants_departed WHERE tenant_id = $1").bind(tenant).execute(tx.conn()).await?;
+        Ok::<_, StoreError>(Some(lines.len()))
+    }
+    .await;
+    let fenced_lines = match copied {
+        Ok(Some(n)) => n,
+        Ok(None) => return Ok(false),
+        Err(e) if e.is_statement_timeout() => return Ok(false),
+        Err(e) => return Err(e),
+    };
     let arrived: (Option<String>, Option<i64>) = sqlx::query_as(
         "UPDATE tenant_arrivals SET complete = true WHERE tenant_id = $1 RETURNING last_xid, last_position",
     )
@@ -583,8 +706,8 @@ async fn fence(
     }
     s.commit().await?;
     moved.fence_ms = fenced_at.elapsed().as_millis() as u64;
-    moved.fenced_events = lines.len() as u64;
-    moved.events += lines.len() as u64;
+    moved.fenced_events = fenced_lines as u64;
+    moved.events += fenced_lines as u64;
     sqlx::query("UPDATE tenant_moves SET fence_ms = $2 WHERE tenant_id = $1")
         .bind(tenant)
         .bind(moved.fence_ms as i32)
@@ -680,6 +803,37 @@ async fn wait_for_read_models(ends: &Ends, tenant: Uuid, deadline: Duration) -> 
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every events-out consumer of the source (`outbound.*`) has passed the tenant's
+/// last event there.
+async fn wait_for_events_out(ends: &Ends, tenant: Uuid, deadline: Duration) -> Result<(), StoreError> {
+    let until = Instant::now() + deadline;
+    loop {
+        let mut tx = tenant_tx(&ends.source, tenant, None).await?;
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints c
+              WHERE c.name LIKE 'outbound.%'
+                AND (c.last_xid, c.last_position) <
+                    (SELECT transaction_id, position FROM events WHERE tenant_id = $1
+                      ORDER BY transaction_id DESC, position DESC LIMIT 1)",
+        )
+        .bind(tenant)
+        .fetch_one(tx.conn())
+        .await?;
+        tx.rollback().await?;
+        if behind == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(StoreError::Placement(format!(
+                "the events out of {} have not sent the tenant's last events yet; its rows are kept: run the move \
+                 again, or retire them later",
+                ends.source_name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

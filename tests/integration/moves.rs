@@ -12,11 +12,23 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A second PostgreSQL cluster of the test's own, on another port; stopped when dropped.
-struct Cluster(Arc<EmbeddedPg>);
+struct Cluster(Arc<EmbeddedPg>, std::path::PathBuf);
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.0.stop_with(StopMode::Immediate);
+    }
+}
+
+impl Cluster {
+    /// The server quits at once, as in a crash, and starts again (recovering from its WAL) on
+    /// the same port.
+    async fn crash_and_restart(&mut self) {
+        self.0.stop_with(StopMode::Immediate).unwrap();
+        let (d, bindir) = (self.1.clone(), find_bindir(None).unwrap());
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&d, &bindir)).await.unwrap().unwrap();
+        assert_eq!(pg.port(), self.0.port(), "the cluster comes back on its port");
+        self.0 = Arc::new(pg);
     }
 }
 
@@ -26,7 +38,7 @@ async fn second_cluster(dir: &std::path::Path) -> (Cluster, String) {
     let pg = Arc::new(tokio::task::spawn_blocking(move || EmbeddedPg::start(&d, &bindir)).await.unwrap().unwrap());
     pg.ensure_database().await.unwrap();
     let url = pg.database_url();
-    (Cluster(pg), url)
+    (Cluster(pg, dir.to_path_buf()), url)
 }
 
 /// A pool with a dedicated database on a second cluster registered, and a server on it.
@@ -219,7 +231,7 @@ async fn a_tenant_moves_to_its_own_cluster_and_back_under_load_and_no_command_fa
 
 #[tokio::test]
 async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_again_to_the_end() {
-    let (_cluster, pool_url, dedicated, app) = platform("moves-crash").await;
+    let (mut cluster, pool_url, dedicated, app) = platform("moves-crash").await;
     let (tenant, owner) = app.provision("crashy").await;
     let project = app.create_project(&owner, "Crash").await.body["id"].as_str().unwrap().to_owned();
     for i in 0..20 {
@@ -240,16 +252,46 @@ async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_agai
         let crashed = keel(&pool_url, &args).await;
         assert!(!crashed.status.success(), "{step}: the move stopped there: {}", text(&crashed.stderr));
         assert!(text(&crashed.stderr).contains(&format!(": {step} (")), "{step}: {}", text(&crashed.stderr));
+        // The second time round, the dedicated database (the move's target or its source)
+        // crashes there too.
+        let db_crash = n >= steps.len();
+        if db_crash {
+            cluster.crash_and_restart().await;
+        }
 
-        // Stopped there, the tenant is in one place: reads answer, and a write made now (which
-        // may wait while the move runs again) lands once.
-        let r = app.graphql(&owner, "{ projects(first: 5) { edges { node { name } } } }", None).await;
-        assert!(r.body["errors"].is_null(), "{step}: reads answer: {}", r.body);
+        // Stopped there, the tenant is in one place: reads answer (once the server sees the
+        // restarted database again), and a write made now (which may wait while the move runs
+        // again) lands once.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = app.graphql(&owner, "{ projects(first: 5) { edges { node { name } } } }", None).await;
+            if r.body["errors"].is_null() {
+                break;
+            }
+            assert!(db_crash && Instant::now() < deadline, "{step}: reads answer: {}", r.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let write = {
             let (app, owner, project) = (app.clone(), owner.clone(), project.clone());
+            // A 503 (the restarted database not seen again yet) wrote nothing: sent again with
+            // the same key, as a client is told to.
             tokio::spawn(async move {
-                app.post(&format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": format!("after {n}")}))
-                    .await
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let r = app
+                        .send_with(
+                            reqwest::Method::POST,
+                            &format!("/api/v1/projects/{project}/tasks"),
+                            &owner,
+                            Some(json!({"title": format!("after {n}")})),
+                            &[("idempotency-key", &format!("after-{n}"))],
+                        )
+                        .await;
+                    if r.status != 503 || Instant::now() > deadline {
+                        return r;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             })
         };
         let mut resume = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms"];

@@ -87,19 +87,23 @@ async fn read_until(app: &crate::helpers::TestApp, token: &str, query: &str, don
     }
 }
 
+/// Creates project "Alpha" under the idempotency key `alpha-1`.
+async fn create_alpha(app: &crate::helpers::TestApp, owner: &str) -> crate::helpers::Reply {
+    app.send_with(
+        reqwest::Method::POST,
+        "/api/v1/projects",
+        owner,
+        Some(json!({"name": "Alpha"})),
+        &[("idempotency-key", "alpha-1")],
+    )
+    .await
+}
+
 /// A tenant with a bit of everything: projects (one under an idempotency key), tasks, a member
 /// with sealed personal data, usage.
 async fn busy_tenant(app: &crate::helpers::TestApp, slug: &str) -> (Uuid, String, String) {
     let (tenant, owner) = app.provision(slug).await;
-    let keyed = app
-        .send_with(
-            reqwest::Method::POST,
-            "/api/v1/projects",
-            &owner,
-            Some(json!({"name": "Alpha"})),
-            &[("idempotency-key", "alpha-1")],
-        )
-        .await;
+    let keyed = create_alpha(app, &owner).await;
     assert_eq!(keyed.status, 201, "{}", keyed.body);
     let project = keyed.body["id"].as_str().unwrap().to_owned();
     for i in 0..5 {
@@ -193,15 +197,7 @@ async fn an_archive_carries_a_tenant_to_another_platform_with_every_chain_checke
     let names: Vec<&str> =
         data["projects"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"Alpha One") && names.contains(&"Beta"), "{data}");
-    let replay = app
-        .send_with(
-            reqwest::Method::POST,
-            "/api/v1/projects",
-            &owner,
-            Some(json!({"name": "Alpha"})),
-            &[("idempotency-key", "alpha-1")],
-        )
-        .await;
+    let replay = create_alpha(&app, &owner).await;
     assert_eq!(replay.status, 201, "{}", replay.body);
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     let members = read_until(&app, &owner, "{ members(first: 10) { edges { node { email } } } }", |d| {
@@ -375,6 +371,27 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
         assert!(r.body.to_string().contains("database"), "{bad}: names the field: {}", r.body);
     }
 
+    // Only the platform places a tenant: an owner's token is refused before anything is written.
+    let (_, someone) = app.provision("someone").await;
+    let placed_before: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_placements")
+        .fetch_one(&mut PgConnection::connect(&pool_url).await.unwrap())
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            "/api/v1/tenants",
+            &someone,
+            json!({"name": "X", "slug": "x-owner", "plan": "free", "database": "dedicated",
+                   "owner": {"user_id": "o", "email": "o@x.test", "name": "O"}}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let placed_after: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_placements")
+        .fetch_one(&mut PgConnection::connect(&pool_url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(placed_after, placed_before, "no directory row was written");
+
     let provision = async |slug: &str, database: Option<&str>| {
         let mut body = json!({"name": format!("Tenant {slug}"), "slug": slug, "plan": "team",
                               "owner": {"user_id": format!("owner-{slug}"), "email": format!("owner@{slug}.test"), "name": "Owner"}});
@@ -457,7 +474,7 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
         &app,
         &platform,
         "{ platform { tenants(first: 10) { totalCount edges { node { slug database } } } tenantsByPlan { plan count } } }",
-        |d| d["platform"]["tenants"]["totalCount"] == 2,
+        |d| d["platform"]["tenants"]["totalCount"] == 3,
     )
     .await;
     let placed: Vec<(String, String)> = view["platform"]["tenants"]["edges"]
@@ -466,8 +483,19 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
         .iter()
         .map(|e| (e["node"]["slug"].as_str().unwrap().into(), e["node"]["database"].as_str().unwrap().into()))
         .collect();
-    assert_eq!(placed, vec![("pooled".into(), "pool".into()), ("dedicated".into(), "dedicated".into())]);
-    assert_eq!(view["platform"]["tenantsByPlan"], json!([{"plan": "TEAM", "count": 2}]), "{view}");
+    assert_eq!(
+        placed,
+        vec![
+            ("someone".into(), "pool".into()),
+            ("pooled".into(), "pool".into()),
+            ("dedicated".into(), "dedicated".into())
+        ]
+    );
+    assert_eq!(
+        view["platform"]["tenantsByPlan"],
+        json!([{"plan": "FREE", "count": 1}, {"plan": "TEAM", "count": 2}]),
+        "{view}"
+    );
 
     // The command line finds the dedicated tenant where it lives.
     let listed = ok(&pool_url, &["databases", "list"]).await;

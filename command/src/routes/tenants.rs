@@ -59,6 +59,10 @@ pub(crate) async fn provision(
     };
     let b = w.body;
     if let Some(database) = b.database.as_deref() {
+        // Only the platform places tenants (the command checks its scope again).
+        if !w.meta.principal.platform {
+            return Err(Problem::forbidden("this command needs the platform:admin scope"));
+        }
         place(&state, tenant_id, database).await?;
     }
     let cmd = Cmd::Tenant(TenantCommand::Provision(ProvisionTenant {
