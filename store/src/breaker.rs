@@ -238,9 +238,16 @@ async fn probe(
             return;
         }
         let mut ok = match &hosts {
-            None => tokio::time::timeout(settings.timeout, check(&mut conn, &mut connecting, &options))
-                .await
-                .unwrap_or(false),
+            None => match tokio::time::timeout(settings.timeout, check(&mut conn, &mut connecting, &options)).await {
+                Ok(ok) => ok,
+                Err(_) => {
+                    tracing::debug!(
+                        timeout_ms = settings.timeout.as_millis() as u64,
+                        "the availability probe timed out"
+                    );
+                    false
+                }
+            },
             // The current host must still be the primary: a standby answers `SELECT 1` too.
             Some(h) => {
                 tokio::time::timeout(settings.timeout, check_writable(&mut conn, &h.current())).await.unwrap_or(false)
@@ -285,10 +292,11 @@ async fn check(
     connecting: &mut Option<Connecting>,
     options: &PgConnectOptions,
 ) -> bool {
-    if let Some(c) = conn.as_mut()
-        && c.ping().await.is_ok()
-    {
-        return true;
+    if let Some(c) = conn.as_mut() {
+        match c.ping().await {
+            Ok(()) => return true,
+            Err(e) => tracing::debug!(error = %e, "the availability probe's connection failed its ping"),
+        }
     }
     *conn = None;
     // A connect that has hung for long (a server that accepted and went silent) is given up.

@@ -29,7 +29,7 @@ pub(crate) fn prefix(stream: &str) -> String {
     format!("keeltest{}", stream.trim_start_matches("KEEL_TEST_"))
 }
 
-fn config(url: &str, stream: &str) -> NatsConfig {
+pub(crate) fn config(url: &str, stream: &str) -> NatsConfig {
     NatsConfig {
         stream: stream.to_owned(),
         subject_prefix: prefix(stream),
@@ -59,7 +59,7 @@ pub(crate) async fn drop_stream(js: &jetstream::Context, stream: &str) {
 pub(crate) struct Received {
     subject: String,
     msg_id: String,
-    envelope: Value,
+    pub(crate) envelope: Value,
 }
 
 async fn message_count(js: &jetstream::Context, stream: &str) -> u64 {

@@ -562,3 +562,57 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
             .unwrap();
     assert_eq!(erased, 1);
 }
+
+#[tokio::test]
+async fn events_out_follow_a_tenant_into_its_dedicated_database_and_back_once_each() {
+    let pool = TestDb::new().await;
+    let (ded_name, ded_url) = fresh_database().await;
+    let _drop = crate::helpers::DropDatabase(ded_name);
+    ok(&pool.url, &["databases", "add", "dedicated", &ded_url]).await;
+    let pool_url = pool.url.clone();
+    let stream = crate::nats::stream_name();
+    let options = Options {
+        outbound: keel_outbound::OutboundConfig {
+            nats: Some(crate::nats::config("nats://127.0.0.1:4222", &stream)),
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let app = spawn_app_on(pool, options).await;
+    let r = app
+        .post(
+            "/api/v1/tenants",
+            &app.platform_token(),
+            json!({"name": "Out", "slug": "out", "plan": "team", "database": "dedicated",
+                   "owner": {"user_id": "owner-out", "email": "o@out.test", "name": "O"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tenant = keel_domain::TenantId(r.body["id"].as_str().unwrap().parse().unwrap());
+    let owner = app.token(tenant, "owner-out");
+    let project = app.create_project(&owner, "Out").await.body["id"].as_str().unwrap().to_owned();
+    post_ok(&app, &format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "one"})).await;
+
+    // The dedicated database's publisher sends its tenant's events.
+    let js = crate::nats::jetstream().await;
+    let n = events_of(&ded_url, tenant.0).await.len() as u64;
+    crate::nats::wait_for_messages(&js, &stream, n, Duration::from_secs(60)).await;
+
+    // Moved to the pool, the tenant's history is not sent again by the pool's publisher; what
+    // it writes there is.
+    ok(&pool_url, &["tenant", "move", &tenant.0.to_string(), "--to", "pool", "--purge"]).await;
+    post_ok(&app, &format!("/api/v1/projects/{project}/tasks"), &owner, json!({"title": "two"})).await;
+    let all: Vec<Uuid> = events_of(&pool_url, tenant.0).await.into_iter().map(|e| e.2).collect();
+    crate::nats::wait_for_messages(&js, &stream, all.len() as u64, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = crate::nats::read_all(&js, &stream).await;
+    let ids: Vec<Uuid> = received.iter().map(|m| m.envelope["id"].as_str().unwrap().parse().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "each event once");
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(unique, expected, "every event of the tenant, from whichever database held it");
+    crate::nats::drop_stream(&js, &stream).await;
+}
