@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// How a placement's error begins when the database it names is not registered.
+pub const UNKNOWN_DATABASE: &str = "no database named";
+
 /// The name of the platform's own database in the directory.
 pub const POOL: &str = "pool";
 
@@ -203,7 +206,7 @@ pub async fn place(conn: &mut PgConnection, tenant: Uuid, database: &str) -> Res
             .fetch_one(&mut *conn)
             .await?;
         if !known {
-            return Err(StoreError::Placement(format!("no database named {database} is registered")));
+            return Err(StoreError::Placement(format!("{UNKNOWN_DATABASE} {database} is registered")));
         }
     }
     sqlx::query(

@@ -138,7 +138,7 @@ async fn run_locked(ends: &Ends, tenant: Uuid, opts: &MoveOptions<'_>) -> Result
             // Bulk copy, then the tail, until what is left is small enough to copy under the
             // fence (a long transaction elsewhere can hold the gap-safe horizon back: then wait).
             loop {
-                let n = copy_batch(ends, tenant, &mut chains, None).await?;
+                let n = copy_batch(ends, tenant, &mut chains).await?;
                 moved.events += n as u64;
                 if n > 0 {
                     (opts.step)("batch");
@@ -457,7 +457,7 @@ async fn write_target(
 }
 
 /// One gap-safe batch from the source into the target, committed; how many events it copied.
-async fn copy_batch(ends: &Ends, tenant: Uuid, chains: &mut Chains, _fenced: Option<()>) -> Result<usize, StoreError> {
+async fn copy_batch(ends: &Ends, tenant: Uuid, chains: &mut Chains) -> Result<usize, StoreError> {
     let mut tx = tenant_tx(&ends.target, tenant, ends.master.as_ref()).await?;
     let after = cursor(tx.conn(), tenant).await?;
     let mut src = ends.source.acquire().await?;

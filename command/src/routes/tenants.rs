@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use keel_domain::tenant::{OwnerInput, ProvisionTenant, TenantCommand};
 use keel_domain::{MemberId, TenantId};
-use keel_gateway::Problem;
+use keel_gateway::{Code, Problem};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -87,9 +87,21 @@ async fn place(state: &CommandState, tenant: TenantId, database: &str) -> Result
     if database != keel_store::placement::POOL && !keel_store::placement::valid_name(database) {
         return Err(field("is not a database name (1 to 40 of a-z, 0-9, _ and -, starting with a letter)".into()));
     }
+    let naming = |code: Code, message: String| {
+        Problem::with_errors(
+            code,
+            format!("database: {message}"),
+            vec![keel_gateway::problem::FieldError { field: "database".into(), message }],
+        )
+    };
     match state.store.place_tenant(tenant, database).await {
         Ok(()) => Ok(()),
-        Err(keel_store::StoreError::Placement(m)) => Err(field(m)),
+        // A well-formed name of no registered database: the body's fault, naming the field.
+        Err(keel_store::StoreError::Placement(m)) if m.starts_with(keel_store::placement::UNKNOWN_DATABASE) => {
+            Err(field(m))
+        }
+        // Placed elsewhere already (a repeat of a provisioning with another database).
+        Err(keel_store::StoreError::Placement(m)) => Err(naming(Code::Conflict, m)),
         Err(e) => Err(crate::errors::store(e)),
     }
 }
