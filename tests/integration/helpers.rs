@@ -240,6 +240,8 @@ pub struct Options {
     pub outbound: keel_outbound::OutboundConfig,
     /// What webhook URLs may name; https to public hosts only by default.
     pub webhooks: keel_command::WebhookSettings,
+    /// The pools of each database the app connects to (8 of each by default).
+    pub pools: PoolSizes,
 }
 
 impl Default for Options {
@@ -257,6 +259,7 @@ impl Default for Options {
             direct_database_url: None,
             outbound: keel_outbound::OutboundConfig::default(),
             webhooks: keel_command::WebhookSettings::default(),
+            pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
         }
     }
 }
@@ -321,7 +324,7 @@ pub async fn spawn_app_on(db: TestDb, mut o: Options) -> TestApp {
         },
         outbound: o.outbound,
         webhooks: o.webhooks,
-        pools: PoolSizes { writer: 8, reader: 8, projector: 8 },
+        pools: o.pools,
         master_key: master_key(),
         limits: o.limits,
         console: o.console,

@@ -2,8 +2,8 @@
 //! dedicated database on a second PostgreSQL cluster and back while clients drive it, and a
 //! move stopped abruptly at each of its steps, then run again.
 
-use crate::helpers::{Options, TestApp, TestDb, spawn_app_on};
-use crate::tenancy::{events_of, keel, ok, scratch, text};
+use crate::helpers::{TestApp, TestDb, spawn_app_on};
+use crate::tenancy::{events_of, keel, ok, scratch, small_pools, text};
 use keel::embedded::{EmbeddedPg, StopMode, find_bindir};
 use serde_json::json;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ async fn platform(name: &str) -> (Cluster, String, String, Arc<TestApp>) {
     let pool = TestDb::new().await;
     let pool_url = pool.url.clone();
     ok(&pool_url, &["databases", "add", "dedicated", &dedicated]).await;
-    let app = Arc::new(spawn_app_on(pool, Options::default()).await);
+    let app = Arc::new(spawn_app_on(pool, small_pools()).await);
     // The dedicated database's workers have connected (each a password login to the second
     // cluster, slow in a debug build) before the test's load starts.
     let mut su = <sqlx::PgConnection as sqlx::Connection>::connect(&dedicated).await.unwrap();

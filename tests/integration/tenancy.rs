@@ -120,6 +120,12 @@ async fn busy_tenant(app: &crate::helpers::TestApp, slug: &str) -> (Uuid, String
     (tenant.0, owner, project)
 }
 
+/// Apps that connect to a second database too keep to small pools: the suite's one PostgreSQL
+/// serves every test at once.
+pub(crate) fn small_pools() -> Options {
+    Options { pools: keel_store::PoolSizes { writer: 4, reader: 3, projector: 3 }, ..Options::default() }
+}
+
 /// Webhooks may name loopback http URLs (the tests' endpoints).
 fn loopback_webhooks() -> Options {
     let policy = keel_outbound::destination::DestinationPolicy { allow_http: true, allow_private: true };
@@ -128,7 +134,7 @@ fn loopback_webhooks() -> Options {
             policy: keel_domain::webhook::UrlPolicy { allow_http: true, allow_private: true },
             ..Default::default()
         },
-        ..Options::default()
+        ..small_pools()
     };
     o.outbound.webhooks.policy = policy;
     o
@@ -267,7 +273,7 @@ fn unsealed(archive: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_tampered_or_broken_archive_is_refused_and_nothing_is_written() {
-    let source = spawn_app_on(TestDb::new().await, Options::default()).await;
+    let source = spawn_app_on(TestDb::new().await, small_pools()).await;
     let (tenant, _, _) = busy_tenant(&source, "sealed").await;
     let dir = scratch("sealed");
     let file = dir.join("sealed.keel");
@@ -576,7 +582,7 @@ async fn events_out_follow_a_tenant_into_its_dedicated_database_and_back_once_ea
             nats: Some(crate::nats::config("nats://127.0.0.1:4222", &stream)),
             ..Default::default()
         },
-        ..Options::default()
+        ..small_pools()
     };
     let app = spawn_app_on(pool, options).await;
     let r = app
