@@ -416,6 +416,49 @@ fn tenant_of(line: &[u8], cols: &str) -> Result<Uuid, StoreError> {
     parsed(&field(raw), "tenant_id")
 }
 
+/// COPYs checked event lines (`buf`, parsed as `events` by `check_event`) into `events` and
+/// applies their inline tables as the write path does; the tenant is `tx`'s.
+pub(crate) async fn load_events(
+    tx: &mut TenantTx,
+    buf: &[u8],
+    events: &mut [crate::RecordedEvent],
+) -> Result<(), StoreError> {
+    let mut copy = tx.conn().copy_in_raw(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN")).await?;
+    copy.send(buf).await?;
+    copy.finish().await?;
+    crate::log::reveal_in(tx, events).await?;
+    let decoded = events.iter().map(|e| e.decode()).collect::<Result<Vec<_>, _>>()?;
+    let tenant = tx.tenant();
+    crate::inline::apply(tx.conn(), tenant, &decoded).await
+}
+
+/// Records the events `tx` loaded as imported from `source` (events out skip them); the first
+/// position and the last event's log position, `None` when it loaded none.
+pub(crate) async fn record_imported(
+    tx: &mut TenantTx,
+    source: &str,
+) -> Result<Option<(i64, crate::LogPosition)>, StoreError> {
+    let (xid, first, last): (String, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT pg_current_xact_id()::text, min(position), max(position) FROM events
+          WHERE tenant_id = $1 AND transaction_id = pg_current_xact_id()",
+    )
+    .bind(tx.tenant().0)
+    .fetch_one(tx.conn())
+    .await?;
+    let (Some(first), Some(last)) = (first, last) else { return Ok(None) };
+    sqlx::query(
+        "INSERT INTO imported_events (tenant_id, first_position, last_position, source) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(tx.tenant().0)
+    .bind(first)
+    .bind(last)
+    .bind(source)
+    .execute(tx.conn())
+    .await?;
+    let xid = xid.parse().map_err(|_| StoreError::Corrupt(format!("bad xid8 {xid}")))?;
+    Ok(Some((first, crate::LogPosition { xid, position: last })))
+}
+
 /// The tenant an archive file holds, from its first line.
 pub fn peek_tenant(path: &std::path::Path) -> Result<Uuid, StoreError> {
     let file = std::fs::File::open(path).map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
@@ -538,13 +581,8 @@ pub async fn import(
             events += 1;
         }
         if (end && !chunk.is_empty()) || chunk.len() >= CHUNK {
-            let mut copy = tx.conn().copy_in_raw(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN")).await?;
-            copy.send(buf.as_slice()).await?;
-            copy.finish().await?;
+            load_events(&mut tx, &buf, &mut chunk).await?;
             buf.clear();
-            crate::log::reveal_in(&mut tx, &mut chunk).await?;
-            let decoded = chunk.iter().map(|e| e.decode()).collect::<Result<Vec<_>, _>>()?;
-            crate::inline::apply(tx.conn(), TenantId(tenant), &decoded).await?;
             chunk.clear();
         }
         if end {
@@ -617,31 +655,15 @@ pub async fn import(
         return Err(refuse("the archive has data after its end line"));
     }
 
-    let (first_position, last_position): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT min(position), max(position) FROM events WHERE tenant_id = $1 AND transaction_id = pg_current_xact_id()",
-    )
-    .bind(tenant)
-    .fetch_one(tx.conn())
-    .await?;
-    if let (Some(first), Some(last)) = (first_position, last_position) {
-        sqlx::query(
-            "INSERT INTO imported_events (tenant_id, first_position, last_position, source) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant)
-        .bind(first)
-        .bind(last)
-        .bind(source)
-        .execute(tx.conn())
-        .await?;
-    }
+    let run = record_imported(&mut tx, source).await?;
     sqlx::query("SELECT pg_notify($1, '')").bind(crate::EVENTS_CHANNEL).execute(tx.conn()).await?;
     tx.commit().await?;
     Ok(Imported {
         tenant_id: tenant,
         events,
         streams: chains.len() as u64,
-        first_position: first_position.unwrap_or(0),
-        last_position: last_position.unwrap_or(0),
+        first_position: run.map_or(0, |(first, _)| first),
+        last_position: run.map_or(0, |(_, last)| last.position),
     })
 }
 

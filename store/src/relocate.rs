@@ -24,7 +24,7 @@
 use crate::archive::{EVENT_COLUMNS, SESSION, check_event, field, refuse};
 use crate::error::StoreError;
 use crate::placement::{CHANNEL, POOL};
-use crate::{LogPosition, MasterKey, RecordedEvent, TenantTx};
+use crate::{LogPosition, MasterKey, TenantTx};
 use futures::StreamExt;
 use keel_domain::TenantId;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -406,36 +406,14 @@ async fn write_target(
     let mut last = None;
     if !lines.is_empty() {
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        let mut events = Vec::with_capacity(lines.len());
         for l in lines {
-            check_event(l, tenant, chains)?;
+            events.push(check_event(l, tenant, chains)?);
             buf.extend_from_slice(l);
             buf.push(b'\n');
         }
-        let mut copy = tx.conn().copy_in_raw(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN")).await?;
-        copy.send(buf.as_slice()).await?;
-        copy.finish().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM events WHERE tenant_id = $1 AND transaction_id = pg_current_xact_id() ORDER BY position",
-            crate::log::COLUMNS
-        )))
-        .bind(tenant)
-        .fetch_all(tx.conn())
-        .await?;
-        let mut events = rows.iter().map(RecordedEvent::from_row).collect::<Result<Vec<_>, _>>()?;
-        crate::log::reveal_in(tx, &mut events).await?;
-        let decoded = events.iter().map(|e| e.decode()).collect::<Result<Vec<_>, _>>()?;
-        crate::inline::apply(tx.conn(), TenantId(tenant), &decoded).await?;
-        let (first, end) = (events.first().expect("copied"), events.last().expect("copied"));
-        sqlx::query(
-            "INSERT INTO imported_events (tenant_id, first_position, last_position, source) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant)
-        .bind(first.position)
-        .bind(end.position)
-        .bind(format!("move from {}", ends.source_name))
-        .execute(tx.conn())
-        .await?;
-        last = Some(end.log_position());
+        crate::archive::load_events(tx, &buf, &mut events).await?;
+        last = crate::archive::record_imported(tx, &format!("move from {}", ends.source_name)).await?.map(|(_, l)| l);
     }
     sqlx::query(
         "INSERT INTO tenant_arrivals (tenant_id, from_database, source_xid, source_position, events, last_xid, last_position)

@@ -157,14 +157,7 @@ async fn an_archive_carries_a_tenant_to_another_platform_with_every_chain_checke
     let source = spawn_app_on(TestDb::new().await, loopback_webhooks()).await;
     let (tenant, source_owner, alpha) = busy_tenant(&source, "carried").await;
     // An endpoint (that never answers): the source queues what follows its creation.
-    let hook = source
-        .post(
-            "/api/v1/webhooks",
-            &source_owner,
-            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["TaskCreated"]}),
-        )
-        .await;
-    assert_eq!(hook.status, 201, "{}", hook.body);
+    crate::webhook_delivery::create_hook(&source, &source_owner, "http://127.0.0.1:9/hook", &["TaskCreated"]).await;
     post_ok(&source, &format!("/api/v1/projects/{alpha}/tasks"), &source_owner, json!({"title": "after the hook"}))
         .await;
     let dir = scratch("carried");
@@ -437,14 +430,7 @@ async fn pooled_and_dedicated_tenants_are_served_side_by_side() {
     }
 
     // Webhooks: the dedicated database's fan-out queues the dedicated tenant's events.
-    let hook = app
-        .post(
-            "/api/v1/webhooks",
-            &dedicated_owner,
-            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["TaskCreated"]}),
-        )
-        .await;
-    assert_eq!(hook.status, 201, "{}", hook.body);
+    crate::webhook_delivery::create_hook(&app, &dedicated_owner, "http://127.0.0.1:9/hook", &["TaskCreated"]).await;
     let project = app.create_project(&dedicated_owner, "hooked").await.body["id"].as_str().unwrap().to_owned();
     let task =
         post_ok(&app, &format!("/api/v1/projects/{project}/tasks"), &dedicated_owner, json!({"title": "ping"})).await;
