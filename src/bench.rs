@@ -443,10 +443,9 @@ async fn import_case(
             copy.finish().await?;
             let b = started.elapsed();
             let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+            let input = std::io::Cursor::new(archive.clone());
             let started = Instant::now();
-            let done =
-                keel_store::archive::import(&pool, Some(master.clone()), std::io::Cursor::new(&archive), "bench")
-                    .await?;
+            let done = keel_store::archive::import(&pool, Some(master.clone()), input, "bench").await?;
             let k = started.elapsed();
             anyhow::ensure!(done.events as f64 == events, "imported {} of {events} events", done.events);
             pool.close().await;

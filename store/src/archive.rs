@@ -492,7 +492,7 @@ pub async fn has_events(conn: &mut PgConnection, tenant: Uuid) -> Result<bool, S
 pub async fn import(
     pool: &PgPool,
     master: Option<MasterKey>,
-    input: impl BufRead,
+    input: impl BufRead + Send + 'static,
     source: &str,
 ) -> Result<Imported, StoreError> {
     let mut lines = Lines { input, sha: Sha256::new(), seal: sealer(master.as_ref()), line: Vec::with_capacity(4096) };
@@ -567,28 +567,48 @@ pub async fn import(
     if cols != EVENT_COLUMNS {
         return Err(refuse("the events section has other columns than this version of Keel writes"));
     }
-    let mut chains: HashMap<Uuid, (i64, [u8; 32])> = HashMap::new();
-    let mut events = 0u64;
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut chunk: Vec<crate::RecordedEvent> = Vec::with_capacity(CHUNK);
-    loop {
-        let line = lines.expect()?;
-        let end = line == b"\\.";
-        if !end {
-            chunk.push(check_event(line, tenant, &mut chains)?);
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-            events += 1;
+    // A thread of its own reads and checks the events (JSON, canonical bytes, SHA-256) a chunk
+    // ahead while this connection COPYs the chunk before: the two costs overlap instead of
+    // adding up. A break stops the reader; the loader's error drops the channel, which stops it.
+    let (send, mut chunks) = tokio::sync::mpsc::channel::<(Vec<u8>, Vec<crate::RecordedEvent>)>(2);
+    let reader = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let mut chains: HashMap<Uuid, (i64, [u8; 32])> = HashMap::new();
+        let mut events = 0u64;
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut chunk: Vec<crate::RecordedEvent> = Vec::with_capacity(CHUNK);
+        loop {
+            let line = lines.expect()?;
+            let end = line == b"\\.";
+            if !end {
+                chunk.push(check_event(line, tenant, &mut chains)?);
+                buf.extend_from_slice(line);
+                buf.push(b'\n');
+                events += 1;
+            }
+            if (end && !chunk.is_empty()) || chunk.len() >= CHUNK {
+                let next = (Vec::with_capacity(buf.capacity()), Vec::with_capacity(CHUNK));
+                let full = (std::mem::replace(&mut buf, next.0), std::mem::replace(&mut chunk, next.1));
+                if send.blocking_send(full).is_err() {
+                    return Err(refuse("the import stopped"));
+                }
+            }
+            if end {
+                return Ok((lines, chains.len() as u64, events));
+            }
         }
-        if (end && !chunk.is_empty()) || chunk.len() >= CHUNK {
-            load_events(&mut tx, &buf, &mut chunk).await?;
-            buf.clear();
-            chunk.clear();
-        }
-        if end {
+    });
+    let mut loaded = Ok(());
+    while let Some((buf, mut chunk)) = chunks.recv().await {
+        loaded = load_events(&mut tx, &buf, &mut chunk).await;
+        if loaded.is_err() {
             break;
         }
     }
+    drop(chunks);
+    let read = reader.await.map_err(|e| StoreError::Corrupt(format!("the archive reader failed: {e}")))?;
+    // The loader's error says why the reader stopped, when it was the one to stop first.
+    loaded?;
+    let (mut lines, streams, events) = read?;
     let derived = started.elapsed();
 
     // The inline tables, derived from the events just loaded, must equal the archive's.
@@ -661,7 +681,7 @@ pub async fn import(
     Ok(Imported {
         tenant_id: tenant,
         events,
-        streams: chains.len() as u64,
+        streams,
         first_position: run.map_or(0, |(first, _)| first),
         last_position: run.map_or(0, |(_, last)| last.position),
     })

@@ -331,3 +331,202 @@ async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_agai
     let verify = ok(&pool_url, &["audit", "verify", "--tenant", &id]).await;
     assert!(verify.contains("every hash chain holds"), "{verify}");
 }
+
+/// A `keel serve` process of the test's own on the private pool cluster; killed when dropped.
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(pool_url: &str, log: &std::path::Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("serve")
+            .env("DATABASE_URL", pool_url)
+            .env("KEEL_JWT_SECRET", std::str::from_utf8(crate::helpers::SECRET).unwrap())
+            .env("KEEL_MASTER_KEY", crate::helpers::MASTER_KEY)
+            .env_remove("KEEL_MASTER_KEY_FILE")
+            .env_remove("KEEL_CONFIG")
+            .env("KEEL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KEEL_LOG", "warn")
+            .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+            assert!(started.elapsed() < Duration::from_secs(60), "keel serve becomes ready: {}", log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server { child, base }
+    }
+
+    /// SIGKILL: no drain, no goodbye to the database.
+    async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// A request to `base`; status 0 when no answer came (the server or its database is down).
+async fn call(base: &str, token: &str, path: &str, body: serde_json::Value, key: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(20))
+        .json(&body);
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    match req.send().await {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn a_move_survives_the_pool_database_and_the_keel_server_crashing_at_each_step() {
+    use keel_gateway::auth::Secret;
+    use keel_gateway::{Authenticator, JwtConfig};
+    // Both databases are private clusters of the test: the pool's server is crashed here, which
+    // the suite's shared server cannot be.
+    let dir = scratch("moves-pool-crash");
+    let (mut pool, pool_url) = second_cluster(&dir.join("pool")).await;
+    let (_dedicated_cluster, dedicated) = second_cluster(&dir.join("dedicated")).await;
+    ok(&pool_url, &["migrate"]).await;
+    ok(&pool_url, &["databases", "add", "dedicated", &dedicated]).await;
+    let log = dir.join("keel.log");
+    let mut server = Server::start(&pool_url, &log).await;
+
+    let auth = Authenticator::hs256(JwtConfig::hs256(Secret::new(crate::helpers::SECRET.to_vec())));
+    let platform = auth.issue("operator", None, true, Duration::from_secs(3600));
+    let (status, body) = call(
+        &server.base,
+        &platform,
+        "/api/v1/tenants",
+        json!({"name": "Crashing", "slug": "crashing", "plan": "team",
+               "owner": {"user_id": "ada", "email": "ada@crashing.test", "name": "Ada"}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let tenant: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    let owner = auth.issue("ada", Some(tenant), false, Duration::from_secs(3600));
+    let (status, body) = call(&server.base, &owner, "/api/v1/projects", json!({"name": "Crash"}), None).await;
+    assert_eq!(status, 201, "{body}");
+    let project = body["id"].as_str().unwrap().to_owned();
+    let tasks = format!("/api/v1/projects/{project}/tasks");
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let (status, body) = call(&server.base, &owner, &tasks, json!({"title": format!("c{i}")}), None).await;
+        assert_eq!(status, 201, "{body}");
+        written.push(body["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+
+    let id = tenant.to_string();
+    let mut here = "pool";
+    let steps = ["batch", "target-final", "departed", "switched", "serving"];
+    for (n, step) in steps.iter().chain(steps.iter()).chain(["retired"].iter()).enumerate() {
+        let to = if here == "pool" { "dedicated" } else { "pool" };
+        let purge = *step == "retired";
+        let mut args = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms", "--crash-after", step];
+        if purge {
+            args.push("--purge");
+        }
+        let crashed = keel(&pool_url, &args).await;
+        assert!(!crashed.status.success(), "{step}: the move stopped there: {}", text(&crashed.stderr));
+        assert!(text(&crashed.stderr).contains(&format!(": {step} (")), "{step}: {}", text(&crashed.stderr));
+
+        // Keel's server is killed and the pool's PostgreSQL crashes (immediate stop: no
+        // checkpoint, recovery from the WAL on the way up); both come back.
+        server.kill().await;
+        pool.crash_and_restart().await;
+        server = Server::start(&pool_url, &log).await;
+
+        // The tenant is in one place: reads answer, and a write made now (which may wait while
+        // the move runs again) lands once.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) =
+                call(&server.base, &owner, "/graphql", json!({"query": "{ project(id: \"".to_owned() + &project + "\") { name } }"}), None)
+                    .await;
+            if status == 200 && body["errors"].is_null() && body["data"]["project"]["name"] == "Crash" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{step}: reads answer: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let write = {
+            let (base, owner, tasks) = (server.base.clone(), owner.clone(), tasks.clone());
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let key = format!("after-{n}");
+                    let r = call(&base, &owner, &tasks, json!({"title": format!("after {n}")}), Some(&key)).await;
+                    // No answer or a 503 wrote nothing: sent again with the same key.
+                    if !matches!(r.0, 0 | 503) || Instant::now() > deadline {
+                        return r;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let mut resume = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms"];
+        if purge {
+            resume.push("--purge");
+        }
+        let out = ok(&pool_url, &resume).await;
+        assert!(out.contains("every hash chain holds"), "{step}: {out}");
+        let (status, body) = write.await.unwrap();
+        assert_eq!(status, 201, "{step}: the write made while stopped lands: {body}");
+        written.push(body["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+        assert_eq!(placed_in(&pool_url, tenant).await, to, "{step}");
+        here = to;
+
+        // Everything acknowledged so far is in the tenant's database once, none of it in the
+        // other, and its chains hold.
+        let (url, other) = if to == "pool" { (&pool_url, &dedicated) } else { (&dedicated, &pool_url) };
+        let events = events_of(url, tenant).await;
+        for w in &written {
+            assert_eq!(events.iter().filter(|e| e.0 == *w).count(), 1, "{step}: task {w} once");
+        }
+        if purge {
+            assert!(events_of(other, tenant).await.is_empty(), "{step}: the database left holds nothing");
+        }
+        let verify = ok(&pool_url, &["audit", "verify", "--tenant", &id]).await;
+        assert!(verify.contains("every hash chain holds"), "{step}: {verify}");
+    }
+
+    // A move made while no Keel server runs copies, fences and switches, then waits for the
+    // target's read models (built by a server's projection workers) and ends once a server is up.
+    server.kill().await;
+    let to = if here == "pool" { "dedicated" } else { "pool" };
+    let mover = {
+        let (url, id) = (pool_url.clone(), id.clone());
+        tokio::spawn(async move { ok(&url, &["tenant", "move", &id, "--to", to, "--purge"]).await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!mover.is_finished(), "the move waits for the read models of {to}");
+    let server = Server::start(&pool_url, &log).await;
+    let out = mover.await.unwrap();
+    assert!(out.contains("every hash chain holds"), "{out}");
+    assert_eq!(placed_in(&pool_url, tenant).await, to);
+
+    // The read models of the tenant's last home hold every task.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) =
+            call(&server.base, &owner, "/graphql", json!({"query": "{ tasks { totalCount } }"}), None).await;
+        if status == 200 && body["data"]["tasks"]["totalCount"] == written.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "every task is read: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let verify = ok(&pool_url, &["audit", "verify", "--tenant", &id]).await;
+    assert!(verify.contains("every hash chain holds"), "{verify}");
+    server.kill().await;
+}
