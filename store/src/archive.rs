@@ -14,11 +14,12 @@
 //! @end {"events":1234,"sha256":"<hex of every byte before this line>","seal":"<HMAC>"}
 //! ```
 //!
-//! An import loads the events with COPY, a chunk at a time, while it checks every stream's hash
-//! chain in log order, and applies each chunk's inline tables as the write path does
-//! (`inline::apply`); then it compares those derived tables with the archive's, row for row; a broken chain, a row of another tenant, a digest or
-//! count that does not match, or a derived table that differs refuses the archive and leaves
-//! the target as it was (one transaction).
+//! An import loads the events with COPY, a chunk at a time; a reader thread checks every
+//! stream's hash chain in log order a chunk ahead, so parsing and hashing overlap the COPY. Each
+//! chunk's inline tables are applied as the write path does (`inline::apply`); then the derived
+//! tables are compared with the archive's, row for row. A broken chain, a row of another tenant,
+//! a digest or count that does not match, or a derived table that differs refuses the archive
+//! and leaves the target as it was (one transaction).
 
 use crate::error::StoreError;
 use crate::hash::{HashedFields, canonical_bytes, chain_hash};
