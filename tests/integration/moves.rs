@@ -1,6 +1,7 @@
 //! `keel tenant move` (docs/tenancy.md, "Moving a tenant"): a tenant moved from the pool to a
-//! dedicated database on a second PostgreSQL cluster and back while clients drive it, and a
-//! move stopped abruptly at each of its steps, then run again.
+//! dedicated database on a second PostgreSQL cluster and back while clients drive it; a move
+//! stopped abruptly at each of its steps, with the dedicated cluster crashed there too, then run
+//! again; the same with the pool's own cluster crashed and `keel serve` killed at each step.
 
 use crate::helpers::{TestApp, TestDb, spawn_app_on};
 use crate::tenancy::{events_of, keel, ok, scratch, small_pools, text};
@@ -117,6 +118,43 @@ async fn placed_in(pool_url: &str, tenant: Uuid) -> String {
         .await
         .unwrap()
         .unwrap_or_else(|| "pool".into())
+}
+
+/// The steps a move is stopped after (`--crash-after`): each, in both directions, then the
+/// retirement of a move with `--purge`.
+const STOPS: [&str; 11] = [
+    "batch",
+    "target-final",
+    "departed",
+    "switched",
+    "serving",
+    "batch",
+    "target-final",
+    "departed",
+    "switched",
+    "serving",
+    "retired",
+];
+
+/// `keel tenant move` of `id` to `to`, its process stopped abruptly (abort) after `step`.
+async fn stop_move_after(pool_url: &str, id: &str, to: &str, step: &str, purge: bool) {
+    let mut args = vec!["tenant", "move", id, "--to", to, "--fence", "800ms", "--crash-after", step];
+    if purge {
+        args.push("--purge");
+    }
+    let crashed = keel(pool_url, &args).await;
+    assert!(!crashed.status.success(), "{step}: the move stopped there: {}", text(&crashed.stderr));
+    assert!(text(&crashed.stderr).contains(&format!(": {step} (")), "{step}: {}", text(&crashed.stderr));
+}
+
+/// The same move run again: it resumes and ends with every chain checked.
+async fn resume_move(pool_url: &str, id: &str, to: &str, purge: bool) {
+    let mut args = vec!["tenant", "move", id, "--to", to, "--fence", "800ms"];
+    if purge {
+        args.push("--purge");
+    }
+    let out = ok(pool_url, &args).await;
+    assert!(out.contains("every hash chain holds"), "{to}: {out}");
 }
 
 #[tokio::test]
@@ -241,20 +279,13 @@ async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_agai
     let id = tenant.0.to_string();
     let mut written = Vec::new();
     let mut here = "pool";
-    let steps = ["batch", "target-final", "departed", "switched", "serving"];
-    for (n, step) in steps.iter().chain(steps.iter()).chain(["retired"].iter()).enumerate() {
+    for (n, step) in STOPS.iter().enumerate() {
         let to = if here == "pool" { "dedicated" } else { "pool" };
         let purge = *step == "retired";
-        let mut args = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms", "--crash-after", step];
-        if purge {
-            args.push("--purge");
-        }
-        let crashed = keel(&pool_url, &args).await;
-        assert!(!crashed.status.success(), "{step}: the move stopped there: {}", text(&crashed.stderr));
-        assert!(text(&crashed.stderr).contains(&format!(": {step} (")), "{step}: {}", text(&crashed.stderr));
+        stop_move_after(&pool_url, &id, to, step, purge).await;
         // The second time round, the dedicated database (the move's target or its source)
         // crashes there too.
-        let db_crash = n >= steps.len();
+        let db_crash = n >= STOPS.len() / 2;
         if db_crash {
             cluster.crash_and_restart().await;
         }
@@ -294,12 +325,7 @@ async fn a_move_stopped_at_any_step_leaves_the_tenant_in_one_place_and_runs_agai
                 }
             })
         };
-        let mut resume = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms"];
-        if purge {
-            resume.push("--purge");
-        }
-        let out = ok(&pool_url, &resume).await;
-        assert!(out.contains("every hash chain holds"), "{step}: {out}");
+        resume_move(&pool_url, &id, to, purge).await;
         let w = write.await.unwrap();
         assert_eq!(w.status, 201, "{step}: the write made while stopped lands: {}", w.body);
         written.push(w.body["id"].as_str().unwrap().parse::<Uuid>().unwrap());
@@ -372,7 +398,13 @@ impl Server {
 }
 
 /// A request to `base`; status 0 when no answer came (the server or its database is down).
-async fn call(base: &str, token: &str, path: &str, body: serde_json::Value, key: Option<&str>) -> (u16, serde_json::Value) {
+async fn call(
+    base: &str,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut req = reqwest::Client::new()
         .post(format!("{base}{path}"))
         .bearer_auth(token)
@@ -428,17 +460,10 @@ async fn a_move_survives_the_pool_database_and_the_keel_server_crashing_at_each_
 
     let id = tenant.to_string();
     let mut here = "pool";
-    let steps = ["batch", "target-final", "departed", "switched", "serving"];
-    for (n, step) in steps.iter().chain(steps.iter()).chain(["retired"].iter()).enumerate() {
+    for (n, step) in STOPS.iter().enumerate() {
         let to = if here == "pool" { "dedicated" } else { "pool" };
         let purge = *step == "retired";
-        let mut args = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms", "--crash-after", step];
-        if purge {
-            args.push("--purge");
-        }
-        let crashed = keel(&pool_url, &args).await;
-        assert!(!crashed.status.success(), "{step}: the move stopped there: {}", text(&crashed.stderr));
-        assert!(text(&crashed.stderr).contains(&format!(": {step} (")), "{step}: {}", text(&crashed.stderr));
+        stop_move_after(&pool_url, &id, to, step, purge).await;
 
         // Keel's server is killed and the pool's PostgreSQL crashes (immediate stop: no
         // checkpoint, recovery from the WAL on the way up); both come back.
@@ -450,9 +475,14 @@ async fn a_move_survives_the_pool_database_and_the_keel_server_crashing_at_each_
         // the move runs again) lands once.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, body) =
-                call(&server.base, &owner, "/graphql", json!({"query": "{ project(id: \"".to_owned() + &project + "\") { name } }"}), None)
-                    .await;
+            let (status, body) = call(
+                &server.base,
+                &owner,
+                "/graphql",
+                json!({"query": "{ project(id: \"".to_owned() + &project + "\") { name } }"}),
+                None,
+            )
+            .await;
             if status == 200 && body["errors"].is_null() && body["data"]["project"]["name"] == "Crash" {
                 break;
             }
@@ -474,12 +504,7 @@ async fn a_move_survives_the_pool_database_and_the_keel_server_crashing_at_each_
                 }
             })
         };
-        let mut resume = vec!["tenant", "move", &id, "--to", to, "--fence", "800ms"];
-        if purge {
-            resume.push("--purge");
-        }
-        let out = ok(&pool_url, &resume).await;
-        assert!(out.contains("every hash chain holds"), "{step}: {out}");
+        resume_move(&pool_url, &id, to, purge).await;
         let (status, body) = write.await.unwrap();
         assert_eq!(status, 201, "{step}: the write made while stopped lands: {body}");
         written.push(body["id"].as_str().unwrap().parse::<Uuid>().unwrap());
