@@ -123,7 +123,7 @@ async fn busy_tenant(app: &crate::helpers::TestApp, slug: &str) -> (Uuid, String
 /// Apps that connect to a second database too keep to small pools: the suite's one PostgreSQL
 /// serves every test at once.
 pub(crate) fn small_pools() -> Options {
-    Options { pools: keel_store::PoolSizes { writer: 4, reader: 3, projector: 3 }, ..Options::default() }
+    Options { pools: keel_store::PoolSizes { writer: 4, reader: 6, projector: 3 }, ..Options::default() }
 }
 
 /// Webhooks may name loopback http URLs (the tests' endpoints).
