@@ -310,6 +310,9 @@ async fn forget_on_notice(pool: Store, router: std::sync::Weak<Router>) {
         let mut listener = match crate::listen(&pool, CHANNEL).await {
             Ok(l) => l,
             Err(e) => {
+                if pool.reader().is_closed() {
+                    return;
+                }
                 tracing::warn!(error = %e, "cannot listen for placement changes; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 if router.strong_count() == 0 {
@@ -334,6 +337,10 @@ async fn forget_on_notice(pool: Store, router: std::sync::Weak<Router>) {
                     }
                 }
                 Ok(Err(e)) => {
+                    // Keel shutting down closes the store before its database stops: not a loss.
+                    if pool.reader().is_closed() {
+                        return;
+                    }
                     tracing::warn!(error = %e, "lost the placement listener; reconnecting");
                     if let Some(r) = router.upgrade() {
                         r.forget(None);
