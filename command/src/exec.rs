@@ -593,6 +593,7 @@ async fn attempt_once(
 /// connection like any other before the commit (the attempt is run again); a database that
 /// cannot be asked within the resolve window is `outcome-unknown`, never a failure.
 async fn commit(state: &CommandState, tx: TenantTx, xid: u64) -> Result<(), Failure> {
+    let (tenant, witness) = (tx.tenant(), tx.witness());
     let e = match tx.commit().await {
         Ok(()) => return Ok(()),
         Err(e) if e.is_connection_lost() => e,
@@ -600,7 +601,7 @@ async fn commit(state: &CommandState, tx: TenantTx, xid: u64) -> Result<(), Fail
     };
     state.store.connection_lost();
     tracing::warn!(xid, error = %e, "the connection was lost during COMMIT; asking whether it landed");
-    match state.store.commit_outcome(xid).await {
+    match state.store.commit_outcome(tenant, xid, &witness).await {
         CommitOutcome::Committed => {
             tracing::info!(xid, "the commit had landed");
             Ok(())

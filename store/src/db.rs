@@ -9,6 +9,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transactio
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
+use uuid::Uuid;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
@@ -591,27 +592,52 @@ impl Store {
         self.breaker.suspect();
     }
 
-    /// Whether transaction `xid` committed, asked on a new connection until it is known or
-    /// `PoolTimeouts::commit_resolve` has passed. For a `COMMIT` whose answer was lost: the
-    /// server finishes (or aborts) a transaction whose client has gone, and `pg_xact_status`
+    /// Whether transaction `xid` of `tenant` committed, asked on a new connection until it is
+    /// known or `PoolTimeouts::commit_resolve` has passed. For a `COMMIT` whose answer was lost:
+    /// the server finishes (or aborts) a transaction whose client has gone, and `pg_xact_status`
     /// then says which; after a crash, a transaction that had not committed reads `aborted`.
-    pub async fn commit_outcome(&self, xid: u64) -> CommitOutcome {
+    ///
+    /// `committed` is believed only when `witness` is in the database too: after a crash
+    /// PostgreSQL hands out again the ids of transactions whose WAL was lost with it, so the
+    /// lost transaction's id may have been given to another one that committed.
+    pub async fn commit_outcome(&self, tenant: TenantId, xid: u64, witness: &Witness) -> CommitOutcome {
         let deadline = tokio::time::Instant::now() + self.commit_resolve;
         loop {
             let asked = self
                 .guarded(async {
-                    let status: Option<String> = sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)")
-                        .bind(xid.to_string())
-                        .fetch_one(&self.writer)
-                        .await?;
-                    Ok(status)
+                    let mut tx = TenantTx::begin(&self.writer, tenant).await?;
+                    let row = sqlx::query(
+                        "SELECT pg_xact_status($1::text::xid8) AS status,
+                                EXISTS (SELECT 1 FROM events WHERE event_id = $2) AS event_landed,
+                                EXISTS (SELECT 1 FROM idempotency_keys k
+                                         WHERE k.tenant_id = $3 AND k.key = $4 AND k.status IS NOT NULL
+                                           AND k.xmin::text = ($1::bigint % 4294967296)::text) AS key_landed",
+                    )
+                    .bind(xid.to_string())
+                    .bind(witness.event_id)
+                    .bind(tenant.0)
+                    .bind(witness.key.as_deref())
+                    .fetch_one(tx.conn())
+                    .await?;
+                    let _ = tx.rollback().await;
+                    let status: Option<String> = row.try_get("status")?;
+                    let landed = row.try_get::<bool, _>("event_landed")? || row.try_get::<bool, _>("key_landed")?;
+                    Ok((status, landed))
                 })
                 .await;
+            let nothing_to_look_for = witness.event_id.is_none() && witness.key.is_none();
             match asked {
-                Ok(Some(s)) if s == "committed" => return CommitOutcome::Committed,
-                Ok(Some(s)) if s == "aborted" => return CommitOutcome::Aborted,
-                Ok(other) => tracing::debug!(xid, status = ?other, "commit still in progress"),
-                Err(e) => tracing::debug!(xid, error = %e, "cannot ask about a commit yet"),
+                Ok((Some(s), landed)) if s == "committed" => {
+                    if landed || nothing_to_look_for {
+                        return CommitOutcome::Committed;
+                    }
+                    // Another transaction got the lost one's id after a crash.
+                    tracing::warn!(%tenant, xid, "the transaction id committed, but not this transaction's rows: it was lost in a crash and its id given out again");
+                    return CommitOutcome::Aborted;
+                }
+                Ok((Some(s), _)) if s == "aborted" => return CommitOutcome::Aborted,
+                Ok((other, _)) => tracing::debug!(%tenant, xid, status = ?other, "commit still in progress"),
+                Err(e) => tracing::debug!(%tenant, xid, error = %e, "cannot ask about a commit yet"),
             }
             if tokio::time::Instant::now() >= deadline {
                 return CommitOutcome::Unknown;
@@ -787,6 +813,21 @@ pub struct TenantTx {
     pub(crate) tenant_locked: bool,
     /// The data keys the command's read found (`write_path::read_in`), for sealing its events.
     pub(crate) data_keys: Option<crate::crypto::DataKeys>,
+    /// What this transaction wrote that no other can have: what tells, after a `COMMIT` whose
+    /// answer was lost, whether it landed (`Store::commit_outcome`).
+    pub(crate) witness: Witness,
+}
+
+/// A row only one transaction writes, looked for when its `COMMIT` got no answer: the id of an
+/// event it appended (a UUIDv7 made for it), or the idempotency key whose answer it stored.
+///
+/// The transaction id alone does not tell: PostgreSQL hands out again, after a crash, the ids
+/// of transactions whose WAL never reached the disk, so `pg_xact_status` of a lost
+/// transaction's id can later read `committed` for another one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Witness {
+    pub event_id: Option<Uuid>,
+    pub key: Option<String>,
 }
 
 impl TenantTx {
@@ -803,7 +844,15 @@ impl TenantTx {
             tenant.0.hyphenated()
         );
         let tx = pool.raw().begin_with(sqlx::AssertSqlSafe(sql)).await?;
-        Ok(TenantTx { tx, tenant, statements: None, master: None, tenant_locked: false, data_keys: None })
+        Ok(TenantTx {
+            tx,
+            tenant,
+            statements: None,
+            master: None,
+            tenant_locked: false,
+            data_keys: None,
+            witness: Witness::default(),
+        })
     }
 
     /// A tenant transaction on a plain pool of the owner's login (no service role): what a bulk
@@ -835,6 +884,11 @@ impl TenantTx {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// What this transaction wrote that tells whether its `COMMIT` landed (`Witness`).
+    pub fn witness(&self) -> Witness {
+        self.witness.clone()
     }
 
     /// Whether this transaction locked its tenant's row `FOR UPDATE` (`access`).

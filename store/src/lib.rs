@@ -31,8 +31,8 @@ pub mod write_path;
 
 pub use crypto::MasterKey;
 pub use db::{
-    ACQUIRE_SECONDS, CommitOutcome, MIGRATOR, Pool, PoolSizes, PoolTimeouts, RolePool, Store, TenantTx, Unit, migrate,
-    migrations_current,
+    ACQUIRE_SECONDS, CommitOutcome, MIGRATOR, Pool, PoolSizes, PoolTimeouts, RolePool, Store, TenantTx, Unit, Witness,
+    migrate, migrations_current,
 };
 pub use error::StoreError;
 pub use log::{Appended, EventMetadata, LogPosition, RecordedEvent};

@@ -267,6 +267,12 @@ pub async fn append_in(
         new_keys,
     };
     let last = prepared.call(tx.conn(), &inline, &ReadGuard::default(), snapshot, key).await?;
+    if tx.witness.event_id.is_none() {
+        tx.witness.event_id = prepared.first_event_id();
+    }
+    if let Some(k) = key {
+        tx.witness.key = Some(k.key.to_owned());
+    }
     Ok(prepared.appended(last))
 }
 

@@ -186,22 +186,26 @@ impl TestDb {
 
     /// Provisions a tenant straight through the domain and the store.
     pub async fn provision(&self, slug: &str, owner: &str) -> TenantId {
-        let tenant = TenantId::new_v7();
-        let cmd = ProvisionTenant {
-            tenant_id: tenant,
-            owner_member_id: MemberId::new_v7(),
-            name: format!("Tenant {slug}"),
-            slug: slug.into(),
-            plan: "free".into(),
-            owner: OwnerInput { user_id: owner.into(), email: format!("{owner}@{slug}.test"), name: owner.into() },
-        };
-        let events =
-            Tenant::default().decide(TenantCommand::Provision(cmd), &TenantUsage::default(), Utc::now()).unwrap();
-        let mut tx = self.store.begin_write(tenant).await.unwrap();
-        log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
-        tx.commit().await.unwrap();
-        tenant
+        provision_on(&self.store, slug, owner).await
     }
+}
+
+/// Provisions a tenant straight through the domain and `store`.
+pub async fn provision_on(store: &Store, slug: &str, owner: &str) -> TenantId {
+    let tenant = TenantId::new_v7();
+    let cmd = ProvisionTenant {
+        tenant_id: tenant,
+        owner_member_id: MemberId::new_v7(),
+        name: format!("Tenant {slug}"),
+        slug: slug.into(),
+        plan: "free".into(),
+        owner: OwnerInput { user_id: owner.into(), email: format!("{owner}@{slug}.test"), name: owner.into() },
+    };
+    let events = Tenant::default().decide(TenantCommand::Provision(cmd), &TenantUsage::default(), Utc::now()).unwrap();
+    let mut tx = store.begin_write(tenant).await.unwrap();
+    log::append(&mut tx, &[], &events, &meta(), Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    tenant
 }
 
 impl Drop for TestDb {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A second PostgreSQL cluster of the test's own, on another port; stopped when dropped.
-struct Cluster(Arc<EmbeddedPg>, std::path::PathBuf);
+pub(crate) struct Cluster(Arc<EmbeddedPg>, std::path::PathBuf);
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Cluster {
 impl Cluster {
     /// The server quits at once, as in a crash, and starts again (recovering from its WAL) on
     /// the same port.
-    async fn crash_and_restart(&mut self) {
+    pub(crate) async fn crash_and_restart(&mut self) {
         self.0.stop_with(StopMode::Immediate).unwrap();
         let (d, bindir) = (self.1.clone(), find_bindir(None).unwrap());
         let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&d, &bindir)).await.unwrap().unwrap();
@@ -33,7 +33,7 @@ impl Cluster {
     }
 }
 
-async fn second_cluster(dir: &std::path::Path) -> (Cluster, String) {
+pub(crate) async fn second_cluster(dir: &std::path::Path) -> (Cluster, String) {
     let bindir = find_bindir(None).expect("PostgreSQL's server binaries");
     let d = dir.to_path_buf();
     let pg = Arc::new(tokio::task::spawn_blocking(move || EmbeddedPg::start(&d, &bindir)).await.unwrap().unwrap());

@@ -211,6 +211,85 @@ async fn a_lost_append_is_resolved_by_asking_the_database() {
     assert_eq!(store.append_outcome(None, Uuid::now_v7()).await, CommitOutcome::Unknown);
 }
 
+/// A transaction lost in a crash of the database while its `COMMIT` was in flight: after the
+/// restart PostgreSQL gives its id to another transaction (its WAL never reached the disk), and
+/// `pg_xact_status` of that id reads `committed`. What the transaction wrote is looked for too,
+/// so the lost commit is aborted (the command runs again), not acknowledged.
+#[tokio::test]
+async fn a_commit_lost_in_a_crash_is_not_taken_for_the_transaction_that_got_its_id_again() {
+    let dir = crate::tenancy::scratch("lost-xid");
+    let (mut cluster, url) = crate::moves::second_cluster(&dir).await;
+    keel_store::migrate(&url).await.unwrap();
+    let mut su = sqlx::PgConnection::connect(&url).await.unwrap();
+    // The WAL of a transaction that has not committed stays in memory: no WAL writer round and
+    // no background writer flushing it for a page it dirtied.
+    for sql in [
+        "ALTER SYSTEM SET wal_writer_delay = '10s'",
+        "ALTER SYSTEM SET bgwriter_lru_maxpages = 0",
+        "ALTER SYSTEM SET autovacuum = off",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut su).await.unwrap();
+    }
+    let timeouts = PoolTimeouts { commit_resolve: Duration::from_secs(20), ..PoolTimeouts::default() };
+    let store = Store::connect_with(
+        &url,
+        PoolSizes { writer: 2, reader: 1, projector: 1 },
+        timeouts,
+        Some(crate::helpers::master_key()),
+    )
+    .await
+    .unwrap();
+    let tenant = crate::helpers::provision_on(&store, "lost-xid", "ada").await;
+    // A committed append is committed.
+    let mut tx = store.begin_write(tenant).await.unwrap();
+    let kept = log::append(&mut tx, &[], &[created(ProjectId::new_v7(), "Kept")], &meta(), Utc::now()).await.unwrap();
+    let kept_witness = tx.witness();
+    tx.commit().await.unwrap();
+    assert_eq!(store.commit_outcome(tenant, kept.last.xid, &kept_witness).await, CommitOutcome::Committed);
+
+    // An append whose transaction the crash takes with it.
+    sqlx::query("CHECKPOINT").execute(&mut su).await.unwrap();
+    let mut tx = store.begin_write(tenant).await.unwrap();
+    let lost = log::append(&mut tx, &[], &[created(ProjectId::new_v7(), "Lost")], &meta(), Utc::now()).await.unwrap();
+    let witness = tx.witness();
+    assert!(witness.event_id.is_some(), "the append names its first event");
+    drop(su);
+    cluster.crash_and_restart().await;
+    drop(tx);
+
+    // Another transaction is given the lost one's id, and commits.
+    let mut su = sqlx::PgConnection::connect(&url).await.unwrap();
+    loop {
+        let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut su).await.unwrap();
+        let xid: u64 = xid.parse().unwrap();
+        if xid == lost.last.xid {
+            break;
+        }
+        assert!(xid < lost.last.xid, "the lost transaction's id {} is given out again (now at {xid})", lost.last.xid);
+    }
+    let status: String = sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)")
+        .bind(lost.last.xid.to_string())
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert_eq!(status, "committed", "the id alone says committed");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE transaction_id = $1::text::xid8")
+        .bind(lost.last.xid.to_string())
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "nothing of the lost append is in the log");
+    assert_eq!(
+        store.commit_outcome(tenant, lost.last.xid, &witness).await,
+        CommitOutcome::Aborted,
+        "the lost commit is aborted, so the command runs again"
+    );
+    // The committed one still reads committed after the crash.
+    assert_eq!(store.commit_outcome(tenant, kept.last.xid, &kept_witness).await, CommitOutcome::Committed);
+    store.close().await;
+}
+
 /// Through the API: task commands take the two calls, and what they write is what the
 /// transaction path wrote (chained, projected, verified), including the snapshot every 100 events.
 #[tokio::test]
