@@ -6,9 +6,11 @@
 //! One probe task per `Store` keeps one connection of its own (as the `DATABASE_URL` user, no
 //! service role: it only runs `SELECT 1`). It asks every `healthy_interval` while the breaker is
 //! closed, every `open_interval` while it is open, and at once when a request reports a lost
-//! connection or has waited `SLOW_ACQUIRE` for one. A probe that cannot reconnect and answer
-//! within `probe_timeout` opens the breaker; the first that can closes it. Pool acquires that
-//! are waiting when it opens are answered `Unavailable` at that moment.
+//! connection or has waited `SLOW_ACQUIRE` for one. A probe that gets an error (connection refused
+//! or cut) opens the breaker at once; one left unanswered opens it only after `SILENT_PROBES`
+//! probe timeouts, since a loaded machine answers late and late is not away (its question goes
+//! on across probes meanwhile). The first answer closes it. Pool acquires that are waiting when
+//! it opens are answered `Unavailable` at that moment.
 
 use crate::error::StoreError;
 use sqlx::postgres::PgConnectOptions;
@@ -28,7 +30,8 @@ pub struct ProbeSettings {
     pub healthy_interval: Duration,
     /// Between probes while it does not: the most that recovery lags the database's return.
     pub open_interval: Duration,
-    /// A probe (reconnect and `SELECT 1`) that takes longer counts as a failure.
+    /// How long one probe waits for its answer (reconnect and `SELECT 1`). A database silent for
+    /// `SILENT_PROBES` of these is taken to be away; an error is at once.
     pub timeout: Duration,
 }
 
@@ -229,23 +232,29 @@ async fn probe(
     hosts: Option<Arc<Hosts>>,
 ) {
     let mut conn: Option<PgConnection> = None;
-    // A connect that outlasts one probe's timeout goes on into the next (a SCRAM login on a
-    // loaded machine can take longer than a probe waits; starting over would never finish).
-    let mut connecting: Option<Connecting> = None;
+    // The question under way (a ping on the kept connection, or a connect and a ping): one that
+    // outlasts a probe's timeout goes on into the next, since a loaded machine answers late and
+    // starting over (a SCRAM login) would never finish.
+    let mut asking: Option<Asking> = None;
     loop {
         let Some(b) = breaker.upgrade() else { return };
         if b.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let mut ok = match &hosts {
-            None => match tokio::time::timeout(settings.timeout, check(&mut conn, &mut connecting, &options)).await {
+            None => match tokio::time::timeout(settings.timeout, ask(&mut conn, &mut asking, &options)).await {
                 Ok(ok) => ok,
                 Err(_) => {
+                    let silent = asking.as_ref().map(|(since, _)| since.elapsed()).unwrap_or_default();
                     tracing::debug!(
                         timeout_ms = settings.timeout.as_millis() as u64,
-                        "the availability probe timed out"
+                        silent_ms = silent.as_millis() as u64,
+                        "the availability probe has no answer yet"
                     );
-                    false
+                    // Late is not away: on a starved machine the database answers, after a while.
+                    // The breaker opens once it has been silent for `SILENT_PROBES` timeouts
+                    // (an error opens it at once), and stays open until it answers.
+                    !b.is_open() && silent < settings.timeout * SILENT_PROBES
                 }
             },
             // The current host must still be the primary: a standby answers `SELECT 1` too.
@@ -279,46 +288,48 @@ async fn probe(
     }
 }
 
-type Connecting =
-    (std::time::Instant, std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>);
+type Asking = (std::time::Instant, std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>);
 
-/// How long a probe's connect may go on across probes before it is started again.
-const STALE_CONNECT: Duration = Duration::from_secs(10);
+/// A database that leaves the probe unanswered for this many probe timeouts is taken to be away
+/// (one that answers with an error is at once).
+const SILENT_PROBES: u32 = 3;
 
-/// `SELECT 1` on the kept connection, or on a new one when it is gone (the connect under way, if
-/// an earlier probe started one).
-async fn check(
-    conn: &mut Option<PgConnection>,
-    connecting: &mut Option<Connecting>,
-    options: &PgConnectOptions,
-) -> bool {
-    if let Some(c) = conn.as_mut() {
-        match c.ping().await {
-            Ok(()) => return true,
-            Err(e) => tracing::debug!(error = %e, "the availability probe's connection failed its ping"),
-        }
+/// How long a question may go on across probes before it is given up and asked again (a server
+/// that accepted and went silent).
+const STALE_QUESTION: Duration = Duration::from_secs(10);
+
+/// `SELECT 1` on the kept connection, or on a new one when it fails; the question under way, if
+/// an earlier probe asked one that is not answered yet.
+async fn ask(conn: &mut Option<PgConnection>, asking: &mut Option<Asking>, options: &PgConnectOptions) -> bool {
+    if asking.as_ref().is_some_and(|(since, _)| since.elapsed() > STALE_QUESTION) {
+        *asking = None;
     }
-    *conn = None;
-    // A connect that has hung for long (a server that accepted and went silent) is given up.
-    if connecting.as_ref().is_some_and(|(since, _)| since.elapsed() > STALE_CONNECT) {
-        *connecting = None;
-    }
-    let options = options.clone();
-    let (_, pending) = connecting.get_or_insert_with(|| {
-        (std::time::Instant::now(), Box::pin(async move { PgConnection::connect_with(&options).await }))
+    let (_, pending) = asking.get_or_insert_with(|| {
+        let (kept, options) = (conn.take(), options.clone());
+        (
+            std::time::Instant::now(),
+            Box::pin(async move {
+                if let Some(mut c) = kept {
+                    match c.ping().await {
+                        Ok(()) => return Ok(c),
+                        Err(e) => tracing::debug!(error = %e, "the availability probe's connection failed its ping"),
+                    }
+                }
+                let mut c = PgConnection::connect_with(&options).await?;
+                c.ping().await?;
+                Ok(c)
+            }),
+        )
     });
-    let done = pending.await;
-    *connecting = None;
-    match done {
-        Ok(mut c) => {
-            let ok = c.ping().await.is_ok();
-            if ok {
-                *conn = Some(c);
-            }
-            ok
+    let answer = pending.await;
+    *asking = None;
+    match answer {
+        Ok(c) => {
+            *conn = Some(c);
+            true
         }
         Err(e) => {
-            tracing::debug!(error = %e, "the availability probe cannot connect");
+            tracing::debug!(error = %e, "the availability probe cannot reach the database");
             false
         }
     }
