@@ -44,6 +44,37 @@ async fn events_named(app: &TestApp, name: &str) -> Vec<(uuid::Uuid, i64, String
     .unwrap()
 }
 
+/// A database that answers late is slow, not away: while every round trip takes longer than
+/// the availability probe waits for one (but less than three of its waits), commands go through,
+/// late, and none is refused as `database-unavailable`. (The probe used to give up on its late
+/// answer and open the breaker: under the whole suite's load on two cores, working requests got
+/// 503s.)
+#[tokio::test]
+async fn a_database_that_answers_late_is_slow_not_away() {
+    let probe = keel_store::breaker::ProbeSettings {
+        timeout: Duration::from_millis(300),
+        ..keel_store::breaker::ProbeSettings::default()
+    };
+    let (app, proxy) = app_behind_proxy(false, PoolTimeouts { probe, ..quick() }).await;
+    let (_, owner) = app.provision_on("late", "enterprise").await;
+    assert_eq!(app.create_project(&owner, "Before").await.status, 201);
+
+    proxy.slow(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut i = 0;
+    // Long enough for several probes, each answered after 500 ms.
+    while started.elapsed() < Duration::from_secs(4) {
+        let r = app.post("/api/v1/projects", &owner, json!({"name": format!("Late-{i}")})).await;
+        assert_eq!(r.status, 201, "a command while the database answers late: {}", r.body);
+        i += 1;
+    }
+    let r = app.graphql(&owner, "{ projects(first: 50) { edges { node { name } } } }", None).await;
+    assert!(r.body["errors"].is_null(), "a query while the database answers late: {}", r.body);
+    assert!(proxy.delayed() > 2 * i, "the round trips were held back ({} for {i} commands)", proxy.delayed());
+    proxy.slow(Duration::ZERO);
+    assert_eq!(events_named(&app, "Late-0").await.len(), 1);
+}
+
 #[tokio::test]
 async fn while_the_database_is_away_every_request_is_a_fast_503_and_recovery_is_prompt() {
     let (app, proxy) = app_behind_proxy(true, PoolTimeouts::default()).await;

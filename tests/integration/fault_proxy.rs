@@ -3,10 +3,11 @@
 //! `Query`, or the `Bind` of a statement it saw `Parse`d on that connection), and on a rule's
 //! statement cuts the connection — before the message reaches the server, or after the server
 //! has it but before its answer reaches Keel. It can also play a database that is down
-//! (accepted connections are closed at once, open ones are cut).
+//! (accepted connections are closed at once, open ones are cut), or one that answers late
+//! (every round trip held back).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +41,10 @@ struct Shared {
     connections: AtomicUsize,
     /// While `Some`, every statement run, with the number of the connection that ran it.
     recorded: Mutex<Option<Vec<(usize, String)>>>,
+    /// How long each round trip is held back, in milliseconds (`slow`).
+    delay_ms: AtomicU64,
+    /// Round trips held back so far.
+    delayed: AtomicUsize,
 }
 
 pub struct FaultProxy {
@@ -98,6 +103,17 @@ impl FaultProxy {
 
     pub fn up(&self) {
         self.shared.down.store(false, Ordering::SeqCst);
+    }
+
+    /// The database answers late: every message that asks the server for an answer (a simple
+    /// `Query`, an extended-protocol `Sync`) reaches it `delay` later; zero ends it.
+    pub fn slow(&self, delay: Duration) {
+        self.shared.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// How many round trips were held back.
+    pub fn delayed(&self) -> usize {
+        self.shared.delayed.load(Ordering::SeqCst)
     }
 
     /// Starts recording every statement run through the proxy (`recorded`).
@@ -168,6 +184,11 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>) {
             Some(rules.remove(i))
         });
         let Some(rule) = rule else {
+            let delay = shared.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 && matches!(kind, Some(b'Q' | b'S')) {
+                shared.delayed.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             if server_write.write_all(&bytes).await.is_err() {
                 break;
             }
