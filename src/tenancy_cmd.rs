@@ -164,9 +164,11 @@ pub async fn tenant(url: &str, key: Option<MasterKey>, command: TenantCmd) -> an
                 started.elapsed().as_secs_f64()
             );
             if !purge {
+                let until =
+                    chrono::Utc::now() + chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
                 println!(
-                    "the rows in {from} are retired after {} (keel tenant retire)",
-                    humantime::format_duration(retention)
+                    "the rows in {from} are kept until {}; `keel tenant retire` retires them then",
+                    until.format("%Y-%m-%d %H:%M UTC")
                 );
             }
         }
