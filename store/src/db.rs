@@ -611,7 +611,9 @@ impl Store {
                                 EXISTS (SELECT 1 FROM events WHERE event_id = $2) AS event_landed,
                                 EXISTS (SELECT 1 FROM idempotency_keys k
                                          WHERE k.tenant_id = $3 AND k.key = $4 AND k.status IS NOT NULL
-                                           AND k.xmin::text = ($1::bigint % 4294967296)::text) AS key_landed",
+                                           AND k.xmin::text = ($1::bigint % 4294967296)::text) AS key_landed,
+                                EXISTS (SELECT 1 FROM tenants_departed d
+                                         WHERE d.tenant_id = $3 AND d.retired_at IS NOT NULL) AS retired",
                     )
                     .bind(xid.to_string())
                     .bind(witness.event_id)
@@ -622,21 +624,28 @@ impl Store {
                     let _ = tx.rollback().await;
                     let status: Option<String> = row.try_get("status")?;
                     let landed = row.try_get::<bool, _>("event_landed")? || row.try_get::<bool, _>("key_landed")?;
-                    Ok((status, landed))
+                    // A tenant moved away and retired from here has none of its rows here: what
+                    // landed cannot be told from what was lost.
+                    let retired: bool = row.try_get("retired")?;
+                    Ok((status, landed, retired))
                 })
                 .await;
             let nothing_to_look_for = witness.event_id.is_none() && witness.key.is_none();
             match asked {
-                Ok((Some(s), landed)) if s == "committed" => {
+                Ok((Some(s), landed, retired)) if s == "committed" => {
                     if landed || nothing_to_look_for {
                         return CommitOutcome::Committed;
+                    }
+                    if retired {
+                        tracing::warn!(%tenant, xid, "the tenant's rows were retired from this database: cannot tell whether the commit landed");
+                        return CommitOutcome::Unknown;
                     }
                     // Another transaction got the lost one's id after a crash.
                     tracing::warn!(%tenant, xid, "the transaction id committed, but not this transaction's rows: it was lost in a crash and its id given out again");
                     return CommitOutcome::Aborted;
                 }
-                Ok((Some(s), _)) if s == "aborted" => return CommitOutcome::Aborted,
-                Ok((other, _)) => tracing::debug!(%tenant, xid, status = ?other, "commit still in progress"),
+                Ok((Some(s), _, _)) if s == "aborted" => return CommitOutcome::Aborted,
+                Ok((other, _, _)) => tracing::debug!(%tenant, xid, status = ?other, "commit still in progress"),
                 Err(e) => tracing::debug!(%tenant, xid, error = %e, "cannot ask about a commit yet"),
             }
             if tokio::time::Instant::now() >= deadline {

@@ -287,6 +287,16 @@ async fn a_commit_lost_in_a_crash_is_not_taken_for_the_transaction_that_got_its_
     );
     // The committed one still reads committed after the crash.
     assert_eq!(store.commit_outcome(tenant, kept.last.xid, &kept_witness).await, CommitOutcome::Committed);
+    // Had the tenant moved away and its rows here been retired meanwhile, a missing row would
+    // prove nothing: unknown (repeat with the same key), never a second run.
+    sqlx::query(
+        "INSERT INTO tenants_departed (tenant_id, to_database, retire_after, retired_at) VALUES ($1, 'elsewhere', now(), now())",
+    )
+    .bind(tenant.0)
+    .execute(&mut su)
+    .await
+    .unwrap();
+    assert_eq!(store.commit_outcome(tenant, lost.last.xid, &witness).await, CommitOutcome::Unknown);
     store.close().await;
 }
 
