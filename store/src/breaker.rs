@@ -245,7 +245,7 @@ async fn probe(
             None => match tokio::time::timeout(settings.timeout, ask(&mut conn, &mut asking, &options)).await {
                 Ok(ok) => ok,
                 Err(_) => {
-                    let silent = asking.as_ref().map(|(since, _)| since.elapsed()).unwrap_or_default();
+                    let silent = asking.as_ref().map(|a| a.silent_since.elapsed()).unwrap_or_default();
                     tracing::debug!(
                         timeout_ms = settings.timeout.as_millis() as u64,
                         silent_ms = silent.as_millis() as u64,
@@ -288,7 +288,13 @@ async fn probe(
     }
 }
 
-type Asking = (std::time::Instant, std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>);
+/// A question under way: since when the database has been silent (kept when a stale question is
+/// asked again), when this one was asked, and its answer to come.
+struct Asking {
+    silent_since: std::time::Instant,
+    asked: std::time::Instant,
+    answer: std::pin::Pin<Box<dyn Future<Output = Result<PgConnection, sqlx::Error>> + Send>>,
+}
 
 /// A database that leaves the probe unanswered for this many probe timeouts is taken to be away
 /// (one that answers with an error is at once).
@@ -301,14 +307,21 @@ const STALE_QUESTION: Duration = Duration::from_secs(10);
 /// `SELECT 1` on the kept connection, or on a new one when it fails; the question under way, if
 /// an earlier probe asked one that is not answered yet.
 async fn ask(conn: &mut Option<PgConnection>, asking: &mut Option<Asking>, options: &PgConnectOptions) -> bool {
-    if asking.as_ref().is_some_and(|(since, _)| since.elapsed() > STALE_QUESTION) {
+    // A question that has hung for long (a server that accepted and went silent) is asked again;
+    // the silence goes on counting.
+    let mut silent_since = std::time::Instant::now();
+    if let Some(a) = asking.as_ref()
+        && a.asked.elapsed() > STALE_QUESTION
+    {
+        silent_since = a.silent_since;
         *asking = None;
     }
-    let (_, pending) = asking.get_or_insert_with(|| {
+    let Asking { answer: pending, .. } = asking.get_or_insert_with(|| {
         let (kept, options) = (conn.take(), options.clone());
-        (
-            std::time::Instant::now(),
-            Box::pin(async move {
+        Asking {
+            silent_since,
+            asked: std::time::Instant::now(),
+            answer: Box::pin(async move {
                 if let Some(mut c) = kept {
                     match c.ping().await {
                         Ok(()) => return Ok(c),
@@ -319,7 +332,7 @@ async fn ask(conn: &mut Option<PgConnection>, asking: &mut Option<Asking>, optio
                 c.ping().await?;
                 Ok(c)
             }),
-        )
+        }
     });
     let answer = pending.await;
     *asking = None;

@@ -159,6 +159,18 @@ pub enum CommitOutcome {
     Unknown,
 }
 
+/// What `Store::commit_outcome` learns in one look.
+struct Asked {
+    /// `pg_xact_status`, or `never given out`.
+    status: Option<String>,
+    /// The transaction id's commit is visible to the look's snapshot.
+    visible: bool,
+    /// The witness is in the log.
+    landed: bool,
+    /// The tenant's rows in this database were retired by a move.
+    retired: bool,
+}
+
 /// The URL of each host of a libpq-style multi-host URL (`postgres://u:p@h1:5432,h2:5433/db`),
 /// or the URL alone. `target_session_attrs` is dropped: Keel always looks for the writable host.
 pub(crate) fn host_urls(url: &str) -> Vec<String> {
@@ -595,19 +607,28 @@ impl Store {
     /// Whether transaction `xid` of `tenant` committed, asked on a new connection until it is
     /// known or `PoolTimeouts::commit_resolve` has passed. For a `COMMIT` whose answer was lost:
     /// the server finishes (or aborts) a transaction whose client has gone, and `pg_xact_status`
-    /// then says which; after a crash, a transaction that had not committed reads `aborted`.
+    /// then says which.
     ///
-    /// `committed` is believed only when `witness` is in the database too: after a crash
-    /// PostgreSQL hands out again the ids of transactions whose WAL was lost with it, so the
-    /// lost transaction's id may have been given to another one that committed.
+    /// After a crash that is not enough: PostgreSQL gives out again the ids of transactions whose
+    /// WAL was lost with it, so the lost transaction's id may read `committed` for another one,
+    /// or lie ahead of every id given out since (then it was lost). So `committed` is believed
+    /// only once that commit is visible and `witness` is in the log: the event when the
+    /// transaction appended any, else the idempotency key it answered. A tenant whose rows here
+    /// were retired by a move leaves nothing to look for: unknown.
     pub async fn commit_outcome(&self, tenant: TenantId, xid: u64, witness: &Witness) -> CommitOutcome {
+        debug_assert!(witness.event_id.is_some() || witness.key.is_some(), "a commit to resolve wrote something");
         let deadline = tokio::time::Instant::now() + self.commit_resolve;
         loop {
             let asked = self
                 .guarded(async {
                     let mut tx = TenantTx::begin(&self.writer, tenant).await?;
+                    // One snapshot for the visibility and the rows; the status is the server's
+                    // record now. An id at or past the next one given out is not asked about
+                    // (`pg_xact_status` refuses ids "in the future").
                     let row = sqlx::query(
-                        "SELECT pg_xact_status($1::text::xid8) AS status,
+                        "SELECT CASE WHEN $1::text::xid8 >= pg_current_xact_id() THEN 'never given out'
+                                     ELSE pg_xact_status($1::text::xid8) END AS status,
+                                pg_visible_in_snapshot($1::text::xid8, pg_current_snapshot()) AS visible,
                                 EXISTS (SELECT 1 FROM events WHERE event_id = $2) AS event_landed,
                                 EXISTS (SELECT 1 FROM idempotency_keys k
                                          WHERE k.tenant_id = $3 AND k.key = $4 AND k.status IS NOT NULL
@@ -622,30 +643,40 @@ impl Store {
                     .fetch_one(tx.conn())
                     .await?;
                     let _ = tx.rollback().await;
-                    let status: Option<String> = row.try_get("status")?;
-                    let landed = row.try_get::<bool, _>("event_landed")? || row.try_get::<bool, _>("key_landed")?;
-                    // A tenant moved away and retired from here has none of its rows here: what
-                    // landed cannot be told from what was lost.
-                    let retired: bool = row.try_get("retired")?;
-                    Ok((status, landed, retired))
+                    // The event decides when there is one: a retry of the same key may have
+                    // answered it since, under the lost transaction's id given out again.
+                    let landed = match witness.event_id {
+                        Some(_) => row.try_get::<bool, _>("event_landed")?,
+                        None => row.try_get::<bool, _>("key_landed")?,
+                    };
+                    Ok(Asked {
+                        status: row.try_get("status")?,
+                        visible: row.try_get("visible")?,
+                        landed,
+                        retired: row.try_get("retired")?,
+                    })
                 })
                 .await;
-            let nothing_to_look_for = witness.event_id.is_none() && witness.key.is_none();
             match asked {
-                Ok((Some(s), landed, retired)) if s == "committed" => {
-                    if landed || nothing_to_look_for {
-                        return CommitOutcome::Committed;
-                    }
-                    if retired {
+                Ok(a) => match a.status.as_deref() {
+                    Some("committed") if a.landed => return CommitOutcome::Committed,
+                    // Committed, but not yet visible to a new snapshot: its rows may be next.
+                    Some("committed") if !a.visible => {}
+                    Some("committed") if a.retired => {
                         tracing::warn!(%tenant, xid, "the tenant's rows were retired from this database: cannot tell whether the commit landed");
                         return CommitOutcome::Unknown;
                     }
-                    // Another transaction got the lost one's id after a crash.
-                    tracing::warn!(%tenant, xid, "the transaction id committed, but not this transaction's rows: it was lost in a crash and its id given out again");
-                    return CommitOutcome::Aborted;
-                }
-                Ok((Some(s), _, _)) if s == "aborted" => return CommitOutcome::Aborted,
-                Ok((other, _, _)) => tracing::debug!(%tenant, xid, status = ?other, "commit still in progress"),
+                    Some("committed") => {
+                        tracing::warn!(%tenant, xid, "that transaction id committed, but without this transaction's rows: it was lost in a crash and its id given out again");
+                        return CommitOutcome::Aborted;
+                    }
+                    Some("never given out") => {
+                        tracing::warn!(%tenant, xid, "the database has not given that transaction id out since it restarted: the transaction was lost in a crash");
+                        return CommitOutcome::Aborted;
+                    }
+                    Some("aborted") => return CommitOutcome::Aborted,
+                    other => tracing::debug!(%tenant, xid, status = ?other, "commit still in progress"),
+                },
                 Err(e) => tracing::debug!(%tenant, xid, error = %e, "cannot ask about a commit yet"),
             }
             if tokio::time::Instant::now() >= deadline {

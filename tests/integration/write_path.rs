@@ -287,6 +287,28 @@ async fn a_commit_lost_in_a_crash_is_not_taken_for_the_transaction_that_got_its_
     );
     // The committed one still reads committed after the crash.
     assert_eq!(store.commit_outcome(tenant, kept.last.xid, &kept_witness).await, CommitOutcome::Committed);
+
+    // A transaction that only answered an idempotency key is told by the key.
+    let mut tx = store.begin_write(tenant).await.unwrap();
+    let body = json!({"id": Uuid::now_v7(), "version": 1});
+    let key = log::KeyToStore { key: "only-a-key", request_hash: &[7; 32], status: 200, response: &body };
+    log::append_in(&mut tx, &[], &[], &meta(), Utc::now(), None, Some(&key)).await.unwrap();
+    let key_xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(tx.conn()).await.unwrap();
+    let key_witness = tx.witness();
+    assert_eq!((key_witness.event_id, key_witness.key.as_deref()), (None, Some("only-a-key")));
+    tx.commit().await.unwrap();
+    assert_eq!(store.commit_outcome(tenant, key_xid.parse().unwrap(), &key_witness).await, CommitOutcome::Committed);
+
+    // Lost in a crash again, and asked about before any other transaction took an id: the
+    // database has not given that id out since it restarted.
+    let mut tx = store.begin_write(tenant).await.unwrap();
+    let ahead = log::append(&mut tx, &[], &[created(ProjectId::new_v7(), "Ahead")], &meta(), Utc::now()).await.unwrap();
+    let ahead_witness = tx.witness();
+    drop(su);
+    cluster.crash_and_restart().await;
+    drop(tx);
+    let mut su = sqlx::PgConnection::connect(&url).await.unwrap();
+    assert_eq!(store.commit_outcome(tenant, ahead.last.xid, &ahead_witness).await, CommitOutcome::Aborted);
     // Had the tenant moved away and its rows here been retired meanwhile, a missing row would
     // prove nothing: unknown (repeat with the same key), never a second run.
     sqlx::query(
